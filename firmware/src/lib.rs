@@ -1,0 +1,2 @@
+//! firmware
+#![no_std]

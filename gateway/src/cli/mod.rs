@@ -1,0 +1,27 @@
+//! Command-line interface: one file per subcommand (group), each with a clap
+//! `Args` struct and a `run` function. `main.rs` only parses and dispatches.
+
+use clap::{Parser, Subcommand};
+
+/// MRV Gateway: turns site sensor data into signed, auditable monitoring reports.
+#[derive(Debug, Parser)]
+#[command(name = "mrv-gateway", version, about, long_about = None)]
+pub struct Cli {
+    /// Log filter (tracing syntax), e.g. `info`, `mrv_gateway=debug`.
+    #[arg(long, global = true, env = "MRV_LOG", default_value = "info")]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands. Each variant's args and runner live in their own module.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    // Helpers add their variants here, one line each, keeping alphabetical order.
+}
+
+/// Runs the parsed command.
+pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {}
+}

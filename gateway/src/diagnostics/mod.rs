@@ -1,0 +1,1 @@
+//! diagnostics (being built)

@@ -1,0 +1,26 @@
+//! # mrv-gateway: the site gateway
+//!
+//! Data path (see `docs/ARCHITECTURE.md`):
+//!
+//! ```text
+//! devices --MQTT--> ingest (decode, verify, dedup) --> buffer (sled, flushed) --> ack to device
+//! meters <--Modbus-- modbus poller ------------------^
+//! buffer --> report (period close, Merkle root, calc, JWS) --> upload (HTTPS) --> MRV backend
+//! diagnostics reads state; it never writes the data path
+//! ```
+//!
+//! Modules are named for what they do; pure state machines (`ingest::ledger`,
+//! `modbus::planner`, `upload::machine`, ...) sit beside the thin async tasks
+//! that drive them.
+
+pub mod broker;
+pub mod buffer;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod diagnostics;
+pub mod ingest;
+pub mod modbus;
+pub mod report;
+pub mod runtime;
+pub mod upload;

@@ -1,0 +1,33 @@
+//! # mrv-shared: what firmware, gateway and MRV backends agree on
+//!
+//! This crate is `no_std` + `alloc` (the firmware links it); the `std` feature
+//! (on by default) adds `std::error::Error` impls and the JSON helpers that
+//! need `std`.
+//!
+//! Layout:
+//! - [`ids`]: validated identifiers for sites, devices and channels.
+//! - [`quantity`]: the physical quantities we measure and their integer base
+//!   units (Wh, mL, mm, Pa, 0.01 degC, 0.01 vol%). No floats cross a wire.
+//! - [`reading`]: one sample ([`reading::Sample`]) inside a frame, the
+//!   flattened [`reading::Reading`] a gateway stores, and [`reading::Quality`].
+//! - [`wire`]: the [`wire::Frame`] (one device's batch), the [`wire::Ack`], the
+//!   MQTT topic scheme, and the two encodings: compact binary
+//!   ([`wire::binary`]) for our firmware and JSON ([`wire::json`]) for
+//!   third-party devices. Decoders tell "incomplete" from "invalid (why)".
+//!
+//! Invariants every consumer may rely on:
+//! - a decoded [`wire::Frame`] has valid identifiers, at least one sample, and
+//!   every sample's channel index points into its channel table;
+//! - binary encoding is canonical: one frame has exactly one byte form, so a
+//!   device signature over those bytes can be checked by re-encoding.
+#![no_std]
+#![deny(missing_docs)]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod ids;
+pub mod quantity;
+pub mod reading;
+pub mod wire;
