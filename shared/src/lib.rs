@@ -5,6 +5,7 @@
 //! need `std`.
 //!
 //! Layout:
+//! - [`event`]: events a report carries besides readings.
 //! - [`ids`]: validated identifiers for sites, devices and channels.
 //! - [`quantity`]: the physical quantities we measure and their integer base
 //!   units (Wh, mL, mm, Pa, 0.01 degC, 0.01 vol%). No floats cross a wire.
@@ -27,6 +28,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod event;
 pub mod ids;
 pub mod quantity;
 pub mod reading;

@@ -1,0 +1,77 @@
+//! Events: facts about the site and the gateway that a report must carry
+//! besides readings (restarts, clock jumps, full buffer, devices going
+//! offline, rejected frames, Modbus faults, upload rejections).
+//!
+//! Events are recorded durably by the gateway when they happen and copied
+//! into the report of the period they fall in.
+
+use crate::ids::DeviceId;
+use alloc::string::String;
+use serde::{Deserialize, Serialize};
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The gateway process started (detail: version, buffer state).
+    GatewayStarted,
+    /// The gateway stopped cleanly.
+    GatewayStopped,
+    /// The wall clock jumped (detail: by how much).
+    ClockJump,
+    /// The buffer reached its byte limit; new frames are refused (not acked).
+    BufferFull,
+    /// The buffer is below its limit again.
+    BufferRecovered,
+    /// A device stopped reporting.
+    DeviceOffline,
+    /// A device reports again.
+    DeviceOnline,
+    /// The configuration changed since the last start.
+    ConfigChanged,
+    /// A frame was rejected (detail: reason).
+    FrameRejected,
+    /// A frame's device signature did not verify.
+    SignatureRejected,
+    /// A device answered a Modbus request with an exception.
+    ModbusException,
+    /// A Modbus device did not answer in time or the link broke.
+    ModbusTimeout,
+    /// The backend refused a report permanently.
+    UploadRejected,
+}
+
+impl EventKind {
+    /// Stable snake_case name, as in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::GatewayStarted => "gateway_started",
+            EventKind::GatewayStopped => "gateway_stopped",
+            EventKind::ClockJump => "clock_jump",
+            EventKind::BufferFull => "buffer_full",
+            EventKind::BufferRecovered => "buffer_recovered",
+            EventKind::DeviceOffline => "device_offline",
+            EventKind::DeviceOnline => "device_online",
+            EventKind::ConfigChanged => "config_changed",
+            EventKind::FrameRejected => "frame_rejected",
+            EventKind::SignatureRejected => "signature_rejected",
+            EventKind::ModbusException => "modbus_exception",
+            EventKind::ModbusTimeout => "modbus_timeout",
+            EventKind::UploadRejected => "upload_rejected",
+        }
+    }
+}
+
+/// One event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Event {
+    /// Gateway clock when it happened (Unix ms).
+    pub time_ms: u64,
+    /// What happened.
+    pub kind: EventKind,
+    /// The device concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceId>,
+    /// Human-readable detail (never secrets).
+    pub detail: String,
+}
