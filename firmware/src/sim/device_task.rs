@@ -1,0 +1,242 @@
+//! The I/O task of one simulated device: MQTT client, timers, fault
+//! injection. All decisions are made by [`SimNode`]; this task only moves
+//! bytes and ticks.
+//!
+//! One boot = one MQTT client. A simulated power cut drops the client (the
+//! broker sees the socket close), calls [`SimNode::reboot`] and starts a
+//! new client, so the boot counter and the reconnect path are both real.
+
+use super::node::SimNode;
+use super::{Faults, Shared, SimConfig};
+use mrv_shared::wire::topic::{ack_topic, up_topic};
+use mrv_shared::wire::{Ack, binary, json};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+
+/// Model time at simulator start: 09:00 local, so that short runs see sun.
+const MODEL_START_S: f64 = 9.0 * 3600.0;
+/// Wait between reconnect attempts.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(200);
+
+#[derive(Debug)]
+enum LinkEvent {
+    Connected,
+    Disconnected,
+    Ack(Vec<u8>),
+}
+
+enum BootEnd {
+    Stop,
+    PowerCut,
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Decodes an ack in either form (binary starts with "MA").
+pub(crate) fn decode_any_ack(payload: &[u8]) -> Option<Ack> {
+    if payload.starts_with(&binary::ACK_MAGIC) {
+        binary::decode_ack(payload).ok()
+    } else {
+        json::decode_ack(payload).ok()
+    }
+}
+
+async fn poll_link(mut el: EventLoop, tx: mpsc::UnboundedSender<LinkEvent>, ack: String) {
+    loop {
+        let ev = match el.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => Some(LinkEvent::Connected),
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack => {
+                Some(LinkEvent::Ack(p.payload.to_vec()))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "mqtt link down");
+                if tx.send(LinkEvent::Disconnected).is_err() {
+                    return;
+                }
+                tokio::time::sleep(RECONNECT_BACKOFF).await;
+                None
+            }
+        };
+        if let Some(ev) = ev
+            && tx.send(ev).is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Runs device `index` of `cfg` until `stop` turns true.
+pub(super) async fn run(
+    cfg: Arc<SimConfig>,
+    index: usize,
+    shared: Arc<Shared>,
+    mut faults: watch::Receiver<Faults>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let dev = &cfg.devices[index];
+    let mut node = SimNode::new(
+        cfg.site.clone(),
+        dev.id.clone(),
+        dev.kind,
+        dev.signing_key,
+        cfg.format,
+        cfg.samples_per_frame,
+        cfg.max_outbox,
+        cfg.max_frames,
+    );
+    let up = up_topic(&cfg.site, &dev.id);
+    let ack = ack_topic(&cfg.site, &dev.id);
+    let t0 = Instant::now();
+    let ack_timeout_ms = cfg.ack_timeout.as_millis() as u64;
+    let mut last_sample = t0;
+    loop {
+        let id = dev.id.clone();
+        let boot = node.boot();
+        shared.update(&id, |s| s.boots = u64::from(boot));
+        let mut opts = MqttOptions::new(dev.id.as_str(), cfg.broker_host.clone(), cfg.broker_port);
+        opts.set_keep_alive(Duration::from_secs(5))
+            .set_clean_session(true)
+            .set_max_packet_size(256 * 1024, 256 * 1024);
+        if let Some((u, p)) = &cfg.credentials {
+            opts.set_credentials(u.clone(), p.clone());
+        }
+        let cap = (cfg.max_outbox + 16).min(10_000);
+        let (client, el) = AsyncClient::new(opts, cap);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let poller = tokio::spawn(poll_link(el, tx, ack.clone()));
+        let mut sample_tick = tokio::time::interval(cfg.sample_interval);
+        sample_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let resend_every = (cfg.ack_timeout / 4).max(Duration::from_millis(5));
+        let mut resend_tick = tokio::time::interval(resend_every);
+        resend_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut connected = false;
+
+        let send_due = |node: &mut SimNode, shared: &Shared| {
+            let now_ms = t0.elapsed().as_millis() as u64;
+            let (mut sent, mut resent, mut refused) = (0, 0, 0);
+            for (seq, payload, again) in node.due(now_ms, ack_timeout_ms) {
+                if refused > 0 {
+                    node.unsend(seq);
+                    continue;
+                }
+                match client.try_publish(up.clone(), QoS::AtLeastOnce, false, payload) {
+                    Ok(()) if again => resent += 1,
+                    Ok(()) => sent += 1,
+                    Err(_) => {
+                        node.unsend(seq);
+                        refused += 1;
+                    }
+                }
+            }
+            if sent + resent + refused > 0 {
+                shared.update(node.device(), |s| {
+                    s.frames_sent += sent;
+                    s.frames_resent += resent;
+                    s.publish_refused += refused;
+                });
+            }
+        };
+
+        let end = loop {
+            tokio::select! {
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        break BootEnd::Stop;
+                    }
+                }
+                ev = rx.recv() => match ev {
+                    Some(LinkEvent::Connected) => {
+                        connected = true;
+                        shared.update(&id, |s| s.connected = 1);
+                        if client.try_subscribe(ack.clone(), QoS::AtLeastOnce).is_err() {
+                            tracing::warn!(device = %id, "could not queue the ack subscription");
+                        }
+                        node.mark_all_due();
+                        send_due(&mut node, &shared);
+                    }
+                    Some(LinkEvent::Disconnected) => {
+                        if connected {
+                            shared.update(&id, |s| s.connected = 0);
+                        }
+                        connected = false;
+                    }
+                    Some(LinkEvent::Ack(payload)) => {
+                        match decode_any_ack(&payload) {
+                            Some(a) => {
+                                let r = node.on_ack(a);
+                                let (len, hi, st, next) = (node.outbox_len() as u64, node.highest_acked(), node.last_status(), node.next_seq());
+                                shared.update(&id, |s| {
+                                    s.acks_received += 1;
+                                    s.outbox_len = len;
+                                    s.highest_acked_seq = hi;
+                                    s.last_ack_status = st;
+                                    s.frames_renumbered += r.renumbered;
+                                    s.next_seq = next;
+                                });
+                                if r.renumbered > 0 {
+                                    send_due(&mut node, &shared);
+                                }
+                            }
+                            None => tracing::warn!(device = %id, "undecodable ack ignored"),
+                        }
+                    }
+                    None => break BootEnd::Stop,
+                },
+                _ = sample_tick.tick() => {
+                    let now = Instant::now();
+                    let dt = now.duration_since(last_sample).as_secs_f64();
+                    last_sample = now;
+                    let f = faults.borrow_and_update().clone();
+                    let model_t = MODEL_START_S + now.duration_since(t0).as_secs_f64();
+                    let device_ms = wall_ms().saturating_add_signed(f.clock_skew_ms);
+                    let out = node.sample(device_ms, model_t, dt, &f);
+                    let (produced, len, next) = (node.produced(), node.outbox_len() as u64, node.next_seq());
+                    shared.update(&id, |s| {
+                        s.frames_produced = produced;
+                        s.outbox_len = len;
+                        s.samples_dropped += out.dropped;
+                        s.next_seq = next;
+                    });
+                    if out.sealed.is_none() {
+                        continue;
+                    }
+                    if connected {
+                        send_due(&mut node, &shared);
+                    }
+                    if connected && f.garbage_every_frames.is_some_and(|n| n > 0 && produced % n == 0) {
+                        let junk: Vec<u8> = b"MF\x01\x00garbage-on-the-wire".iter().map(|b| b ^ (produced as u8)).collect();
+                        if client.try_publish(up.clone(), QoS::AtLeastOnce, false, junk).is_ok() {
+                            shared.update(&id, |s| s.garbage_sent += 1);
+                        }
+                    }
+                    if f.reboot_every_frames.is_some_and(|n| n > 0 && produced % n == 0) {
+                        break BootEnd::PowerCut;
+                    }
+                }
+                _ = resend_tick.tick() => {
+                    if connected {
+                        send_due(&mut node, &shared);
+                    }
+                }
+            }
+        };
+        poller.abort();
+        // The poller is gone, so nothing will send a DISCONNECT: dropping
+        // the client closes the socket, which is what a power cut looks like.
+        drop(client);
+        shared.update(&id, |s| s.connected = 0);
+        match end {
+            BootEnd::Stop => return,
+            BootEnd::PowerCut => node.reboot(),
+        }
+    }
+}
