@@ -7,6 +7,10 @@
 //! Layout:
 //! - [`event`]: events a report carries besides readings.
 //! - [`ids`]: validated identifiers for sites, devices and channels.
+//! - [`methodology`]: pure emission-reduction calculators (PV, pump,
+//!   digester, rice AWD) over exact rationals, with their parameters.
+//! - [`report`]: the signed monitoring report: model, RFC 8785 canonical
+//!   JSON, RFC 6962 Merkle tree, JWS (Ed25519) and verification.
 //! - [`quantity`]: the physical quantities we measure and their integer base
 //!   units (Wh, mL, mm, Pa, 0.01 degC, 0.01 vol%). No floats cross a wire.
 //! - [`reading`]: one sample ([`reading::Sample`]) inside a frame, the
@@ -30,6 +34,8 @@ extern crate std;
 
 pub mod event;
 pub mod ids;
+pub mod methodology;
 pub mod quantity;
 pub mod reading;
+pub mod report;
 pub mod wire;

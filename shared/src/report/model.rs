@@ -1,0 +1,393 @@
+//! The monitoring report, as signed (JSON, canonicalised by RFC 8785).
+//!
+//! ```text
+//! Report
+//!   header       schema, report_id, site, project, methodology, gateway, kid,
+//!                period [start_ms, end_ms), seq (gap-free per gateway),
+//!                prev_hash (hex SHA-256 of the previous report's stored JWS
+//!                bytes; 64 zeros for seq 1), clock {source, last_sync_ms, max_skew_ms}
+//!   devices      id, kind, serial, meter_class, calibration, signing (device
+//!                key: public JWK x, or "unsigned"), sample_interval_ms,
+//!                counter_modulus
+//!   series       per (device, channel): unit, expected/received/usable counts,
+//!                first/last time, aggregates, counter deltas, gaps
+//!   readings     count, merkle_root, frames (each frame's header fields,
+//!                samples as [channel, offset_ms, value, quality], device signature)
+//!   events       gateway restarts, clock jumps, buffer full, devices offline
+//!                or back, config changes, rejected frames ...
+//!   calculation  methodology, parameters {value, unit, source}, inputs,
+//!                RE/PE/ER exact and rounded down, exclusions, treatment
+//! ```
+//!
+//! Invariants: every number is an integer (base units of
+//! [`crate::quantity`]; times are Unix ms); exact fractions are strings
+//! (see [`crate::methodology::Ratio`]). Frames are sorted by
+//! `(device, seq)`, samples keep their frame order, series are sorted by
+//! `(device, channel)`, devices by id.
+//!
+//! Merkle leaves: one per sample, in frame order then sample order; the
+//! leaf bytes are the JCS array
+//! `[device, frame_seq, sample_index, channel, time_ms, value, quality]`
+//! ([`reading_leaf`]), where `time_ms` is the frame base time plus the
+//! sample offset, or the gateway receipt time for frames without a clock.
+
+use crate::event::Event;
+use crate::ids::{ChannelId, DeviceId, SiteId};
+use crate::methodology::awd::AwdState;
+use crate::methodology::{MethodologyKind, Params};
+use crate::quantity::{Quantity, ValueKind};
+use crate::reading::Channel;
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+/// The schema version this crate writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `prev_hash` of the first report of a gateway.
+pub const GENESIS_PREV_HASH: &str =
+    "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One signed monitoring report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    /// Who, when, which chain position.
+    pub header: Header,
+    /// Devices that contributed (or were expected to).
+    pub devices: Vec<DeviceRecord>,
+    /// Aggregates per (device, channel).
+    pub series: Vec<Series>,
+    /// The readings themselves, grouped by frame.
+    pub readings: Readings,
+    /// Events of the period.
+    pub events: Vec<Event>,
+    /// The emission-reduction calculation.
+    pub calculation: Calculation,
+}
+
+/// Report header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    /// [`SCHEMA_VERSION`].
+    pub schema: u32,
+    /// `<gateway>-<seq, 12 digits>`.
+    pub report_id: String,
+    /// The site.
+    pub site: SiteId,
+    /// Project reference (registry id).
+    pub project: String,
+    /// Methodology reference (e.g. `TH_AM001 ver01.0`).
+    pub methodology: String,
+    /// Gateway id.
+    pub gateway: String,
+    /// Key id of the gateway signing key (also in the JWS header).
+    pub kid: String,
+    /// Monitoring period.
+    pub period: Period,
+    /// Gap-free sequence number per gateway, from 1.
+    pub seq: u64,
+    /// Hex SHA-256 of the previous report's stored bytes ([`GENESIS_PREV_HASH`] for seq 1).
+    pub prev_hash: String,
+    /// Gateway clock state over the period.
+    pub clock: ClockState,
+}
+
+/// A half-open period `[start_ms, end_ms)` (Unix ms, UTC-aligned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Period {
+    /// First millisecond in the period.
+    pub start_ms: u64,
+    /// First millisecond after the period.
+    pub end_ms: u64,
+}
+
+impl Period {
+    /// True when `t` lies in the period.
+    pub fn contains(&self, t: u64) -> bool {
+        self.start_ms <= t && t < self.end_ms
+    }
+    /// Length in ms.
+    pub fn len_ms(&self) -> u64 {
+        self.end_ms.saturating_sub(self.start_ms)
+    }
+}
+
+/// Gateway clock state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockState {
+    /// Time source (`ntp`, `gps`, `rtc`, `unsynced`).
+    pub source: String,
+    /// Last successful synchronisation (Unix ms), if any.
+    pub last_sync_ms: Option<u64>,
+    /// Largest clock correction or skew seen in the period, ms.
+    pub max_skew_ms: i64,
+}
+
+/// How a device's frames are authenticated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Signing {
+    /// Frames are signed by the device key: Ed25519 public key, base64url (JWK `x`).
+    Ed25519 {
+        /// Key id.
+        kid: String,
+        /// Public key, base64url without padding.
+        x: String,
+    },
+    /// A third-party device that does not sign its frames.
+    Unsigned,
+}
+
+/// A meter's calibration record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calibration {
+    /// Certificate number.
+    pub certificate: String,
+    /// Date of calibration, `YYYY-MM-DD`.
+    pub calibrated_on: String,
+    /// Date the calibration expires, `YYYY-MM-DD` (exclusive).
+    pub due_on: String,
+}
+
+/// A device as registered in the gateway configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceRecord {
+    /// Device id.
+    pub id: DeviceId,
+    /// Kind (`pv_meter`, `pump_controller`, `biogas_skid`, `water_tube`,
+    /// ...; `unregistered` for a device missing from the config).
+    pub kind: String,
+    /// Serial number.
+    pub serial: String,
+    /// Meter accuracy class (e.g. `IEC 62053-21 class 1`).
+    pub meter_class: String,
+    /// Calibration, if the device is a calibrated meter.
+    pub calibration: Option<Calibration>,
+    /// Device key or `unsigned`.
+    pub signing: Signing,
+    /// Nominal interval between samples of each channel, ms (gap detection
+    /// and expected counts); `None` when the device reports irregularly.
+    pub sample_interval_ms: Option<u64>,
+    /// Counter rollover modulus (e.g. 2^32) for counter channels, if known.
+    pub counter_modulus: Option<u64>,
+}
+
+/// A time and value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Point {
+    /// Unix ms.
+    pub time_ms: u64,
+    /// Value, base unit.
+    pub value: i64,
+}
+
+/// A gap in a series.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gap {
+    /// Last covered instant before the gap (or period start).
+    pub start_ms: u64,
+    /// First covered instant after the gap (or period end).
+    pub end_ms: u64,
+    /// `no_data` or `unusable_quality`.
+    pub reason: String,
+}
+
+/// Counter aggregates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CounterAggregate {
+    /// Last usable value of the previous report (the start of the first step).
+    pub baseline: Option<Point>,
+    /// Last usable value in this report.
+    pub last: Option<Point>,
+    /// Sum of credited steps (both ends observed, no gap between, no reset).
+    pub delta: i64,
+    /// Sum of steps spanning a gap: measured, but not credited.
+    pub gap_delta: i64,
+    /// Steps where the counter went back without rollover (reset): no credit.
+    pub resets: u32,
+    /// Steps where the counter wrapped at its modulus.
+    pub rollovers: u32,
+}
+
+/// Aggregates of one (device, channel).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Series {
+    /// Device.
+    pub device: DeviceId,
+    /// Channel.
+    pub channel: ChannelId,
+    /// Quantity.
+    pub quantity: Quantity,
+    /// Value kind.
+    pub kind: ValueKind,
+    /// Unit of every value.
+    pub unit: String,
+    /// Samples expected in the period (`None` without a nominal interval).
+    pub expected: Option<u64>,
+    /// Samples received (including late ones and unusable ones).
+    pub received: u64,
+    /// Samples whose quality allows use.
+    pub usable: u64,
+    /// Earliest sample time.
+    pub first_ms: Option<u64>,
+    /// Latest sample time.
+    pub last_ms: Option<u64>,
+    /// Sum of usable values (instant and delta series).
+    pub sum: Option<i64>,
+    /// Smallest usable value.
+    pub min: Option<i64>,
+    /// Largest usable value.
+    pub max: Option<i64>,
+    /// Counter aggregates (counter series).
+    pub counter: Option<CounterAggregate>,
+    /// Gaps inside the period (needs a nominal interval).
+    pub gaps: Vec<Gap>,
+}
+
+/// One frame as carried in the report: everything needed to rebuild its
+/// canonical binary bytes (see [`crate::wire::binary`]) and check the device
+/// signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrameRecord {
+    /// Device.
+    pub device: DeviceId,
+    /// Frame sequence number.
+    pub seq: u64,
+    /// Device boot counter.
+    pub boot: u32,
+    /// Firmware version.
+    pub firmware: String,
+    /// Device base time, if the device has a clock.
+    pub base_time_ms: Option<u64>,
+    /// Gateway receipt time.
+    pub received_ms: u64,
+    /// Channel table.
+    pub channels: Vec<Channel>,
+    /// Samples: `[channel index, offset_ms, value, quality]`.
+    pub samples: Vec<(u8, u32, i64, u8)>,
+    /// Device signature, base64url, if signed.
+    pub sig: Option<String>,
+    /// True when the frame's first sample lies before the period (arrived late).
+    pub late: bool,
+}
+
+impl FrameRecord {
+    /// Time of sample `i` (see the module doc).
+    pub fn sample_time_ms(&self, offset_ms: u32) -> u64 {
+        match self.base_time_ms {
+            Some(t) => t.saturating_add(u64::from(offset_ms)),
+            None => self.received_ms,
+        }
+    }
+}
+
+/// The period's readings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Readings {
+    /// Number of samples over all frames (= Merkle leaves).
+    pub count: u64,
+    /// Hex RFC 6962 root over [`reading_leaf`] of every sample.
+    pub merkle_root: String,
+    /// Frames, sorted by (device, seq).
+    pub frames: Vec<FrameRecord>,
+}
+
+/// An exact amount in tCO2e.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Amount {
+    /// Exact rational, `"n"` or `"n/d"`, tCO2e.
+    pub exact: String,
+    /// Six decimals, rounded toward negative infinity, tCO2e.
+    pub decimal: String,
+}
+
+/// Something left out of the calculation, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exclusion {
+    /// Device.
+    pub device: DeviceId,
+    /// `calibration_expired`, `unregistered`, ...
+    pub reason: String,
+}
+
+/// The calculation block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calculation {
+    /// Calculator.
+    pub methodology: MethodologyKind,
+    /// Every parameter, `{value, unit, source}`.
+    pub parameters: Params,
+    /// Named inputs the calculator used, exact (e.g. `eg_wh`).
+    pub inputs: BTreeMap<String, String>,
+    /// AWD tube states at period start, per `device/channel` (rice AWD only).
+    pub awd_start: Option<BTreeMap<String, AwdState>>,
+    /// AWD tube states at period end.
+    pub awd_end: Option<BTreeMap<String, AwdState>>,
+    /// Reference emissions RE_p.
+    pub re: Amount,
+    /// Project emissions PE_p.
+    pub pe: Amount,
+    /// Emission reductions ER_p = RE_p - PE_p.
+    pub er: Amount,
+    /// ER_p rounded down to whole tCO2e (never negative-rounded up).
+    pub er_rounded_down: i64,
+    /// Devices left out and why.
+    pub excluded: Vec<Exclusion>,
+    /// The conservative treatment of gaps applied, in words.
+    pub treatment: String,
+}
+
+/// Leaf bytes of sample `index` of `frame` (see the module doc).
+pub fn reading_leaf(frame: &FrameRecord, index: usize) -> Vec<u8> {
+    use core::fmt::Write;
+    let (ch, offset, value, quality) = frame.samples[index];
+    let channel = frame
+        .channels
+        .get(usize::from(ch))
+        .map(|c| c.id.as_str())
+        .unwrap_or("");
+    let mut s = String::with_capacity(64);
+    s.push('[');
+    super::canonical::write_string(&mut s, frame.device.as_str());
+    write!(s, ",{},{},", frame.seq, index).expect("writing to a String cannot fail");
+    super::canonical::write_string(&mut s, channel);
+    write!(
+        s,
+        ",{},{},{}]",
+        frame.sample_time_ms(offset),
+        value,
+        quality
+    )
+    .expect("writing to a String cannot fail");
+    s.into_bytes()
+}
+
+/// RFC 6962 root over every sample of `frames`.
+pub fn readings_root(frames: &[FrameRecord]) -> (u64, super::merkle::Hash) {
+    let mut hashes = Vec::new();
+    for f in frames {
+        for i in 0..f.samples.len() {
+            hashes.push(super::merkle::leaf_hash(&reading_leaf(f, i)));
+        }
+    }
+    (
+        hashes.len() as u64,
+        super::merkle::root_of_leaf_hashes(hashes),
+    )
+}

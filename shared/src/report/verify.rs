@@ -1,0 +1,405 @@
+//! Verification of signed reports: what an MRV backend, an auditor, the
+//! gateway's `verify` command and the reference receiver all run.
+//!
+//! - [`verify_jws`]: the JWS (algorithm, known `kid`, Ed25519 signature over
+//!   the bytes as stored), then the payload parses as a [`Report`] of a
+//!   known schema signed by the key its header names;
+//! - [`check_contents`]: frames sorted and unique, late flags, reading count
+//!   and Merkle root, every device signature, every series aggregate and the
+//!   calculation recomputed from the readings;
+//! - [`verify_report`]: both;
+//! - [`Chain`]: continuity across reports of one gateway: gap-free `seq`,
+//!   `prev_hash` = SHA-256 of the previous stored bytes, no replay,
+//!   contiguous periods, counter baselines = previous last values.
+
+use super::ReportError;
+use super::calc::calculate;
+use super::hex;
+use super::jwk::{Jwk, b64, unb64};
+use super::jws::{check_signature, parse_compact};
+use super::merkle::Hash;
+use super::model::{GENESIS_PREV_HASH, Report, SCHEMA_VERSION, Signing, readings_root};
+use super::series::{compute_series, stated_baselines};
+use crate::ids::DeviceId;
+use crate::reading::Sample;
+use crate::wire::Frame;
+use crate::wire::signature::verify_frame;
+use alloc::collections::BTreeMap;
+use alloc::string::{String, ToString};
+use ed25519_dalek::VerifyingKey;
+use sha2::{Digest, Sha256};
+
+/// Trusted gateway public keys by `kid`.
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    keys: BTreeMap<String, VerifyingKey>,
+}
+
+impl KeySet {
+    /// An empty set.
+    pub fn new() -> KeySet {
+        KeySet::default()
+    }
+    /// Adds a key under `kid`.
+    pub fn insert(&mut self, kid: &str, key: VerifyingKey) {
+        self.keys.insert(String::from(kid), key);
+    }
+    /// Adds a public JWK (its `kid` is required).
+    pub fn insert_jwk(&mut self, jwk: &Jwk) -> Result<(), ReportError> {
+        let kid = jwk
+            .kid
+            .as_deref()
+            .ok_or_else(|| ReportError::BadKey(String::from("JWK without kid")))?;
+        let key = jwk.verifying_key()?;
+        self.insert(kid, key);
+        Ok(())
+    }
+    /// The key for `kid`.
+    pub fn get(&self, kid: &str) -> Option<&VerifyingKey> {
+        self.keys.get(kid)
+    }
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// A report whose JWS verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedReport {
+    /// The report.
+    pub report: Report,
+    /// SHA-256 of the stored bytes (the next report's `prev_hash`).
+    pub hash: Hash,
+    /// Key id that signed it.
+    pub kid: String,
+}
+
+impl VerifiedReport {
+    /// Report id.
+    pub fn id(&self) -> &str {
+        &self.report.header.report_id
+    }
+    /// Sequence number.
+    pub fn seq(&self) -> u64 {
+        self.report.header.seq
+    }
+    /// Hex hash of the previous report.
+    pub fn prev_hash(&self) -> &str {
+        &self.report.header.prev_hash
+    }
+    /// Gateway id.
+    pub fn gateway(&self) -> &str {
+        &self.report.header.gateway
+    }
+    /// Hex SHA-256 of this report's bytes.
+    pub fn hash_hex(&self) -> String {
+        hex(&self.hash)
+    }
+}
+
+/// Checks the JWS of stored report `bytes` and parses the report.
+pub fn verify_jws(bytes: &[u8], keys: &KeySet) -> Result<VerifiedReport, ReportError> {
+    let jws = parse_compact(bytes)?;
+    let key = keys
+        .get(&jws.header.kid)
+        .ok_or_else(|| ReportError::UnknownKid(jws.header.kid.clone()))?;
+    check_signature(&jws, key)?;
+    let report: Report = serde_json::from_slice(&jws.payload)
+        .map_err(|e| ReportError::Malformed(alloc::format!("report payload: {e}")))?;
+    if report.header.schema != SCHEMA_VERSION {
+        return Err(ReportError::UnsupportedSchema(report.header.schema));
+    }
+    if report.header.kid != jws.header.kid {
+        return Err(ReportError::KidMismatch {
+            header: jws.header.kid.clone(),
+            report: report.header.kid.clone(),
+        });
+    }
+    Ok(VerifiedReport {
+        hash: Sha256::digest(bytes).into(),
+        kid: jws.header.kid.clone(),
+        report,
+    })
+}
+
+/// Rebuilds the wire frame a frame record came from.
+fn wire_frame(report: &Report, i: usize) -> Result<Frame, ReportError> {
+    let f = &report.readings.frames[i];
+    let signature = match &f.sig {
+        Some(s) => Some(
+            unb64(s)?
+                .try_into()
+                .map_err(|_| ReportError::DeviceSignatureInvalid {
+                    device: f.device.clone(),
+                    seq: f.seq,
+                })?,
+        ),
+        None => None,
+    };
+    Ok(Frame {
+        site: report.header.site.clone(),
+        device: f.device.clone(),
+        seq: f.seq,
+        boot: f.boot,
+        firmware: f.firmware.clone(),
+        base_time_ms: f.base_time_ms,
+        channels: f.channels.clone(),
+        samples: f
+            .samples
+            .iter()
+            .map(|&(channel, offset_ms, value, q)| Sample {
+                channel,
+                offset_ms,
+                value,
+                quality: crate::reading::Quality(q),
+            })
+            .collect(),
+        signature,
+    })
+}
+
+/// Recomputes everything in a report from its readings and compares.
+pub fn check_contents(report: &Report) -> Result<(), ReportError> {
+    let h = &report.header;
+    let period = h.period;
+    if period.start_ms >= period.end_ms {
+        return Err(ReportError::Malformed(String::from("empty period")));
+    }
+    let frames = &report.readings.frames;
+    for w in frames.windows(2) {
+        if (&w[0].device, w[0].seq) >= (&w[1].device, w[1].seq) {
+            return Err(ReportError::FrameOrder {
+                device: w[1].device.clone(),
+                seq: w[1].seq,
+            });
+        }
+    }
+    // Merkle root and count.
+    let (count, root) = readings_root(frames);
+    if count != report.readings.count {
+        return Err(ReportError::ReadingCountMismatch {
+            stated: report.readings.count,
+            actual: count,
+        });
+    }
+    if hex(&root) != report.readings.merkle_root {
+        return Err(ReportError::MerkleMismatch);
+    }
+    // Device signatures.
+    let devices: BTreeMap<&DeviceId, &super::model::DeviceRecord> =
+        report.devices.iter().map(|d| (&d.id, d)).collect();
+    for (i, f) in frames.iter().enumerate() {
+        let first = f.samples.first().map(|s| f.sample_time_ms(s.1));
+        if f.late != first.is_some_and(|t| t < period.start_ms) {
+            return Err(ReportError::LateFlagMismatch {
+                device: f.device.clone(),
+                seq: f.seq,
+            });
+        }
+        let dev = devices
+            .get(&f.device)
+            .ok_or_else(|| ReportError::UnknownDevice(f.device.clone()))?;
+        if let Signing::Ed25519 { x, .. } = &dev.signing {
+            if f.sig.is_none() {
+                return Err(ReportError::DeviceSignatureMissing {
+                    device: f.device.clone(),
+                    seq: f.seq,
+                });
+            }
+            let key: [u8; 32] = unb64(x)?
+                .try_into()
+                .map_err(|_| ReportError::BadKey(alloc::format!("device {} key", f.device)))?;
+            let key = VerifyingKey::from_bytes(&key)
+                .map_err(|_| ReportError::BadKey(alloc::format!("device {} key", f.device)))?;
+            let frame = wire_frame(report, i)?;
+            verify_frame(&frame, &key).map_err(|_| ReportError::DeviceSignatureInvalid {
+                device: f.device.clone(),
+                seq: f.seq,
+            })?;
+        }
+    }
+    // Series.
+    let series = compute_series(
+        frames,
+        &report.devices,
+        &period,
+        &stated_baselines(&report.series),
+    );
+    if series.len() != report.series.len() {
+        return Err(ReportError::SeriesSetMismatch);
+    }
+    for (a, b) in series.iter().zip(&report.series) {
+        if a != b {
+            return Err(ReportError::AggregateMismatch {
+                device: b.device.clone(),
+                channel: b.channel.to_string(),
+            });
+        }
+    }
+    // Calculation.
+    let c = &report.calculation;
+    let again = calculate(
+        c.methodology,
+        &c.parameters,
+        frames,
+        &report.series,
+        &report.devices,
+        &period,
+        c.awd_start.as_ref(),
+    )
+    .map_err(|e| ReportError::CalculationMismatch(alloc::format!("cannot recompute: {e}")))?;
+    for (name, same) in [
+        ("inputs", again.inputs == c.inputs),
+        ("re", again.re == c.re),
+        ("pe", again.pe == c.pe),
+        ("er", again.er == c.er),
+        (
+            "er_rounded_down",
+            again.er_rounded_down == c.er_rounded_down,
+        ),
+        ("excluded", again.excluded == c.excluded),
+        ("awd_end", again.awd_end == c.awd_end),
+        ("treatment", again.treatment == c.treatment),
+    ] {
+        if !same {
+            return Err(ReportError::CalculationMismatch(String::from(name)));
+        }
+    }
+    Ok(())
+}
+
+/// [`verify_jws`] then [`check_contents`].
+pub fn verify_report(bytes: &[u8], keys: &KeySet) -> Result<VerifiedReport, ReportError> {
+    let v = verify_jws(bytes, keys)?;
+    check_contents(&v.report)?;
+    Ok(v)
+}
+
+/// What the chain remembers of a gateway's last accepted report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    /// Its seq.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: Hash,
+    /// Its period end.
+    pub period_end_ms: u64,
+    /// Its counters' last values, by `device/channel`.
+    pub counters: BTreeMap<(DeviceId, String), super::model::Point>,
+}
+
+impl ChainHead {
+    /// The head after `r`.
+    pub fn of(r: &VerifiedReport, previous: Option<&ChainHead>) -> ChainHead {
+        let mut counters = previous.map(|p| p.counters.clone()).unwrap_or_default();
+        for s in &r.report.series {
+            if let Some(last) = s.counter.as_ref().and_then(|c| c.last) {
+                counters.insert((s.device.clone(), s.channel.to_string()), last);
+            }
+        }
+        ChainHead {
+            seq: r.seq(),
+            hash: r.hash,
+            period_end_ms: r.report.header.period.end_ms,
+            counters,
+        }
+    }
+}
+
+/// Checks that `next` follows `prev` (or starts a chain when `prev` is
+/// `None`: then it must be seq 1 with the genesis hash, unless
+/// `allow_mid_chain_start`).
+pub fn check_link(
+    prev: Option<&ChainHead>,
+    next: &VerifiedReport,
+    allow_mid_chain_start: bool,
+) -> Result<(), ReportError> {
+    let seq = next.seq();
+    let Some(p) = prev else {
+        if allow_mid_chain_start {
+            return Ok(());
+        }
+        if seq != 1 || next.prev_hash() != GENESIS_PREV_HASH {
+            return Err(ReportError::ChainSeqGap {
+                expected: 1,
+                found: seq,
+            });
+        }
+        return Ok(());
+    };
+    if seq <= p.seq {
+        return Err(ReportError::Replay { seq });
+    }
+    if seq != p.seq + 1 {
+        return Err(ReportError::ChainSeqGap {
+            expected: p.seq + 1,
+            found: seq,
+        });
+    }
+    if next.prev_hash() != hex(&p.hash) {
+        return Err(ReportError::PrevHashMismatch { seq });
+    }
+    if next.report.header.period.start_ms != p.period_end_ms {
+        return Err(ReportError::PeriodDiscontinuity { seq });
+    }
+    for s in &next.report.series {
+        if let Some(c) = &s.counter {
+            let want = p.counters.get(&(s.device.clone(), s.channel.to_string()));
+            if c.baseline.as_ref() != want {
+                return Err(ReportError::BaselineMismatch {
+                    device: s.device.clone(),
+                    channel: s.channel.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Chain continuity over many reports, per gateway.
+#[derive(Debug, Clone, Default)]
+pub struct Chain {
+    heads: BTreeMap<String, ChainHead>,
+    seen: BTreeMap<(String, u64), Hash>,
+    allow_mid_chain_start: bool,
+}
+
+impl Chain {
+    /// A chain checker; the first report of each gateway must be seq 1
+    /// unless `allow_mid_chain_start` (an auditor given a later slice).
+    pub fn new(allow_mid_chain_start: bool) -> Chain {
+        Chain {
+            allow_mid_chain_start,
+            ..Chain::default()
+        }
+    }
+
+    /// Accepts `r` as the next report of its gateway, or says why not.
+    pub fn push(&mut self, r: &VerifiedReport) -> Result<(), ReportError> {
+        let gw = String::from(r.gateway());
+        if self.seen.contains_key(&(gw.clone(), r.seq())) {
+            return Err(ReportError::Replay { seq: r.seq() });
+        }
+        let prev = self.heads.get(&gw);
+        check_link(prev, r, self.allow_mid_chain_start)?;
+        let head = ChainHead::of(r, prev);
+        self.seen.insert((gw.clone(), r.seq()), r.hash);
+        self.heads.insert(gw, head);
+        Ok(())
+    }
+
+    /// Last accepted head of `gateway`.
+    pub fn head(&self, gateway: &str) -> Option<&ChainHead> {
+        self.heads.get(gateway)
+    }
+}
+
+/// A device signature as base64url, for building frame records.
+pub fn signature_b64(sig: &[u8; 64]) -> String {
+    b64(sig)
+}
