@@ -1,1 +1,412 @@
-//! buffer (being built)
+//! # The durable buffer: where a frame becomes durable and may be acked
+//!
+//! Frames (device batches, [`Frame`]) are stored in their canonical binary
+//! form, many per sled value, together with their gateway receipt time. The
+//! report builder reads them back in storage order ([`Buffer::scan`]); two
+//! durable cursors say how far reports cover ("reported") and how far the
+//! backend has confirmed them ("delivered"); pruning deletes only what is
+//! delivered and older than the retention time. Events (restarts, full
+//! buffer, ...) live in the same database.
+//!
+//! ## Invariants
+//!
+//! - **Durable when acked.** [`Buffer::append`] writes a whole call as one
+//!   atomic sled batch (data values, the touched device records and the
+//!   totals record) and calls `Db::flush` before it returns. When it returns
+//!   `Ok`, every frame it reports as [`AppendOutcome::Stored`] is on disk and
+//!   the acks it returns may be published. Cursors and events are flushed the
+//!   same way before their calls return.
+//! - **Bookkeeping is atomic with the data.** Per-device state (highest
+//!   contiguous seq, boot, stored seqs above it) and the counters are
+//!   written in the same sled batch as the frames they describe, so after a
+//!   crash they agree with the data: either the whole append is there, or
+//!   none of it (sled's `apply_batch` on one tree is atomic, and recovery
+//!   stops at the first torn log entry). A crash can therefore leave behind
+//!   only appends that were written but not yet acked (the device resends
+//!   them and gets `Duplicate` + its ack), never an acked frame that is
+//!   missing.
+//! - **Never drop silently.** A frame is refused only as `Duplicate` (it is
+//!   already stored), `Regressed` (the device's counter went backwards; the
+//!   ack says so) or `BufferFull` (the buffer holds `max_bytes` or more; the
+//!   device keeps the frame and retries). Full-buffer transitions are logged
+//!   at WARN once, counted (`full_events`), visible in [`BufferStats`] and
+//!   recorded as `buffer_full` / `buffer_recovered` events.
+//! - **Kept data is a suffix.** Batch ids grow by one per batch and pruning
+//!   removes a prefix of batches, each fully at or below the "delivered"
+//!   cursor and with its newest receipt older than `keep_delivered`; so
+//!   "not reported yet" is the range scan after the "reported" cursor, and
+//!   buffered data is pruned only once every report covering it is delivered.
+//! - **Cursors never move backwards** and point at stored frames;
+//!   `delivered <= reported <= last stored frame`.
+//! - **No scan at start-up.** Opening reads the totals record, the three
+//!   cursors, the device records (one per device) and the last batch's
+//!   header; data is only read by `scan`, `prune`, `set_cursor` and `verify`.
+//! - **After an I/O error the buffer refuses writes** (`StoreError::Poisoned`)
+//!   until it is reopened: its memory may be ahead of the disk, and reopening
+//!   re-reads the truth.
+//!
+//! ## Full-buffer policy
+//!
+//! The limit counts logical bytes: every batch value plus its key
+//! (`stats().bytes`). sled's files are larger than that by its own space
+//! amplification (`stats().disk_bytes`, measured in `docs/BENCHMARKS.md`),
+//! so size `max_bytes` with headroom. When `bytes >= max_bytes` at the start
+//! of an append, no new frame is stored; duplicates are still acked and
+//! regressions still reported. The buffer is full again below the limit only
+//! after [`Buffer::prune`] frees space, which needs reports to be delivered.
+//!
+//! ## On-disk format (layout version 1)
+//!
+//! One sled tree, `buffer.v1`. Keys (big-endian numbers, so byte order is
+//! numeric order):
+//!
+//! | key | value |
+//! |---|---|
+//! | `d` + batch id (u64 BE) | data batch (below) |
+//! | `e` + event id (u64 BE) | event: version `1`, JSON of `mrv_shared::event::Event`, CRC |
+//! | `m/totals` | totals: version, next batch id, frames/readings ever appended, frames/readings/bytes kept, next event id (u64 LE each), CRC |
+//! | `m/cursor/reported`, `m/cursor/delivered` | version, batch id (u64), index (u32), frames and readings appended up to and including that frame (u64 each), CRC |
+//! | `m/cursor/events_delivered` | version, event id (u64), CRC |
+//! | `v` + device id | device: version, contiguous seq (u64), boot (u32), frames, readings, first and last receipt ms (u64 each, `u64::MAX` = none), n (u32), n out-of-order stored seqs (u64 each), CRC |
+//!
+//! Data batch (all integers little-endian):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 2 | magic `"MB"` |
+//! | 2 | 1 | layout version `1` |
+//! | 3 | 1 | flags, `0` |
+//! | 4 | 4 | frame count `n` |
+//! | 8 | 4 | readings in the batch |
+//! | 12 | 8 | frames appended before this batch (cumulative) |
+//! | 20 | 8 | readings appended before this batch (cumulative) |
+//! | 28 | 8 | lowest receipt time (Unix ms) |
+//! | 36 | 8 | highest receipt time (Unix ms) |
+//! | 44 | 4 | payload length `P` |
+//! | 48 | P | `n` entries: receipt ms (u64), frame length `L` (u32), `L` bytes of canonical binary frame (`mrv_shared::wire::binary`) |
+//! | 48+P | 4 | CRC-32 (IEEE) of bytes `[0, 48+P)` |
+//!
+//! Checksums: every value ends in a CRC-32 of the bytes before it, so a torn
+//! or corrupted value is detected before it is parsed; each frame inside a
+//! batch also carries its own CRC-32 (part of the binary frame format), so
+//! `verify` can say which record is damaged. An append larger than about
+//! [`TARGET_BATCH_BYTES`] is split into several batches, written in the same
+//! atomic sled batch.
+//!
+//! ## Retention and deletion
+//!
+//! [`Buffer::prune`] (called periodically with the current time) deletes, in
+//! id order, batches whose last frame is at or below the "delivered" cursor
+//! and whose newest receipt is older than `keep_delivered`; it stops at the
+//! first batch that does not qualify. Events at or below the "events
+//! delivered" id and older than `keep_delivered` go the same way. Deleting a
+//! key in sled frees its space in sled's files lazily (segment GC), so
+//! `disk_bytes` shrinks later than `bytes`.
+
+mod ledger;
+mod record;
+mod sled_store;
+
+#[cfg(test)]
+mod model_tests;
+
+pub use ledger::{Decision, SeqRanges, SeqState};
+pub use record::RecordError;
+pub use sled_store::{Buffer, EventIter, ScanIter};
+
+use mrv_shared::ids::DeviceId;
+use mrv_shared::wire::{Frame, FrameError};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// An append is split into batches of about this many bytes (one sled value each).
+pub const TARGET_BATCH_BYTES: usize = 64 * 1024;
+
+/// How to open the buffer.
+#[derive(Debug, Clone)]
+pub struct BufferConfig {
+    /// Directory of the sled database (created if missing).
+    pub path: PathBuf,
+    /// Full-buffer limit in logical bytes (see "Full-buffer policy").
+    pub max_bytes: u64,
+    /// sled page cache capacity in bytes.
+    pub cache_bytes: u64,
+    /// How long delivered data is kept before pruning may delete it.
+    pub keep_delivered: Duration,
+}
+
+/// One frame as it arrived, with the gateway's receipt time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    /// The frame; `seq == 0` asks the buffer to number it.
+    pub frame: Frame,
+    /// Gateway clock at receipt (Unix ms).
+    pub received_ms: u64,
+}
+
+/// What happened to one frame of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Stored and durable.
+    Stored,
+    /// Already stored; not stored again.
+    Duplicate,
+    /// A later boot re-used a stored seq; not stored.
+    Regressed,
+    /// The buffer is full; not stored (the device keeps it).
+    BufferFull,
+}
+
+/// The result of one append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendResult {
+    /// One outcome per incoming frame, in order.
+    pub outcomes: Vec<AppendOutcome>,
+    /// One ack per device touched, in order of first appearance, valid after
+    /// the write: `SeqRegressed` if any of the device's frames regressed,
+    /// else `BufferFull` if any was refused for space, else `Ok`.
+    pub acks: Vec<(DeviceId, mrv_shared::wire::Ack)>,
+    /// Seq under which each frame was stored (the assigned one for `seq == 0`);
+    /// `None` for frames not stored.
+    pub stored_seqs: Vec<Option<u64>>,
+    /// Keys of the stored frames, in order.
+    pub keys: Vec<FrameKey>,
+}
+
+/// Where a frame is stored: batch id, then index inside the batch. Ordered
+/// as storage order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FrameKey {
+    /// Batch id (starts at 1, grows by one per batch).
+    pub batch: u64,
+    /// Index of the frame inside its batch.
+    pub index: u32,
+}
+
+impl std::fmt::Display for FrameKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.batch, self.index)
+    }
+}
+
+/// A frame read back from the buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFrame {
+    /// Where it is stored.
+    pub key: FrameKey,
+    /// The frame (with its stored seq).
+    pub frame: Frame,
+    /// Gateway receipt time (Unix ms).
+    pub received_ms: u64,
+}
+
+/// The durable frame cursors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CursorName {
+    /// A signed report covers every frame up to here.
+    Reported,
+    /// The backend confirmed every report up to here.
+    Delivered,
+}
+
+/// One device's bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSummary {
+    /// The device.
+    pub device: DeviceId,
+    /// Highest contiguous stored seq (what its ack says).
+    pub acked_seq: u64,
+    /// Highest stored seq.
+    pub highest_seq: u64,
+    /// Highest boot counter of a stored frame.
+    pub boot: u32,
+    /// Frames stored since first seen (pruning does not subtract).
+    pub frames: u64,
+    /// Readings stored since first seen.
+    pub readings: u64,
+    /// Receipt time of the first stored frame.
+    pub first_received_ms: Option<u64>,
+    /// Receipt time of the last stored frame.
+    pub last_received_ms: Option<u64>,
+    /// Missing seqs between `acked_seq` and `highest_seq`, inclusive ranges.
+    pub gaps: Vec<(u64, u64)>,
+}
+
+/// Buffer-wide figures, computed without scanning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BufferStats {
+    /// Logical bytes kept (batch values + keys); the full-buffer measure.
+    pub bytes: u64,
+    /// sled's files on disk (includes its space amplification).
+    pub disk_bytes: u64,
+    /// The configured limit.
+    pub max_bytes: u64,
+    /// Frames kept.
+    pub frames: u64,
+    /// Readings kept.
+    pub readings: u64,
+    /// Frames after the "reported" cursor.
+    pub unreported_frames: u64,
+    /// Readings after the "reported" cursor.
+    pub unreported_readings: u64,
+    /// Receipt time of the first unreported frame in storage order.
+    pub oldest_unreported_ms: Option<u64>,
+    /// True while new frames are refused.
+    pub full: bool,
+    /// Times the buffer became full since it was opened.
+    pub full_events: u64,
+    /// Id the next recorded event gets (ids start at 1).
+    pub next_event_id: u64,
+    /// Last stored frame.
+    pub last_key: Option<FrameKey>,
+    /// "reported" cursor.
+    pub reported: Option<FrameKey>,
+    /// "delivered" cursor.
+    pub delivered: Option<FrameKey>,
+}
+
+/// What a prune deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneStats {
+    /// Batches deleted.
+    pub batches: u64,
+    /// Frames deleted.
+    pub frames: u64,
+    /// Readings deleted.
+    pub readings: u64,
+    /// Logical bytes freed.
+    pub bytes: u64,
+    /// Events deleted.
+    pub events: u64,
+}
+
+/// One problem `verify` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyProblem {
+    /// The sled key concerned, printable (`d:12`, `e:3`, `v:pv-1`, `m/totals`).
+    pub key: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// Per-device view from `verify`: seqs present in the kept data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedDevice {
+    /// The device.
+    pub device: DeviceId,
+    /// Frames found.
+    pub frames: u64,
+    /// Seqs present, as inclusive ranges.
+    pub ranges: Vec<(u64, u64)>,
+    /// Holes between the lowest and highest seq present.
+    pub gaps: Vec<(u64, u64)>,
+}
+
+/// Result of [`Buffer::verify`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Batches read.
+    pub batches: u64,
+    /// Frames decoded.
+    pub frames: u64,
+    /// Readings in decoded frames.
+    pub readings: u64,
+    /// Logical bytes read.
+    pub bytes: u64,
+    /// Events read.
+    pub events: u64,
+    /// Devices seen in the data, by id.
+    pub devices: Vec<VerifiedDevice>,
+    /// Problems found (empty = buffer is sound).
+    pub problems: Vec<VerifyProblem>,
+}
+
+impl VerifyReport {
+    /// True if no problem was found.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Errors of the buffer layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed (I/O, corruption it detected, lock held by another process).
+    #[error("buffer database: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored value failed its checks.
+    #[error("buffer record {key} is damaged: {source}")]
+    Corrupt {
+        /// Printable key.
+        key: String,
+        /// What is wrong.
+        #[source]
+        source: RecordError,
+    },
+    /// A stored frame does not decode.
+    #[error("stored frame {key} does not decode: {reason}")]
+    BadFrame {
+        /// Where it is.
+        key: FrameKey,
+        /// Decoder's answer.
+        reason: mrv_shared::wire::DecodeError,
+    },
+    /// A stored event does not decode.
+    #[error("stored event {id} does not decode: {reason}")]
+    BadEvent {
+        /// Event id.
+        id: u64,
+        /// JSON error.
+        reason: String,
+    },
+    /// An incoming frame breaks the frame rules; nothing of the append was written.
+    #[error("frame {index} of the append is invalid: {reason}")]
+    InvalidFrame {
+        /// Position in the append.
+        index: usize,
+        /// Rule broken.
+        reason: FrameError,
+    },
+    /// An incoming frame encodes to more than `MAX_FRAME_BYTES`.
+    #[error("frame {index} of the append is {len} bytes encoded, too large")]
+    FrameTooLarge {
+        /// Position in the append.
+        index: usize,
+        /// Encoded length.
+        len: usize,
+    },
+    /// A cursor was set past the last stored frame, or to a frame that is not stored.
+    #[error("cursor {name:?} cannot point at {key}: no such stored frame")]
+    NoSuchFrame {
+        /// Which cursor.
+        name: CursorName,
+        /// Requested position.
+        key: FrameKey,
+    },
+    /// "delivered" was set past "reported".
+    #[error("cursor Delivered cannot move to {key}, past Reported ({reported:?})")]
+    DeliveredPastReported {
+        /// Requested position.
+        key: FrameKey,
+        /// Current "reported" cursor.
+        reported: Option<FrameKey>,
+    },
+    /// The events-delivered id is past the last recorded event.
+    #[error("events cursor cannot move to {id}: no such event")]
+    NoSuchEvent {
+        /// Requested id.
+        id: u64,
+    },
+    /// An earlier I/O error left memory and disk possibly apart; reopen.
+    #[error("buffer refused the write after an earlier I/O error; reopen it")]
+    Poisoned,
+    /// The buffer directory could not be created.
+    #[error("buffer directory {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}

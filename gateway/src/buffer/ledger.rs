@@ -1,0 +1,300 @@
+//! Per-device sequence bookkeeping: decides, for one frame `(device, seq,
+//! boot)`, whether it is new (store it), a duplicate (re-ack it) or a
+//! regression (the device lost its counter). Pure: no I/O, no clock.
+//!
+//! Invariants of a [`SeqState`]:
+//! - every seq in `1..=contiguous` has been stored (or was stored and pruned);
+//! - every seq in `above` is stored, and every element is `> contiguous + 1`
+//!   (a seq equal to `contiguous + 1` is folded into `contiguous` at once);
+//! - `boot` is the highest boot counter of any stored frame.
+//!
+//! Decision rules, in order, for a frame with `seq >= 1`:
+//! 1. `boot > state.boot` and `seq <= highest stored` => [`Decision::Regressed`]:
+//!    a frame created after a reboot re-uses a number that is already taken,
+//!    so the device's counter went backwards. Nothing is stored.
+//! 2. `seq <= contiguous` or `seq` in `above` => [`Decision::Duplicate`]:
+//!    a retransmission; the device gets its ack again.
+//! 3. otherwise => [`Decision::Store`]: a new frame, possibly out of order
+//!    (holes below it stay open until they are filled).
+//!
+//! A frame with `seq == 0` asks the gateway to number it (the Modbus poller
+//! does this): it is always stored, as `highest stored + 1`, so numbering is
+//! gap-free per device.
+//!
+//! [`SeqRanges`] is a small sorted interval set, used by `verify` and
+//! `inspect` to describe which seqs are present without one entry per frame.
+
+use std::collections::BTreeSet;
+
+/// What to do with one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// New frame: store it under this seq (the frame's own, or the assigned one).
+    Store(u64),
+    /// Already stored: re-ack.
+    Duplicate,
+    /// Later boot re-using a stored seq: refuse, tell the device.
+    Regressed,
+}
+
+/// One device's sequence state (see the module doc for its invariants).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeqState {
+    contiguous: u64,
+    boot: u32,
+    above: BTreeSet<u64>,
+}
+
+impl SeqState {
+    /// Rebuilds a state from its stored parts, restoring the invariants
+    /// (seqs at or below `contiguous` are dropped, `contiguous + 1` folds in).
+    pub fn from_parts(contiguous: u64, boot: u32, above: impl IntoIterator<Item = u64>) -> Self {
+        let mut s = SeqState {
+            contiguous,
+            boot,
+            above: above.into_iter().filter(|&q| q > contiguous).collect(),
+        };
+        s.fold();
+        s
+    }
+
+    /// Highest seq such that every seq from 1 to it is stored (0 = none).
+    pub fn contiguous(&self) -> u64 {
+        self.contiguous
+    }
+
+    /// Highest boot counter of a stored frame.
+    pub fn boot(&self) -> u32 {
+        self.boot
+    }
+
+    /// Stored seqs above `contiguous` (out-of-order arrivals), ascending.
+    pub fn above(&self) -> impl Iterator<Item = u64> + '_ {
+        self.above.iter().copied()
+    }
+
+    /// Highest stored seq (0 = none).
+    pub fn highest(&self) -> u64 {
+        self.above.last().copied().unwrap_or(self.contiguous)
+    }
+
+    /// The holes between `contiguous` and the highest stored seq, as
+    /// inclusive ranges, ascending.
+    pub fn gaps(&self) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut next = self.contiguous + 1;
+        for &q in &self.above {
+            if q > next {
+                out.push((next, q - 1));
+            }
+            next = q + 1;
+        }
+        out
+    }
+
+    /// Decides what to do with a frame; does not change the state.
+    pub fn decide(&self, seq: u64, boot: u32) -> Decision {
+        if seq == 0 {
+            return Decision::Store(self.highest() + 1);
+        }
+        if boot > self.boot && seq <= self.highest() {
+            return Decision::Regressed;
+        }
+        if seq <= self.contiguous || self.above.contains(&seq) {
+            return Decision::Duplicate;
+        }
+        Decision::Store(seq)
+    }
+
+    /// Records that `seq` (from boot `boot`) is now stored.
+    pub fn record(&mut self, seq: u64, boot: u32) {
+        self.boot = self.boot.max(boot);
+        if seq > self.contiguous {
+            self.above.insert(seq);
+            self.fold();
+        }
+    }
+
+    fn fold(&mut self) {
+        while self.above.first() == Some(&(self.contiguous + 1)) {
+            self.above.pop_first();
+            self.contiguous += 1;
+        }
+    }
+}
+
+/// A set of `u64` kept as sorted, disjoint, non-adjacent inclusive ranges.
+/// Inserting in ascending order (the common case) is O(1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeqRanges {
+    ranges: Vec<(u64, u64)>,
+}
+
+impl SeqRanges {
+    /// Adds `v`; returns false if it was already present.
+    pub fn insert(&mut self, v: u64) -> bool {
+        // Index of the first range starting after v.
+        let i = self.ranges.partition_point(|&(lo, _)| lo <= v);
+        if i > 0 {
+            let (_, hi) = self.ranges[i - 1];
+            if v <= hi {
+                return false;
+            }
+            if v == hi + 1 {
+                self.ranges[i - 1].1 = v;
+                if i < self.ranges.len() && self.ranges[i].0 == v + 1 {
+                    self.ranges[i - 1].1 = self.ranges[i].1;
+                    self.ranges.remove(i);
+                }
+                return true;
+            }
+        }
+        if i < self.ranges.len() && self.ranges[i].0 == v + 1 {
+            self.ranges[i].0 = v;
+            return true;
+        }
+        self.ranges.insert(i, (v, v));
+        true
+    }
+
+    /// True if `v` is in the set.
+    pub fn contains(&self, v: u64) -> bool {
+        let i = self.ranges.partition_point(|&(lo, _)| lo <= v);
+        i > 0 && v <= self.ranges[i - 1].1
+    }
+
+    /// The ranges, ascending.
+    pub fn ranges(&self) -> &[(u64, u64)] {
+        &self.ranges
+    }
+
+    /// The holes between the lowest and the highest value, ascending.
+    pub fn holes(&self) -> Vec<(u64, u64)> {
+        self.ranges
+            .windows(2)
+            .map(|w| (w[0].1 + 1, w[1].0 - 1))
+            .collect()
+    }
+
+    /// Number of values in the set.
+    pub fn len(&self) -> u64 {
+        self.ranges.iter().map(|&(lo, hi)| hi - lo + 1).sum()
+    }
+
+    /// True if the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn in_order_frames_advance_contiguous() {
+        let mut s = SeqState::default();
+        for q in 1..=3 {
+            assert_eq!(s.decide(q, 0), Decision::Store(q));
+            s.record(q, 0);
+        }
+        assert_eq!(s.contiguous(), 3);
+        assert_eq!(s.decide(2, 0), Decision::Duplicate);
+    }
+
+    #[test]
+    fn out_of_order_frames_are_stored_and_holes_close_when_filled() {
+        let mut s = SeqState::default();
+        s.record(1, 0);
+        s.record(4, 0);
+        s.record(6, 0);
+        assert_eq!(s.contiguous(), 1);
+        assert_eq!(s.gaps(), vec![(2, 3), (5, 5)]);
+        assert_eq!(s.decide(4, 0), Decision::Duplicate);
+        assert_eq!(s.decide(3, 0), Decision::Store(3));
+        s.record(3, 0);
+        s.record(2, 0);
+        assert_eq!(s.contiguous(), 4);
+        assert_eq!(s.gaps(), vec![(5, 5)]);
+    }
+
+    #[test]
+    fn a_later_boot_reusing_a_stored_seq_is_a_regression() {
+        let mut s = SeqState::default();
+        s.record(1, 3);
+        s.record(2, 3);
+        assert_eq!(s.decide(1, 4), Decision::Regressed);
+        assert_eq!(s.decide(2, 4), Decision::Regressed);
+        // The same numbers from the same boot are retransmissions.
+        assert_eq!(s.decide(2, 3), Decision::Duplicate);
+        // Continuing after the stored seqs with the new boot is fine.
+        assert_eq!(s.decide(3, 4), Decision::Store(3));
+    }
+
+    #[test]
+    fn an_older_boot_filling_a_hole_is_stored() {
+        let mut s = SeqState::default();
+        s.record(1, 1);
+        s.record(3, 2);
+        assert_eq!(s.decide(2, 1), Decision::Store(2));
+        assert_eq!(s.decide(2, 3), Decision::Regressed);
+    }
+
+    #[test]
+    fn seq_zero_gets_the_next_number_after_the_highest() {
+        let mut s = SeqState::default();
+        assert_eq!(s.decide(0, 0), Decision::Store(1));
+        s.record(1, 0);
+        s.record(5, 0);
+        assert_eq!(s.decide(0, 0), Decision::Store(6));
+    }
+
+    #[test]
+    fn from_parts_restores_the_invariants() {
+        let s = SeqState::from_parts(2, 1, [1, 3, 4, 7]);
+        assert_eq!(s.contiguous(), 4);
+        assert_eq!(s.above().collect::<Vec<_>>(), vec![7]);
+    }
+
+    proptest! {
+        #[test]
+        fn seq_ranges_match_a_btreeset(values in proptest::collection::vec(0u64..64, 0..80)) {
+            let mut r = SeqRanges::default();
+            let mut set = BTreeSet::new();
+            for v in values {
+                prop_assert_eq!(r.insert(v), set.insert(v));
+            }
+            prop_assert_eq!(r.len(), set.len() as u64);
+            for v in 0..66 {
+                prop_assert_eq!(r.contains(v), set.contains(&v));
+            }
+            for w in r.ranges().windows(2) {
+                prop_assert!(w[0].1 + 1 < w[1].0, "ranges must be disjoint and non-adjacent");
+            }
+        }
+
+        #[test]
+        fn contiguous_is_the_longest_stored_prefix(seqs in proptest::collection::vec(1u64..40, 0..60)) {
+            let mut s = SeqState::default();
+            let mut stored = BTreeSet::new();
+            for q in seqs {
+                match s.decide(q, 0) {
+                    Decision::Store(got) => {
+                        prop_assert_eq!(got, q);
+                        prop_assert!(stored.insert(q));
+                        s.record(q, 0);
+                    }
+                    Decision::Duplicate => prop_assert!(stored.contains(&q)),
+                    Decision::Regressed => prop_assert!(false, "same boot never regresses"),
+                }
+            }
+            let mut c = 0;
+            while stored.contains(&(c + 1)) {
+                c += 1;
+            }
+            prop_assert_eq!(s.contiguous(), c);
+            prop_assert_eq!(s.highest(), stored.last().copied().unwrap_or(0));
+        }
+    }
+}

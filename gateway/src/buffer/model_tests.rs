@@ -1,0 +1,612 @@
+//! Model-based tests: random sequences of appends (duplicates, out of order,
+//! regressions, gateway-numbered frames), cursor moves, event records,
+//! prunes and crash/reopen, run against the real sled buffer and against a
+//! simple in-memory model; every observable (outcomes, acks, device
+//! bookkeeping, scans, cursors, stats, events) must match after each step.
+//!
+//! The model keeps every seq it ever stored per device in a `BTreeSet` and
+//! every kept frame in a `Vec`; it shares no code with the buffer except the
+//! frame type. It takes two facts from the buffer as inputs: the keys the
+//! buffer gave stored frames (checked to be strictly increasing) and the
+//! logical byte count (the full policy is then predicted from it).
+
+use super::*;
+use mrv_shared::event::{Event, EventKind};
+use mrv_shared::ids::{ChannelId, DeviceId, SiteId};
+use mrv_shared::quantity::{Quantity, ValueKind};
+use mrv_shared::reading::{Channel, Quality, Sample};
+use mrv_shared::wire::{Ack, AckStatus, Frame};
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+const KEEP_MS: u64 = 1_000;
+
+fn frame(device: usize, seq: u64, boot: u32, samples: usize) -> Frame {
+    Frame {
+        site: SiteId::new("site-1").expect("valid id"),
+        device: dev(device),
+        seq,
+        boot,
+        firmware: "fw-1.0".into(),
+        base_time_ms: Some(1_700_000_000_000 + seq * 60_000),
+        channels: vec![Channel {
+            id: ChannelId::new("energy").expect("valid id"),
+            quantity: Quantity::Energy,
+            kind: ValueKind::Counter,
+        }],
+        samples: (0..samples)
+            .map(|i| Sample {
+                channel: 0,
+                offset_ms: i as u32 * 1000,
+                value: (seq as i64) * 100 + i as i64,
+                quality: Quality::GOOD,
+            })
+            .collect(),
+        signature: None,
+    }
+}
+
+fn dev(i: usize) -> DeviceId {
+    DeviceId::new(&format!("dev-{i}")).expect("valid id")
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// (device, seq, boot, samples); seq 0 = gateway numbers it.
+    Append(Vec<(usize, u64, u32, usize)>),
+    /// Cursor, position as a fraction (per mille) of all stored frames;
+    /// 1000 = one past the end (must fail).
+    SetCursor(CursorName, u16),
+    Event,
+    EventsDelivered(u16),
+    /// Advance the clock by this much, then prune.
+    Prune(u64),
+    /// Drop the buffer without anything else, then reopen the same dir.
+    Crash,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let item = (0usize..3, 0u64..14, 0u32..3, 1usize..4);
+    prop_oneof![
+        6 => prop::collection::vec(item, 1..8).prop_map(Op::Append),
+        2 => (prop_oneof![Just(CursorName::Reported), Just(CursorName::Delivered)], 0u16..=1000)
+            .prop_map(|(c, p)| Op::SetCursor(c, p)),
+        1 => Just(Op::Event),
+        1 => (0u16..=1000).prop_map(Op::EventsDelivered),
+        2 => (0u64..3_000).prop_map(Op::Prune),
+        1 => Just(Op::Crash),
+    ]
+}
+
+#[derive(Debug, Default)]
+struct ModelDevice {
+    stored: BTreeSet<u64>,
+    boot: u32,
+}
+
+impl ModelDevice {
+    fn highest(&self) -> u64 {
+        self.stored.last().copied().unwrap_or(0)
+    }
+    fn contiguous(&self) -> u64 {
+        let mut c = 0;
+        while self.stored.contains(&(c + 1)) {
+            c += 1;
+        }
+        c
+    }
+    fn gaps(&self) -> Vec<(u64, u64)> {
+        let c = self.contiguous();
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for q in c + 1..self.highest() {
+            if self.stored.contains(&q) {
+                continue;
+            }
+            match out.last_mut() {
+                Some(g) if g.1 + 1 == q => g.1 = q,
+                _ => out.push((q, q)),
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Default)]
+struct Model {
+    devices: BTreeMap<DeviceId, ModelDevice>,
+    /// Kept frames in storage order.
+    kept: Vec<StoredFrame>,
+    /// Every key ever stored, in order.
+    all_keys: Vec<FrameKey>,
+    reported: Option<FrameKey>,
+    delivered: Option<FrameKey>,
+    events: Vec<(u64, Event)>,
+    next_event: u64,
+    events_delivered: Option<u64>,
+    now: u64,
+}
+
+struct Harness {
+    dir: tempfile::TempDir,
+    max_bytes: u64,
+    buf: Option<Buffer>,
+    m: Model,
+}
+
+impl Harness {
+    fn new(max_bytes: u64) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut h = Harness {
+            dir,
+            max_bytes,
+            buf: None,
+            m: Model {
+                next_event: 1,
+                now: 1_000_000,
+                ..Model::default()
+            },
+        };
+        h.reopen();
+        h
+    }
+
+    fn reopen(&mut self) {
+        self.buf = None;
+        self.buf = Some(
+            Buffer::open(BufferConfig {
+                path: self.dir.path().join("buffer"),
+                max_bytes: self.max_bytes,
+                cache_bytes: 1 << 20,
+                keep_delivered: Duration::from_millis(KEEP_MS),
+            })
+            .expect("open buffer"),
+        );
+    }
+
+    fn buf(&self) -> &Buffer {
+        self.buf.as_ref().expect("buffer is open")
+    }
+
+    fn full(&self) -> bool {
+        self.buf().stats().bytes >= self.max_bytes
+    }
+
+    fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        match op {
+            Op::Append(items) => self.append(items),
+            Op::SetCursor(name, per_mille) => self.set_cursor(*name, *per_mille),
+            Op::Event => {
+                self.m.now += 1;
+                let ev = Event {
+                    time_ms: self.m.now,
+                    kind: EventKind::DeviceOnline,
+                    device: Some(dev(0)),
+                    detail: format!("event at {}", self.m.now),
+                };
+                self.buf()
+                    .record_events(std::slice::from_ref(&ev))
+                    .expect("record event");
+                self.m.events.push((self.m.next_event, ev));
+                self.m.next_event += 1;
+                Ok(())
+            }
+            Op::EventsDelivered(per_mille) => {
+                let id = (self.m.next_event - 1) * u64::from(*per_mille) / 1000;
+                let r = self.buf().set_events_delivered(id);
+                if id == 0 {
+                    prop_assert!(self.m.events_delivered.is_some() || r.is_err());
+                } else {
+                    prop_assert!(r.is_ok(), "set_events_delivered({id}): {r:?}");
+                    self.m.events_delivered = self.m.events_delivered.max(Some(id));
+                }
+                Ok(())
+            }
+            Op::Prune(advance) => self.prune(*advance),
+            Op::Crash => {
+                self.reopen();
+                Ok(())
+            }
+        }
+    }
+
+    fn append(&mut self, items: &[(usize, u64, u32, usize)]) -> Result<(), TestCaseError> {
+        let was_full = self.full();
+        prop_assert_eq!(self.buf().stats().full, was_full);
+        self.m.now += 10;
+        let rx = self.m.now;
+        let incoming: Vec<Incoming> = items
+            .iter()
+            .map(|&(d, seq, boot, n)| Incoming {
+                frame: frame(d, seq, boot, n),
+                received_ms: rx,
+            })
+            .collect();
+        // Model decisions.
+        let mut expected = Vec::new();
+        let mut stored_frames = Vec::new();
+        let mut order: Vec<(DeviceId, bool, bool)> = Vec::new();
+        for inc in &incoming {
+            let f = &inc.frame;
+            let pos = match order.iter().position(|(d, _, _)| *d == f.device) {
+                Some(p) => p,
+                None => {
+                    order.push((f.device.clone(), false, false));
+                    order.len() - 1
+                }
+            };
+            let md = self.m.devices.entry(f.device.clone()).or_default();
+            let seq = if f.seq == 0 { md.highest() + 1 } else { f.seq };
+            let outcome = if f.seq != 0 && f.boot > md.boot && f.seq <= md.highest() {
+                order[pos].1 = true;
+                AppendOutcome::Regressed
+            } else if f.seq != 0 && md.stored.contains(&f.seq) {
+                AppendOutcome::Duplicate
+            } else if was_full {
+                order[pos].2 = true;
+                AppendOutcome::BufferFull
+            } else {
+                md.stored.insert(seq);
+                md.boot = md.boot.max(f.boot);
+                let mut stored = f.clone();
+                stored.seq = seq;
+                stored_frames.push(stored);
+                AppendOutcome::Stored
+            };
+            expected.push(outcome);
+        }
+        let res = self.buf().append(incoming).expect("append");
+        prop_assert_eq!(&res.outcomes, &expected);
+        prop_assert_eq!(res.keys.len(), stored_frames.len());
+        for (key, f) in res.keys.iter().zip(stored_frames) {
+            prop_assert!(self.m.all_keys.last().is_none_or(|l| l < key), "keys increase");
+            self.m.all_keys.push(*key);
+            self.m.kept.push(StoredFrame {
+                key: *key,
+                frame: f,
+                received_ms: rx,
+            });
+        }
+        let acks: Vec<(DeviceId, Ack)> = order
+            .into_iter()
+            .map(|(d, regressed, refused)| {
+                let acked_seq = self.m.devices[&d].contiguous();
+                let status = if regressed {
+                    AckStatus::SeqRegressed
+                } else if refused {
+                    AckStatus::BufferFull
+                } else {
+                    AckStatus::Ok
+                };
+                (d, Ack { acked_seq, status })
+            })
+            .collect();
+        prop_assert_eq!(res.acks, acks);
+        if !was_full && self.full() {
+            self.m.events.push((
+                self.m.next_event,
+                Event {
+                    time_ms: rx,
+                    kind: EventKind::BufferFull,
+                    device: None,
+                    detail: String::new(),
+                },
+            ));
+            self.m.next_event += 1;
+        }
+        Ok(())
+    }
+
+    fn set_cursor(&mut self, name: CursorName, per_mille: u16) -> Result<(), TestCaseError> {
+        let n = self.m.all_keys.len();
+        let key = if per_mille == 1000 || n == 0 {
+            match self.m.all_keys.last() {
+                Some(k) => FrameKey {
+                    batch: k.batch,
+                    index: k.index + 1,
+                },
+                None => FrameKey { batch: 1, index: 0 },
+            }
+        } else {
+            self.m.all_keys[(n - 1) * usize::from(per_mille) / 1000]
+        };
+        let current = match name {
+            CursorName::Reported => self.m.reported,
+            CursorName::Delivered => self.m.delivered,
+        };
+        let r = self.buf().set_cursor(name, key);
+        if current.is_some_and(|c| key <= c) {
+            prop_assert!(r.is_ok(), "moving back is a no-op: {r:?}");
+            return Ok(());
+        }
+        if !self.m.all_keys.contains(&key) {
+            prop_assert!(
+                matches!(r, Err(StoreError::NoSuchFrame { .. })),
+                "{key} is not stored: {r:?}"
+            );
+            return Ok(());
+        }
+        if name == CursorName::Delivered && self.m.reported.is_none_or(|rep| key > rep) {
+            prop_assert!(
+                matches!(r, Err(StoreError::DeliveredPastReported { .. })),
+                "{r:?}"
+            );
+            return Ok(());
+        }
+        prop_assert!(r.is_ok(), "set_cursor({name:?}, {key}): {r:?}");
+        match name {
+            CursorName::Reported => self.m.reported = Some(key),
+            CursorName::Delivered => self.m.delivered = Some(key),
+        }
+        Ok(())
+    }
+
+    fn prune(&mut self, advance: u64) -> Result<(), TestCaseError> {
+        let was_full = self.full();
+        self.m.now += advance;
+        let cutoff = self.m.now - KEEP_MS;
+        // Batches are runs of kept frames with the same batch id.
+        let mut drop_n = 0;
+        if let Some(delivered) = self.m.delivered {
+            while drop_n < self.m.kept.len() {
+                let batch = self.m.kept[drop_n].key.batch;
+                let end = self.m.kept[drop_n..]
+                    .iter()
+                    .position(|f| f.key.batch != batch)
+                    .map_or(self.m.kept.len(), |p| drop_n + p);
+                let run = &self.m.kept[drop_n..end];
+                let last = run.last().expect("non-empty run").key;
+                let newest = run.iter().map(|f| f.received_ms).max().unwrap_or(0);
+                if last > delivered || newest >= cutoff {
+                    break;
+                }
+                drop_n = end;
+            }
+        }
+        let mut drop_events = 0;
+        if let Some(ed) = self.m.events_delivered {
+            for (id, ev) in &self.m.events {
+                if *id > ed || ev.time_ms >= cutoff {
+                    break;
+                }
+                drop_events += 1;
+            }
+        }
+        let stats = self.buf().prune(self.m.now).expect("prune");
+        let dropped: Vec<_> = self.m.kept.drain(..drop_n).collect();
+        self.m.events.drain(..drop_events);
+        prop_assert_eq!(stats.frames, dropped.len() as u64);
+        prop_assert_eq!(
+            stats.readings,
+            dropped.iter().map(|f| f.frame.samples.len() as u64).sum::<u64>()
+        );
+        prop_assert_eq!(stats.events, drop_events as u64);
+        if was_full && !self.full() {
+            self.m.events.push((
+                self.m.next_event,
+                Event {
+                    time_ms: self.m.now,
+                    kind: EventKind::BufferRecovered,
+                    device: None,
+                    detail: String::new(),
+                },
+            ));
+            self.m.next_event += 1;
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> Result<(), TestCaseError> {
+        let b = self.buf();
+        let full = self.full();
+        let stats = b.stats();
+        prop_assert_eq!(stats.full, full);
+        for (d, md) in &self.m.devices {
+            let status = if full {
+                AckStatus::BufferFull
+            } else {
+                AckStatus::Ok
+            };
+            prop_assert_eq!(
+                b.ack_for(d),
+                Ack {
+                    acked_seq: md.contiguous(),
+                    status
+                }
+            );
+        }
+        let summaries = b.devices();
+        let with_frames: Vec<_> = self
+            .m
+            .devices
+            .iter()
+            .filter(|(_, md)| !md.stored.is_empty())
+            .collect();
+        prop_assert_eq!(summaries.len(), with_frames.len());
+        for (s, (d, md)) in summaries.iter().zip(with_frames) {
+            prop_assert_eq!(&s.device, d);
+            prop_assert_eq!(s.acked_seq, md.contiguous());
+            prop_assert_eq!(s.highest_seq, md.highest());
+            prop_assert_eq!(s.boot, md.boot);
+            prop_assert_eq!(s.frames, md.stored.len() as u64);
+            prop_assert_eq!(&s.gaps, &md.gaps());
+        }
+        let all: Vec<StoredFrame> = b.scan(None).collect::<Result<_, _>>().expect("scan");
+        prop_assert_eq!(&all, &self.m.kept);
+        let unreported: Vec<&StoredFrame> = self
+            .m
+            .kept
+            .iter()
+            .filter(|f| self.m.reported.is_none_or(|r| f.key > r))
+            .collect();
+        let scanned: Vec<StoredFrame> = b
+            .scan(self.m.reported)
+            .collect::<Result<_, _>>()
+            .expect("scan after reported");
+        prop_assert_eq!(scanned.iter().collect::<Vec<_>>(), unreported.clone());
+        prop_assert_eq!(b.cursor(CursorName::Reported), self.m.reported);
+        prop_assert_eq!(b.cursor(CursorName::Delivered), self.m.delivered);
+        prop_assert_eq!(stats.frames, self.m.kept.len() as u64);
+        prop_assert_eq!(
+            stats.readings,
+            self.m
+                .kept
+                .iter()
+                .map(|f| f.frame.samples.len() as u64)
+                .sum::<u64>()
+        );
+        prop_assert_eq!(stats.unreported_frames, unreported.len() as u64);
+        prop_assert_eq!(
+            stats.unreported_readings,
+            unreported
+                .iter()
+                .map(|f| f.frame.samples.len() as u64)
+                .sum::<u64>()
+        );
+        prop_assert_eq!(
+            stats.oldest_unreported_ms,
+            unreported.first().map(|f| f.received_ms)
+        );
+        prop_assert_eq!(stats.bytes == 0, self.m.kept.is_empty());
+        let events: Vec<(u64, Event)> = b
+            .events_after(None)
+            .collect::<Result<_, _>>()
+            .expect("events");
+        prop_assert_eq!(events.len(), self.m.events.len());
+        for ((id, ev), (mid, mev)) in events.iter().zip(&self.m.events) {
+            prop_assert_eq!(id, mid);
+            prop_assert_eq!(ev.kind, mev.kind);
+            prop_assert_eq!(ev.time_ms, mev.time_ms);
+            if !mev.detail.is_empty() {
+                prop_assert_eq!(&ev.detail, &mev.detail);
+            }
+        }
+        prop_assert_eq!(b.events_delivered(), self.m.events_delivered);
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn buffer_matches_the_model(
+        max_bytes in prop_oneof![Just(1_500u64), Just(u64::MAX)],
+        ops in prop::collection::vec(op(), 1..40),
+    ) {
+        let mut h = Harness::new(max_bytes);
+        for op in &ops {
+            h.step(op)?;
+            h.check()?;
+        }
+        let report = h.buf().verify(|_| {}).expect("verify");
+        prop_assert!(report.is_ok(), "verify: {:?}", report.problems);
+        h.reopen();
+        h.check()?;
+    }
+}
+
+fn open_at(dir: &std::path::Path, max_bytes: u64) -> Buffer {
+    Buffer::open(BufferConfig {
+        path: dir.to_path_buf(),
+        max_bytes,
+        cache_bytes: 1 << 20,
+        keep_delivered: Duration::from_millis(KEEP_MS),
+    })
+    .expect("open buffer")
+}
+
+#[test]
+fn a_large_append_is_split_into_batches_and_reads_back_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = open_at(dir.path(), u64::MAX);
+    let incoming: Vec<Incoming> = (1..=400)
+        .map(|q| Incoming {
+            frame: frame(0, q, 0, 60),
+            received_ms: q,
+        })
+        .collect();
+    let r = b.append(incoming).expect("append");
+    assert!(r.outcomes.iter().all(|o| *o == AppendOutcome::Stored));
+    let batches: BTreeSet<u64> = r.keys.iter().map(|k| k.batch).collect();
+    assert!(batches.len() > 1, "400 frames of 60 samples exceed one batch");
+    let seqs: Vec<u64> = b
+        .scan(None)
+        .map(|f| f.expect("frame").frame.seq)
+        .collect();
+    assert_eq!(seqs, (1..=400).collect::<Vec<_>>());
+    assert_eq!(b.ack_for(&dev(0)).acked_seq, 400);
+    assert_eq!(b.stats().readings, 400 * 60);
+}
+
+#[test]
+fn a_full_buffer_refuses_new_frames_but_still_acks_duplicates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = open_at(dir.path(), 1);
+    let one = |q| {
+        vec![Incoming {
+            frame: frame(0, q, 0, 1),
+            received_ms: 5,
+        }]
+    };
+    assert_eq!(b.append(one(1)).expect("append").outcomes, [AppendOutcome::Stored]);
+    assert!(b.stats().full);
+    let r = b.append(one(2)).expect("append");
+    assert_eq!(r.outcomes, [AppendOutcome::BufferFull]);
+    assert_eq!(
+        r.acks[0].1,
+        Ack {
+            acked_seq: 1,
+            status: AckStatus::BufferFull
+        }
+    );
+    let r = b.append(one(1)).expect("append");
+    assert_eq!(r.outcomes, [AppendOutcome::Duplicate]);
+    assert_eq!(r.acks[0].1.acked_seq, 1);
+    let kinds: Vec<EventKind> = b
+        .events_after(None)
+        .map(|e| e.expect("event").1.kind)
+        .collect();
+    assert_eq!(kinds, [EventKind::BufferFull]);
+    assert_eq!(b.stats().full_events, 1);
+}
+
+#[test]
+fn a_damaged_batch_is_reported_by_verify_and_scan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("buf");
+    {
+        let b = open_at(&path, u64::MAX);
+        for q in 1..=3 {
+            b.append(vec![Incoming {
+                frame: frame(0, q, 0, 2),
+                received_ms: q,
+            }])
+            .expect("append");
+        }
+        assert!(b.verify(|_| {}).expect("verify").is_ok());
+    }
+    // Corrupt batch 2 behind the buffer's back.
+    {
+        let db = sled::open(&path).expect("sled");
+        let t = db.open_tree("buffer.v1").expect("tree");
+        let k = super::record::batch_key(2);
+        let mut v = t.get(k).expect("get").expect("batch 2").to_vec();
+        let last = v.len() - 10;
+        v[last] ^= 0xff;
+        t.insert(k, v).expect("insert");
+        db.flush().expect("flush");
+    }
+    let b = open_at(&path, u64::MAX);
+    let rep = b.verify(|_| {}).expect("verify");
+    assert!(!rep.is_ok());
+    assert!(
+        rep.problems.iter().any(|p| p.key == "d:2"),
+        "{:?}",
+        rep.problems
+    );
+    let items: Vec<_> = b.scan(None).collect();
+    assert_eq!(items.len(), 3);
+    assert!(items[1].is_err());
+    assert_eq!(items[2].as_ref().expect("batch 3").frame.seq, 3);
+}

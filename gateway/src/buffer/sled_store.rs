@@ -1,0 +1,998 @@
+//! [`Buffer`]: the sled-backed store described in the parent module.
+//!
+//! All writes (append, cursors, events, prune) take one mutex, build one
+//! sled batch, apply it atomically to the tree and flush before returning;
+//! the in-memory bookkeeping is updated only after the flush succeeded.
+//! Reads of data (`scan`, `events_after`) go to sled directly without the
+//! lock. The per-frame decisions are made by [`SeqState`]
+//! (`buffer/ledger.rs`); this file only moves bytes.
+
+use super::ledger::{Decision, SeqRanges, SeqState};
+use super::record::{
+    self, BatchWriter, CursorRecord, DeviceRecord, ENTRY_HEADER_LEN, ID_KEY_LEN,
+    RecordError, Totals,
+};
+use super::{
+    AppendOutcome, AppendResult, BufferConfig, BufferStats, CursorName, DeviceSummary, FrameKey,
+    Incoming, PruneStats, StoreError, StoredFrame, TARGET_BATCH_BYTES, VerifiedDevice,
+    VerifyProblem, VerifyReport,
+};
+use mrv_shared::event::{Event, EventKind};
+use mrv_shared::ids::DeviceId;
+use mrv_shared::wire::binary::{decode_frame_exact, encode_frame};
+use mrv_shared::wire::{Ack, AckStatus, MAX_FRAME_BYTES};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use tracing::{info, warn};
+
+/// Name of the sled tree that holds everything (layout version 1).
+const TREE: &str = "buffer.v1";
+/// Most batches deleted per sled batch while pruning.
+const PRUNE_CHUNK: usize = 1024;
+
+/// The durable buffer. Cheap to clone (an `Arc` inside); `Send + Sync`.
+#[derive(Clone)]
+pub struct Buffer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Buffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Buffer")
+            .field("path", &self.inner.cfg.path)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    db: sled::Db,
+    tree: sled::Tree,
+    cfg: BufferConfig,
+    state: Mutex<State>,
+}
+
+/// A device's bookkeeping in memory.
+#[derive(Debug, Clone, Default)]
+struct DeviceEntry {
+    seq: SeqState,
+    frames: u64,
+    readings: u64,
+    first_received_ms: Option<u64>,
+    last_received_ms: Option<u64>,
+}
+
+impl DeviceEntry {
+    fn from_record(r: DeviceRecord) -> Self {
+        DeviceEntry {
+            seq: SeqState::from_parts(r.contiguous, r.boot, r.above),
+            frames: r.frames,
+            readings: r.readings,
+            first_received_ms: r.first_received_ms,
+            last_received_ms: r.last_received_ms,
+        }
+    }
+
+    fn to_record(&self) -> DeviceRecord {
+        DeviceRecord {
+            contiguous: self.seq.contiguous(),
+            boot: self.seq.boot(),
+            above: self.seq.above().collect(),
+            frames: self.frames,
+            readings: self.readings,
+            first_received_ms: self.first_received_ms,
+            last_received_ms: self.last_received_ms,
+        }
+    }
+
+    fn summary(&self, device: &DeviceId) -> DeviceSummary {
+        DeviceSummary {
+            device: device.clone(),
+            acked_seq: self.seq.contiguous(),
+            highest_seq: self.seq.highest(),
+            boot: self.seq.boot(),
+            frames: self.frames,
+            readings: self.readings,
+            first_received_ms: self.first_received_ms,
+            last_received_ms: self.last_received_ms,
+            gaps: self.seq.gaps(),
+        }
+    }
+}
+
+struct State {
+    devices: BTreeMap<DeviceId, DeviceEntry>,
+    totals: Totals,
+    reported: Option<CursorRecord>,
+    delivered: Option<CursorRecord>,
+    events_delivered: Option<u64>,
+    last_key: Option<FrameKey>,
+    oldest_unreported_ms: Option<u64>,
+    full: bool,
+    full_events: u64,
+    poisoned: bool,
+}
+
+fn corrupt(key: impl Into<String>) -> impl FnOnce(RecordError) -> StoreError {
+    let key = key.into();
+    move |source| StoreError::Corrupt { key, source }
+}
+
+fn data_range() -> std::ops::RangeInclusive<[u8; ID_KEY_LEN]> {
+    record::batch_key(0)..=record::batch_key(u64::MAX)
+}
+
+fn event_range(from: u64) -> std::ops::RangeInclusive<[u8; ID_KEY_LEN]> {
+    record::event_key(from)..=record::event_key(u64::MAX)
+}
+
+fn readings_of(frame: &mrv_shared::wire::Frame) -> u32 {
+    u32::try_from(frame.samples.len()).expect("at most MAX_SAMPLES samples")
+}
+
+impl Buffer {
+    /// Opens (or creates) the buffer at `cfg.path`. Reads only the totals,
+    /// cursors, device records and the last batch: no data scan.
+    pub fn open(cfg: BufferConfig) -> Result<Buffer, StoreError> {
+        std::fs::create_dir_all(&cfg.path).map_err(|source| StoreError::Dir {
+            path: cfg.path.clone(),
+            source,
+        })?;
+        let db = sled::Config::new()
+            .path(&cfg.path)
+            .cache_capacity(cfg.cache_bytes)
+            // Every write path flushes itself before returning.
+            .flush_every_ms(None)
+            .open()?;
+        let tree = db.open_tree(TREE)?;
+        let totals = match tree.get(record::TOTALS_KEY)? {
+            Some(v) => Totals::decode(&v).map_err(corrupt("m/totals"))?,
+            None => Totals::empty(),
+        };
+        let cursor = |key: &[u8], name: &str| -> Result<Option<CursorRecord>, StoreError> {
+            tree.get(key)?
+                .map(|v| CursorRecord::decode(&v).map_err(corrupt(name)))
+                .transpose()
+        };
+        let reported = cursor(record::REPORTED_KEY, "m/cursor/reported")?;
+        let delivered = cursor(record::DELIVERED_KEY, "m/cursor/delivered")?;
+        let events_delivered = tree
+            .get(record::EVENTS_DELIVERED_KEY)?
+            .map(|v| record::decode_id(&v).map_err(corrupt("m/cursor/events_delivered")))
+            .transpose()?;
+        let mut devices = BTreeMap::new();
+        for item in tree.scan_prefix([record::DEVICE_PREFIX]) {
+            let (k, v) = item?;
+            let name = String::from_utf8_lossy(&k[1..]).into_owned();
+            let id = DeviceId::new(&name).map_err(|_| StoreError::Corrupt {
+                key: format!("v:{name}"),
+                source: RecordError::Inconsistent("device id in key"),
+            })?;
+            let rec = DeviceRecord::decode(&v).map_err(corrupt(format!("v:{name}")))?;
+            devices.insert(id, DeviceEntry::from_record(rec));
+        }
+        let last_key = match tree.range(data_range()).next_back() {
+            Some(item) => {
+                let (k, v) = item?;
+                let id = record::id_of_key(&k).expect("data range yields data keys");
+                let b = record::parse_batch(&v).map_err(corrupt(format!("d:{id}")))?;
+                Some(FrameKey {
+                    batch: id,
+                    index: b.header.count.saturating_sub(1),
+                })
+            }
+            None => None,
+        };
+        let oldest_unreported_ms = first_after(&tree, reported.map(|c| c.key))?.map(|(_, rx)| rx);
+        let full = totals.kept_bytes >= cfg.max_bytes;
+        if full {
+            warn!(
+                bytes = totals.kept_bytes,
+                max_bytes = cfg.max_bytes,
+                "buffer is full at start-up: new frames are refused until delivered data is pruned"
+            );
+        }
+        let state = State {
+            devices,
+            totals,
+            reported,
+            delivered,
+            events_delivered,
+            last_key,
+            oldest_unreported_ms,
+            full,
+            full_events: u64::from(full),
+            poisoned: false,
+        };
+        Ok(Buffer {
+            inner: Arc::new(Inner {
+                db,
+                tree,
+                cfg,
+                state: Mutex::new(state),
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // State is changed only by plain assignments after a successful
+        // flush, so a panic elsewhere cannot leave it half-updated.
+        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies a sled batch and flushes; poisons the buffer on failure.
+    fn commit(&self, st: &mut State, batch: sled::Batch) -> Result<(), StoreError> {
+        let r = self
+            .inner
+            .tree
+            .apply_batch(batch)
+            .and_then(|()| self.inner.tree.flush().map(|_| ()));
+        if let Err(e) = r {
+            st.poisoned = true;
+            warn!(error = %e, "buffer write failed; refusing writes until reopened");
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// One atomic write + flush for the whole batch; per-frame outcome in
+    /// order. Frames whose seq is 0 get the next gateway-assigned seq for
+    /// their device. When this returns `Ok`, stored frames are durable and
+    /// the returned acks may be sent.
+    pub fn append(&self, batch: Vec<Incoming>) -> Result<AppendResult, StoreError> {
+        let mut st = self.lock();
+        if st.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        let full = st.full;
+        let mut totals = st.totals;
+        let mut staged: BTreeMap<DeviceId, DeviceEntry> = BTreeMap::new();
+        let mut dirty: Vec<DeviceId> = Vec::new();
+        // Per device, in order of first appearance: (regressed, refused for space).
+        let mut order: Vec<(DeviceId, bool, bool)> = Vec::new();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut stored_seqs = Vec::with_capacity(batch.len());
+        let mut keys = Vec::new();
+        let mut values: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut writer: Option<BatchWriter> = None;
+        let mut first_rx: Option<u64> = None;
+        let mut max_rx = 0u64;
+
+        for (index, Incoming { mut frame, received_ms }) in batch.into_iter().enumerate() {
+            let pos = match order.iter().position(|(d, _, _)| *d == frame.device) {
+                Some(p) => p,
+                None => {
+                    order.push((frame.device.clone(), false, false));
+                    order.len() - 1
+                }
+            };
+            let entry = staged.entry(frame.device.clone()).or_insert_with(|| {
+                st.devices
+                    .get(&frame.device)
+                    .cloned()
+                    .unwrap_or_default()
+            });
+            let seq = match entry.seq.decide(frame.seq, frame.boot) {
+                Decision::Duplicate => {
+                    outcomes.push(AppendOutcome::Duplicate);
+                    stored_seqs.push(None);
+                    continue;
+                }
+                Decision::Regressed => {
+                    order[pos].1 = true;
+                    outcomes.push(AppendOutcome::Regressed);
+                    stored_seqs.push(None);
+                    continue;
+                }
+                Decision::Store(_) if full => {
+                    order[pos].2 = true;
+                    outcomes.push(AppendOutcome::BufferFull);
+                    stored_seqs.push(None);
+                    continue;
+                }
+                Decision::Store(seq) => seq,
+            };
+            frame.seq = seq;
+            frame
+                .validate()
+                .map_err(|reason| StoreError::InvalidFrame { index, reason })?;
+            let bytes = encode_frame(&frame);
+            if bytes.len() > MAX_FRAME_BYTES {
+                return Err(StoreError::FrameTooLarge {
+                    index,
+                    len: bytes.len(),
+                });
+            }
+            let readings = readings_of(&frame);
+            let w = match writer.take() {
+                Some(w)
+                    if w.count() > 0
+                        && w.value_len() + ENTRY_HEADER_LEN + bytes.len() > TARGET_BATCH_BYTES =>
+                {
+                    let id = totals.next_batch_id;
+                    let v = w.finish();
+                    totals.kept_bytes += (v.len() + ID_KEY_LEN) as u64;
+                    totals.next_batch_id += 1;
+                    values.push((id, v));
+                    writer.insert(BatchWriter::new(totals.cum_frames, totals.cum_readings))
+                }
+                Some(w) => writer.insert(w),
+                None => writer.insert(BatchWriter::new(totals.cum_frames, totals.cum_readings)),
+            };
+            keys.push(FrameKey {
+                batch: totals.next_batch_id,
+                index: w.count(),
+            });
+            w.push(received_ms, &bytes, readings);
+            totals.cum_frames += 1;
+            totals.cum_readings += u64::from(readings);
+            totals.kept_frames += 1;
+            totals.kept_readings += u64::from(readings);
+            entry.seq.record(seq, frame.boot);
+            entry.frames += 1;
+            entry.readings += u64::from(readings);
+            entry.first_received_ms.get_or_insert(received_ms);
+            entry.last_received_ms = Some(received_ms);
+            if !dirty.contains(&frame.device) {
+                dirty.push(frame.device.clone());
+            }
+            first_rx.get_or_insert(received_ms);
+            max_rx = max_rx.max(received_ms);
+            outcomes.push(AppendOutcome::Stored);
+            stored_seqs.push(Some(seq));
+        }
+        if let Some(w) = writer.take() {
+            let id = totals.next_batch_id;
+            let v = w.finish();
+            totals.kept_bytes += (v.len() + ID_KEY_LEN) as u64;
+            totals.next_batch_id += 1;
+            values.push((id, v));
+        }
+
+        let becomes_full = !full && totals.kept_bytes >= self.inner.cfg.max_bytes;
+        if !values.is_empty() {
+            let mut b = sled::Batch::default();
+            for (id, v) in &values {
+                b.insert(&record::batch_key(*id), v.as_slice());
+            }
+            for d in &dirty {
+                let e = staged.get(d).expect("dirty devices are staged");
+                b.insert(record::device_key(d), e.to_record().encode());
+            }
+            let full_event = becomes_full.then(|| {
+                let ev = self.full_event(&totals, max_rx);
+                let id = totals.next_event_id;
+                totals.next_event_id += 1;
+                (id, ev)
+            });
+            if let Some((id, ev)) = &full_event {
+                b.insert(&record::event_key(*id), encode_event(ev));
+            }
+            b.insert(record::TOTALS_KEY, totals.encode());
+            self.commit(&mut st, b)?;
+            for d in dirty {
+                let e = staged.remove(&d).expect("dirty devices are staged");
+                st.devices.insert(d, e);
+            }
+            st.totals = totals;
+            st.last_key = keys.last().copied().or(st.last_key);
+            if st.oldest_unreported_ms.is_none() {
+                st.oldest_unreported_ms = first_rx;
+            }
+            if becomes_full {
+                st.full = true;
+                st.full_events += 1;
+                warn!(
+                    bytes = totals.kept_bytes,
+                    max_bytes = self.inner.cfg.max_bytes,
+                    "buffer is full: new frames are refused (devices keep them) until delivered data is pruned"
+                );
+            }
+        }
+
+        let acks = order
+            .into_iter()
+            .map(|(d, regressed, refused)| {
+                let acked_seq = staged
+                    .get(&d)
+                    .or_else(|| st.devices.get(&d))
+                    .map_or(0, |e| e.seq.contiguous());
+                let status = if regressed {
+                    AckStatus::SeqRegressed
+                } else if refused {
+                    AckStatus::BufferFull
+                } else {
+                    AckStatus::Ok
+                };
+                (d, Ack { acked_seq, status })
+            })
+            .collect();
+        Ok(AppendResult {
+            outcomes,
+            acks,
+            stored_seqs,
+            keys,
+        })
+    }
+
+    fn full_event(&self, totals: &Totals, time_ms: u64) -> Event {
+        Event {
+            time_ms,
+            kind: EventKind::BufferFull,
+            device: None,
+            detail: format!(
+                "buffer holds {} bytes, limit {}: new frames are refused until delivered data is pruned",
+                totals.kept_bytes, self.inner.cfg.max_bytes
+            ),
+        }
+    }
+
+    /// The ack a device would get now: its highest contiguous stored seq,
+    /// `BufferFull` while the buffer refuses new frames, else `Ok`.
+    pub fn ack_for(&self, device: &DeviceId) -> Ack {
+        let st = self.lock();
+        Ack {
+            acked_seq: st.devices.get(device).map_or(0, |e| e.seq.contiguous()),
+            status: if st.full {
+                AckStatus::BufferFull
+            } else {
+                AckStatus::Ok
+            },
+        }
+    }
+
+    /// Every device's bookkeeping, by id.
+    pub fn devices(&self) -> Vec<DeviceSummary> {
+        let st = self.lock();
+        st.devices.iter().map(|(d, e)| e.summary(d)).collect()
+    }
+
+    /// Buffer-wide figures; no data is read.
+    pub fn stats(&self) -> BufferStats {
+        let st = self.lock();
+        let t = &st.totals;
+        let (unreported_frames, unreported_readings) = match &st.reported {
+            Some(c) => (t.cum_frames - c.cum_frames, t.cum_readings - c.cum_readings),
+            None => (t.kept_frames, t.kept_readings),
+        };
+        BufferStats {
+            bytes: t.kept_bytes,
+            disk_bytes: self.inner.db.size_on_disk().unwrap_or(0),
+            max_bytes: self.inner.cfg.max_bytes,
+            frames: t.kept_frames,
+            readings: t.kept_readings,
+            unreported_frames,
+            unreported_readings,
+            oldest_unreported_ms: st.oldest_unreported_ms,
+            full: st.full,
+            full_events: st.full_events,
+            next_event_id: t.next_event_id,
+            last_key: st.last_key,
+            reported: st.reported.map(|c| c.key),
+            delivered: st.delivered.map(|c| c.key),
+        }
+    }
+
+    /// Frames after `after` (None = from the start of what is kept), in
+    /// storage order, one batch decoded at a time. A damaged batch or frame
+    /// yields an error item and the scan goes on with the next one.
+    pub fn scan(&self, after: Option<FrameKey>) -> ScanIter {
+        let from = after.map_or(0, |k| k.batch);
+        ScanIter {
+            iter: self
+                .inner
+                .tree
+                .range(record::batch_key(from)..=record::batch_key(u64::MAX)),
+            pending: VecDeque::new(),
+            after,
+        }
+    }
+
+    /// A cursor's position.
+    pub fn cursor(&self, name: CursorName) -> Option<FrameKey> {
+        let st = self.lock();
+        match name {
+            CursorName::Reported => st.reported.map(|c| c.key),
+            CursorName::Delivered => st.delivered.map(|c| c.key),
+        }
+    }
+
+    /// Moves a cursor forward (flushed). Setting it at or below its current
+    /// position is a no-op. `key` must be a stored frame; "delivered" may
+    /// not pass "reported".
+    pub fn set_cursor(&self, name: CursorName, key: FrameKey) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        if st.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        let current = match name {
+            CursorName::Reported => st.reported,
+            CursorName::Delivered => st.delivered,
+        };
+        if current.is_some_and(|c| key <= c.key) {
+            return Ok(());
+        }
+        if st.last_key.is_none_or(|last| key > last) {
+            return Err(StoreError::NoSuchFrame { name, key });
+        }
+        if name == CursorName::Delivered {
+            let reported = st.reported.map(|c| c.key);
+            if reported.is_none_or(|r| key > r) {
+                return Err(StoreError::DeliveredPastReported { key, reported });
+            }
+        }
+        let Some(v) = self.inner.tree.get(record::batch_key(key.batch))? else {
+            return Err(StoreError::NoSuchFrame { name, key });
+        };
+        let b = record::parse_batch(&v).map_err(corrupt(format!("d:{}", key.batch)))?;
+        if key.index >= b.header.count {
+            return Err(StoreError::NoSuchFrame { name, key });
+        }
+        let mut readings = b.header.cum_readings_before;
+        for (i, e) in b.entries().take(key.index as usize + 1).enumerate() {
+            let (_, bytes) = e.map_err(corrupt(format!("d:{}", key.batch)))?;
+            let fk = FrameKey {
+                batch: key.batch,
+                index: i as u32,
+            };
+            let f =
+                decode_frame_exact(bytes).map_err(|reason| StoreError::BadFrame { key: fk, reason })?;
+            readings += u64::from(readings_of(&f));
+        }
+        let rec = CursorRecord {
+            key,
+            cum_frames: b.header.cum_frames_before + u64::from(key.index) + 1,
+            cum_readings: readings,
+        };
+        let k = match name {
+            CursorName::Reported => record::REPORTED_KEY,
+            CursorName::Delivered => record::DELIVERED_KEY,
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(k, rec.encode());
+        let oldest = match name {
+            CursorName::Reported => Some(first_after(&self.inner.tree, Some(key))?.map(|(_, rx)| rx)),
+            CursorName::Delivered => None,
+        };
+        self.commit(&mut st, batch)?;
+        match name {
+            CursorName::Reported => {
+                st.reported = Some(rec);
+                st.oldest_unreported_ms = oldest.flatten();
+            }
+            CursorName::Delivered => st.delivered = Some(rec),
+        }
+        Ok(())
+    }
+
+    /// Records events durably (flushed), with ids continuing from the last.
+    pub fn record_events(&self, events: &[Event]) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        if st.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut totals = st.totals;
+        let mut b = sled::Batch::default();
+        for ev in events {
+            b.insert(&record::event_key(totals.next_event_id), encode_event(ev));
+            totals.next_event_id += 1;
+        }
+        b.insert(record::TOTALS_KEY, totals.encode());
+        self.commit(&mut st, b)?;
+        st.totals = totals;
+        Ok(())
+    }
+
+    /// Events with id greater than `after` (None = from the first kept), by id.
+    pub fn events_after(&self, after: Option<u64>) -> EventIter {
+        let from = after.map_or(0, |a| a.saturating_add(1));
+        EventIter {
+            iter: self.inner.tree.range(event_range(from)),
+        }
+    }
+
+    /// The "events delivered" id: every event up to it is in a delivered report.
+    pub fn events_delivered(&self) -> Option<u64> {
+        self.lock().events_delivered
+    }
+
+    /// Moves the "events delivered" id forward (flushed); no-op if not forward.
+    pub fn set_events_delivered(&self, id: u64) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        if st.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        if st.events_delivered.is_some_and(|c| id <= c) {
+            return Ok(());
+        }
+        if id == 0 || id >= st.totals.next_event_id {
+            return Err(StoreError::NoSuchEvent { id });
+        }
+        let mut b = sled::Batch::default();
+        b.insert(record::EVENTS_DELIVERED_KEY, record::encode_id(id));
+        self.commit(&mut st, b)?;
+        st.events_delivered = Some(id);
+        Ok(())
+    }
+
+    /// Deletes, in id order, batches fully at or below the "delivered"
+    /// cursor whose newest receipt is older than `keep_delivered`, and
+    /// delivered events older than that; stops at the first that does not
+    /// qualify. Leaves the full state if it frees enough space.
+    pub fn prune(&self, now_ms: u64) -> Result<PruneStats, StoreError> {
+        let mut st = self.lock();
+        if st.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        let keep_ms = u64::try_from(self.inner.cfg.keep_delivered.as_millis()).unwrap_or(u64::MAX);
+        let cutoff = now_ms.saturating_sub(keep_ms);
+        let mut stats = PruneStats::default();
+        if let Some(delivered) = st.delivered.map(|c| c.key) {
+            loop {
+                let mut totals = st.totals;
+                let mut b = sled::Batch::default();
+                let mut n = 0;
+                for item in self.inner.tree.range(data_range()).take(PRUNE_CHUNK) {
+                    let (k, v) = item?;
+                    let id = record::id_of_key(&k).expect("data range yields data keys");
+                    let h = record::parse_batch(&v)
+                        .map_err(corrupt(format!("d:{id}")))?
+                        .header;
+                    let last = FrameKey {
+                        batch: id,
+                        index: h.count.saturating_sub(1),
+                    };
+                    if last > delivered || h.max_received_ms >= cutoff {
+                        break;
+                    }
+                    b.remove(k);
+                    n += 1;
+                    let bytes = (v.len() + ID_KEY_LEN) as u64;
+                    totals.kept_frames -= u64::from(h.count);
+                    totals.kept_readings -= u64::from(h.readings);
+                    totals.kept_bytes -= bytes;
+                    stats.batches += 1;
+                    stats.frames += u64::from(h.count);
+                    stats.readings += u64::from(h.readings);
+                    stats.bytes += bytes;
+                }
+                if n == 0 {
+                    break;
+                }
+                b.insert(record::TOTALS_KEY, totals.encode());
+                self.commit(&mut st, b)?;
+                st.totals = totals;
+                if n < PRUNE_CHUNK {
+                    break;
+                }
+            }
+        }
+        if let Some(events_delivered) = st.events_delivered {
+            let mut b = sled::Batch::default();
+            for item in self.inner.tree.range(event_range(0)) {
+                let (k, v) = item?;
+                let id = record::id_of_key(&k).expect("event range yields event keys");
+                if id > events_delivered {
+                    break;
+                }
+                let ev = decode_event(id, &v)?;
+                if ev.time_ms >= cutoff {
+                    break;
+                }
+                b.remove(k);
+                stats.events += 1;
+            }
+            if stats.events > 0 {
+                self.commit(&mut st, b)?;
+            }
+        }
+        if st.full && st.totals.kept_bytes < self.inner.cfg.max_bytes {
+            let mut totals = st.totals;
+            let ev = Event {
+                time_ms: now_ms,
+                kind: EventKind::BufferRecovered,
+                device: None,
+                detail: format!(
+                    "buffer holds {} bytes, limit {}: frames are accepted again",
+                    totals.kept_bytes, self.inner.cfg.max_bytes
+                ),
+            };
+            let mut b = sled::Batch::default();
+            b.insert(&record::event_key(totals.next_event_id), encode_event(&ev));
+            totals.next_event_id += 1;
+            b.insert(record::TOTALS_KEY, totals.encode());
+            self.commit(&mut st, b)?;
+            st.totals = totals;
+            st.full = false;
+            info!(
+                bytes = totals.kept_bytes,
+                max_bytes = self.inner.cfg.max_bytes,
+                "buffer is below its limit again: frames are accepted"
+            );
+        }
+        Ok(stats)
+    }
+
+    /// Reads everything: batch and event checksums, frame decoding,
+    /// cumulative counters, batch id continuity, totals, and which seqs are
+    /// present per device. `progress` is called with the logical bytes read
+    /// so far. Blocks writers while it runs (meant for the CLI).
+    pub fn verify(&self, mut progress: impl FnMut(u64)) -> Result<VerifyReport, StoreError> {
+        let st = self.lock();
+        let mut rep = VerifyReport::default();
+        let mut seqs: BTreeMap<DeviceId, (u64, SeqRanges)> = BTreeMap::new();
+        fn problem(rep: &mut VerifyReport, key: String, p: String) {
+            rep.problems.push(VerifyProblem { key, problem: p });
+        }
+        // (id, cum frames after, cum readings after) of the previous good batch.
+        let mut prev: Option<(u64, u64, u64)> = None;
+        for item in self.inner.tree.range(data_range()) {
+            let (k, v) = item?;
+            let id = record::id_of_key(&k).expect("data range yields data keys");
+            let key = format!("d:{id}");
+            rep.batches += 1;
+            rep.bytes += (v.len() + ID_KEY_LEN) as u64;
+            let b = match record::parse_batch(&v) {
+                Ok(b) => b,
+                Err(e) => {
+                    problem(&mut rep, key, format!("batch unreadable: {e}"));
+                    prev = None;
+                    progress(rep.bytes);
+                    continue;
+                }
+            };
+            let h = b.header;
+            if let Some((pid, pf, pr)) = prev {
+                if id != pid + 1 {
+                    problem(&mut rep, key.clone(), format!("batch ids jump from {pid} to {id}"));
+                } else if h.cum_frames_before != pf || h.cum_readings_before != pr {
+                    problem(
+                        &mut rep,
+                        key.clone(),
+                        format!(
+                            "cumulative counts {}/{} do not continue the previous batch's {pf}/{pr}",
+                            h.cum_frames_before, h.cum_readings_before
+                        ),
+                    );
+                }
+            }
+            let mut readings = 0u64;
+            let mut count = 0u32;
+            for (i, e) in b.entries().enumerate() {
+                let (_, bytes) = match e {
+                    Ok(x) => x,
+                    Err(e) => {
+                        problem(&mut rep, key.clone(), format!("entry {i}: {e}"));
+                        break;
+                    }
+                };
+                count += 1;
+                match decode_frame_exact(bytes) {
+                    Ok(f) => {
+                        rep.frames += 1;
+                        readings += f.samples.len() as u64;
+                        let (n, r) = seqs.entry(f.device.clone()).or_default();
+                        *n += 1;
+                        if !r.insert(f.seq) {
+                            problem(
+                                &mut rep,
+                                format!("{key}:{i}"),
+                                format!("device {} seq {} stored twice", f.device, f.seq),
+                            );
+                        }
+                        let known = st.devices.get(&f.device).is_some_and(|d| {
+                            f.seq <= d.seq.contiguous() || d.seq.above().any(|q| q == f.seq)
+                        });
+                        if !known {
+                            problem(
+                                &mut rep,
+                                format!("{key}:{i}"),
+                                format!(
+                                    "device {} seq {} is stored but its device record does not count it",
+                                    f.device, f.seq
+                                ),
+                            );
+                        }
+                    }
+                    Err(e) => problem(&mut rep, format!("{key}:{i}"), format!("frame: {e}")),
+                }
+            }
+            if count != h.count || readings != u64::from(h.readings) {
+                problem(
+                    &mut rep,
+                    key.clone(),
+                    format!(
+                        "header says {} frames / {} readings, found {count} / {readings} readable",
+                        h.count, h.readings
+                    ),
+                );
+            }
+            rep.readings += readings;
+            prev = Some((
+                id,
+                h.cum_frames_before + u64::from(h.count),
+                h.cum_readings_before + u64::from(h.readings),
+            ));
+            progress(rep.bytes);
+        }
+        let t = &st.totals;
+        if let Some((pid, pf, pr)) = prev {
+            if pid + 1 != t.next_batch_id || pf != t.cum_frames || pr != t.cum_readings {
+                problem(
+                    &mut rep,
+                    "m/totals".into(),
+                    format!(
+                        "last batch {pid} ends at {pf} frames / {pr} readings; totals say next batch {}, {} / {}",
+                        t.next_batch_id, t.cum_frames, t.cum_readings
+                    ),
+                );
+            }
+        }
+        if rep.frames != t.kept_frames
+            || rep.readings != t.kept_readings
+            || rep.bytes != t.kept_bytes
+        {
+            let p = format!(
+                "found {} frames / {} readings / {} bytes; totals say {} / {} / {}",
+                rep.frames, rep.readings, rep.bytes, t.kept_frames, t.kept_readings, t.kept_bytes
+            );
+            problem(&mut rep, "m/totals".into(), p);
+        }
+        let mut prev_event = 0;
+        for item in self.inner.tree.range(event_range(0)) {
+            let (k, v) = item?;
+            let id = record::id_of_key(&k).expect("event range yields event keys");
+            rep.events += 1;
+            if id <= prev_event || id >= t.next_event_id {
+                problem(&mut rep, format!("e:{id}"), "event id out of order".into());
+            }
+            prev_event = id;
+            if let Err(e) = decode_event(id, &v) {
+                problem(&mut rep, format!("e:{id}"), e.to_string());
+            }
+        }
+        rep.devices = seqs
+            .into_iter()
+            .map(|(device, (frames, r))| VerifiedDevice {
+                device,
+                frames,
+                gaps: r.holes(),
+                ranges: r.ranges().to_vec(),
+            })
+            .collect();
+        Ok(rep)
+    }
+
+    /// The sled database directory.
+    pub fn path(&self) -> &std::path::Path {
+        &self.inner.cfg.path
+    }
+}
+
+/// The first frame after `after` (None = the first kept), with its receipt time.
+fn first_after(
+    tree: &sled::Tree,
+    after: Option<FrameKey>,
+) -> Result<Option<(FrameKey, u64)>, StoreError> {
+    let from = after.map_or(0, |k| k.batch);
+    for item in tree.range(record::batch_key(from)..=record::batch_key(u64::MAX)) {
+        let (k, v) = item?;
+        let id = record::id_of_key(&k).expect("data range yields data keys");
+        let b = record::parse_batch(&v).map_err(corrupt(format!("d:{id}")))?;
+        for (i, e) in b.entries().enumerate() {
+            let (rx, _) = e.map_err(corrupt(format!("d:{id}")))?;
+            let key = FrameKey {
+                batch: id,
+                index: i as u32,
+            };
+            if after.is_none_or(|a| key > a) {
+                return Ok(Some((key, rx)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn encode_event(ev: &Event) -> Vec<u8> {
+    let json = serde_json::to_vec(ev).expect("events serialise: plain strings and integers");
+    record::encode_event(&json)
+}
+
+fn decode_event(id: u64, v: &[u8]) -> Result<Event, StoreError> {
+    let json = record::decode_event(v).map_err(corrupt(format!("e:{id}")))?;
+    serde_json::from_slice(json).map_err(|e| StoreError::BadEvent {
+        id,
+        reason: e.to_string(),
+    })
+}
+
+/// Iterator returned by [`Buffer::scan`].
+pub struct ScanIter {
+    iter: sled::Iter,
+    pending: VecDeque<Result<StoredFrame, StoreError>>,
+    after: Option<FrameKey>,
+}
+
+impl std::fmt::Debug for ScanIter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScanIter")
+            .field("after", &self.after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ScanIter {
+    fn load(&mut self, k: &[u8], v: &[u8]) {
+        let id = record::id_of_key(k).expect("data range yields data keys");
+        let b = match record::parse_batch(v) {
+            Ok(b) => b,
+            Err(e) => {
+                self.pending.push_back(Err(corrupt(format!("d:{id}"))(e)));
+                return;
+            }
+        };
+        for (i, e) in b.entries().enumerate() {
+            let key = FrameKey {
+                batch: id,
+                index: i as u32,
+            };
+            if self.after.is_some_and(|a| key <= a) {
+                continue;
+            }
+            let item = e
+                .map_err(corrupt(format!("d:{id}")))
+                .and_then(|(received_ms, bytes)| {
+                    decode_frame_exact(bytes)
+                        .map(|frame| StoredFrame {
+                            key,
+                            frame,
+                            received_ms,
+                        })
+                        .map_err(|reason| StoreError::BadFrame { key, reason })
+                });
+            self.pending.push_back(item);
+        }
+    }
+}
+
+impl Iterator for ScanIter {
+    type Item = Result<StoredFrame, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(x) = self.pending.pop_front() {
+                return Some(x);
+            }
+            match self.iter.next()? {
+                Ok((k, v)) => self.load(&k, &v),
+                Err(e) => return Some(Err(e.into())),
+            }
+        }
+    }
+}
+
+/// Iterator returned by [`Buffer::events_after`].
+pub struct EventIter {
+    iter: sled::Iter,
+}
+
+impl std::fmt::Debug for EventIter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventIter").finish_non_exhaustive()
+    }
+}
+
+impl Iterator for EventIter {
+    type Item = Result<(u64, Event), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (k, v) = match self.iter.next()? {
+            Ok(kv) => kv,
+            Err(e) => return Some(Err(e.into())),
+        };
+        let id = record::id_of_key(&k).expect("event range yields event keys");
+        Some(decode_event(id, &v).map(|ev| (id, ev)))
+    }
+}
