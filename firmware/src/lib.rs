@@ -10,10 +10,13 @@
 //!   previous one (gap-free, starting at 1, kept across reboots);
 //! - a frame leaves the device's outbox only when an ack with
 //!   `acked_seq >= seq` arrived from the gateway.
-#![cfg_attr(not(feature = "std"), no_std)]
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![deny(missing_docs)]
 
 extern crate alloc;
 
+pub mod drivers;
+#[cfg(feature = "sim")]
+pub mod meters;
 #[cfg(feature = "sim")]
 pub mod sim;
