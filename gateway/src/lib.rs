@@ -20,6 +20,7 @@ pub mod clock;
 pub mod config;
 pub mod diagnostics;
 pub mod ingest;
+pub mod keys;
 pub mod modbus;
 pub mod report;
 pub mod runtime;

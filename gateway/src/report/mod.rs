@@ -1,1 +1,410 @@
-//! report (being built)
+//! Monitoring reports: closing periods, building, signing and storing the
+//! signed report chain.
+//!
+//! - [`config`]: the `[report]` config section ([`config::ReportSection`]);
+//! - [`period`]: UTC-aligned periods and which one is due (pure);
+//! - [`builder`]: period + frames + events + registry + parameters +
+//!   previous head -> `Report` (pure);
+//! - [`signer`]: canonical JSON (RFC 8785) -> JWS compact Ed25519;
+//! - [`store`]: `<data_dir>/reports/`, chain head, delivery state (uploader API);
+//! - this module: the I/O that ties them to the buffer:
+//!   [`build_due_reports`] (synchronous, for tests and the demo) and
+//!   [`run_report_task`] (the task the runtime spawns).
+//!
+//! Flow for each due period (crash-safe by construction):
+//! 1. read the unreported frames the gateway *received* before the period
+//!    end (buffer order, after the head's cursor) and the events after the
+//!    head's last event id with time before the period end;
+//! 2. build and sign the report (seq = head + 1, prev_hash = hash of head);
+//! 3. store it under its seq (atomic write, fsync) with the cursor it covers;
+//! 4. only then move the buffer's "reported" cursor.
+//!
+//! A crash after 3 and before 4 is repaired at the next call (the cursor is
+//! moved to the head's); a crash before 3 leaves nothing, and the same
+//! period is built again. A stored seq is never built twice.
+
+pub mod builder;
+pub mod config;
+pub mod period;
+pub mod signer;
+pub mod store;
+
+use crate::buffer::{Buffer, CursorName, FrameKey};
+use crate::clock::Clock;
+use crate::config::DeviceRegistry;
+use crate::config::GatewayConfig;
+use crate::keys::{KeyError, load_signing_key};
+use builder::{BuildError, BuildInput, Identity, InputFrame};
+use config::{ReportConfigError, ReportSection};
+use ed25519_dalek::SigningKey;
+use mrv_shared::event::{Event, EventKind};
+use mrv_shared::methodology::awd::AwdState;
+use mrv_shared::report::Report;
+use mrv_shared::report::canonical::CanonicalError;
+use mrv_shared::report::jws::parse_compact;
+use mrv_shared::report::model::{
+    Calibration, ClockState, DeviceRecord, GENESIS_PREV_HASH, Period, Point, Signing,
+};
+use mrv_shared::report::series::{SeriesKey, next_baselines, stated_baselines};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use store::{CursorMeta, ReportMeta, ReportStore};
+
+/// Why reports could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The report store failed.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The buffer failed.
+    #[error("buffer: {0}")]
+    Buffer(#[from] crate::buffer::StoreError),
+    /// Building failed.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// Canonical JSON failed.
+    #[error(transparent)]
+    Canonical(#[from] CanonicalError),
+    /// The signing key could not be loaded.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The `[report]` section is not usable.
+    #[error(transparent)]
+    Config(#[from] ReportConfigError),
+    /// The previous stored report could not be read back.
+    #[error("previous report {seq}: {why}")]
+    Previous {
+        /// Its seq.
+        seq: u64,
+        /// Why.
+        why: String,
+    },
+}
+
+/// What [`build_due_reports`] produced, per report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportInfo {
+    /// Seq.
+    pub seq: u64,
+    /// Report id.
+    pub report_id: String,
+    /// Period.
+    pub period: Period,
+    /// Readings in it.
+    pub readings: u64,
+    /// ER rounded down, tCO2e.
+    pub er_rounded_down: i64,
+    /// Stored file.
+    pub path: PathBuf,
+    /// Size of the stored JWS, bytes.
+    pub bytes: u64,
+}
+
+/// Everything the report task needs. Cheap to clone.
+#[derive(Clone)]
+pub struct ReportContext {
+    /// Site and signer identity.
+    pub identity: Identity,
+    /// `[report]` settings (validated).
+    pub section: ReportSection,
+    /// Device records for reports.
+    pub devices: Vec<DeviceRecord>,
+    /// Gateway signing key.
+    pub signing_key: SigningKey,
+    /// The buffer frames come from.
+    pub buffer: Buffer,
+    /// Where reports go.
+    pub store: ReportStore,
+    /// Time source for the task.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for ReportContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReportContext")
+            .field("identity", &self.identity)
+            .field("store", &self.store.dir())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Device records for reports from the registry and `[report.devices]`.
+pub fn device_records(registry: &DeviceRegistry, section: &ReportSection) -> Vec<DeviceRecord> {
+    registry
+        .iter()
+        .map(|d| {
+            let extra = section
+                .devices
+                .get(d.id.as_str())
+                .copied()
+                .unwrap_or_default();
+            DeviceRecord {
+                id: d.id.clone(),
+                kind: serde_json::to_value(d.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_else(|| String::from("other")),
+                serial: d.serial.clone(),
+                meter_class: d.meter_class.clone(),
+                calibration: d.calibration.as_ref().map(|c| Calibration {
+                    certificate: c.certificate.clone(),
+                    calibrated_on: c.calibrated_on.clone(),
+                    due_on: c.due.clone(),
+                }),
+                signing: match (d.public_key, d.key_id()) {
+                    (Some(k), Some(kid)) => Signing::Ed25519 {
+                        kid,
+                        x: mrv_shared::report::jwk::b64(k.as_bytes()),
+                    },
+                    _ => Signing::Unsigned,
+                },
+                sample_interval_ms: extra.sample_interval_ms,
+                counter_modulus: extra.counter_modulus,
+            }
+        })
+        .collect()
+}
+
+impl ReportContext {
+    /// A context from the validated gateway config and its `[report]`
+    /// section: loads the signing key (`key_file`, relative to `data_dir`)
+    /// and opens the report store under `data_dir`.
+    pub fn from_config(
+        cfg: &GatewayConfig,
+        section: &ReportSection,
+        buffer: Buffer,
+        clock: Arc<dyn Clock>,
+    ) -> Result<ReportContext, ReportError> {
+        section.validate()?;
+        let key_path = if section.key_file.is_absolute() {
+            section.key_file.clone()
+        } else {
+            cfg.data_dir.join(&section.key_file)
+        };
+        let (kid, signing_key) = load_signing_key(&key_path)?;
+        Ok(ReportContext {
+            identity: Identity {
+                site: cfg.site.id.clone(),
+                project: cfg.site.project.clone(),
+                methodology_ref: cfg.site.methodology.clone(),
+                gateway: cfg.gateway_id.to_string(),
+                kid,
+            },
+            section: section.clone(),
+            devices: device_records(&cfg.devices, section),
+            signing_key,
+            buffer,
+            store: ReportStore::open(&cfg.data_dir)?,
+            clock,
+        })
+    }
+}
+
+fn key_of(c: CursorMeta) -> FrameKey {
+    FrameKey {
+        batch: c.batch,
+        index: c.index,
+    }
+}
+
+/// Counter baselines and AWD states the report after `head` starts from.
+type Carry = (
+    BTreeMap<SeriesKey, Point>,
+    Option<BTreeMap<String, AwdState>>,
+);
+
+fn carry_from(store: &ReportStore, head: Option<&ReportMeta>) -> Result<Carry, ReportError> {
+    let Some(head) = head else {
+        return Ok((BTreeMap::new(), None));
+    };
+    let bytes = store.read(head.seq)?;
+    let prev = |why: String| ReportError::Previous { seq: head.seq, why };
+    let jws = parse_compact(&bytes).map_err(|e| prev(e.to_string()))?;
+    let report: Report = serde_json::from_slice(&jws.payload).map_err(|e| prev(e.to_string()))?;
+    Ok((
+        next_baselines(&stated_baselines(&report.series), &report.series),
+        report.calculation.awd_end,
+    ))
+}
+
+fn max_skew(events: &[Event]) -> i64 {
+    events
+        .iter()
+        .filter(|e| e.kind == EventKind::ClockJump)
+        .flat_map(|e| {
+            e.detail
+                .split(|c: char| !(c.is_ascii_digit() || c == '-'))
+                .filter_map(|t| t.parse::<i64>().ok())
+                .map(i64::saturating_abs)
+                .collect::<Vec<_>>()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Most reports one call builds (a gateway off for a long time catches up
+/// over several calls).
+pub const MAX_REPORTS_PER_CALL: usize = 1000;
+
+/// Builds, signs and stores every report due at `now_ms` (see the module
+/// doc for the crash-safety argument). Blocking: call it from
+/// `spawn_blocking` in async code.
+pub fn build_due_reports(ctx: &ReportContext, now_ms: u64) -> Result<Vec<ReportInfo>, ReportError> {
+    let period_ms = ctx.section.period_ms();
+    let grace_ms = ctx.section.grace_ms();
+    let mut out = Vec::new();
+    let mut head = ctx.store.head();
+    // Repair a crash between storing a report and moving the cursor.
+    if let Some(c) = head.as_ref().and_then(|h| h.cursor) {
+        ctx.buffer.set_cursor(CursorName::Reported, key_of(c))?;
+    }
+    let (mut baselines, mut awd_start) = carry_from(&ctx.store, head.as_ref())?;
+    while out.len() < MAX_REPORTS_PER_CALL {
+        let after = match &head {
+            Some(h) => h.cursor.map(key_of),
+            None => ctx.buffer.cursor(CursorName::Reported),
+        };
+        let first_ms = match &head {
+            Some(_) => now_ms,
+            None => ctx
+                .buffer
+                .scan(after)
+                .find_map(Result::ok)
+                .map_or(now_ms, |f| f.received_ms.min(now_ms)),
+        };
+        let Some(period) = period::next_due(
+            head.as_ref().map(|h| h.period.end_ms),
+            first_ms,
+            now_ms,
+            period_ms,
+            grace_ms,
+        ) else {
+            break;
+        };
+        let mut frames = Vec::new();
+        let mut events = Vec::new();
+        let mut cursor = after;
+        for item in ctx.buffer.scan(after) {
+            match item {
+                Ok(f) if f.received_ms < period.end_ms => {
+                    cursor = Some(f.key);
+                    frames.push(InputFrame {
+                        frame: f.frame,
+                        received_ms: f.received_ms,
+                    });
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "damaged buffer record skipped by the report builder");
+                    events.push(Event {
+                        time_ms: period.end_ms - 1,
+                        kind: EventKind::FrameRejected,
+                        device: None,
+                        detail: format!("damaged buffer record skipped: {e}"),
+                    });
+                }
+            }
+        }
+        let mut last_event_id = head.as_ref().and_then(|h| h.last_event_id);
+        for item in ctx.buffer.events_after(last_event_id) {
+            let (id, ev) = item?;
+            if ev.time_ms >= period.end_ms {
+                break;
+            }
+            last_event_id = Some(id);
+            events.push(ev);
+        }
+        let seq = head.as_ref().map_or(1, |h| h.seq + 1);
+        let prev_hash = head
+            .as_ref()
+            .map_or_else(|| String::from(GENESIS_PREV_HASH), |h| h.hash.clone());
+        let report = builder::build(BuildInput {
+            identity: &ctx.identity,
+            period,
+            seq,
+            prev_hash,
+            clock: ClockState {
+                source: ctx.section.clock_source.clone(),
+                last_sync_ms: None,
+                max_skew_ms: max_skew(&events),
+            },
+            devices: &ctx.devices,
+            frames,
+            events,
+            methodology: ctx.section.methodology,
+            params: &ctx.section.parameters,
+            baselines: baselines.clone(),
+            awd_start: awd_start.clone(),
+        })?;
+        let signed = signer::sign(&report, &ctx.identity.kid, &ctx.signing_key)?;
+        let meta = ReportMeta {
+            seq,
+            report_id: report.header.report_id.clone(),
+            hash: store::hash_hex(&signed.hash),
+            period,
+            cursor: cursor.map(|k| CursorMeta {
+                batch: k.batch,
+                index: k.index,
+            }),
+            last_event_id,
+            readings: report.readings.count,
+            er_rounded_down: report.calculation.er_rounded_down,
+        };
+        ctx.store.put(&meta, &signed.bytes)?;
+        if let Some(k) = cursor
+            && Some(k) != after
+        {
+            ctx.buffer.set_cursor(CursorName::Reported, k)?;
+        }
+        tracing::info!(seq, id = %meta.report_id, readings = meta.readings, er = meta.er_rounded_down, "report signed and stored");
+        baselines = next_baselines(&baselines, &report.series);
+        awd_start = report.calculation.awd_end.clone();
+        out.push(ReportInfo {
+            seq,
+            report_id: meta.report_id.clone(),
+            period,
+            readings: meta.readings,
+            er_rounded_down: meta.er_rounded_down,
+            path: ctx.store.path(seq),
+            bytes: signed.bytes.len() as u64,
+        });
+        head = Some(meta);
+    }
+    Ok(out)
+}
+
+/// The report task: closes periods as they fall due (UTC boundaries plus
+/// grace), until `shutdown` becomes true. Errors are logged and retried at
+/// the next tick (at most a minute later).
+pub async fn run_report_task(ctx: ReportContext, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let ctx = Arc::new(ctx);
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let now = ctx.clock.now_ms();
+        let c = Arc::clone(&ctx);
+        match tokio::task::spawn_blocking(move || build_due_reports(&c, now)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "building reports failed; retrying later"),
+            Err(e) => tracing::error!(error = %e, "report builder panicked; retrying later"),
+        }
+        let next = period::next_close_ms(
+            ctx.store.head().map(|h| h.period.end_ms),
+            ctx.clock.now_ms(),
+            ctx.section.period_ms(),
+            ctx.section.grace_ms(),
+        );
+        let wait = next.saturating_sub(ctx.clock.now_ms()).clamp(1000, 60_000);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            r = shutdown.changed() => {
+                if r.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
