@@ -1,6 +1,9 @@
 //! Command-line interface: one file per subcommand (group), each with a clap
 //! `Args` struct and a `run` function. `main.rs` only parses and dispatches.
 
+pub mod keygen;
+pub mod verify;
+
 use clap::{Parser, Subcommand};
 
 /// MRV Gateway: turns site sensor data into signed, auditable monitoring reports.
@@ -18,10 +21,17 @@ pub struct Cli {
 /// Subcommands. Each variant's args and runner live in their own module.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write an Ed25519 key pair (gateway or device) as JWK files.
+    Keygen(keygen::KeygenArgs),
+    /// Verify signed reports: JWS, chain, Merkle root, device signatures, aggregates, ER.
+    Verify(verify::VerifyArgs),
     // Helpers add their variants here, one line each, keeping alphabetical order.
 }
 
 /// Runs the parsed command.
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Keygen(a) => keygen::run(a),
+        Command::Verify(a) => verify::run(a),
+    }
 }
