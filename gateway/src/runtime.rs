@@ -1,1 +1,194 @@
-//! runtime (being built)
+//! Runtime: opens the buffer, starts the broker and the tasks, and stops them.
+//!
+//! This is the only place that knows every task; each task owns its channels
+//! and gets a `watch` receiver that turns `true` at shutdown.
+
+use crate::broker;
+use crate::buffer::{Buffer, BufferConfig};
+use crate::clock::Clock;
+use crate::config::{BrokerMode, GatewayConfig};
+use crate::ingest::mqtt_task::{MqttIngest, run_mqtt_ingest};
+use crate::ingest::quarantine::Quarantine;
+use crate::ingest::stats::IngestStats;
+use crate::ingest::writer::{WriteRequest, WriterSettings, run_writer};
+use mrv_shared::event::{Event, EventKind};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// Path.
+        path: std::path::PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The buffer could not be opened.
+    #[error("cannot open the buffer: {0}")]
+    Buffer(#[from] crate::buffer::StoreError),
+    /// The embedded broker could not start.
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+}
+
+/// Shared state of a running gateway (what diagnostics and tests look at).
+#[derive(Clone)]
+pub struct GatewayState {
+    /// The validated config.
+    pub config: Arc<GatewayConfig>,
+    /// The durable buffer.
+    pub buffer: Buffer,
+    /// Ingest counters.
+    pub ingest: Arc<IngestStats>,
+    /// Rejected payloads.
+    pub quarantine: Arc<Mutex<Quarantine>>,
+    /// Wall clock.
+    pub clock: Arc<dyn Clock>,
+    /// Hand-off to the durable writer (Modbus poller and others).
+    pub writes: mpsc::UnboundedSender<WriteRequest>,
+    /// Events to record durably.
+    pub events: mpsc::UnboundedSender<Event>,
+}
+
+/// A started gateway.
+pub struct RunningGateway {
+    /// Its state.
+    pub state: GatewayState,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts every task of the gateway on the current tokio runtime.
+pub async fn start(
+    config: GatewayConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<RunningGateway, RuntimeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| RuntimeError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let buffer_cfg = BufferConfig {
+        path: config.buffer.path.clone(),
+        max_bytes: config.buffer.max_bytes,
+        cache_bytes: config.buffer.cache_bytes,
+        keep_delivered: config.buffer.keep_delivered,
+    };
+    let buffer = tokio::task::spawn_blocking(move || Buffer::open(buffer_cfg))
+        .await
+        .expect("buffer open task does not panic")?;
+    let stats = buffer.stats();
+    tracing::info!(
+        path = %config.buffer.path.display(),
+        frames = stats.frames,
+        readings = stats.readings,
+        unreported_readings = stats.unreported_readings,
+        "buffer open"
+    );
+    if config.mqtt.mode == BrokerMode::Embedded {
+        broker::start(&config.mqtt)?;
+    }
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let ingest = Arc::new(IngestStats::default());
+    let quarantine = Arc::new(Mutex::new(Quarantine::new(config.mqtt.quarantine_len)));
+    let (writes_tx, writes_rx) = mpsc::unbounded_channel();
+    let (acks_tx, acks_rx) = mpsc::unbounded_channel();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+
+    let now = {
+        let clock = clock.clone();
+        move || clock.now_ms()
+    };
+    let _ = events_tx.send(Event {
+        time_ms: clock.now_ms(),
+        kind: EventKind::GatewayStarted,
+        device: None,
+        detail: format!(
+            "mrv-gateway {} started; buffer holds {} frames, {} unreported readings",
+            env!("CARGO_PKG_VERSION"),
+            stats.frames,
+            stats.unreported_readings
+        ),
+    });
+    tasks.push(tokio::spawn(run_event_recorder(buffer.clone(), events_rx)));
+    tasks.push(tokio::spawn(run_writer(
+        buffer.clone(),
+        writes_rx,
+        acks_tx,
+        ingest.clone(),
+        WriterSettings {
+            window: config.buffer.commit_window,
+            max_frames: config.buffer.max_commit_frames,
+        },
+        now.clone(),
+    )));
+    let config = Arc::new(config);
+    let mqtt = MqttIngest {
+        mqtt: config.mqtt.clone(),
+        site: config.site.id.clone(),
+        registry: Arc::new(config.devices.clone()),
+        writes: writes_tx.clone(),
+        acks: acks_rx,
+        stats: ingest.clone(),
+        quarantine: quarantine.clone(),
+        events: events_tx.clone(),
+        now_ms: Arc::new(now),
+    };
+    let rx = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = run_mqtt_ingest(mqtt, rx).await {
+            tracing::error!(error = %e, "MQTT ingest stopped");
+        }
+    }));
+    let state = GatewayState {
+        config,
+        buffer,
+        ingest,
+        quarantine,
+        clock,
+        writes: writes_tx,
+        events: events_tx,
+    };
+    tracing::info!(site = %state.config.site.id, gateway = %state.config.gateway_id, "gateway ready");
+    Ok(RunningGateway {
+        state,
+        shutdown: shutdown_tx,
+        tasks,
+    })
+}
+
+impl RunningGateway {
+    /// Signals every task to stop and waits (bounded) for them.
+    pub async fn shutdown(self) {
+        let _ = self.state.events.send(Event {
+            time_ms: self.state.clock.now_ms(),
+            kind: EventKind::GatewayStopped,
+            device: None,
+            detail: "clean shutdown".into(),
+        });
+        let _ = self.shutdown.send(true);
+        drop(self.state);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+async fn run_event_recorder(buffer: Buffer, mut events: mpsc::UnboundedReceiver<Event>) {
+    while let Some(first) = events.recv().await {
+        let mut batch = vec![first];
+        while let Ok(e) = events.try_recv() {
+            batch.push(e);
+        }
+        let buf = buffer.clone();
+        match tokio::task::spawn_blocking(move || buf.record_events(&batch)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "could not record events"),
+            Err(e) => tracing::error!(error = %e, "event recorder failed"),
+        }
+    }
+}

@@ -1,7 +1,11 @@
 //! Command-line interface: one file per subcommand (group), each with a clap
 //! `Args` struct and a `run` function. `main.rs` only parses and dispatches.
 
+pub mod buffer;
+pub mod check_config;
+pub mod demo;
 pub mod keygen;
+pub mod run;
 pub mod verify;
 
 use clap::{Parser, Subcommand};
@@ -11,7 +15,12 @@ use clap::{Parser, Subcommand};
 #[command(name = "mrv-gateway", version, about, long_about = None)]
 pub struct Cli {
     /// Log filter (tracing syntax), e.g. `info`, `mrv_gateway=debug`.
-    #[arg(long, global = true, env = "MRV_LOG", default_value = "info")]
+    #[arg(
+        long,
+        global = true,
+        env = "MRV_LOG",
+        default_value = "info,rumqttd=warn,rumqttc=warn"
+    )]
     pub log: String,
     /// What to do.
     #[command(subcommand)]
@@ -21,8 +30,16 @@ pub struct Cli {
 /// Subcommands. Each variant's args and runner live in their own module.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Inspect or verify the durable buffer (gateway stopped).
+    Buffer(crate::cli::buffer::BufferArgs),
+    /// Validate a config file and print what it sets up.
+    CheckConfig(check_config::CheckConfigArgs),
+    /// Run a complete demo site: embedded broker, simulated devices, gateway.
+    Demo(demo::DemoArgs),
     /// Write an Ed25519 key pair (gateway or device) as JWK files.
     Keygen(keygen::KeygenArgs),
+    /// Run the gateway (broker, ingest, buffer, reports, upload, diagnostics).
+    Run(run::RunArgs),
     /// Verify signed reports: JWS, chain, Merkle root, device signatures, aggregates, ER.
     Verify(verify::VerifyArgs),
     // Helpers add their variants here, one line each, keeping alphabetical order.
@@ -31,7 +48,11 @@ pub enum Command {
 /// Runs the parsed command.
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Buffer(a) => buffer::run(a),
+        Command::CheckConfig(a) => check_config::run(a),
+        Command::Demo(a) => demo::run(a),
         Command::Keygen(a) => keygen::run(a),
+        Command::Run(a) => run::run(a),
         Command::Verify(a) => verify::run(a),
     }
 }

@@ -1,1 +1,332 @@
-//! config (being built)
+//! Configuration: the TOML file's structs ([`ConfigFile`]) and the validated,
+//! typed [`GatewayConfig`] that the rest of the gateway uses.
+//!
+//! Invariants:
+//! - unknown keys are errors (`deny_unknown_fields` on every section), so a
+//!   typo never silently falls back to a default;
+//! - every error names the file, the key path (`mqtt.listen`,
+//!   `devices[2].public_key`) and the problem ([`ConfigError`]);
+//! - nothing runs before [`load`] has turned the file into a [`GatewayConfig`];
+//! - relative paths in the file are relative to the file's directory.
+//!
+//! Each subsystem with its own settings defines its section type next to its
+//! code (e.g. `modbus::config`) and is referenced from [`ConfigFile`].
+
+mod device;
+mod mqtt;
+
+pub use device::{Calibration, DeviceInfo, DeviceKind, DeviceRegistry, DeviceSection};
+pub use mqtt::{BrokerMode, MqttConfig, MqttSection, MqttUser};
+
+use mrv_shared::ids::SiteId;
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration problem: which file, which key, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The config file (or `<built-in>` for embedded defaults).
+    pub file: PathBuf,
+    /// Dotted key path, e.g. `devices[1].public_key`; empty for file-level problems.
+    pub key: String,
+    /// What is wrong, and where useful what would be right.
+    pub problem: String,
+}
+
+impl ConfigError {
+    /// A problem at `key` of `file`.
+    pub fn new(file: &Path, key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            file: file.to_path_buf(),
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.problem)
+        } else {
+            write!(
+                f,
+                "{}: key `{}`: {}",
+                self.file.display(),
+                self.key,
+                self.problem
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The config file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// The project site this gateway serves.
+    pub site: SiteSection,
+    /// This gateway.
+    pub gateway: GatewaySection,
+    /// MQTT ingest: embedded broker (default) or an external one.
+    #[serde(default)]
+    pub mqtt: MqttSection,
+    /// The durable reading buffer.
+    #[serde(default)]
+    pub buffer: BufferSection,
+    /// Devices allowed to send data, with their metadata and keys.
+    #[serde(default)]
+    pub devices: Vec<DeviceSection>,
+}
+
+/// `[site]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteSection {
+    /// Site identifier (1-32 of `A-Za-z0-9_.-`); part of every MQTT topic.
+    pub id: String,
+    /// Human-readable site name.
+    #[serde(default)]
+    pub name: String,
+    /// JCM project reference, e.g. `TH-JCM-2025-017`.
+    #[serde(default)]
+    pub project: String,
+    /// Methodology reference, e.g. `TH_AM001 ver01.0`.
+    #[serde(default)]
+    pub methodology: String,
+}
+
+/// `[gateway]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// Gateway identifier (1-32 of `A-Za-z0-9_.-`).
+    pub id: String,
+    /// Directory for the buffer, reports and keys (created if missing).
+    pub data_dir: PathBuf,
+}
+
+/// `[buffer]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BufferSection {
+    /// Byte limit of the buffer on disk. At the limit the gateway stops
+    /// acking new frames (devices keep them) and raises an alarm.
+    pub max_bytes: u64,
+    /// sled page cache, bytes. Caps the buffer's share of memory.
+    pub cache_bytes: u64,
+    /// Days to keep readings after every report covering them was delivered.
+    pub keep_delivered_days: u32,
+    /// Group-commit window, ms: frames arriving within it share one flush.
+    pub commit_window_ms: u64,
+    /// Most frames in one group commit.
+    pub max_commit_frames: usize,
+}
+
+impl Default for BufferSection {
+    fn default() -> Self {
+        Self {
+            max_bytes: 1 << 30,
+            cache_bytes: 4 << 20,
+            keep_delivered_days: 30,
+            commit_window_ms: 2,
+            max_commit_frames: 2048,
+        }
+    }
+}
+
+/// Validated buffer settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BufferSettings {
+    /// Buffer directory (`<data_dir>/buffer`).
+    pub path: PathBuf,
+    /// See [`BufferSection::max_bytes`].
+    pub max_bytes: u64,
+    /// See [`BufferSection::cache_bytes`].
+    pub cache_bytes: u64,
+    /// See [`BufferSection::keep_delivered_days`].
+    pub keep_delivered: Duration,
+    /// See [`BufferSection::commit_window_ms`].
+    pub commit_window: Duration,
+    /// See [`BufferSection::max_commit_frames`].
+    pub max_commit_frames: usize,
+}
+
+/// Site identity as used in reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteInfo {
+    /// Site id.
+    pub id: SiteId,
+    /// Name.
+    pub name: String,
+    /// Project reference.
+    pub project: String,
+    /// Methodology reference.
+    pub methodology: String,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Where it was read from.
+    pub source: PathBuf,
+    /// The site.
+    pub site: SiteInfo,
+    /// Gateway id.
+    pub gateway_id: mrv_shared::ids::DeviceId,
+    /// Data directory (absolute or relative to the working directory).
+    pub data_dir: PathBuf,
+    /// MQTT settings.
+    pub mqtt: MqttConfig,
+    /// Buffer settings.
+    pub buffer: BufferSettings,
+    /// Known devices.
+    pub devices: DeviceRegistry,
+    /// The file as parsed, for sections validated by their own modules.
+    pub file: ConfigFile,
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(path, "", format!("cannot read the file: {e}")))?;
+    parse(&text, path)
+}
+
+/// Parses and validates config text; `path` names it in errors and anchors
+/// relative paths.
+pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
+    let value: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        ConfigError::new(
+            path,
+            "",
+            format!("not valid TOML: {}", e.to_string().trim_end()),
+        )
+    })?;
+    let file: ConfigFile =
+        serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { String::new() } else { key };
+            ConfigError::new(path, key, e.inner().to_string())
+        })?;
+    validate(file, path)
+}
+
+/// Turns a parsed file into a typed config.
+pub fn validate(file: ConfigFile, path: &Path) -> Result<GatewayConfig, ConfigError> {
+    let base = path.parent().unwrap_or(Path::new("."));
+    let site = SiteInfo {
+        id: SiteId::new(&file.site.id)
+            .map_err(|e| ConfigError::new(path, "site.id", e.to_string()))?,
+        name: file.site.name.clone(),
+        project: file.site.project.clone(),
+        methodology: file.site.methodology.clone(),
+    };
+    let gateway_id = mrv_shared::ids::DeviceId::new(&file.gateway.id)
+        .map_err(|e| ConfigError::new(path, "gateway.id", e.to_string()))?;
+    let data_dir = base.join(&file.gateway.data_dir);
+    let b = &file.buffer;
+    if b.max_bytes < (1 << 20) {
+        return Err(ConfigError::new(
+            path,
+            "buffer.max_bytes",
+            "must be at least 1048576 (1 MiB)",
+        ));
+    }
+    if b.cache_bytes < (256 << 10) {
+        return Err(ConfigError::new(
+            path,
+            "buffer.cache_bytes",
+            "must be at least 262144 (256 KiB)",
+        ));
+    }
+    if b.max_commit_frames == 0 {
+        return Err(ConfigError::new(
+            path,
+            "buffer.max_commit_frames",
+            "must be at least 1",
+        ));
+    }
+    if b.commit_window_ms > 1000 {
+        return Err(ConfigError::new(
+            path,
+            "buffer.commit_window_ms",
+            "at most 1000 ms (devices wait for acks)",
+        ));
+    }
+    let buffer = BufferSettings {
+        path: data_dir.join("buffer"),
+        max_bytes: b.max_bytes,
+        cache_bytes: b.cache_bytes,
+        keep_delivered: Duration::from_secs(u64::from(b.keep_delivered_days) * 86_400),
+        commit_window: Duration::from_millis(b.commit_window_ms),
+        max_commit_frames: b.max_commit_frames,
+    };
+    let mqtt = file.mqtt.validate(path, base)?;
+    let devices = DeviceRegistry::from_sections(&file.devices, path)?;
+    Ok(GatewayConfig {
+        source: path.to_path_buf(),
+        site,
+        gateway_id,
+        data_dir,
+        mqtt,
+        buffer,
+        devices,
+        file,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[site]
+id = "site-a"
+[gateway]
+id = "gw-1"
+data_dir = "data"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL, Path::new("/etc/mrv/gateway.toml")).unwrap();
+        assert_eq!(c.data_dir, Path::new("/etc/mrv/data"));
+        assert_eq!(c.buffer.path, Path::new("/etc/mrv/data/buffer"));
+        assert_eq!(c.mqtt.mode, BrokerMode::Embedded);
+        assert!(c.devices.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_path() {
+        let text = format!("{MINIMAL}\n[buffer]\nmax_byte = 5\n");
+        let e = parse(&text, Path::new("g.toml")).unwrap_err();
+        assert_eq!(e.file, Path::new("g.toml"));
+        assert_eq!(e.key, "buffer");
+        assert!(
+            e.problem.contains("unknown field `max_byte`"),
+            "{}",
+            e.problem
+        );
+    }
+
+    #[test]
+    fn bad_value_names_its_key() {
+        let text = MINIMAL.replace("\"site-a\"", "\"site a\"");
+        let e = parse(&text, Path::new("g.toml")).unwrap_err();
+        assert_eq!(e.key, "site.id");
+        let text = format!("{MINIMAL}\n[buffer]\nmax_bytes = \"lots\"\n");
+        let e = parse(&text, Path::new("g.toml")).unwrap_err();
+        assert_eq!(e.key, "buffer.max_bytes");
+    }
+
+    #[test]
+    fn syntax_error_says_line() {
+        let e = parse("[site\nid=1", Path::new("g.toml")).unwrap_err();
+        assert!(e.problem.contains("line 1"), "{}", e.problem);
+    }
+}

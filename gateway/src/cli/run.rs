@@ -1,0 +1,55 @@
+//! `run`: the gateway as a service. Starts every task from the config and
+//! runs until SIGINT or SIGTERM, then stops cleanly.
+
+use crate::clock::SystemClock;
+use crate::config;
+use anyhow::Context;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Arguments of `run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Gateway config file (TOML). See config/gateway.example.toml.
+    #[arg(
+        short,
+        long,
+        env = "MRV_CONFIG",
+        default_value = "/etc/mrv-gateway/gateway.toml"
+    )]
+    pub config: PathBuf,
+}
+
+/// Runs the gateway until a stop signal.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = config::load(&args.config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let gateway = crate::runtime::start(config, Arc::new(SystemClock)).await?;
+        wait_for_stop_signal().await;
+        tracing::info!("stop signal received; shutting down");
+        gateway.shutdown().await;
+        Ok(())
+    })
+}
+
+/// Waits for SIGINT (Ctrl-C) or SIGTERM.
+pub async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler works on unix");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,61 @@
+//! Ingest counters, shared between the ingest tasks and diagnostics.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of the ingest path. Cheap to update from any task.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    /// MQTT publishes received on the uplink filter.
+    pub messages: AtomicU64,
+    /// Frames written as new.
+    pub frames_stored: AtomicU64,
+    /// Readings in frames written as new.
+    pub readings_stored: AtomicU64,
+    /// Frames that were already stored (re-sent by a device).
+    pub duplicates: AtomicU64,
+    /// Frames refused because the buffer is full.
+    pub refused_buffer_full: AtomicU64,
+    /// Group commits done.
+    pub commits: AtomicU64,
+    /// Application acks published.
+    pub acks_published: AtomicU64,
+    /// Frames whose signature verified.
+    pub signatures_verified: AtomicU64,
+    rejects: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl IngestStats {
+    /// Counts one rejected payload under `reason`.
+    pub fn count_reject(&self, reason: &'static str) {
+        let mut m = self
+            .rejects
+            .lock()
+            .expect("stats lock is never poisoned: no panics while held");
+        *m.entry(reason).or_insert(0) += 1;
+    }
+
+    /// Rejected payloads by reason.
+    pub fn rejects(&self) -> BTreeMap<&'static str, u64> {
+        self.rejects
+            .lock()
+            .expect("stats lock is never poisoned: no panics while held")
+            .clone()
+    }
+
+    /// Total rejected payloads.
+    pub fn rejects_total(&self) -> u64 {
+        self.rejects().values().sum()
+    }
+
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
