@@ -70,11 +70,11 @@ fn op() -> impl Strategy<Value = Op> {
     let item = (0usize..3, 0u64..14, 0u32..3, 1usize..4);
     prop_oneof![
         6 => prop::collection::vec(item, 1..8).prop_map(Op::Append),
-        2 => (prop_oneof![Just(CursorName::Reported), Just(CursorName::Delivered)], 0u16..=1000)
+        3 => (prop_oneof![Just(CursorName::Reported), Just(CursorName::Delivered)], 0u16..=1000)
             .prop_map(|(c, p)| Op::SetCursor(c, p)),
         1 => Just(Op::Event),
         1 => (0u16..=1000).prop_map(Op::EventsDelivered),
-        2 => (0u64..3_000).prop_map(Op::Prune),
+        2 => prop_oneof![0u64..600, 600u64..3_000].prop_map(Op::Prune),
         1 => Just(Op::Crash),
     ]
 }
@@ -259,7 +259,10 @@ impl Harness {
         prop_assert_eq!(&res.outcomes, &expected);
         prop_assert_eq!(res.keys.len(), stored_frames.len());
         for (key, f) in res.keys.iter().zip(stored_frames) {
-            prop_assert!(self.m.all_keys.last().is_none_or(|l| l < key), "keys increase");
+            prop_assert!(
+                self.m.all_keys.last().is_none_or(|l| l < key),
+                "keys increase"
+            );
             self.m.all_keys.push(*key);
             self.m.kept.push(StoredFrame {
                 key: *key,
@@ -378,7 +381,10 @@ impl Harness {
         prop_assert_eq!(stats.frames, dropped.len() as u64);
         prop_assert_eq!(
             stats.readings,
-            dropped.iter().map(|f| f.frame.samples.len() as u64).sum::<u64>()
+            dropped
+                .iter()
+                .map(|f| f.frame.samples.len() as u64)
+                .sum::<u64>()
         );
         prop_assert_eq!(stats.events, drop_events as u64);
         if was_full && !self.full() {
@@ -492,7 +498,7 @@ proptest! {
     #[test]
     fn buffer_matches_the_model(
         max_bytes in prop_oneof![Just(1_500u64), Just(u64::MAX)],
-        ops in prop::collection::vec(op(), 1..40),
+        ops in prop::collection::vec(op(), 1..60),
     ) {
         let mut h = Harness::new(max_bytes);
         for op in &ops {
@@ -529,11 +535,11 @@ fn a_large_append_is_split_into_batches_and_reads_back_in_order() {
     let r = b.append(incoming).expect("append");
     assert!(r.outcomes.iter().all(|o| *o == AppendOutcome::Stored));
     let batches: BTreeSet<u64> = r.keys.iter().map(|k| k.batch).collect();
-    assert!(batches.len() > 1, "400 frames of 60 samples exceed one batch");
-    let seqs: Vec<u64> = b
-        .scan(None)
-        .map(|f| f.expect("frame").frame.seq)
-        .collect();
+    assert!(
+        batches.len() > 1,
+        "400 frames of 60 samples exceed one batch"
+    );
+    let seqs: Vec<u64> = b.scan(None).map(|f| f.expect("frame").frame.seq).collect();
     assert_eq!(seqs, (1..=400).collect::<Vec<_>>());
     assert_eq!(b.ack_for(&dev(0)).acked_seq, 400);
     assert_eq!(b.stats().readings, 400 * 60);
@@ -549,7 +555,10 @@ fn a_full_buffer_refuses_new_frames_but_still_acks_duplicates() {
             received_ms: 5,
         }]
     };
-    assert_eq!(b.append(one(1)).expect("append").outcomes, [AppendOutcome::Stored]);
+    assert_eq!(
+        b.append(one(1)).expect("append").outcomes,
+        [AppendOutcome::Stored]
+    );
     assert!(b.stats().full);
     let r = b.append(one(2)).expect("append");
     assert_eq!(r.outcomes, [AppendOutcome::BufferFull]);

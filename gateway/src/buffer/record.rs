@@ -541,7 +541,10 @@ mod tests {
         let len = w.value_len();
         let v = w.finish();
         assert_eq!(v.len(), len);
-        assert_eq!(v.len(), BATCH_HEADER_LEN + 2 * ENTRY_HEADER_LEN + 3 + CRC_LEN);
+        assert_eq!(
+            v.len(),
+            BATCH_HEADER_LEN + 2 * ENTRY_HEADER_LEN + 3 + CRC_LEN
+        );
         let b = parse_batch(&v).expect("valid batch");
         assert_eq!(
             b.header,

@@ -9,8 +9,8 @@
 
 use super::ledger::{Decision, SeqRanges, SeqState};
 use super::record::{
-    self, BatchWriter, CursorRecord, DeviceRecord, ENTRY_HEADER_LEN, ID_KEY_LEN,
-    RecordError, Totals,
+    self, BatchWriter, CursorRecord, DeviceRecord, ENTRY_HEADER_LEN, ID_KEY_LEN, RecordError,
+    Totals,
 };
 use super::{
     AppendOutcome, AppendResult, BufferConfig, BufferStats, CursorName, DeviceSummary, FrameKey,
@@ -216,7 +216,10 @@ impl Buffer {
     fn lock(&self) -> MutexGuard<'_, State> {
         // State is changed only by plain assignments after a successful
         // flush, so a panic elsewhere cannot leave it half-updated.
-        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Applies a sled batch and flushes; poisons the buffer on failure.
@@ -257,7 +260,14 @@ impl Buffer {
         let mut first_rx: Option<u64> = None;
         let mut max_rx = 0u64;
 
-        for (index, Incoming { mut frame, received_ms }) in batch.into_iter().enumerate() {
+        for (
+            index,
+            Incoming {
+                mut frame,
+                received_ms,
+            },
+        ) in batch.into_iter().enumerate()
+        {
             let pos = match order.iter().position(|(d, _, _)| *d == frame.device) {
                 Some(p) => p,
                 None => {
@@ -265,12 +275,9 @@ impl Buffer {
                     order.len() - 1
                 }
             };
-            let entry = staged.entry(frame.device.clone()).or_insert_with(|| {
-                st.devices
-                    .get(&frame.device)
-                    .cloned()
-                    .unwrap_or_default()
-            });
+            let entry = staged
+                .entry(frame.device.clone())
+                .or_insert_with(|| st.devices.get(&frame.device).cloned().unwrap_or_default());
             let seq = match entry.seq.decide(frame.seq, frame.boot) {
                 Decision::Duplicate => {
                     outcomes.push(AppendOutcome::Duplicate);
@@ -534,8 +541,8 @@ impl Buffer {
                 batch: key.batch,
                 index: i as u32,
             };
-            let f =
-                decode_frame_exact(bytes).map_err(|reason| StoreError::BadFrame { key: fk, reason })?;
+            let f = decode_frame_exact(bytes)
+                .map_err(|reason| StoreError::BadFrame { key: fk, reason })?;
             readings += u64::from(readings_of(&f));
         }
         let rec = CursorRecord {
@@ -550,7 +557,9 @@ impl Buffer {
         let mut batch = sled::Batch::default();
         batch.insert(k, rec.encode());
         let oldest = match name {
-            CursorName::Reported => Some(first_after(&self.inner.tree, Some(key))?.map(|(_, rx)| rx)),
+            CursorName::Reported => {
+                Some(first_after(&self.inner.tree, Some(key))?.map(|(_, rx)| rx))
+            }
             CursorName::Delivered => None,
         };
         self.commit(&mut st, batch)?;
@@ -746,7 +755,11 @@ impl Buffer {
             let h = b.header;
             if let Some((pid, pf, pr)) = prev {
                 if id != pid + 1 {
-                    problem(&mut rep, key.clone(), format!("batch ids jump from {pid} to {id}"));
+                    problem(
+                        &mut rep,
+                        key.clone(),
+                        format!("batch ids jump from {pid} to {id}"),
+                    );
                 } else if h.cum_frames_before != pf || h.cum_readings_before != pr {
                     problem(
                         &mut rep,
@@ -818,17 +831,18 @@ impl Buffer {
             progress(rep.bytes);
         }
         let t = &st.totals;
-        if let Some((pid, pf, pr)) = prev {
-            if pid + 1 != t.next_batch_id || pf != t.cum_frames || pr != t.cum_readings {
-                problem(
-                    &mut rep,
-                    "m/totals".into(),
-                    format!(
-                        "last batch {pid} ends at {pf} frames / {pr} readings; totals say next batch {}, {} / {}",
-                        t.next_batch_id, t.cum_frames, t.cum_readings
-                    ),
-                );
-            }
+        let disagrees = |&(pid, pf, pr): &(u64, u64, u64)| {
+            pid + 1 != t.next_batch_id || pf != t.cum_frames || pr != t.cum_readings
+        };
+        if let Some((pid, pf, pr)) = prev.filter(disagrees) {
+            problem(
+                &mut rep,
+                "m/totals".into(),
+                format!(
+                    "last batch {pid} ends at {pf} frames / {pr} readings; totals say next batch {}, {} / {}",
+                    t.next_batch_id, t.cum_frames, t.cum_readings
+                ),
+            );
         }
         if rep.frames != t.kept_frames
             || rep.readings != t.kept_readings

@@ -1,0 +1,468 @@
+//! `buffer inspect` and `buffer verify`: look inside a gateway's durable
+//! buffer from the command line.
+//!
+//! Both open the sled database themselves, so they need the gateway to be
+//! stopped (sled holds an exclusive lock; a running gateway shows the same
+//! figures on its diagnostics page). `--data-dir` may point at the gateway
+//! data dir (the buffer is `<data_dir>/buffer`) or at the buffer dir itself;
+//! a directory that holds no buffer is an error, never created.
+//!
+//! Both stream: one batch in memory at a time. Progress goes to stderr, as a
+//! bar when stderr is a terminal, as plain lines every 10 % with
+//! `--progress` when it is not. Output goes to stdout, as text or (`--json`)
+//! one JSON document. `verify` exits with status 1 when it finds a problem.
+
+use crate::buffer::{Buffer, BufferConfig, SeqRanges, VerifyReport};
+use anyhow::{Context, bail};
+use mrv_shared::ids::DeviceId;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Arguments of `buffer`.
+#[derive(Debug, clap::Args)]
+pub struct BufferArgs {
+    /// What to do with the buffer.
+    #[command(subcommand)]
+    pub command: BufferCommand,
+}
+
+/// `buffer` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum BufferCommand {
+    /// Ranges per device, bytes, cursors, oldest unreported frame.
+    Inspect(BufferTarget),
+    /// Checksums, decoding, counters and per-device sequence gaps.
+    Verify(BufferTarget),
+}
+
+/// Where the buffer is and how to print.
+#[derive(Debug, clap::Args)]
+pub struct BufferTarget {
+    /// Gateway data dir (holding `buffer/`) or the buffer dir itself.
+    #[arg(long, env = "MRV_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Show progress on stderr even when it is not a terminal.
+    #[arg(long)]
+    pub progress: bool,
+}
+
+/// Runs `buffer inspect` or `buffer verify`.
+pub fn run(args: BufferArgs) -> anyhow::Result<()> {
+    match args.command {
+        BufferCommand::Inspect(t) => inspect(&t),
+        BufferCommand::Verify(t) => {
+            let rep = verify(&t)?;
+            if !rep.is_ok() {
+                bail!("buffer verify found {} problem(s)", rep.problems.len());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The buffer directory under `data_dir` (or `data_dir` itself).
+pub fn locate(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let is_sled = |p: &Path| p.join("conf").is_file() && p.join("db").is_file();
+    let nested = data_dir.join("buffer");
+    if is_sled(&nested) {
+        return Ok(nested);
+    }
+    if is_sled(data_dir) {
+        return Ok(data_dir.to_path_buf());
+    }
+    bail!(
+        "no buffer in {} (looked for {} and the dir itself)",
+        data_dir.display(),
+        nested.display()
+    )
+}
+
+fn open(t: &BufferTarget) -> anyhow::Result<Buffer> {
+    let path = locate(&t.data_dir)?;
+    Buffer::open(BufferConfig {
+        path: path.clone(),
+        max_bytes: u64::MAX,
+        cache_bytes: 16 << 20,
+        keep_delivered: Duration::ZERO,
+    })
+    .with_context(|| {
+        format!(
+            "opening the buffer at {} (is the gateway still running?)",
+            path.display()
+        )
+    })
+}
+
+/// Progress reporting on stderr: a bar on a terminal, lines with `--progress`.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    lines: bool,
+    total: u64,
+    what: &'static str,
+    next_tenth: u64,
+}
+
+impl Progress {
+    fn new(total: u64, what: &'static str, forced: bool) -> Self {
+        let tty = std::io::stderr().is_terminal();
+        let bar = tty.then(|| {
+            let b = indicatif::ProgressBar::with_draw_target(
+                Some(total),
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:40}] {percent:>3}% {human_pos}/{human_len} ({eta})",
+            ) {
+                b.set_style(style.progress_chars("=> "));
+            }
+            b.set_message(what);
+            b
+        });
+        Progress {
+            bar,
+            lines: forced && !tty,
+            total: total.max(1),
+            what,
+            next_tenth: 1,
+        }
+    }
+
+    fn set(&mut self, done: u64) {
+        if let Some(b) = &self.bar {
+            b.set_position(done);
+        }
+        if self.lines {
+            while self.next_tenth <= 10 && done * 10 >= self.total * self.next_tenth {
+                eprintln!(
+                    "{}: {}% ({done} of {})",
+                    self.what,
+                    self.next_tenth * 10,
+                    self.total
+                );
+                self.next_tenth += 1;
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Per-device view of the kept data, built while streaming.
+#[derive(Default)]
+struct KeptDevice {
+    frames: u64,
+    readings: u64,
+    seqs: SeqRanges,
+    first_received_ms: u64,
+    last_received_ms: u64,
+}
+
+fn inspect(t: &BufferTarget) -> anyhow::Result<()> {
+    let buf = open(t)?;
+    let stats = buf.stats();
+    let devices = buf.devices();
+    let mut kept: BTreeMap<DeviceId, KeptDevice> = BTreeMap::new();
+    let mut progress = Progress::new(stats.frames, "inspect", t.progress);
+    let mut damaged = 0u64;
+    for (n, item) in buf.scan(None).enumerate() {
+        match item {
+            Ok(sf) => {
+                let k = kept
+                    .entry(sf.frame.device.clone())
+                    .or_insert_with(|| KeptDevice {
+                        first_received_ms: u64::MAX,
+                        ..KeptDevice::default()
+                    });
+                k.frames += 1;
+                k.readings += sf.frame.samples.len() as u64;
+                k.seqs.insert(sf.frame.seq);
+                k.first_received_ms = k.first_received_ms.min(sf.received_ms);
+                k.last_received_ms = k.last_received_ms.max(sf.received_ms);
+            }
+            Err(e) => {
+                damaged += 1;
+                tracing::warn!(error = %e, "unreadable data while inspecting (run `buffer verify`)");
+            }
+        }
+        if n % 1024 == 0 {
+            progress.set(n as u64);
+        }
+    }
+    progress.set(stats.frames);
+    progress.finish();
+
+    if t.json {
+        let doc = json!({
+            "path": buf.path().display().to_string(),
+            "bytes": stats.bytes,
+            "disk_bytes": stats.disk_bytes,
+            "frames": stats.frames,
+            "readings": stats.readings,
+            "unreported_frames": stats.unreported_frames,
+            "unreported_readings": stats.unreported_readings,
+            "oldest_unreported_ms": stats.oldest_unreported_ms,
+            "last_key": stats.last_key.map(|k| k.to_string()),
+            "reported": stats.reported.map(|k| k.to_string()),
+            "delivered": stats.delivered.map(|k| k.to_string()),
+            "events_delivered": buf.events_delivered(),
+            "next_event_id": stats.next_event_id,
+            "unreadable_items": damaged,
+            "devices": devices.iter().map(|d| {
+                let k = kept.get(&d.device);
+                json!({
+                    "device": d.device.as_str(),
+                    "acked_seq": d.acked_seq,
+                    "highest_seq": d.highest_seq,
+                    "boot": d.boot,
+                    "frames_stored": d.frames,
+                    "readings_stored": d.readings,
+                    "first_received_ms": d.first_received_ms,
+                    "last_received_ms": d.last_received_ms,
+                    "gaps_above_acked": d.gaps,
+                    "kept_frames": k.map_or(0, |k| k.frames),
+                    "kept_readings": k.map_or(0, |k| k.readings),
+                    "kept_seq_ranges": k.map(|k| k.seqs.ranges().to_vec()).unwrap_or_default(),
+                    "kept_first_received_ms": k.map(|k| k.first_received_ms),
+                    "kept_last_received_ms": k.map(|k| k.last_received_ms),
+                })
+            }).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+
+    println!("buffer {}", buf.path().display());
+    println!(
+        "  bytes        {} logical, {} on disk",
+        human_bytes(stats.bytes),
+        human_bytes(stats.disk_bytes)
+    );
+    println!(
+        "  kept         {} frames, {} readings",
+        stats.frames, stats.readings
+    );
+    println!(
+        "  unreported   {} frames, {} readings, oldest received {}",
+        stats.unreported_frames,
+        stats.unreported_readings,
+        stats.oldest_unreported_ms.map_or("-".into(), utc_text)
+    );
+    let key = |k: Option<crate::buffer::FrameKey>| k.map_or("-".into(), |k| k.to_string());
+    println!(
+        "  cursors      reported {}, delivered {}, last stored {}",
+        key(stats.reported),
+        key(stats.delivered),
+        key(stats.last_key)
+    );
+    println!(
+        "  events       next id {}, delivered up to {}",
+        stats.next_event_id,
+        buf.events_delivered().map_or("-".into(), |i| i.to_string())
+    );
+    if damaged > 0 {
+        println!("  UNREADABLE   {damaged} item(s); run `buffer verify`");
+    }
+    println!("devices ({})", devices.len());
+    for d in &devices {
+        println!(
+            "  {}  acked {}  highest {}  boot {}  stored {} frames / {} readings  received {} .. {}",
+            d.device,
+            d.acked_seq,
+            d.highest_seq,
+            d.boot,
+            d.frames,
+            d.readings,
+            d.first_received_ms.map_or("-".into(), utc_text),
+            d.last_received_ms.map_or("-".into(), utc_text),
+        );
+        if !d.gaps.is_empty() {
+            println!("      missing above acked: {}", ranges_text(&d.gaps));
+        }
+        match kept.get(&d.device) {
+            Some(k) => println!(
+                "      kept: seqs {}  ({} frames, {} readings, received {} .. {})",
+                ranges_text(k.seqs.ranges()),
+                k.frames,
+                k.readings,
+                utc_text(k.first_received_ms),
+                utc_text(k.last_received_ms)
+            ),
+            None => println!("      kept: nothing (all pruned)"),
+        }
+    }
+    Ok(())
+}
+
+fn verify(t: &BufferTarget) -> anyhow::Result<VerifyReport> {
+    let buf = open(t)?;
+    let total = buf.stats().bytes;
+    let mut progress = Progress::new(total, "verify", t.progress);
+    let rep = buf.verify(|done| progress.set(done))?;
+    progress.finish();
+    if t.json {
+        let doc = json!({
+            "path": buf.path().display().to_string(),
+            "ok": rep.is_ok(),
+            "batches": rep.batches,
+            "frames": rep.frames,
+            "readings": rep.readings,
+            "bytes": rep.bytes,
+            "events": rep.events,
+            "devices": rep.devices.iter().map(|d| json!({
+                "device": d.device.as_str(),
+                "frames": d.frames,
+                "seq_ranges": d.ranges,
+                "gaps": d.gaps,
+            })).collect::<Vec<_>>(),
+            "problems": rep.problems.iter().map(|p| json!({
+                "key": p.key,
+                "problem": p.problem,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(rep);
+    }
+    println!(
+        "{}: {} batches, {} frames, {} readings, {} events, {}",
+        buf.path().display(),
+        rep.batches,
+        rep.frames,
+        rep.readings,
+        rep.events,
+        human_bytes(rep.bytes)
+    );
+    for d in &rep.devices {
+        let gaps = if d.gaps.is_empty() {
+            "no gaps".to_string()
+        } else {
+            format!("gaps {}", ranges_text(&d.gaps))
+        };
+        println!(
+            "  {}  {} frames, seqs {}, {gaps}",
+            d.device,
+            d.frames,
+            ranges_text(&d.ranges)
+        );
+    }
+    if rep.is_ok() {
+        println!("OK: checksums, frames, counters and bookkeeping agree");
+    } else {
+        println!("{} PROBLEM(S):", rep.problems.len());
+        for p in &rep.problems {
+            println!("  {}: {}", p.key, p.problem);
+        }
+    }
+    Ok(rep)
+}
+
+fn ranges_text(r: &[(u64, u64)]) -> String {
+    const SHOWN: usize = 8;
+    let mut parts: Vec<String> = r
+        .iter()
+        .take(SHOWN)
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect();
+    if r.len() > SHOWN {
+        parts.push(format!("... ({} ranges)", r.len()));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for Unix ms (Howard Hinnant's civil_from_days).
+fn utc_text(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let tod = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        tod / 3600,
+        tod % 3600 / 60,
+        tod % 60,
+        ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_text_formats_known_instants() {
+        assert_eq!(utc_text(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(utc_text(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(utc_text(1_764_115_200_000), "2025-11-26T00:00:00.000Z");
+    }
+
+    #[test]
+    fn ranges_are_printed_compactly() {
+        assert_eq!(ranges_text(&[(1, 5), (7, 7)]), "1-5, 7");
+        assert_eq!(ranges_text(&[]), "-");
+    }
+
+    #[test]
+    fn locate_finds_the_nested_buffer_and_refuses_an_empty_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(locate(dir.path()).is_err());
+        let b = Buffer::open(BufferConfig {
+            path: dir.path().join("buffer"),
+            max_bytes: u64::MAX,
+            cache_bytes: 1 << 20,
+            keep_delivered: Duration::ZERO,
+        })
+        .expect("open");
+        drop(b);
+        assert_eq!(
+            locate(dir.path()).expect("nested"),
+            dir.path().join("buffer")
+        );
+        assert_eq!(
+            locate(&dir.path().join("buffer")).expect("itself"),
+            dir.path().join("buffer")
+        );
+        assert!(!dir.path().join("nothing").exists());
+    }
+}
