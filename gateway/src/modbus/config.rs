@@ -556,9 +556,8 @@ impl RegisterSection {
                 ),
             )
         })?;
-        let kind = parse_kind(self.kind.as_deref()).ok_or_else(|| {
-            at.err("kind", "unknown kind; use instant, counter or delta")
-        })?;
+        let kind = parse_kind(self.kind.as_deref())
+            .ok_or_else(|| at.err("kind", "unknown kind; use instant, counter or delta"))?;
         let rollover_bits = match (kind, self.rollover_bits) {
             (ValueKind::Counter, Some(b)) => {
                 if b == 0 || b > 64 {
@@ -574,10 +573,7 @@ impl RegisterSection {
         };
         if self.scale_factor_address.is_some() {
             if table.is_bits() {
-                return Err(at.err(
-                    "scale_factor_address",
-                    "bit tables have no scale factors",
-                ));
+                return Err(at.err("scale_factor_address", "bit tables have no scale factors"));
             }
         }
         if let (Some(lo), Some(hi)) = (self.min, self.max) {
@@ -661,10 +657,12 @@ impl SunSpecSection {
                     .ok_or_else(|| {
                         pat.err("type", format!("unsupported point type {:?}", p.data_type))
                     })?;
-                let quantity = parse_quantity(&p.quantity)
-                    .ok_or_else(|| pat.err("quantity", format!("unknown quantity {:?}", p.quantity)))?;
-                let kind = parse_kind(p.kind.as_deref())
-                    .ok_or_else(|| pat.err("kind", "unknown kind; use instant, counter or delta"))?;
+                let quantity = parse_quantity(&p.quantity).ok_or_else(|| {
+                    pat.err("quantity", format!("unknown quantity {:?}", p.quantity))
+                })?;
+                let kind = parse_kind(p.kind.as_deref()).ok_or_else(|| {
+                    pat.err("kind", "unknown kind; use instant, counter or delta")
+                })?;
                 points.push(PointProfile {
                     name: p.name.clone(),
                     offset: p.offset,
@@ -706,7 +704,11 @@ pub struct ValidProfile {
 /// Parses and validates profile text; `file` names it in errors.
 pub fn parse_profile(text: &str, file: &Path) -> Result<ValidProfile, ConfigError> {
     let value: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        ConfigError::new(file, "", format!("not valid TOML: {}", e.to_string().trim_end()))
+        ConfigError::new(
+            file,
+            "",
+            format!("not valid TOML: {}", e.to_string().trim_end()),
+        )
     })?;
     let pf: ProfileFile =
         serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
@@ -754,11 +756,17 @@ pub fn load_profile(
     let candidate = if looks_like_path {
         config_dir.join(reference)
     } else {
-        config_dir.join("profiles").join(format!("{reference}.toml"))
+        config_dir
+            .join("profiles")
+            .join(format!("{reference}.toml"))
     };
     if candidate.is_file() {
         let text = std::fs::read_to_string(&candidate).map_err(|e| {
-            ConfigError::new(at_file, key, format!("cannot read {}: {e}", candidate.display()))
+            ConfigError::new(
+                at_file,
+                key,
+                format!("cannot read {}: {e}", candidate.display()),
+            )
         })?;
         return parse_profile(&text, &candidate);
     }
@@ -864,9 +872,10 @@ impl DeviceSection {
                 }
             }
             (None, Some(b)) => {
-                let idx = buses.iter().position(|x| &x.id == b).ok_or_else(|| {
-                    at.err("bus", format!("no bus {b:?} in modbus.buses"))
-                })?;
+                let idx = buses
+                    .iter()
+                    .position(|x| &x.id == b)
+                    .ok_or_else(|| at.err("bus", format!("no bus {b:?} in modbus.buses")))?;
                 if self.unit == 0 || self.unit > 247 {
                     return Err(at.err("unit", "RTU unit ids are 1 to 247"));
                 }
@@ -966,7 +975,11 @@ pub fn parse_section(text: &str, file: &Path) -> Result<ModbusSection, ConfigErr
         modbus: ModbusSection,
     }
     let value: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        ConfigError::new(file, "", format!("not valid TOML: {}", e.to_string().trim_end()))
+        ConfigError::new(
+            file,
+            "",
+            format!("not valid TOML: {}", e.to_string().trim_end()),
+        )
     })?;
     let w: Wrapper = serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
         let key = e.path().to_string();

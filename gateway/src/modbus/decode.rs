@@ -113,7 +113,9 @@ pub fn decode_raw(
             })
             .collect();
         let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-        let text = String::from_utf8_lossy(&bytes[..end]).trim_end().to_string();
+        let text = String::from_utf8_lossy(&bytes[..end])
+            .trim_end()
+            .to_string();
         return Ok(RawValue::Text(text));
     }
     let b = ordered_bytes(words, order);
@@ -228,7 +230,9 @@ pub fn decode_value(
     let scale = match scale_factor_word {
         Some(w) => {
             let sf = decode_scale_factor(w)?;
-            def.scale.with_pow10(sf).ok_or(DecodeError::BadScaleFactor(sf))?
+            def.scale
+                .with_pow10(sf)
+                .ok_or(DecodeError::BadScaleFactor(sf))?
         }
         None => def.scale,
     };

@@ -96,8 +96,16 @@ pub fn assemble(
 ) -> (Option<Frame>, Vec<Problem>) {
     assert_eq!(results.len(), plan.requests.len(), "one result per request");
     let mut problems: Vec<Problem> = Vec::new();
+    let mut link_reported = false;
     for (req, r) in plan.requests.iter().zip(results) {
         if let Err(e) = r {
+            // One link fault per poll: the requests after it were not sent.
+            if e.is_link_fault() {
+                if link_reported {
+                    continue;
+                }
+                link_reported = true;
+            }
             problems.push(Problem {
                 kind: kind_of(e),
                 detail: format!("{} {}+{}: {e}", req.table, req.start, req.count),
@@ -283,7 +291,10 @@ impl DevicePoller {
     }
 
     /// Runs SunSpec discovery if needed. Returns a problem when it failed.
-    async fn ensure_map<R: RegisterReader>(&mut self, reader: &mut R) -> Result<(), (Problem, bool)> {
+    async fn ensure_map<R: RegisterReader>(
+        &mut self,
+        reader: &mut R,
+    ) -> Result<(), (Problem, bool)> {
         if self.current.is_some() {
             return Ok(());
         }
@@ -293,7 +304,8 @@ impl DevicePoller {
         match discover(reader, &profile.base_addresses).await {
             Ok(d) => {
                 let (mut map, _skipped) = map_for(profile, &d.models);
-                map.registers.extend(self.device.map.registers.iter().cloned());
+                map.registers
+                    .extend(self.device.map.registers.iter().cloned());
                 map.unreadable = self.device.map.unreadable.clone();
                 map.registers.truncate(255);
                 let p = plan(&map.spans(), &map.unreadable, self.device.limits).map_err(|e| {
@@ -310,7 +322,8 @@ impl DevicePoller {
                 Ok(())
             }
             Err(e) => {
-                let link = matches!(&e, super::sunspec::DiscoveryError::Read(r) if r.is_link_fault());
+                let link =
+                    matches!(&e, super::sunspec::DiscoveryError::Read(r) if r.is_link_fault());
                 let kind = if link {
                     EventKind::ModbusTimeout
                 } else {
@@ -341,7 +354,12 @@ impl DevicePoller {
                     .then(|| expected_map(p, &self.device.sunspec_models))
             });
             let frame = fallback.and_then(|m| unavailable_frame(&self.site, &id, &m, now_ms));
-            status.record_poll(&id, now_ms, Some((&problem.detail, label(problem.kind, link_fault))), 0);
+            status.record_poll(
+                &id,
+                now_ms,
+                Some((&problem.detail, label(problem.kind, link_fault))),
+                0,
+            );
             let events = self.events_for(vec![problem], now_ms);
             return PollOutput {
                 frame,
@@ -433,10 +451,7 @@ mod tests {
         map.registers.push(far);
         let p = plan(&map.spans(), &[], PlanLimits::default()).expect("plannable");
         assert_eq!(p.requests.len(), 2);
-        let results = vec![
-            Err(ReadError::Exception(Exception(2))),
-            Ok(vec![0xFFFF]),
-        ];
+        let results = vec![Err(ReadError::Exception(Exception(2))), Ok(vec![0xFFFF])];
         let (site, dev) = ids();
         let (frame, problems) = assemble(&site, &dev, &map, &p, &results, 1234);
         let f = frame.expect("a frame");
@@ -449,7 +464,11 @@ mod tests {
         assert_eq!(f.samples[2].quality, Quality::OUT_OF_RANGE);
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].kind, EventKind::ModbusException);
-        assert!(problems[0].detail.starts_with("holding 0+3: exception 0x02"));
+        assert!(
+            problems[0]
+                .detail
+                .starts_with("holding 0+3: exception 0x02")
+        );
     }
 
     trait ValidateWithSeq {

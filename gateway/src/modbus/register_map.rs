@@ -379,8 +379,14 @@ mod tests {
 
     #[test]
     fn decimal_scales_become_exact_fractions() {
-        assert_eq!(Scale::from_decimal(0.001), Some(Scale { num: 1, den: 1000 }));
-        assert_eq!(Scale::from_decimal(1000.0), Some(Scale { num: 1000, den: 1 }));
+        assert_eq!(
+            Scale::from_decimal(0.001),
+            Some(Scale { num: 1, den: 1000 })
+        );
+        assert_eq!(
+            Scale::from_decimal(1000.0),
+            Some(Scale { num: 1000, den: 1 })
+        );
         assert_eq!(Scale::from_decimal(0.1), Some(Scale { num: 1, den: 10 }));
         assert_eq!(Scale::from_decimal(-2.5), Some(Scale { num: -25, den: 10 }));
         assert_eq!(Scale::from_decimal(0.0), None);

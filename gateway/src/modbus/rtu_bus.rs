@@ -79,9 +79,8 @@ impl RegisterReader for BusReader<'_> {
             let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
             if !self.backoff.may_try(now) {
                 return Err(ReadError::Link(format!(
-                    "serial port {} unavailable; reopening in {} ms",
+                    "serial port {} unavailable; reopening with backoff",
                     self.bus.path.display(),
-                    self.backoff.not_before_ms() - now
                 )));
             }
             match open(self.bus, self.timeout) {

@@ -194,9 +194,7 @@ pub fn map_for(profile: &SunSpecProfile, chain: &[DiscoveredModel]) -> (Register
         };
         for p in &fam.points {
             let end = u32::from(p.offset) + u32::from(p.data_type.width());
-            if end > u32::from(m.length)
-                || p.scale_factor_offset.is_some_and(|s| s >= m.length)
-            {
+            if end > u32::from(m.length) || p.scale_factor_offset.is_some_and(|s| s >= m.length) {
                 continue;
             }
             let Some(def) = point_def(fam, p, m, n) else {
@@ -461,7 +459,11 @@ mod tests {
             },
         ];
         let (map, _) = map_for(&profile(), &chain);
-        assert!(map.registers.iter().any(|r| r.name.as_str() == "meter_power"));
+        assert!(
+            map.registers
+                .iter()
+                .any(|r| r.name.as_str() == "meter_power")
+        );
         let p2 = map
             .registers
             .iter()

@@ -76,6 +76,7 @@ pub struct TcpReader {
     timeout: Duration,
     conn: Option<ModbusReader>,
     backoff: Backoff,
+    last_error: Option<ReadError>,
     epoch: Instant,
 }
 
@@ -89,6 +90,7 @@ impl TcpReader {
             timeout,
             conn: None,
             backoff: Backoff::default(),
+            last_error: None,
             epoch: Instant::now(),
         }
     }
@@ -100,19 +102,23 @@ impl TcpReader {
     async fn connect(&mut self) -> Result<(), ReadError> {
         let now = self.now_ms();
         if !self.backoff.may_try(now) {
-            return Err(ReadError::Link(format!(
-                "disconnected; next connection attempt in {} ms",
-                self.backoff.not_before_ms() - now
-            )));
+            // Same text as the failure that started the backoff, so that
+            // edge-triggered events do not fire on every skipped attempt.
+            return Err(self
+                .last_error
+                .clone()
+                .unwrap_or_else(|| ReadError::Link("disconnected".into())));
         }
         match connect(&self.host, self.port, self.unit, self.timeout).await {
             Ok(r) => {
                 self.backoff.succeeded();
+                self.last_error = None;
                 self.conn = Some(r);
                 Ok(())
             }
             Err(e) => {
                 self.backoff.failed(now);
+                self.last_error = Some(e.clone());
                 Err(e)
             }
         }

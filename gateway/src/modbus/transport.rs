@@ -83,7 +83,10 @@ impl ReadError {
 /// Reads register words (or bits, as words of 0/1) from one device.
 pub trait RegisterReader: Send {
     /// Executes one read request.
-    fn read(&mut self, req: ReadRequest) -> impl Future<Output = Result<Vec<u16>, ReadError>> + Send;
+    fn read(
+        &mut self,
+        req: ReadRequest,
+    ) -> impl Future<Output = Result<Vec<u16>, ReadError>> + Send;
 }
 
 /// A tokio-modbus client context with a per-request timeout.
@@ -94,7 +97,9 @@ pub struct ModbusReader {
 
 impl fmt::Debug for ModbusReader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ModbusReader").field("timeout", &self.timeout).finish_non_exhaustive()
+        f.debug_struct("ModbusReader")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 
