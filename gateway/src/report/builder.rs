@@ -238,3 +238,228 @@ pub fn build(input: BuildInput<'_>) -> Result<Report, BuildError> {
         calculation,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::signer::sign;
+    use crate::report::synthetic::{PvSite, device_key, pv_devices, pv_frames};
+    use mrv_shared::methodology::Param;
+    use mrv_shared::report::jwk::Jwk;
+    use mrv_shared::report::model::GENESIS_PREV_HASH;
+    use mrv_shared::report::{KeySet, ReportError as VerifyError, verify_report};
+    use std::path::PathBuf;
+
+    /// 2025-11-26T00:00:00Z.
+    const T0: u64 = 1_764_115_200_000;
+    const SITE: PvSite = PvSite {
+        devices: 3,
+        interval_ms: 1000,
+        samples_per_frame: 60,
+        wh_per_sample: 2,
+    };
+
+    fn gateway_key() -> SigningKey {
+        SigningKey::from_bytes(&[7u8; 32])
+    }
+
+    use ed25519_dalek::SigningKey;
+    use mrv_shared::ids::DeviceId;
+
+    fn identity() -> Identity {
+        Identity {
+            site: SiteId::new("th-solar-01").expect("valid"),
+            project: String::from("JCM-TH-0042"),
+            methodology_ref: String::from("TH_AM001 ver01.0"),
+            gateway: String::from("gw-th-01"),
+            kid: String::from("gw-th-01-2025"),
+        }
+    }
+
+    fn params() -> Params {
+        let mut p = Params::new();
+        p.insert(
+            String::from("ef"),
+            Param {
+                value: String::from("0.5113"),
+                unit: String::from("tCO2/MWh"),
+                source: String::from("Thailand grid emission factor, TGO 2023 (illustrative)"),
+            },
+        );
+        p
+    }
+
+    fn input<'a>(
+        id: &'a Identity,
+        devices: &'a [DeviceRecord],
+        params: &'a Params,
+        period: Period,
+        frames: Vec<InputFrame>,
+    ) -> BuildInput<'a> {
+        BuildInput {
+            identity: id,
+            period,
+            seq: 1,
+            prev_hash: String::from(GENESIS_PREV_HASH),
+            clock: ClockState {
+                source: String::from("ntp"),
+                last_sync_ms: Some(T0 - 5000),
+                max_skew_ms: 12,
+            },
+            devices,
+            frames,
+            events: vec![],
+            methodology: MethodologyKind::SolarPv,
+            params,
+            baselines: BTreeMap::new(),
+            awd_start: None,
+        }
+    }
+
+    fn keys() -> KeySet {
+        let mut k = KeySet::new();
+        k.insert("gw-th-01-2025", gateway_key().verifying_key());
+        k
+    }
+
+    #[test]
+    fn a_built_and_signed_report_verifies_and_counts_every_reading() {
+        let id = identity();
+        let devices = pv_devices(&SITE);
+        let params = params();
+        let period = Period {
+            start_ms: T0,
+            end_ms: T0 + 600_000,
+        };
+        let frames = pv_frames(&SITE, &id.site, period);
+        let report = build(input(&id, &devices, &params, period, frames)).expect("builds");
+        assert_eq!(report.readings.count, 3 * 600);
+        assert_eq!(report.readings.frames.len(), 3 * 10);
+        assert_eq!(report.series.len(), 3);
+        let s = &report.series[0];
+        assert_eq!((s.expected, s.received, s.gaps.len()), (Some(600), 600, 0));
+        // 599 steps of 2 Wh per meter (no baseline in the first report).
+        assert_eq!(report.calculation.inputs["energy_wh"], "3594");
+        // 3594 Wh x 0.5113 t/MWh = 0.0018376122 t
+        assert_eq!(report.calculation.er.decimal, "0.001837");
+        assert_eq!(report.calculation.er_rounded_down, 0);
+        let signed = sign(&report, "gw-th-01-2025", &gateway_key()).expect("signs");
+        let v = verify_report(&signed.bytes, &keys()).expect("verifies");
+        assert_eq!(v.report, report);
+        assert_eq!(v.hash, signed.hash);
+    }
+
+    #[test]
+    fn late_unsigned_foreign_and_unregistered_frames_are_handled_conservatively() {
+        let id = identity();
+        let devices = pv_devices(&SITE);
+        let params = params();
+        let period = Period {
+            start_ms: T0 + 600_000,
+            end_ms: T0 + 1_200_000,
+        };
+        let mut frames = pv_frames(&SITE, &id.site, period);
+        // A late frame of the previous period.
+        let prev = Period {
+            start_ms: T0,
+            end_ms: T0 + 600_000,
+        };
+        let late = pv_frames(&SITE, &id.site, prev).pop().expect("a frame");
+        frames.push(late.clone());
+        // A signed device's frame with a broken signature.
+        let mut forged = frames[0].clone();
+        forged.frame.seq = 999;
+        frames.push(forged);
+        // An unregistered device.
+        let mut stranger = frames[1].clone();
+        stranger.frame.device = DeviceId::new("stranger").expect("valid");
+        stranger.frame.signature = None;
+        frames.push(stranger);
+        let report = build(input(&id, &devices, &params, period, frames)).expect("builds");
+        let late_rec = report
+            .readings
+            .frames
+            .iter()
+            .find(|f| f.device == late.frame.device && f.seq == late.frame.seq)
+            .expect("late frame kept");
+        assert!(late_rec.late);
+        assert!(
+            report
+                .events
+                .iter()
+                .any(|e| e.kind == EventKind::SignatureRejected)
+        );
+        assert!(!report.readings.frames.iter().any(|f| f.seq == 999));
+        assert_eq!(report.calculation.excluded.len(), 1);
+        assert_eq!(report.calculation.excluded[0].reason, "unregistered");
+        let signed = sign(&report, "gw-th-01-2025", &gateway_key()).expect("signs");
+        verify_report(&signed.bytes, &keys()).expect("verifies");
+        // Another gateway key does not verify it.
+        let mut other = KeySet::new();
+        other.insert("gw-th-01-2025", device_key("x").verifying_key());
+        assert_eq!(
+            verify_report(&signed.bytes, &other),
+            Err(VerifyError::BadSignature)
+        );
+    }
+
+    fn vectors() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/tests/vectors")
+    }
+
+    /// The golden report in `shared/tests/vectors/` is exactly what this
+    /// builder produces for its fixed inputs (set `MRV_UPDATE_GOLDEN=1` to
+    /// rewrite it after an intended format change).
+    #[test]
+    fn the_golden_report_is_reproduced_byte_for_byte() {
+        let id = identity();
+        let site = PvSite {
+            devices: 2,
+            interval_ms: 10_000,
+            samples_per_frame: 6,
+            wh_per_sample: 25,
+        };
+        let devices = pv_devices(&site);
+        let params = params();
+        let period = Period {
+            start_ms: T0,
+            end_ms: T0 + 120_000,
+        };
+        let mut frames = pv_frames(&site, &id.site, period);
+        // One unavailable sample, so the golden file shows a gap.
+        frames[0].frame.samples[2].quality = mrv_shared::reading::Quality::UNAVAILABLE;
+        frames[0].frame.samples[2].value = 0;
+        mrv_shared::wire::signature::sign_frame(&mut frames[0].frame, &device_key("pv-0000"));
+        let mut inp = input(&id, &devices, &params, period, frames);
+        inp.events.push(Event {
+            time_ms: T0 + 1000,
+            kind: EventKind::GatewayStarted,
+            device: None,
+            detail: String::from("mrv-gateway 0.1.0"),
+        });
+        let report = build(inp).expect("builds");
+        let signed = sign(&report, "gw-th-01-2025", &gateway_key()).expect("signs");
+        let jws = vectors().join("report_pv_golden.jws");
+        let jwk = vectors().join("report_gateway.pub.jwk");
+        let payload = vectors().join("report_pv_golden.payload.json");
+        let pub_jwk = serde_json::to_vec_pretty(&Jwk::public(
+            "gw-th-01-2025",
+            &gateway_key().verifying_key(),
+        ))
+        .expect("serialises");
+        let canonical =
+            mrv_shared::report::canonical::to_canonical_vec(&report).expect("canonical");
+        if std::env::var_os("MRV_UPDATE_GOLDEN").is_some() {
+            std::fs::create_dir_all(vectors()).expect("mkdir");
+            std::fs::write(&jws, &signed.bytes).expect("write");
+            std::fs::write(&jwk, &pub_jwk).expect("write");
+            std::fs::write(&payload, &canonical).expect("write");
+        }
+        assert_eq!(
+            std::fs::read(&jws).expect("golden file exists (MRV_UPDATE_GOLDEN=1 writes it)"),
+            signed.bytes
+        );
+        assert_eq!(std::fs::read(&payload).expect("payload"), canonical);
+        assert_eq!(std::fs::read(&jwk).expect("jwk"), pub_jwk);
+    }
+}

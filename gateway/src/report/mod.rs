@@ -7,6 +7,7 @@
 //!   previous head -> `Report` (pure);
 //! - [`signer`]: canonical JSON (RFC 8785) -> JWS compact Ed25519;
 //! - [`store`]: `<data_dir>/reports/`, chain head, delivery state (uploader API);
+//! - [`synthetic`]: deterministic PV site data for demos, benchmarks, tests;
 //! - this module: the I/O that ties them to the buffer:
 //!   [`build_due_reports`] (synchronous, for tests and the demo) and
 //!   [`run_report_task`] (the task the runtime spawns).
@@ -28,6 +29,7 @@ pub mod config;
 pub mod period;
 pub mod signer;
 pub mod store;
+pub mod synthetic;
 
 use crate::buffer::{Buffer, CursorName, FrameKey};
 use crate::clock::Clock;
