@@ -79,8 +79,10 @@ pub fn broker_config(mqtt: &MqttConfig) -> Config {
 /// connections. The broker runs until the process exits.
 pub fn start(mqtt: &MqttConfig) -> Result<(), BrokerError> {
     let addr = mqtt.listen;
-    // Fail early, with our own message, when the port is taken.
-    drop(TcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?);
+    // Fail early, with our own message, when the port is taken. SO_REUSEADDR
+    // as rumqttd (tokio) sets it, so a restart after a crash can rebind while
+    // old connections sit in TIME_WAIT.
+    check_bindable(addr).map_err(|source| BrokerError::Bind { addr, source })?;
     let config = broker_config(mqtt);
     std::thread::Builder::new()
         .name("mqtt-broker".into())
@@ -111,6 +113,18 @@ pub fn start(mqtt: &MqttConfig) -> Result<(), BrokerError> {
             "broker did not start listening within 2 s",
         ),
     })
+}
+
+fn check_bindable(addr: SocketAddr) -> std::io::Result<()> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1)?;
+    Ok(())
 }
 
 /// Picks a free loopback port (bind to port 0, read it, release it). For

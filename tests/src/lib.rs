@@ -1,1 +1,270 @@
-//! e2e support
+//! Support for the end-to-end tests in `tests/tests/`: real peers on
+//! 127.0.0.1 with ephemeral ports.
+//!
+//! - [`TestSite`]: a data dir, a generated config (site, signed devices) and
+//!   the simulator settings that go with it;
+//! - [`Mosquitto`]: a real mosquitto broker as a child process;
+//! - [`require_tool`]: external programs are installed by
+//!   `scripts/install-test-deps.sh`; under `CI=true` a missing one fails the
+//!   test, elsewhere the test says loudly that it is skipped.
+
+use mrv_firmware::sim::{DeviceKind, Faults, SimConfig, SimDevice, WireFormat};
+use mrv_gateway::buffer::Buffer;
+use mrv_shared::ids::{DeviceId, SiteId};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// True when `program` is on PATH. Under CI a missing tool panics (the test
+/// command installs it); elsewhere the caller should skip loudly.
+pub fn require_tool(program: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var_os("CI").is_some() {
+            panic!("{program} is not installed; scripts/install-test-deps.sh installs it");
+        }
+        eprintln!("SKIPPED: {program} is not installed (run scripts/install-test-deps.sh)");
+    }
+    found
+}
+
+/// A test site: temp data dir, config file, device keys.
+pub struct TestSite {
+    /// Keeps the directory alive.
+    pub dir: tempfile::TempDir,
+    /// The config file.
+    pub config_path: PathBuf,
+    /// MQTT port devices connect to.
+    pub mqtt_port: u16,
+    /// Site id.
+    pub site: SiteId,
+    /// Devices with their kinds and secret keys.
+    pub devices: Vec<(DeviceId, DeviceKind, [u8; 32])>,
+}
+
+impl TestSite {
+    /// A site with `n` signed devices (kinds cycling) and an embedded broker
+    /// on a free port. `extra` is appended to the config text.
+    pub fn new(n: usize, extra: &str) -> TestSite {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mqtt_port = free_port();
+        let devices: Vec<_> = (0..n)
+            .map(|i| {
+                let kind = DeviceKind::ALL[i % 4];
+                let mut secret = [0u8; 32];
+                secret[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+                (
+                    DeviceId::new(&format!("dev-{i:03}")).expect("valid id"),
+                    kind,
+                    secret,
+                )
+            })
+            .collect();
+        let data_dir = dir.path().join("data");
+        let mut text = mrv_gateway::cli::demo::demo_config_text(&data_dir, mqtt_port, &devices);
+        text.push_str(extra);
+        let config_path = dir.path().join("gateway.toml");
+        std::fs::write(&config_path, text).expect("write config");
+        TestSite {
+            dir,
+            config_path,
+            mqtt_port,
+            site: SiteId::new("demo-site").expect("valid"),
+            devices,
+        }
+    }
+
+    /// Rewrites the `[mqtt]` section to use an external broker on `port`.
+    pub fn use_external_broker(&self, port: u16) {
+        let text = std::fs::read_to_string(&self.config_path).expect("read config");
+        let text = text.replace(
+            &format!(
+                "mode = \"embedded\"\nlisten = \"127.0.0.1:{}\"",
+                self.mqtt_port
+            ),
+            &format!("mode = \"external\"\nhost = \"127.0.0.1\"\nport = {port}"),
+        );
+        std::fs::write(&self.config_path, text).expect("write config");
+    }
+
+    /// The validated config.
+    pub fn config(&self) -> mrv_gateway::config::GatewayConfig {
+        mrv_gateway::config::load(&self.config_path).expect("test config is valid")
+    }
+
+    /// The buffer directory.
+    pub fn buffer_dir(&self) -> PathBuf {
+        self.dir.path().join("data").join("buffer")
+    }
+
+    /// Simulator settings for this site's devices against `port`.
+    pub fn sim_config(
+        &self,
+        port: u16,
+        samples_per_frame: usize,
+        interval: Duration,
+        max_frames: Option<u64>,
+    ) -> SimConfig {
+        SimConfig {
+            broker_host: "127.0.0.1".into(),
+            broker_port: port,
+            credentials: None,
+            site: self.site.clone(),
+            devices: self
+                .devices
+                .iter()
+                .map(|(id, kind, secret)| SimDevice {
+                    id: id.clone(),
+                    kind: *kind,
+                    signing_key: Some(*secret),
+                    faults: Faults::default(),
+                })
+                .collect(),
+            sample_interval: interval,
+            samples_per_frame,
+            ack_timeout: Duration::from_secs(2),
+            max_outbox: 100_000,
+            format: WireFormat::Binary,
+            max_frames,
+        }
+    }
+}
+
+/// What a buffer holds, per device: every stored seq and how often.
+pub fn stored_seqs(buffer: &Buffer) -> BTreeMap<DeviceId, BTreeMap<u64, u32>> {
+    let mut out: BTreeMap<DeviceId, BTreeMap<u64, u32>> = BTreeMap::new();
+    for f in buffer.scan(None) {
+        let f = f.expect("buffer scan reads every frame");
+        *out.entry(f.frame.device.clone())
+            .or_default()
+            .entry(f.frame.seq)
+            .or_insert(0) += 1;
+    }
+    out
+}
+
+/// Asserts that each device's stored seqs are exactly 1..=n once each, with
+/// `n >= acked[device]`; returns the total frames.
+pub fn assert_gap_free(
+    stored: &BTreeMap<DeviceId, BTreeMap<u64, u32>>,
+    acked: &BTreeMap<DeviceId, u64>,
+) -> u64 {
+    let mut total = 0;
+    for (device, &acked_seq) in acked {
+        let seqs = stored.get(device).cloned().unwrap_or_default();
+        let dups: Vec<_> = seqs
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(s, _)| *s)
+            .collect();
+        assert!(
+            dups.is_empty(),
+            "{device}: duplicate frames stored for seqs {dups:?}"
+        );
+        let max = seqs.keys().next_back().copied().unwrap_or(0);
+        assert!(
+            max >= acked_seq,
+            "{device}: acked up to {acked_seq} but the buffer only holds up to {max}"
+        );
+        let missing: Vec<u64> = (1..=max)
+            .filter(|s| !seqs.contains_key(s))
+            .take(10)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{device}: gaps in stored seqs, first missing {missing:?}"
+        );
+        total += seqs.len() as u64;
+    }
+    total
+}
+
+/// A mosquitto broker as a child process on a free loopback port.
+pub struct Mosquitto {
+    child: Child,
+    /// Its port.
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Starts mosquitto with `extra` config lines; waits until it accepts connections.
+    pub fn start(extra: &str) -> Mosquitto {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n{extra}\n"),
+        )
+        .expect("write mosquitto.conf");
+        let child = Command::new(mosquitto_path())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("mosquitto starts");
+        wait_for_port(port, Duration::from_secs(10));
+        Mosquitto {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mosquitto_path() -> PathBuf {
+    for p in [
+        "/usr/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+    ] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    PathBuf::from("mosquitto")
+}
+
+/// True when mosquitto is installed (see [`require_tool`]).
+pub fn mosquitto_available() -> bool {
+    if mosquitto_path().is_absolute() {
+        return true;
+    }
+    require_tool("mosquitto")
+}
+
+/// Blocks until something accepts TCP connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listens on 127.0.0.1:{port} after {timeout:?}");
+}
