@@ -20,3 +20,4 @@ pub mod drivers;
 pub mod meters;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod storage;
