@@ -5,6 +5,7 @@ pub mod buffer;
 pub mod check_config;
 pub mod demo;
 pub mod keygen;
+pub mod modbus;
 pub mod run;
 pub mod verify;
 
@@ -38,6 +39,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Write an Ed25519 key pair (gateway or device) as JWK files.
     Keygen(keygen::KeygenArgs),
+    /// Modbus technician tools: read registers or a profile, scan unit ids, list SunSpec models.
+    Modbus(crate::cli::modbus::ModbusArgs),
     /// Run the gateway (broker, ingest, buffer, reports, upload, diagnostics).
     Run(run::RunArgs),
     /// Verify signed reports: JWS, chain, Merkle root, device signatures, aggregates, ER.
@@ -52,6 +55,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig(a) => check_config::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Keygen(a) => keygen::run(a),
+        Command::Modbus(a) => modbus::run(a),
         Command::Run(a) => run::run(a),
         Command::Verify(a) => verify::run(a),
     }
