@@ -15,9 +15,11 @@
 
 extern crate alloc;
 
+pub mod app;
 pub mod drivers;
 #[cfg(feature = "sim")]
 pub mod meters;
+pub mod sampling;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod storage;

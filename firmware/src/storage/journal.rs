@@ -524,6 +524,11 @@ impl<F: NorFlash> Journal<F> {
         self.flash.read(r.addr, buf).map_err(JournalError::Flash)
     }
 
+    /// The flash (e.g. to arm a simulated power cut).
+    pub fn flash_mut(&mut self) -> &mut F {
+        &mut self.flash
+    }
+
     /// Gives the flash back.
     pub fn into_flash(self) -> F {
         self.flash
