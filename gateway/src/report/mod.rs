@@ -13,8 +13,8 @@
 //!   [`run_report_task`] (the task the runtime spawns).
 //!
 //! Flow for each due period (crash-safe by construction):
-//! 1. read the unreported frames the gateway *received* before the period
-//!    end (buffer order, after the head's cursor) and the events after the
+//! 1. read the unreported frames that belong to the period (buffer order,
+//!    after the head's cursor, see [`belongs_to`]) and the events after the
 //!    head's last event id with time before the period end;
 //! 2. build and sign the report (seq = head + 1, prev_hash = hash of head);
 //! 3. store it under its seq (atomic write, fsync) with the cursor it covers;
@@ -246,6 +246,29 @@ fn max_skew(events: &[Event]) -> i64 {
         .unwrap_or(0)
 }
 
+/// Whether a frame (next in buffer order) still belongs to `period`: it was
+/// received before the period end, or within the grace after it while its
+/// first sample (device time; receipt time without a device clock) lies
+/// before the end. The first frame that does not belong ends the period's
+/// frames, so the buffer cursor stays contiguous; frames of the period that
+/// come later still go into the next report, flagged late.
+pub fn belongs_to(
+    frame: &mrv_shared::wire::Frame,
+    received_ms: u64,
+    period: &Period,
+    grace_ms: u64,
+) -> bool {
+    if received_ms < period.end_ms {
+        return true;
+    }
+    let first = frame
+        .samples
+        .first()
+        .and_then(|s| frame.sample_time_ms(s))
+        .unwrap_or(received_ms);
+    received_ms < period.end_ms.saturating_add(grace_ms) && first < period.end_ms
+}
+
 /// Most reports one call builds (a gateway off for a long time catches up
 /// over several calls).
 pub const MAX_REPORTS_PER_CALL: usize = 1000;
@@ -290,7 +313,7 @@ pub fn build_due_reports(ctx: &ReportContext, now_ms: u64) -> Result<Vec<ReportI
         let mut cursor = after;
         for item in ctx.buffer.scan(after) {
             match item {
-                Ok(f) if f.received_ms < period.end_ms => {
+                Ok(f) if belongs_to(&f.frame, f.received_ms, &period, grace_ms) => {
                     cursor = Some(f.key);
                     frames.push(InputFrame {
                         frame: f.frame,
@@ -378,20 +401,22 @@ pub fn build_due_reports(ctx: &ReportContext, now_ms: u64) -> Result<Vec<ReportI
 }
 
 /// The report task: closes periods as they fall due (UTC boundaries plus
-/// grace), until `shutdown` becomes true. Errors are logged and retried at
-/// the next tick (at most a minute later).
+/// grace), until `shutdown` becomes true. Each round first builds what is
+/// due, then checks `shutdown` (so a shutdown closes every period already
+/// due), then waits for the next period close (at most a minute, so clock
+/// corrections are noticed). Errors are logged and retried next round.
 pub async fn run_report_task(ctx: ReportContext, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let ctx = Arc::new(ctx);
     loop {
-        if *shutdown.borrow() {
-            break;
-        }
         let now = ctx.clock.now_ms();
         let c = Arc::clone(&ctx);
         match tokio::task::spawn_blocking(move || build_due_reports(&c, now)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "building reports failed; retrying later"),
             Err(e) => tracing::error!(error = %e, "report builder panicked; retrying later"),
+        }
+        if *shutdown.borrow() {
+            break;
         }
         let next = period::next_close_ms(
             ctx.store.head().map(|h| h.period.end_ms),

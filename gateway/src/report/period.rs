@@ -46,7 +46,10 @@ mod tests {
     fn the_first_period_starts_at_the_utc_hour_before_the_first_data() {
         let t = 1_764_115_200_000 + 20 * 60_000; // 00:20 UTC
         assert_eq!(align_down(t, H), 1_764_115_200_000);
-        assert_eq!(next_due(None, t, 1_764_115_200_000 + H + 60_000, H, 120_000), None);
+        assert_eq!(
+            next_due(None, t, 1_764_115_200_000 + H + 60_000, H, 120_000),
+            None
+        );
         let p = next_due(None, t, 1_764_115_200_000 + H + 120_000, H, 120_000).expect("due");
         assert_eq!(
             (p.start_ms, p.end_ms),

@@ -86,7 +86,8 @@ pub fn pv_frames(site: &PvSite, site_id: &SiteId, period: Period) -> Vec<InputFr
                     let global = index0 + k + j;
                     Sample {
                         channel: 0,
-                        offset_ms: u32::try_from(j * site.interval_ms).expect("frames span < 49 days"),
+                        offset_ms: u32::try_from(j * site.interval_ms)
+                            .expect("frames span < 49 days"),
                         value: (i as i64) * 1000 + (global as i64) * site.wh_per_sample,
                         quality: Quality::GOOD,
                     }
