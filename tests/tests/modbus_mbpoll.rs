@@ -71,7 +71,11 @@ async fn mbpoll_reads_the_din_meter_floats() {
     }
     let din = start(SimMeter::DinMeter(DinMeterParams::default())).await;
     // Frequency (70) and import energy (72), big-endian floats.
-    let out = mbpoll(din.addr.port(), &["-t", "3:float", "-B", "-r", "70", "-c", "2"]).await;
+    let out = mbpoll(
+        din.addr.port(),
+        &["-t", "3:float", "-B", "-r", "70", "-c", "2"],
+    )
+    .await;
     let v = values(&out);
     assert_eq!(v.len(), 2, "{out}");
     assert_eq!(v[0].0, 70);
@@ -93,5 +97,9 @@ async fn mbpoll_reads_the_sunspec_marker_and_chain() {
     assert_eq!(words, ["0x5375", "0x6E53", "0x0001", "0x0042"], "{out}");
     let out = mbpoll(inv.addr.port(), &["-t", "4", "-r", "40070", "-c", "2"]).await;
     let v = values(&out);
-    assert_eq!(v, [(40070, "103".to_string()), (40071, "50".to_string())], "{out}");
+    assert_eq!(
+        v,
+        [(40070, "103".to_string()), (40071, "50".to_string())],
+        "{out}"
+    );
 }
