@@ -125,7 +125,8 @@ fn write_f64(out: &mut String, f: f64) -> Result<(), CanonicalError> {
     let sci = alloc::format!("{:e}", f.abs());
     let (mantissa, exp) = sci.split_once('e').expect("{:e} always has an exponent");
     let exp: i32 = exp.parse().expect("{:e} exponent is an integer");
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let mut digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    tie_to_even(&mut digits, exp, f.abs());
     let k = digits.len() as i32;
     // ECMAScript: value = 0.digits x 10^n.
     let n = exp + 1;
@@ -155,6 +156,43 @@ fn write_f64(out: &mut String, f: f64) -> Result<(), CanonicalError> {
         write!(out, "{}", (n - 1).abs()).expect("writing to a String cannot fail");
     }
     Ok(())
+}
+
+/// ECMAScript picks, among shortest digit strings that round-trip, the one
+/// closest to the exact value, and the even one on a tie; Rust's shortest
+/// formatting rounds a tie up. `digits` (shortest, exponent `exp`) is
+/// corrected in that one case, using the exact expansion of `a` (at most
+/// 767 significant digits for an f64, so 800 places are exact).
+fn tie_to_even(digits: &mut String, exp: i32, a: f64) {
+    let exact = alloc::format!("{a:.800e}");
+    let Some((m, e)) = exact.split_once('e') else {
+        return;
+    };
+    if e.parse::<i32>() != Ok(exp) {
+        return;
+    }
+    let x: String = m.chars().filter(|c| *c != '.').collect();
+    let k = digits.len();
+    if x.len() <= k {
+        return;
+    }
+    let rest = &x.as_bytes()[k..];
+    if rest[0] != b'5' || rest[1..].iter().any(|b| *b != b'0') {
+        return;
+    }
+    let trunc = &x[..k];
+    let last = trunc.as_bytes()[k - 1];
+    let chosen = if (last - b'0') % 2 == 0 {
+        String::from(trunc)
+    } else if last != b'9' {
+        let mut t = String::from(&trunc[..k - 1]);
+        t.push(char::from(last + 1));
+        t
+    } else {
+        return;
+    };
+    let trimmed = chosen.trim_end_matches('0');
+    *digits = String::from(if trimmed.is_empty() { "0" } else { trimmed });
 }
 
 #[cfg(test)]
