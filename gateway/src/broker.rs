@@ -93,18 +93,14 @@ pub fn start(mqtt: &MqttConfig) -> Result<(), BrokerError> {
             }
         })
         .map_err(|source| BrokerError::Bind { addr, source })?;
-    // Wait (bounded) until it accepts TCP connections.
-    let probe = if addr.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], addr.port()))
-    } else {
-        addr
-    };
-    for _ in 0..200 {
-        if std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(50)).is_ok() {
+    // Wait (bounded) until rumqttd has bound the port. Probing by binding
+    // (not connecting) keeps rumqttd from logging an aborted connection.
+    for _ in 0..400 {
+        if check_bindable(addr).is_err() {
             tracing::info!(%addr, "embedded MQTT broker listening");
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(5));
     }
     Err(BrokerError::Bind {
         addr,
@@ -122,8 +118,9 @@ fn check_bindable(addr: SocketAddr) -> std::io::Result<()> {
         None,
     )?;
     socket.set_reuse_address(true)?;
+    // Bind without listen: with SO_REUSEADDR this fails only while another
+    // socket listens on the port, and never blocks rumqttd's own bind.
     socket.bind(&addr.into())?;
-    socket.listen(1)?;
     Ok(())
 }
 

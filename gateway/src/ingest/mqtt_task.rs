@@ -119,6 +119,9 @@ pub async fn run_mqtt_ingest(
                     tracing::error!(error = %e, "subscribe request failed");
                 }
             }
+            Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
+                IngestStats::add(&ctx.stats.subscribed, 1);
+            }
             Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
                 IngestStats::add(&ctx.stats.messages, 1);
                 let now = (ctx.now_ms)();

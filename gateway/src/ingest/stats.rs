@@ -21,6 +21,8 @@ pub struct IngestStats {
     pub commits: AtomicU64,
     /// Application acks published.
     pub acks_published: AtomicU64,
+    /// Subscriptions the broker confirmed (SUBACK); > 0 once ingest is live.
+    pub subscribed: AtomicU64,
     /// Frames whose signature verified.
     pub signatures_verified: AtomicU64,
     rejects: Mutex<BTreeMap<&'static str, u64>>,
