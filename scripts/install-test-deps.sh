@@ -3,6 +3,21 @@
 # is skipped when what it installs is already there.
 set -euo pipefail
 
+# apt_install PKG...: installs the Debian packages that are missing, running
+# `apt-get update` at most once per run.
+APT_UPDATED=0
+apt_install() {
+    local missing=()
+    for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$APT_UPDATED" = 0 ]; then apt-get update -qq; APT_UPDATED=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+}
+
+# Ingest (tests/tests/ingest_mosquitto.rs, benches): a real mosquitto broker
+# and its command-line clients.
+apt_install mosquitto mosquitto-clients
+
 # Reports (tests/tests/report_python.rs): an independent verifier in Python,
 # using a JOSE library and `cryptography`.
 if ! python3 -c 'import joserfc, cryptography' 2>/dev/null; then
@@ -12,10 +27,7 @@ fi
 # Modbus (tests/tests/modbus_*.rs): mbpoll reads our simulated meters; a
 # pymodbus server (TCP and RTU) is a peer we did not write; socat makes the
 # pseudo-terminal pair the RTU test runs over.
-if ! command -v mbpoll >/dev/null 2>&1 || ! command -v socat >/dev/null 2>&1; then
-    apt-get update -qq
-    apt-get install -y -qq mbpoll socat
-fi
+apt_install mbpoll socat
 if ! python3 -c 'import pymodbus, serial; assert pymodbus.__version__.startswith("3.8")' 2>/dev/null; then
     python3 -m pip install --quiet 'pymodbus==3.8.*' 'pyserial>=3.5'
 fi
