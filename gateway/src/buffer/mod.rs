@@ -400,7 +400,7 @@ pub enum StoreError {
     /// An earlier I/O error left memory and disk possibly apart; reopen.
     #[error("buffer refused the write after an earlier I/O error; reopen it")]
     Poisoned,
-    /// The buffer directory could not be created.
+    /// The buffer directory or its log file could not be created or opened.
     #[error("buffer directory {path}: {source}")]
     Dir {
         /// The directory.

@@ -10,6 +10,7 @@
 
 use super::FrameKey;
 use mrv_shared::ids::DeviceId;
+use std::borrow::Cow;
 
 /// Key prefix of data batches: `b'd'` + batch id (u64 BE).
 pub const DATA_PREFIX: u8 = b'd';
@@ -38,6 +39,11 @@ pub const BATCH_HEADER_LEN: usize = 48;
 pub const ENTRY_HEADER_LEN: usize = 12;
 /// Length of the trailing CRC.
 pub const CRC_LEN: usize = 4;
+/// Batch flag: the payload is `raw length (u32)` + raw deflate of the entries.
+pub const FLAG_DEFLATE: u8 = 0x01;
+/// Largest inflated payload accepted (batches are split near 64 KiB, one
+/// frame is at most 64 KiB).
+const MAX_RAW_PAYLOAD: usize = 16 << 20;
 
 /// Why a stored value could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -217,20 +223,31 @@ impl BatchWriter {
         self.header.count
     }
 
-    /// Length of the finished value.
+    /// Length of the finished value before deflating (an upper bound).
     pub fn value_len(&self) -> usize {
         self.buf.len() + CRC_LEN
     }
 
-    /// The finished value: header, entries, CRC.
+    /// The finished value: header, entries (deflated when that is smaller),
+    /// CRC.
     pub fn finish(mut self) -> Vec<u8> {
         let h = self.header;
+        let raw = &self.buf[BATCH_HEADER_LEN..];
+        let deflated = deflate(raw);
+        let mut flags = 0;
+        if let Some(d) = deflated.filter(|d| d.len() + 4 < raw.len()) {
+            let raw_len = u32::try_from(raw.len()).expect("batches are split well below 4 GiB");
+            self.buf.truncate(BATCH_HEADER_LEN);
+            self.buf.extend_from_slice(&raw_len.to_le_bytes());
+            self.buf.extend_from_slice(&d);
+            flags |= FLAG_DEFLATE;
+        }
         let payload = u32::try_from(self.buf.len() - BATCH_HEADER_LEN)
             .expect("batches are split well below 4 GiB");
         let mut head = Vec::with_capacity(BATCH_HEADER_LEN);
         head.extend_from_slice(&BATCH_MAGIC);
         head.push(RECORD_VERSION);
-        head.push(0); // flags
+        head.push(flags);
         head.extend_from_slice(&h.count.to_le_bytes());
         head.extend_from_slice(&h.readings.to_le_bytes());
         head.extend_from_slice(&h.cum_frames_before.to_le_bytes());
@@ -244,21 +261,32 @@ impl BatchWriter {
     }
 }
 
-/// A checked batch value.
+fn deflate(raw: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write;
+    let mut e = flate2::write::DeflateEncoder::new(
+        Vec::with_capacity(raw.len() / 2),
+        flate2::Compression::fast(),
+    );
+    e.write_all(raw).ok()?;
+    e.finish().ok()
+}
+
+/// A checked batch value (header read, payload not yet inflated).
 #[derive(Debug, Clone, Copy)]
 pub struct BatchView<'a> {
     /// Its header.
     pub header: BatchHeader,
-    entries: &'a [u8],
+    flags: u8,
+    payload: &'a [u8],
 }
 
-/// Checks a batch value (CRC, magic, version, lengths) and returns a view.
+/// Checks a batch value (CRC, magic, version, flags, lengths) and returns a view.
 pub fn parse_batch(value: &[u8]) -> Result<BatchView<'_>, RecordError> {
     let body = unseal(value)?;
     if body.len() < BATCH_HEADER_LEN {
         return Err(RecordError::TooShort(value.len()));
     }
-    if body[..2] != BATCH_MAGIC || body[2] != RECORD_VERSION || body[3] != 0 {
+    if body[..2] != BATCH_MAGIC || body[2] != RECORD_VERSION || body[3] & !FLAG_DEFLATE != 0 {
         return Err(RecordError::UnknownLayout);
     }
     let mut f = Fields::new(&body[4..BATCH_HEADER_LEN]);
@@ -276,16 +304,53 @@ pub fn parse_batch(value: &[u8]) -> Result<BatchView<'_>, RecordError> {
     }
     Ok(BatchView {
         header,
-        entries: &body[BATCH_HEADER_LEN..],
+        flags: body[3],
+        payload: &body[BATCH_HEADER_LEN..],
     })
 }
 
 impl<'a> BatchView<'a> {
+    /// The entry bytes, inflated if the batch is deflated.
+    pub fn payload(&self) -> Result<Payload<'a>, RecordError> {
+        let bytes = if self.flags & FLAG_DEFLATE == 0 {
+            Cow::Borrowed(self.payload)
+        } else {
+            use std::io::Read;
+            let mut f = Fields::new(self.payload);
+            let raw_len = f.u32()? as usize;
+            if raw_len > MAX_RAW_PAYLOAD {
+                return Err(RecordError::Inconsistent("inflated length"));
+            }
+            let mut out = Vec::with_capacity(raw_len);
+            flate2::read::DeflateDecoder::new(&self.payload[4..])
+                .take(raw_len as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|_| RecordError::Inconsistent("deflated payload does not inflate"))?;
+            if out.len() != raw_len {
+                return Err(RecordError::Inconsistent("inflated length"));
+            }
+            Cow::Owned(out)
+        };
+        Ok(Payload {
+            bytes,
+            count: self.header.count,
+        })
+    }
+}
+
+/// A batch's entry bytes.
+#[derive(Debug)]
+pub struct Payload<'a> {
+    bytes: Cow<'a, [u8]>,
+    count: u32,
+}
+
+impl Payload<'_> {
     /// The entries: `(received_ms, frame bytes)`, in order.
-    pub fn entries(&self) -> EntryIter<'a> {
+    pub fn entries(&self) -> EntryIter<'_> {
         EntryIter {
-            rest: self.entries,
-            left: self.header.count,
+            rest: &self.bytes,
+            left: self.count,
         }
     }
 }
@@ -540,11 +605,8 @@ mod tests {
         w.push(3, b"", 0);
         let len = w.value_len();
         let v = w.finish();
-        assert_eq!(v.len(), len);
-        assert_eq!(
-            v.len(),
-            BATCH_HEADER_LEN + 2 * ENTRY_HEADER_LEN + 3 + CRC_LEN
-        );
+        assert_eq!(len, BATCH_HEADER_LEN + 2 * ENTRY_HEADER_LEN + 3 + CRC_LEN);
+        assert!(v.len() <= len, "deflate is used only when it is smaller");
         let b = parse_batch(&v).expect("valid batch");
         assert_eq!(
             b.header,
@@ -557,13 +619,36 @@ mod tests {
                 max_received_ms: 5
             }
         );
-        let e: Vec<_> = b.entries().collect::<Result<_, _>>().expect("entries");
+        let p = b.payload().expect("payload");
+        let e: Vec<_> = p.entries().collect::<Result<_, _>>().expect("entries");
         assert_eq!(e, vec![(5, &b"abc"[..]), (3, &b""[..])]);
         for i in 0..v.len() {
             let mut bad = v.clone();
             bad[i] ^= 0x10;
             assert!(parse_batch(&bad).is_err(), "flip at byte {i} not caught");
         }
+    }
+
+    #[test]
+    fn a_repetitive_batch_is_deflated_and_reads_back() {
+        let mut w = BatchWriter::new(0, 0);
+        let frame = b"MF same site same device same firmware".repeat(3);
+        for i in 0..100 {
+            w.push(i, &frame, 1);
+        }
+        let raw_len = w.value_len();
+        let v = w.finish();
+        assert!(v.len() * 4 < raw_len, "{} vs {raw_len}", v.len());
+        assert_eq!(v[3], FLAG_DEFLATE);
+        let b = parse_batch(&v).expect("valid batch");
+        let p = b.payload().expect("inflates");
+        let e: Vec<_> = p.entries().collect::<Result<_, _>>().expect("entries");
+        assert_eq!(e.len(), 100);
+        assert!(
+            e.iter()
+                .enumerate()
+                .all(|(i, (rx, f))| *rx == i as u64 && *f == &frame[..])
+        );
     }
 
     #[test]

@@ -27,6 +27,8 @@ use tracing::{info, warn};
 
 /// Name of the sled tree that holds everything (layout version 1).
 const TREE: &str = "buffer.v1";
+/// How long `open` retries while sled's file lock is still held.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most batches deleted per sled batch while pruning.
 const PRUNE_CHUNK: usize = 1024;
 
@@ -46,6 +48,10 @@ impl std::fmt::Debug for Buffer {
 
 struct Inner {
     db: sled::Db,
+    /// sled's log file, opened again only to `fdatasync` it: sled 0.34 on
+    /// Linux writes its log with `sync_file_range`, which neither persists
+    /// the file size nor flushes the drive's write cache.
+    log_file: std::fs::File,
     tree: sled::Tree,
     cfg: BufferConfig,
     state: Mutex<State>,
@@ -137,13 +143,33 @@ impl Buffer {
             path: cfg.path.clone(),
             source,
         })?;
-        let db = sled::Config::new()
+        let sled_cfg = sled::Config::new()
             .path(&cfg.path)
             .cache_capacity(cfg.cache_bytes)
             // Every write path flushes itself before returning.
-            .flush_every_ms(None)
-            .open()?;
+            .flush_every_ms(None);
+        // A buffer dropped a moment ago in this process may still hold
+        // sled's file lock from one of sled's I/O threads (a known sled
+        // 0.34 behaviour); give it up to LOCK_WAIT before giving up. A lock
+        // held by another process (a running gateway) fails after that.
+        let started = std::time::Instant::now();
+        let db = loop {
+            match sled_cfg.open() {
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && started.elapsed() < LOCK_WAIT =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                r => break r?,
+            }
+        };
         let tree = db.open_tree(TREE)?;
+        let log_path = cfg.path.join("db");
+        let log_file = std::fs::File::open(&log_path).map_err(|source| StoreError::Dir {
+            path: log_path,
+            source,
+        })?;
         let totals = match tree.get(record::TOTALS_KEY)? {
             Some(v) => Totals::decode(&v).map_err(corrupt("m/totals"))?,
             None => Totals::empty(),
@@ -206,6 +232,7 @@ impl Buffer {
         Ok(Buffer {
             inner: Arc::new(Inner {
                 db,
+                log_file,
                 tree,
                 cfg,
                 state: Mutex::new(state),
@@ -228,11 +255,18 @@ impl Buffer {
             .inner
             .tree
             .apply_batch(batch)
-            .and_then(|()| self.inner.tree.flush().map(|_| ()));
+            .and_then(|()| self.inner.tree.flush().map(|_| ()))
+            .map_err(StoreError::from)
+            .and_then(|()| {
+                self.inner
+                    .log_file
+                    .sync_data()
+                    .map_err(|e| StoreError::Sled(e.into()))
+            });
         if let Err(e) = r {
             st.poisoned = true;
             warn!(error = %e, "buffer write failed; refusing writes until reopened");
-            return Err(e.into());
+            return Err(e);
         }
         Ok(())
     }
@@ -535,7 +569,8 @@ impl Buffer {
             return Err(StoreError::NoSuchFrame { name, key });
         }
         let mut readings = b.header.cum_readings_before;
-        for (i, e) in b.entries().take(key.index as usize + 1).enumerate() {
+        let payload = b.payload().map_err(corrupt(format!("d:{}", key.batch)))?;
+        for (i, e) in payload.entries().take(key.index as usize + 1).enumerate() {
             let (_, bytes) = e.map_err(corrupt(format!("d:{}", key.batch)))?;
             let fk = FrameKey {
                 batch: key.batch,
@@ -773,7 +808,16 @@ impl Buffer {
             }
             let mut readings = 0u64;
             let mut count = 0u32;
-            for (i, e) in b.entries().enumerate() {
+            let payload = match b.payload() {
+                Ok(p) => p,
+                Err(e) => {
+                    problem(&mut rep, key, format!("batch payload: {e}"));
+                    prev = None;
+                    progress(rep.bytes);
+                    continue;
+                }
+            };
+            for (i, e) in payload.entries().enumerate() {
                 let (_, bytes) = match e {
                     Ok(x) => x,
                     Err(e) => {
@@ -895,7 +939,8 @@ fn first_after(
         let (k, v) = item?;
         let id = record::id_of_key(&k).expect("data range yields data keys");
         let b = record::parse_batch(&v).map_err(corrupt(format!("d:{id}")))?;
-        for (i, e) in b.entries().enumerate() {
+        let payload = b.payload().map_err(corrupt(format!("d:{id}")))?;
+        for (i, e) in payload.entries().enumerate() {
             let (rx, _) = e.map_err(corrupt(format!("d:{id}")))?;
             let key = FrameKey {
                 batch: id,
@@ -947,7 +992,14 @@ impl ScanIter {
                 return;
             }
         };
-        for (i, e) in b.entries().enumerate() {
+        let payload = match b.payload() {
+            Ok(p) => p,
+            Err(e) => {
+                self.pending.push_back(Err(corrupt(format!("d:{id}"))(e)));
+                return;
+            }
+        };
+        for (i, e) in payload.entries().enumerate() {
             let key = FrameKey {
                 batch: id,
                 index: i as u32,
