@@ -228,6 +228,7 @@ fn ingest(name: &str, readings: u64, path: &Path) {
     assert_eq!(stats.frames, frames_total);
     drop(buf);
     let (file_len, alloc) = dir_bytes(path);
+    let blobs = std::fs::read_dir(path.join("blobs")).map_or(0, |d| d.count());
     let n = stats.readings as f64;
     println!("## scenario {name}");
     println!(
@@ -244,7 +245,7 @@ fn ingest(name: &str, readings: u64, path: &Path) {
         slowest.as_secs_f64() * 1e3
     );
     println!(
-        "  disk     logical {:.1} B/reading; sled files {:.1} B/reading ({file_len} B), allocated blocks {:.1} B/reading",
+        "  disk     logical {:.1} B/reading; sled files {:.1} B/reading ({file_len} B, {blobs} blob files), allocated blocks {:.1} B/reading",
         stats.bytes as f64 / n,
         file_len as f64 / n,
         alloc as f64 / n

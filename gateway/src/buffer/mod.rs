@@ -12,10 +12,13 @@
 //!
 //! - **Durable when acked.** [`Buffer::append`] writes a whole call as one
 //!   atomic sled batch (data values, the touched device records and the
-//!   totals record) and calls `Db::flush` before it returns. When it returns
-//!   `Ok`, every frame it reports as [`AppendOutcome::Stored`] is on disk and
-//!   the acks it returns may be published. Cursors and events are flushed the
-//!   same way before their calls return.
+//!   totals record), calls `Tree::flush`, then `fdatasync`s sled's log file
+//!   and fsyncs any new sled blob file, before it returns. (sled 0.34 alone
+//!   writes its log with `sync_file_range`, which persists neither the file
+//!   size nor the drive's write cache, and never fsyncs blob files.) When it
+//!   returns `Ok`, every frame it reports as [`AppendOutcome::Stored`] is on
+//!   disk and the acks it returns may be published. Cursors, events and
+//!   prunes are committed the same way before their calls return.
 //! - **Bookkeeping is atomic with the data.** Per-device state (highest
 //!   contiguous seq, boot, stored seqs above it) and the counters are
 //!   written in the same sled batch as the frames they describe, so after a
@@ -44,6 +47,9 @@
 //! - **After an I/O error the buffer refuses writes** (`StoreError::Poisoned`)
 //!   until it is reopened: its memory may be ahead of the disk, and reopening
 //!   re-reads the truth.
+//! - **One process at a time.** sled locks its directory; `open` retries for
+//!   up to 2 s (a buffer dropped a moment ago in the same process may still
+//!   hold the lock from a sled I/O thread), then fails.
 //!
 //! ## Full-buffer policy
 //!
@@ -75,7 +81,7 @@
 //! |---|---|---|
 //! | 0 | 2 | magic `"MB"` |
 //! | 2 | 1 | layout version `1` |
-//! | 3 | 1 | flags, `0` |
+//! | 3 | 1 | flags: bit 0 = payload is deflated; others 0 |
 //! | 4 | 4 | frame count `n` |
 //! | 8 | 4 | readings in the batch |
 //! | 12 | 8 | frames appended before this batch (cumulative) |
@@ -83,15 +89,18 @@
 //! | 28 | 8 | lowest receipt time (Unix ms) |
 //! | 36 | 8 | highest receipt time (Unix ms) |
 //! | 44 | 4 | payload length `P` |
-//! | 48 | P | `n` entries: receipt ms (u64), frame length `L` (u32), `L` bytes of canonical binary frame (`mrv_shared::wire::binary`) |
+//! | 48 | P | `n` entries: receipt ms (u64), frame length `L` (u32), `L` bytes of canonical binary frame (`mrv_shared::wire::binary`); if flag bit 0: raw length (u32) + raw DEFLATE (RFC 1951) of those entries |
 //! | 48+P | 4 | CRC-32 (IEEE) of bytes `[0, 48+P)` |
 //!
 //! Checksums: every value ends in a CRC-32 of the bytes before it, so a torn
 //! or corrupted value is detected before it is parsed; each frame inside a
 //! batch also carries its own CRC-32 (part of the binary frame format), so
 //! `verify` can say which record is damaged. An append larger than about
-//! [`TARGET_BATCH_BYTES`] is split into several batches, written in the same
-//! atomic sled batch.
+//! [`TARGET_BATCH_BYTES`] (before deflating) is split into several batches,
+//! written in the same atomic sled batch. The entries are deflated (level 1)
+//! when that is smaller, which it is for any real batch: frames of one site
+//! repeat site, device, firmware and channel names. Batches stay small so
+//! that sled's leaf pages (up to 16 values) stay below its blob threshold.
 //!
 //! ## Retention and deletion
 //!
@@ -120,7 +129,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// An append is split into batches of about this many bytes (one sled value each).
-pub const TARGET_BATCH_BYTES: usize = 64 * 1024;
+pub const TARGET_BATCH_BYTES: usize = 16 * 1024;
 
 /// How to open the buffer.
 #[derive(Debug, Clone)]

@@ -116,6 +116,9 @@ struct State {
     full: bool,
     full_events: u64,
     poisoned: bool,
+    /// Highest sled blob file (named by its log sequence number) known to
+    /// be fsynced.
+    synced_blob: i64,
 }
 
 fn corrupt(key: impl Into<String>) -> impl FnOnce(RecordError) -> StoreError {
@@ -228,6 +231,7 @@ impl Buffer {
             full,
             full_events: u64::from(full),
             poisoned: false,
+            synced_blob: newest_blob(&cfg.path),
         };
         Ok(Buffer {
             inner: Arc::new(Inner {
@@ -261,6 +265,7 @@ impl Buffer {
                 self.inner
                     .log_file
                     .sync_data()
+                    .and_then(|()| sync_new_blobs(&self.inner.cfg.path, &mut st.synced_blob))
                     .map_err(|e| StoreError::Sled(e.into()))
             });
         if let Err(e) = r {
@@ -927,6 +932,51 @@ impl Buffer {
     pub fn path(&self) -> &std::path::Path {
         &self.inner.cfg.path
     }
+}
+
+/// sled 0.34 writes pages larger than a quarter segment (~128 KiB) as
+/// separate "blob" files, without fsync; the log entry pointing at them is
+/// then made durable by the flush. So after each flush, fsync every blob
+/// file newer than the last one synced, then the blobs directory.
+fn sync_new_blobs(path: &std::path::Path, synced: &mut i64) -> std::io::Result<()> {
+    let dir = path.join("blobs");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut newest = *synced;
+    for e in entries {
+        let e = e?;
+        let Some(lsn) = e.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) else {
+            continue;
+        };
+        if lsn <= *synced {
+            continue;
+        }
+        match std::fs::File::open(e.path()).and_then(|f| f.sync_all()) {
+            Ok(()) => {}
+            // Garbage-collected by sled since the listing: nothing to keep.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        newest = newest.max(lsn);
+    }
+    if newest > *synced {
+        std::fs::File::open(&dir)?.sync_all()?;
+        *synced = newest;
+    }
+    Ok(())
+}
+
+/// The newest blob file at open (already on disk before this process).
+fn newest_blob(path: &std::path::Path) -> i64 {
+    std::fs::read_dir(path.join("blobs")).map_or(-1, |d| {
+        d.flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i64>().ok()))
+            .max()
+            .unwrap_or(-1)
+    })
 }
 
 /// The first frame after `after` (None = the first kept), with its receipt time.
