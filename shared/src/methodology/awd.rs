@@ -102,7 +102,7 @@ pub fn thresholds(params: &Params) -> Result<(i64, u64), CalcError> {
         name: "dry_threshold_mm",
         why: alloc::string::String::from("out of range"),
     })?;
-    let ms = days.mul(Ratio::int(i128::from(DAY_MS)))?.floor();
+    let ms = days.checked_mul(Ratio::int(i128::from(DAY_MS)))?.floor();
     let ms = u64::try_from(ms).map_err(|_| CalcError::BadParam {
         name: "drainage_min_days",
         why: alloc::string::String::from("must be >= 0"),
@@ -132,14 +132,14 @@ pub fn reduction(
     params: &Params,
 ) -> Result<Outcome, CalcError> {
     let base = area
-        .mul(days)?
-        .mul(param(params, "ef_c")?)?
-        .mul(param(params, "sf_p")?)?
-        .mul(param(params, "sf_o")?)?
-        .mul(param(params, "gwp_ch4")?)?
-        .div(Ratio::int(1000))?;
-    let re = base.mul(param(params, "sf_w_baseline")?)?;
-    let pe = base.mul(sf_w(regime, params)?)?;
+        .checked_mul(days)?
+        .checked_mul(param(params, "ef_c")?)?
+        .checked_mul(param(params, "sf_p")?)?
+        .checked_mul(param(params, "sf_o")?)?
+        .checked_mul(param(params, "gwp_ch4")?)?
+        .checked_div(Ratio::int(1000))?;
+    let re = base.checked_mul(param(params, "sf_w_baseline")?)?;
+    let pe = base.checked_mul(sf_w(regime, params)?)?;
     Outcome::new(re, pe)
 }
 
@@ -166,7 +166,7 @@ mod tests {
     #[test]
     fn a_dry_spell_counts_once_and_only_after_three_days() {
         let h = 3_600_000;
-        let (thr, min) = thresholds(&ipcc()).unwrap();
+        let (thr, min) = thresholds(&ipcc()).expect("test vector is valid");
         assert_eq!((thr, min), (-50, 3 * DAY_MS));
         let mut levels = alloc::vec::Vec::new();
         // Flooded, then dry for 80 hours, wet, dry for 50 hours, dry again 100 hours.
@@ -201,10 +201,19 @@ mod tests {
             WaterRegime::MultipleDrainage,
             &ipcc(),
         )
-        .unwrap();
-        assert_eq!(out.re.to_decimal_floor(3).unwrap(), "33.320");
-        assert_eq!(out.pe.to_decimal_floor(3).unwrap(), "18.326");
-        assert_eq!(out.er.to_decimal_floor(3).unwrap(), "14.994");
+        .expect("test vector is valid");
+        assert_eq!(
+            out.re.to_decimal_floor(3).expect("test vector is valid"),
+            "33.320"
+        );
+        assert_eq!(
+            out.pe.to_decimal_floor(3).expect("test vector is valid"),
+            "18.326"
+        );
+        assert_eq!(
+            out.er.to_decimal_floor(3).expect("test vector is valid"),
+            "14.994"
+        );
         assert_eq!(out.er.floor(), 14);
         // Single drainage: 33.32 x 0.29 = 9.6628.
         let single = reduction(
@@ -213,8 +222,11 @@ mod tests {
             WaterRegime::SingleDrainage,
             &ipcc(),
         )
-        .unwrap();
-        assert_eq!(single.er.to_decimal_floor(4).unwrap(), "9.6628");
+        .expect("test vector is valid");
+        assert_eq!(
+            single.er.to_decimal_floor(4).expect("test vector is valid"),
+            "9.6628"
+        );
         // Continuously flooded: nothing.
         let none = reduction(
             Ratio::int(10),
@@ -222,7 +234,7 @@ mod tests {
             WaterRegime::ContinuouslyFlooded,
             &ipcc(),
         )
-        .unwrap();
+        .expect("test vector is valid");
         assert_eq!(none.er, Ratio::ZERO);
     }
 }

@@ -126,8 +126,8 @@ pub fn reduction(ch4_ml: i128, params: &Params) -> Result<Outcome, CalcError> {
         });
     }
     // mL -> m3 is 1e-6, kg -> t is 1e-3.
-    let ch4_t = Ratio::new(ch4_ml, 1_000_000_000)?.mul(rho)?;
-    let re = ch4_t.mul(de)?.mul(gwp)?;
+    let ch4_t = Ratio::new(ch4_ml, 1_000_000_000)?.checked_mul(rho)?;
+    let re = ch4_t.checked_mul(de)?.checked_mul(gwp)?;
     Outcome::new(re, Ratio::ZERO)
 }
 
@@ -168,8 +168,11 @@ mod tests {
                 ("destruction_efficiency", "0.90"),
             ]),
         )
-        .unwrap();
-        assert_eq!(out.er.to_decimal_floor(10).unwrap(), "0.0991814856");
+        .expect("test vector is valid");
+        assert_eq!(
+            out.er.to_decimal_floor(10).expect("test vector is valid"),
+            "0.0991814856"
+        );
         assert_eq!(out.er.floor(), 0);
     }
 

@@ -131,7 +131,7 @@ impl Outcome {
         Ok(Outcome {
             re,
             pe,
-            er: re.sub(pe)?,
+            er: re.checked_sub(pe)?,
         })
     }
 }

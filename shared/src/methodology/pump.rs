@@ -15,7 +15,7 @@ pub const PARAMS: &[(&str, &str)] = &[("ef_displaced", "tCO2/MWh")];
 /// `ER = E x EF_displaced` for `energy_wh` credited watt-hours at the pump.
 pub fn reduction(energy_wh: i128, params: &Params) -> Result<Outcome, CalcError> {
     let ef = param(params, "ef_displaced")?;
-    let re = Ratio::new(energy_wh, WH_PER_MWH)?.mul(ef)?;
+    let re = Ratio::new(energy_wh, WH_PER_MWH)?.checked_mul(ef)?;
     Outcome::new(re, Ratio::ZERO)
 }
 
@@ -28,9 +28,13 @@ mod tests {
     #[test]
     fn a_season_of_pumping_displacing_diesel() {
         // 7.5 kW pump x 6 h x 120 days = 5 400 kWh; diesel EF 0.8 -> 4.32 t.
-        let out = reduction(5_400_000, &params(&[("ef_displaced", "0.8")])).unwrap();
+        let out = reduction(5_400_000, &params(&[("ef_displaced", "0.8")]))
+            .expect("test vector is valid");
         assert_eq!(out.er.to_string(), "108/25");
-        assert_eq!(out.er.to_decimal_floor(2).unwrap(), "4.32");
+        assert_eq!(
+            out.er.to_decimal_floor(2).expect("test vector is valid"),
+            "4.32"
+        );
         assert_eq!(out.er.floor(), 4);
     }
 }

@@ -14,7 +14,7 @@ pub const PARAMS: &[(&str, &str)] = &[("ef", "tCO2/MWh")];
 /// `ER = EG x EF` for `eg_wh` credited watt-hours.
 pub fn reduction(eg_wh: i128, params: &Params) -> Result<Outcome, CalcError> {
     let ef = param(params, "ef")?;
-    let re = Ratio::new(eg_wh, WH_PER_MWH)?.mul(ef)?;
+    let re = Ratio::new(eg_wh, WH_PER_MWH)?.checked_mul(ef)?;
     Outcome::new(re, Ratio::ZERO)
 }
 
@@ -45,18 +45,25 @@ pub(crate) mod tests {
     fn one_and_a_quarter_mwh_at_half_a_tonne_is_0_617_t() {
         // Worked vector: EG = 1 234 567 Wh = 1.234567 MWh, EF = 0.5000 tCO2/MWh
         // ER = 0.6172835 tCO2e exactly = 1234567/2000000.
-        let out = reduction(1_234_567, &params(&[("ef", "0.5000")])).unwrap();
+        let out = reduction(1_234_567, &params(&[("ef", "0.5000")])).expect("test vector is valid");
         assert_eq!(out.re.to_string(), "1234567/2000000");
         assert_eq!(out.pe, Ratio::ZERO);
-        assert_eq!(out.er.to_decimal_floor(6).unwrap(), "0.617283");
+        assert_eq!(
+            out.er.to_decimal_floor(6).expect("test vector is valid"),
+            "0.617283"
+        );
         assert_eq!(out.er.floor(), 0);
     }
 
     #[test]
     fn a_month_of_a_1_mw_plant_floors_to_whole_tonnes() {
         // 1 MW x 5 h/day x 30 days = 150 MWh; Thai grid EF 0.5113 -> 76.695 t.
-        let out = reduction(150_000_000, &params(&[("ef", "0.5113")])).unwrap();
-        assert_eq!(out.er.to_decimal_floor(3).unwrap(), "76.695");
+        let out =
+            reduction(150_000_000, &params(&[("ef", "0.5113")])).expect("test vector is valid");
+        assert_eq!(
+            out.er.to_decimal_floor(3).expect("test vector is valid"),
+            "76.695"
+        );
         assert_eq!(out.er.floor(), 76);
     }
 

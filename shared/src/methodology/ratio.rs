@@ -128,7 +128,7 @@ impl Ratio {
     }
 
     /// `self + other`.
-    pub fn add(self, other: Ratio) -> Result<Ratio, RatioError> {
+    pub fn checked_add(self, other: Ratio) -> Result<Ratio, RatioError> {
         let g = gcd(self.den, other.den).max(1);
         let a = self
             .num
@@ -145,15 +145,15 @@ impl Ratio {
     }
 
     /// `self - other`.
-    pub fn sub(self, other: Ratio) -> Result<Ratio, RatioError> {
-        self.add(Ratio {
+    pub fn checked_sub(self, other: Ratio) -> Result<Ratio, RatioError> {
+        self.checked_add(Ratio {
             num: other.num.checked_neg().ok_or(RatioError::Overflow)?,
             den: other.den,
         })
     }
 
     /// `self * other`.
-    pub fn mul(self, other: Ratio) -> Result<Ratio, RatioError> {
+    pub fn checked_mul(self, other: Ratio) -> Result<Ratio, RatioError> {
         // Cross-reduce first to keep intermediates small.
         let g1 = gcd(self.num, other.den).max(1);
         let g2 = gcd(other.num, self.den).max(1);
@@ -167,11 +167,11 @@ impl Ratio {
     }
 
     /// `self / other`.
-    pub fn div(self, other: Ratio) -> Result<Ratio, RatioError> {
+    pub fn checked_div(self, other: Ratio) -> Result<Ratio, RatioError> {
         if other.num == 0 {
             return Err(RatioError::DivisionByZero);
         }
-        self.mul(Ratio {
+        self.checked_mul(Ratio {
             num: other.den,
             den: other.num,
         })
@@ -245,12 +245,17 @@ mod tests {
     #[test]
     fn decimals_parse_exactly_and_reduce() {
         assert_eq!(
-            Ratio::parse_decimal("0.5000").unwrap(),
-            Ratio::new(1, 2).unwrap()
+            Ratio::parse_decimal("0.5000").expect("test vector is valid"),
+            Ratio::new(1, 2).expect("test vector is valid")
         );
-        assert_eq!(Ratio::parse_decimal("-12").unwrap(), Ratio::int(-12));
         assert_eq!(
-            Ratio::parse_decimal("0.716").unwrap().to_string(),
+            Ratio::parse_decimal("-12").expect("test vector is valid"),
+            Ratio::int(-12)
+        );
+        assert_eq!(
+            Ratio::parse_decimal("0.716")
+                .expect("test vector is valid")
+                .to_string(),
             "179/250"
         );
         for bad in ["", ".5", "5.", "1e3", "+1", "1.2.3", "abc", "--1"] {
@@ -260,31 +265,54 @@ mod tests {
 
     #[test]
     fn exact_text_round_trips() {
-        let r = Ratio::new(-10, 4).unwrap();
+        let r = Ratio::new(-10, 4).expect("test vector is valid");
         assert_eq!(r.to_string(), "-5/2");
-        assert_eq!(Ratio::parse_exact("-5/2").unwrap(), r);
-        assert_eq!(Ratio::parse_exact("7").unwrap(), Ratio::int(7));
+        assert_eq!(Ratio::parse_exact("-5/2").expect("test vector is valid"), r);
+        assert_eq!(
+            Ratio::parse_exact("7").expect("test vector is valid"),
+            Ratio::int(7)
+        );
         assert!(Ratio::parse_exact("1/0").is_err());
         assert!(Ratio::parse_exact("1/").is_err());
     }
 
     #[test]
     fn arithmetic_and_floor_round_toward_negative_infinity() {
-        let a = Ratio::new(1, 3).unwrap();
-        let b = Ratio::new(1, 6).unwrap();
-        assert_eq!(a.add(b).unwrap(), Ratio::new(1, 2).unwrap());
-        assert_eq!(a.sub(b).unwrap(), b);
-        assert_eq!(a.mul(b).unwrap(), Ratio::new(1, 18).unwrap());
-        assert_eq!(a.div(b).unwrap(), Ratio::int(2));
-        assert_eq!(Ratio::new(-1, 2).unwrap().floor(), -1);
-        assert_eq!(Ratio::new(7, 2).unwrap().floor(), 3);
-        assert_eq!(a.to_decimal_floor(6).unwrap(), "0.333333");
+        let a = Ratio::new(1, 3).expect("test vector is valid");
+        let b = Ratio::new(1, 6).expect("test vector is valid");
         assert_eq!(
-            Ratio::new(-1, 3).unwrap().to_decimal_floor(3).unwrap(),
+            a.checked_add(b).expect("test vector is valid"),
+            Ratio::new(1, 2).expect("test vector is valid")
+        );
+        assert_eq!(a.checked_sub(b).expect("test vector is valid"), b);
+        assert_eq!(
+            a.checked_mul(b).expect("test vector is valid"),
+            Ratio::new(1, 18).expect("test vector is valid")
+        );
+        assert_eq!(
+            a.checked_div(b).expect("test vector is valid"),
+            Ratio::int(2)
+        );
+        assert_eq!(Ratio::new(-1, 2).expect("test vector is valid").floor(), -1);
+        assert_eq!(Ratio::new(7, 2).expect("test vector is valid").floor(), 3);
+        assert_eq!(
+            a.to_decimal_floor(6).expect("test vector is valid"),
+            "0.333333"
+        );
+        assert_eq!(
+            Ratio::new(-1, 3)
+                .expect("test vector is valid")
+                .to_decimal_floor(3)
+                .expect("test vector is valid"),
             "-0.334"
         );
-        assert_eq!(Ratio::int(5).to_decimal_floor(0).unwrap(), "5");
-        assert!(a.div(Ratio::ZERO).is_err());
-        assert!(Ratio::int(i128::MAX).add(Ratio::ONE).is_err());
+        assert_eq!(
+            Ratio::int(5)
+                .to_decimal_floor(0)
+                .expect("test vector is valid"),
+            "5"
+        );
+        assert!(a.checked_div(Ratio::ZERO).is_err());
+        assert!(Ratio::int(i128::MAX).checked_add(Ratio::ONE).is_err());
     }
 }

@@ -199,7 +199,7 @@ pub fn calculate(
                 .filter(|((d, _), s)| s.quantity == Quantity::WaterLevel && !skip.contains(d))
                 .collect();
             let n = tubes.len().max(1) as i128;
-            let tube_area = awd::param_area(params)?.div(Ratio::int(n))?;
+            let tube_area = awd::param_area(params)?.checked_div(Ratio::int(n))?;
             let mut end = start.clone();
             let mut total = Outcome::new(Ratio::ZERO, Ratio::ZERO)?;
             for ((dev, ch), ss) in &tubes {
@@ -229,7 +229,7 @@ pub fn calculate(
                     WaterRegime::from_events(s1.drainage_events),
                     params,
                 )?;
-                total = Outcome::new(total.re.add(o.re)?, total.pe.add(o.pe)?)?;
+                total = Outcome::new(total.re.checked_add(o.re)?, total.pe.checked_add(o.pe)?)?;
             }
             inputs.insert(String::from("tubes"), tubes.len().to_string());
             awd_in = Some(start);

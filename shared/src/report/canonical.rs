@@ -152,7 +152,7 @@ fn write_f64(out: &mut String, f: f64) -> Result<(), CanonicalError> {
             out.push_str(&digits[1..]);
         }
         out.push('e');
-        out.push(if n - 1 >= 0 { '+' } else { '-' });
+        out.push(if n > 0 { '+' } else { '-' });
         write!(out, "{}", (n - 1).abs()).expect("writing to a String cannot fail");
     }
     Ok(())
@@ -200,8 +200,9 @@ mod tests {
     use super::*;
 
     fn jcs(s: &str) -> String {
-        let v: Value = serde_json::from_str(s).unwrap();
-        String::from_utf8(canonicalize(&v).unwrap()).unwrap()
+        let v: Value = serde_json::from_str(s).expect("test vector is valid");
+        String::from_utf8(canonicalize(&v).expect("test vector is valid"))
+            .expect("test vector is valid")
     }
 
     #[test]

@@ -1,14 +1,14 @@
 //! Verification of signed reports: what an MRV backend, an auditor, the
 //! gateway's `verify` command and the reference receiver all run.
 //!
-//! - [`verify_jws`]: the JWS (algorithm, known `kid`, Ed25519 signature over
+//! - [`verify_jws`] checks the JWS (algorithm, known `kid`, Ed25519 signature over
 //!   the bytes as stored), then the payload parses as a [`Report`] of a
 //!   known schema signed by the key its header names;
-//! - [`check_contents`]: frames sorted and unique, late flags, reading count
+//! - [`check_contents`] checks frames sorted and unique, late flags, reading count
 //!   and Merkle root, every device signature, every series aggregate and the
 //!   calculation recomputed from the readings;
-//! - [`verify_report`]: both;
-//! - [`Chain`]: continuity across reports of one gateway: gap-free `seq`,
+//! - [`verify_report`] runs both;
+//! - [`Chain`] checks continuity across reports of one gateway: gap-free `seq`,
 //!   `prev_hash` = SHA-256 of the previous stored bytes, no replay,
 //!   contiguous periods, counter baselines = previous last values.
 
