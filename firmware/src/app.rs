@@ -317,6 +317,11 @@ impl<F: NorFlash, const P: usize> App<F, P> {
         Ok(())
     }
 
+    /// Changes the re-send timeout.
+    pub fn set_ack_timeout(&mut self, ms: u64) {
+        self.cfg.ack_timeout_ms = ms;
+    }
+
     /// Marks every unacked frame as due (after a (re)connect).
     pub fn on_connected(&mut self) {
         for s in self.send.values_mut() {

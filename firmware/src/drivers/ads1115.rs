@@ -168,6 +168,11 @@ impl<I2C: I2c, D: DelayNs> Ads1115<I2C, D> {
         ))
     }
 
+    /// The bus (e.g. for a simulator to drive it).
+    pub fn bus_mut(&mut self) -> &mut I2C {
+        &mut self.i2c
+    }
+
     /// Gives the bus and the delay back.
     pub fn release(self) -> (I2C, D) {
         (self.i2c, self.delay)

@@ -201,6 +201,11 @@ impl<U: Read> Ch4Analyser<U> {
         self.parser.rejected
     }
 
+    /// The UART (e.g. for a simulator to feed it).
+    pub fn uart_mut(&mut self) -> &mut U {
+        &mut self.uart
+    }
+
     /// Gives the UART back.
     pub fn release(self) -> U {
         self.uart

@@ -44,6 +44,11 @@ impl<P: InputPin> Contact<P> {
         self.debounce.level()
     }
 
+    /// The pin (e.g. for a simulator to drive it).
+    pub fn pin_mut(&mut self) -> &mut P {
+        &mut self.pin
+    }
+
     /// Gives the pin back.
     pub fn release(self) -> P {
         self.pin

@@ -74,6 +74,11 @@ impl<P: InputPin> PulseCounter<P> {
         self.pulses
     }
 
+    /// The pin (e.g. for a simulator to drive it).
+    pub fn pin_mut(&mut self) -> &mut P {
+        &mut self.pin
+    }
+
     /// Gives the pin back.
     pub fn release(self) -> P {
         self.pin

@@ -8,6 +8,7 @@
 
 use super::node::SimNode;
 use super::{Faults, Shared, SimConfig};
+use crate::app::Uplink;
 use mrv_shared::wire::topic::{ack_topic, up_topic};
 use mrv_shared::wire::{Ack, binary, json};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
@@ -74,6 +75,20 @@ async fn poll_link(mut el: EventLoop, tx: mpsc::UnboundedSender<LinkEvent>, ack:
     }
 }
 
+/// The MQTT client as the firmware's uplink: queue without waiting.
+struct MqttUplink<'a> {
+    client: &'a AsyncClient,
+    topic: &'a str,
+}
+
+impl Uplink for MqttUplink<'_> {
+    type Error = rumqttc::ClientError;
+    fn send(&mut self, _seq: u64, payload: &[u8]) -> Result<(), Self::Error> {
+        self.client
+            .try_publish(self.topic, QoS::AtLeastOnce, false, payload.to_vec())
+    }
+}
+
 /// Runs device `index` of `cfg` until `stop` turns true.
 pub(super) async fn run(
     cfg: Arc<SimConfig>,
@@ -83,7 +98,7 @@ pub(super) async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let dev = &cfg.devices[index];
-    let mut node = SimNode::new(
+    let mut node = match SimNode::new(
         cfg.site.clone(),
         dev.id.clone(),
         dev.kind,
@@ -92,7 +107,13 @@ pub(super) async fn run(
         cfg.samples_per_frame,
         cfg.max_outbox,
         cfg.max_frames,
-    );
+    ) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(device = %dev.id, error = %e, "simulated device did not boot");
+            return;
+        }
+    };
     let up = up_topic(&cfg.site, &dev.id);
     let ack = ack_topic(&cfg.site, &dev.id);
     let t0 = Instant::now();
@@ -120,29 +141,25 @@ pub(super) async fn run(
         resend_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut connected = false;
 
-        let send_due = |node: &mut SimNode, shared: &Shared| {
+        // Returns false when the flash lost power (reboot).
+        let send_due = |node: &mut SimNode, shared: &Shared| -> bool {
             let now_ms = t0.elapsed().as_millis() as u64;
-            let (mut sent, mut resent, mut refused) = (0, 0, 0);
-            for (seq, payload, again) in node.due(now_ms, ack_timeout_ms) {
-                if refused > 0 {
-                    node.unsend(seq);
-                    continue;
-                }
-                match client.try_publish(up.clone(), QoS::AtLeastOnce, false, payload) {
-                    Ok(()) if again => resent += 1,
-                    Ok(()) => sent += 1,
-                    Err(_) => {
-                        node.unsend(seq);
-                        refused += 1;
+            let mut up = MqttUplink {
+                client: &client,
+                topic: &up,
+            };
+            match node.service(&mut up, now_ms, ack_timeout_ms) {
+                Some(r) => {
+                    if r.sent + r.resent + r.refused > 0 {
+                        shared.update(node.device(), |s| {
+                            s.frames_sent += r.sent;
+                            s.frames_resent += r.resent;
+                            s.publish_refused += r.refused;
+                        });
                     }
+                    true
                 }
-            }
-            if sent + resent + refused > 0 {
-                shared.update(node.device(), |s| {
-                    s.frames_sent += sent;
-                    s.frames_resent += resent;
-                    s.publish_refused += refused;
-                });
+                None => false,
             }
         };
 
@@ -161,7 +178,9 @@ pub(super) async fn run(
                             tracing::warn!(device = %id, "could not queue the ack subscription");
                         }
                         node.mark_all_due();
-                        send_due(&mut node, &shared);
+                        if !send_due(&mut node, &shared) {
+                            break BootEnd::PowerCut;
+                        }
                     }
                     Some(LinkEvent::Disconnected) => {
                         if connected {
@@ -173,6 +192,9 @@ pub(super) async fn run(
                         match decode_any_ack(&payload) {
                             Some(a) => {
                                 let r = node.on_ack(a);
+                                if r.power_lost {
+                                    break BootEnd::PowerCut;
+                                }
                                 let (len, hi, st, next) = (node.outbox_len() as u64, node.highest_acked(), node.last_status(), node.next_seq());
                                 shared.update(&id, |s| {
                                     s.acks_received += 1;
@@ -182,8 +204,8 @@ pub(super) async fn run(
                                     s.frames_renumbered += r.renumbered;
                                     s.next_seq = next;
                                 });
-                                if r.renumbered > 0 {
-                                    send_due(&mut node, &shared);
+                                if r.renumbered > 0 && !send_due(&mut node, &shared) {
+                                    break BootEnd::PowerCut;
                                 }
                             }
                             None => tracing::warn!(device = %id, "undecodable ack ignored"),
@@ -206,11 +228,14 @@ pub(super) async fn run(
                         s.samples_dropped += out.dropped;
                         s.next_seq = next;
                     });
+                    if out.power_lost {
+                        break BootEnd::PowerCut;
+                    }
                     if out.sealed.is_none() {
                         continue;
                     }
-                    if connected {
-                        send_due(&mut node, &shared);
+                    if connected && !send_due(&mut node, &shared) {
+                        break BootEnd::PowerCut;
                     }
                     if connected && f.garbage_every_frames.is_some_and(|n| n > 0 && produced % n == 0) {
                         let junk: Vec<u8> = b"MF\x01\x00garbage-on-the-wire".iter().map(|b| b ^ (produced as u8)).collect();
@@ -219,12 +244,13 @@ pub(super) async fn run(
                         }
                     }
                     if f.reboot_every_frames.is_some_and(|n| n > 0 && produced % n == 0) {
+                        node.power_cut();
                         break BootEnd::PowerCut;
                     }
                 }
                 _ = resend_tick.tick() => {
-                    if connected {
-                        send_due(&mut node, &shared);
+                    if connected && !send_due(&mut node, &shared) {
+                        break BootEnd::PowerCut;
                     }
                 }
             }
@@ -236,7 +262,17 @@ pub(super) async fn run(
         shared.update(&id, |s| s.connected = 0);
         match end {
             BootEnd::Stop => return,
-            BootEnd::PowerCut => node.reboot(),
+            BootEnd::PowerCut => {
+                if let Err(e) = node.reboot() {
+                    tracing::error!(device = %id, error = %e, "simulated device did not reboot");
+                    return;
+                }
+                let (len, next) = (node.outbox_len() as u64, node.next_seq());
+                shared.update(&id, |s| {
+                    s.outbox_len = len;
+                    s.next_seq = next;
+                });
+            }
         }
     }
 }

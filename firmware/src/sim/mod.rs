@@ -2,10 +2,11 @@
 //!
 //! [`start`] spawns one task per [`SimDevice`] on the current tokio runtime.
 //! Each task owns one MQTT client (client id = device id) and one
-//! [`node::SimNode`], the device logic: sampling of a physical model
-//! ([`physics`]), frame sealing with gap-free sequence numbers, signing, and
-//! an outbox of frames not yet acked that survives simulated reboots (it
-//! stands for the device's flash).
+//! [`node::SimNode`]: the firmware application ([`crate::app::App`]) with
+//! its flash journal on a simulated NOR flash, reading simulated hardware
+//! ([`hardware`]) through the real drivers, driven by physical models
+//! ([`physics`]). Reboots and power cuts restart the application from its
+//! flash, as on a board.
 //!
 //! Protocol (see `mrv_shared::wire`): each frame is published QoS 1 on
 //! `mrv/<site>/<device>/up`; the device subscribes QoS 1 to
@@ -21,6 +22,7 @@
 //! ([`DeviceStats::samples_dropped`]).
 
 mod device_task;
+pub mod hardware;
 pub mod node;
 pub mod physics;
 
@@ -263,8 +265,15 @@ fn validate(cfg: &SimConfig) -> Result<(), SimError> {
     if ids.len() != cfg.devices.len() {
         return bad("device ids must be unique");
     }
-    if cfg.samples_per_frame == 0 || cfg.samples_per_frame > mrv_shared::wire::MAX_SAMPLES - 8 {
-        return bad("samples_per_frame must be 1 to 4088");
+    if cfg.samples_per_frame == 0 || cfg.samples_per_frame > node::SIM_MAX_SAMPLES_PER_FRAME {
+        return bad("samples_per_frame must be 1 to 1024");
+    }
+    // A frame (plus its journal record) must fit in one flash sector.
+    let max_frame = node::estimated_frame_bytes(cfg.format, cfg.samples_per_frame + 2);
+    if max_frame + 100 > node::SIM_SECTOR || max_frame > mrv_shared::wire::MAX_FRAME_BYTES {
+        return bad(
+            "frames this large do not fit the simulated flash (JSON: at most ~240 samples per frame)",
+        );
     }
     if cfg.max_outbox == 0 {
         return bad("max_outbox must be at least 1");

@@ -1,35 +1,79 @@
-//! [`SimNode`]: the logic of one simulated device, without any I/O.
+//! [`SimNode`]: one simulated device = the firmware [`App`] on simulated
+//! hardware, without any network I/O.
 //!
-//! It samples a physical model, seals samples into frames with gap-free
-//! sequence numbers, signs and encodes them, keeps them in an outbox until
-//! acked, and decides what to (re-)send when. Time comes in as arguments
-//! (`now_ms`: a monotonic clock in ms; `device_time_ms`: the device's wall
-//! clock, which may be skewed). The MQTT task in `device_task` does the I/O.
+//! Each sample tick the physical model advances, drives the simulated
+//! peripherals ([`super::hardware`]): S0 pulses on pins, a loop current
+//! into the ADS1115, frames into the analyser's UART, contact levels; the
+//! firmware drivers read them and the values go through [`App::record`] /
+//! [`App::seal`] into the flash journal, exactly as on a board. The flash
+//! is a [`SizedRamFlash`] that survives [`SimNode::reboot`]; a power cut
+//! ([`SimNode::power_cut`]) may tear the write in progress.
 //!
-//! State that a real device keeps in flash (and which therefore survives
-//! [`SimNode::reboot`]): boot counter, next sequence number, meter
-//! registers, outbox. State in RAM (lost on reboot): samples not yet sealed
-//! into a frame, send timestamps.
+//! Meter constants: PV energy 1000 imp/kWh (1 Wh per pulse), pump energy
+//! 1 Wh per pulse and water 1 L per pulse, digester gas 10 L per pulse;
+//! paddy tube probe 4-20 mA = -300..+200 mm over a 150 ohm shunt. Solar
+//! power is derived from the pulse rate. An unplugged S0 meter is not
+//! detectable (its counter just stops), an unplugged probe reads an open
+//! loop (`OUT_OF_RANGE | UNAVAILABLE`), a silent analyser `UNAVAILABLE`,
+//! an unplugged contact reads inactive. Noise puts glitches on the S0
+//! lines (the debouncer removes them), current noise on the loop and
+//! garbage bytes on the UART (the frame parser skips them).
 
+use super::hardware::{NoDelay, SimAds1115, SimPin, SimUart};
 use super::physics::{Digester, IrrigationPump, PaddyField, SolarPlant};
 use super::{DeviceKind, Faults, WireFormat};
-use alloc::collections::VecDeque;
+use crate::app::{App, AppConfig, AppError, Encoding, Identity, ServiceReport, Uplink};
+use crate::drivers::ads1115::{self, Ads1115, LoopScale, LoopState};
+use crate::drivers::ch4_uart::{self, BiogasReading, Ch4Analyser};
+use crate::drivers::contact::Contact;
+use crate::drivers::pulse::{PulseCounter, PulseScale};
+use crate::storage::ram_flash::{RamFlashError, SizedRamFlash};
 use ed25519_dalek::SigningKey;
 use mrv_shared::ids::{ChannelId, DeviceId, SiteId};
 use mrv_shared::quantity::{Quantity, ValueKind};
-use mrv_shared::reading::{Channel, Quality, Sample};
-use mrv_shared::wire::signature::sign_frame;
-use mrv_shared::wire::{Ack, AckStatus, Frame, binary, json};
+use mrv_shared::reading::{Channel, Quality};
+use mrv_shared::wire::{Ack, AckStatus};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::boxed::Box;
 use std::string::String;
 use std::vec::Vec;
 
 /// Firmware version string the simulated devices report.
 pub const SIM_FIRMWARE: &str = concat!("mrv-sim-", env!("CARGO_PKG_VERSION"));
+/// Flash sector size of a simulated device.
+pub const SIM_SECTOR: usize = 32 * 1024;
+/// Most samples per frame a simulated device supports.
+pub const SIM_MAX_SAMPLES_PER_FRAME: usize = 1024;
+const SIM_PENDING: usize = SIM_MAX_SAMPLES_PER_FRAME + 8;
+/// Debounce threshold (samples) of the simulated digital inputs.
+const DEBOUNCE: u8 = 2;
+const SHUNT_MILLIOHM: u32 = 150_000;
+const TUBE: LoopScale = LoopScale {
+    at_4ma: -300,
+    at_20ma: 200,
+};
 
-/// Noise above this relative amplitude flags a sample `SUSPECT`.
-const SUSPECT_NOISE: f64 = 0.05;
+type SimFlash = SizedRamFlash<SIM_SECTOR>;
+type SimApp = App<SimFlash, SIM_PENDING>;
+type SimAppError = AppError<RamFlashError>;
+
+/// Bytes a frame takes on flash at most, estimated: for sizing the
+/// simulated flash and checking the config.
+pub fn estimated_frame_bytes(format: WireFormat, samples: usize) -> usize {
+    match format {
+        WireFormat::Binary => 200 + 20 * samples,
+        WireFormat::Json => 300 + 130 * samples,
+    }
+}
+
+/// Flash sectors a device needs for `max_outbox` frames of `samples`.
+pub fn flash_sectors(format: WireFormat, samples: usize, max_outbox: usize) -> u32 {
+    let rec = estimated_frame_bytes(format, samples) + 80;
+    let per_sector = (SIM_SECTOR - 16) / rec;
+    let n = max_outbox.div_ceil(per_sector.max(1)) + 3;
+    n.clamp(3, crate::storage::journal::MAX_SECTORS as usize) as u32
+}
 
 #[derive(Debug, Clone)]
 enum Model {
@@ -39,19 +83,68 @@ enum Model {
     Paddy(PaddyField),
 }
 
-/// A frame in the outbox.
-#[derive(Debug, Clone)]
-pub struct OutFrame {
-    /// Its sequence number.
-    pub seq: u64,
-    /// The frame (kept to re-sign it when renumbered).
-    pub frame: Frame,
-    /// Encoded payload, as published.
-    pub payload: Vec<u8>,
-    /// When it was last handed to the MQTT client (`now_ms`), if since boot.
-    pub sent_at: Option<u64>,
-    /// Whether it was ever sent (a later send is a re-send).
-    pub ever_sent: bool,
+/// The drivers of one device, over simulated peripherals.
+#[derive(Debug)]
+struct Board {
+    pulses: Vec<(PulseCounter<SimPin>, PulseScale)>,
+    /// Pulses the physics has emitted so far, per pulse input.
+    emitted: Vec<u64>,
+    contact: Option<Contact<SimPin>>,
+    adc: Option<Ads1115<SimAds1115, NoDelay>>,
+    analyser: Option<Ch4Analyser<SimUart>>,
+    last_energy_pulses: u64,
+}
+
+fn scales(kind: DeviceKind) -> Vec<PulseScale> {
+    let s = |pulses_per_unit, base_per_unit| PulseScale {
+        pulses_per_unit,
+        base_per_unit,
+    };
+    match kind {
+        DeviceKind::SolarMeter => vec![s(1000, 1000)],
+        DeviceKind::IrrigationPump => vec![s(1000, 1000), s(1, 1000)],
+        DeviceKind::Digester => vec![s(1, 10_000)],
+        DeviceKind::PaddyWaterLevel => vec![],
+    }
+}
+
+impl Board {
+    /// Fresh drivers after a (re)boot; pulse totals restored from flash.
+    fn new(kind: DeviceKind, restored: &[u64], emitted: Vec<u64>) -> Self {
+        let pulses: Vec<_> = scales(kind)
+            .into_iter()
+            .enumerate()
+            .map(|(i, sc)| {
+                let total = restored.get(i).copied().unwrap_or(0);
+                (
+                    PulseCounter::new(SimPin::new(true), true, DEBOUNCE, total),
+                    sc,
+                )
+            })
+            .collect();
+        let n = pulses.len();
+        let mut emitted = emitted;
+        emitted.resize(n, 0);
+        let contact = matches!(kind, DeviceKind::IrrigationPump | DeviceKind::Digester)
+            .then(|| Contact::new(SimPin::new(true), true, DEBOUNCE));
+        let adc = (kind == DeviceKind::PaddyWaterLevel).then(|| {
+            Ads1115::new(
+                SimAds1115::new(ads1115::DEFAULT_ADDRESS, SHUNT_MILLIOHM),
+                NoDelay,
+                ads1115::DEFAULT_ADDRESS,
+            )
+        });
+        let analyser = (kind == DeviceKind::Digester).then(|| Ch4Analyser::new(SimUart::default()));
+        let last_energy_pulses = restored.first().copied().unwrap_or(0);
+        Self {
+            pulses,
+            emitted,
+            contact,
+            adc,
+            analyser,
+            last_energy_pulses,
+        }
+    }
 }
 
 /// What [`SimNode::sample`] did.
@@ -61,47 +154,72 @@ pub struct SampleOutcome {
     pub sealed: Option<u64>,
     /// Samples dropped because the outbox was full.
     pub dropped: u64,
+    /// The flash lost power (an armed power cut hit): reboot.
+    pub power_lost: bool,
 }
 
 /// What [`SimNode::on_ack`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AckOutcome {
-    /// Frames removed from the outbox.
-    pub removed: u64,
     /// Frames renumbered (after `SeqRegressed`).
     pub renumbered: u64,
+    /// The flash lost power: reboot.
+    pub power_lost: bool,
 }
 
-/// One simulated device's logic.
+/// One simulated device.
 #[derive(Debug)]
 pub struct SimNode {
-    site: SiteId,
     device: DeviceId,
     kind: DeviceKind,
-    key: Option<SigningKey>,
-    format: WireFormat,
-    samples_per_frame: usize,
-    max_outbox: usize,
     max_frames: Option<u64>,
+    identity: Identity,
+    app_cfg: AppConfig,
+    channels: Vec<Channel>,
+    sectors: u32,
+    app: Option<Box<SimApp>>,
+    board: Board,
     model: Model,
     rng: StdRng,
-    // "flash"
-    boot: u32,
-    next_seq: u64,
     produced: u64,
-    /// What the meters counted (pulses lost while unplugged stay lost).
-    meters: [f64; 3],
-    model_totals: [f64; 3],
-    outbox: VecDeque<OutFrame>,
-    // RAM
-    pending: Vec<Sample>,
-    pending_base_ms: Option<u64>,
     highest_acked: u64,
     last_status: Option<AckStatus>,
 }
 
+fn channel_table(kind: DeviceKind) -> Vec<Channel> {
+    let ch = |id: &str, quantity, kind| Channel {
+        id: ChannelId::new(id).expect("channel names here are valid ids"),
+        quantity,
+        kind,
+    };
+    match kind {
+        DeviceKind::SolarMeter => vec![
+            ch("energy", Quantity::Energy, ValueKind::Counter),
+            ch("power", Quantity::Power, ValueKind::Instant),
+        ],
+        DeviceKind::IrrigationPump => vec![
+            ch("energy", Quantity::Energy, ValueKind::Counter),
+            ch("water", Quantity::WaterVolume, ValueKind::Counter),
+            ch("run", Quantity::Status, ValueKind::Instant),
+        ],
+        DeviceKind::Digester => vec![
+            ch("gas", Quantity::GasVolume, ValueKind::Counter),
+            ch("ch4", Quantity::Ch4Fraction, ValueKind::Instant),
+            ch("flame", Quantity::Status, ValueKind::Instant),
+        ],
+        DeviceKind::PaddyWaterLevel => {
+            vec![ch("level", Quantity::WaterLevel, ValueKind::Instant)]
+        }
+    }
+}
+
+/// Why a simulated device could not boot.
+#[derive(Debug, thiserror::Error)]
+#[error("simulated device failed to boot: {0}")]
+pub struct BootFailed(String);
+
 impl SimNode {
-    /// A device booting for the first time (boot counter 1, next seq 1).
+    /// A device booting for the first time on an erased flash.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         site: SiteId,
@@ -112,7 +230,7 @@ impl SimNode {
         samples_per_frame: usize,
         max_outbox: usize,
         max_frames: Option<u64>,
-    ) -> Self {
+    ) -> Result<Self, BootFailed> {
         let seed = device
             .as_str()
             .bytes()
@@ -125,41 +243,69 @@ impl SimNode {
             DeviceKind::Digester => Model::Digester(Digester::new()),
             DeviceKind::PaddyWaterLevel => Model::Paddy(PaddyField::new()),
         };
-        Self {
+        let identity = Identity {
             site,
-            device,
-            kind,
+            device: device.clone(),
+            firmware: String::from(SIM_FIRMWARE),
             key: signing_key.map(|k| SigningKey::from_bytes(&k)),
-            format,
+        };
+        let app_cfg = AppConfig {
             samples_per_frame,
             max_outbox,
+            // The device task decides timing; the app's own timeout is
+            // passed per call through `service`.
+            ack_timeout_ms: 0,
+            encoding: match format {
+                WireFormat::Binary => Encoding::Binary,
+                WireFormat::Json => Encoding::Json,
+            },
+        };
+        let sectors = flash_sectors(format, samples_per_frame, max_outbox);
+        let flash = SimFlash::new(sectors as usize);
+        let channels = channel_table(kind);
+        let app = App::boot(
+            flash,
+            0,
+            sectors,
+            identity.clone(),
+            app_cfg,
+            channels.clone(),
+        )
+        .map_err(|e| BootFailed(std::format!("{e}")))?;
+        let board = Board::new(kind, &[], Vec::new());
+        Ok(Self {
+            device,
+            kind,
             max_frames,
+            identity,
+            app_cfg,
+            channels,
+            sectors,
+            app: Some(Box::new(app)),
+            board,
             model,
             rng: StdRng::seed_from_u64(seed),
-            boot: 1,
-            next_seq: 1,
             produced: 0,
-            meters: [0.0; 3],
-            model_totals: [0.0; 3],
-            outbox: VecDeque::new(),
-            pending: Vec::new(),
-            pending_base_ms: None,
             highest_acked: 0,
             last_status: None,
-        }
+        })
+    }
+
+    fn app(&mut self) -> &mut SimApp {
+        self.app.as_mut().expect("the app runs between boots")
     }
 
     /// Device id.
     pub fn device(&self) -> &DeviceId {
         &self.device
     }
-    /// Boot counter.
+    /// Boot counter (from flash).
     pub fn boot(&self) -> u32 {
-        self.boot
+        self.app.as_ref().map_or(0, |a| a.boot_count())
     }
     /// Next sequence number to be used.
     pub fn next_seq(&self) -> u64 {
-        self.next_seq
+        self.app.as_ref().map_or(0, |a| a.next_seq())
     }
     /// Frames sealed since the first boot.
     pub fn produced(&self) -> u64 {
@@ -167,7 +313,14 @@ impl SimNode {
     }
     /// Frames waiting for an ack.
     pub fn outbox_len(&self) -> usize {
-        self.outbox.len()
+        self.app.as_ref().map_or(0, |a| a.outbox_len())
+    }
+    /// Sequence numbers waiting for an ack.
+    pub fn outbox_seqs(&self) -> Vec<u64> {
+        self.app
+            .as_ref()
+            .map(|a| a.outbox_seqs().collect())
+            .unwrap_or_default()
     }
     /// Highest `acked_seq` seen.
     pub fn highest_acked(&self) -> u64 {
@@ -182,62 +335,199 @@ impl SimNode {
         self.max_frames.is_some_and(|m| self.produced >= m)
     }
 
-    /// Simulates a power cut and restart: unsealed samples are lost, the
-    /// boot counter increments, every outbox frame becomes due.
-    pub fn reboot(&mut self) {
-        self.boot = self.boot.saturating_add(1);
-        self.pending.clear();
-        self.pending_base_ms = None;
-        for f in &mut self.outbox {
-            f.sent_at = None;
-        }
+    /// Cuts the power while the device writes a counter checkpoint: the
+    /// flash dies after a random number of bytes (possibly mid-record).
+    /// Call [`SimNode::reboot`] next.
+    pub fn power_cut(&mut self) {
+        let budget = self.rng.gen_range(0..160);
+        let app = self.app();
+        app.flash_mut().cut_power_after(budget);
+        // Either lands, tears, or never starts: all are fine.
+        let _ = app.checkpoint();
+    }
+
+    /// Restarts the device from what its flash holds: boot counter + 1,
+    /// sequence numbers, counters and outbox as persisted; RAM (pending
+    /// samples, send times, the pins' queued pulses) is lost.
+    pub fn reboot(&mut self) -> Result<(), BootFailed> {
+        let app = self.app.take().expect("the app runs between boots");
+        let mut flash = app.into_flash();
+        flash.power_on();
+        let app: SimApp = App::boot(
+            flash,
+            0,
+            self.sectors,
+            self.identity.clone(),
+            self.app_cfg,
+            self.channels.clone(),
+        )
+        .map_err(|e| BootFailed(std::format!("{e}")))?;
+        let restored: Vec<u64> = (0..self.board.pulses.len())
+            .map(|i| app.counter(i))
+            .collect();
+        let emitted = core::mem::take(&mut self.board.emitted);
+        self.board = Board::new(self.kind, &restored, emitted);
+        self.app = Some(Box::new(app));
+        Ok(())
     }
 
     /// Marks every outbox frame as due (after a reconnect).
     pub fn mark_all_due(&mut self) {
-        for f in &mut self.outbox {
-            f.sent_at = None;
-        }
+        self.app().on_connected();
     }
 
-    fn channels(&self) -> Vec<Channel> {
-        let ch = |id: &str, quantity, kind| Channel {
-            id: ChannelId::new(id).expect("channel names here are valid ids"),
-            quantity,
-            kind,
-        };
-        match self.kind {
-            DeviceKind::SolarMeter => vec![
-                ch("energy", Quantity::Energy, ValueKind::Counter),
-                ch("power", Quantity::Power, ValueKind::Instant),
-            ],
-            DeviceKind::IrrigationPump => vec![
-                ch("energy", Quantity::Energy, ValueKind::Counter),
-                ch("water", Quantity::WaterVolume, ValueKind::Counter),
-                ch("run", Quantity::Status, ValueKind::Instant),
-            ],
-            DeviceKind::Digester => vec![
-                ch("gas", Quantity::GasVolume, ValueKind::Counter),
-                ch("ch4", Quantity::Ch4Fraction, ValueKind::Instant),
-                ch("flame", Quantity::Status, ValueKind::Instant),
-            ],
-            DeviceKind::PaddyWaterLevel => {
-                vec![ch("level", Quantity::WaterLevel, ValueKind::Instant)]
+    fn step_model(&mut self, t: f64, dt: f64) -> Vec<f64> {
+        let rng = &mut self.rng;
+        match &mut self.model {
+            Model::Solar(m) => {
+                m.step(t, dt, rng);
+                vec![m.energy_wh]
+            }
+            Model::Pump(m) => {
+                m.step(t, dt, rng);
+                vec![m.energy_wh, m.water_ml]
+            }
+            Model::Digester(m) => {
+                m.step(t, dt, rng);
+                vec![m.gas_ml]
+            }
+            Model::Paddy(m) => {
+                m.step(t, dt, rng);
+                vec![]
             }
         }
     }
 
-    fn noisy(&mut self, v: f64, noise: f64) -> (f64, Quality) {
-        if noise <= 0.0 {
-            return (v, Quality::GOOD);
-        }
-        let e = self.rng.gen_range(-noise..noise);
-        let q = if e.abs() > SUSPECT_NOISE {
-            Quality::SUSPECT
+    /// Drives the peripherals from the model for one tick.
+    fn drive_hardware(&mut self, totals: &[f64], faults: &Faults) {
+        let glitches = if faults.noise > 0.0 {
+            self.rng
+                .gen_range(0..=((faults.noise * 10.0) as u32).max(1))
         } else {
-            Quality::GOOD
+            0
         };
-        (v * (1.0 + e), q)
+        for (i, (pc, sc)) in self.board.pulses.iter_mut().enumerate() {
+            let base_per_pulse = f64::from(sc.base_per_unit) / f64::from(sc.pulses_per_unit);
+            let model_pulses = (totals[i] / base_per_pulse).floor().max(0.0) as u64;
+            let new = model_pulses.saturating_sub(self.board.emitted[i]);
+            self.board.emitted[i] = self.board.emitted[i].max(model_pulses);
+            if faults.unplugged {
+                continue;
+            }
+            let pin = pc.pin_mut();
+            pin.queue_pulses(new, DEBOUNCE + 1);
+            for _ in 0..glitches {
+                pin.queue_glitch();
+            }
+        }
+        let (active, ch4, level) = match &self.model {
+            Model::Solar(_) => (false, None, None),
+            Model::Pump(m) => (m.running, None, None),
+            Model::Digester(m) => (m.flame, Some(m.ch4_centi_pct), None),
+            Model::Paddy(m) => (false, None, Some(m.level_mm)),
+        };
+        if let Some(c) = &mut self.board.contact {
+            // Active-low contact: closed (active) pulls the input low.
+            c.pin_mut().set_idle(faults.unplugged || !active);
+        }
+        if let (Some(adc), Some(level)) = (&mut self.board.adc, level) {
+            let mut ua = 4_000.0 + (level - TUBE.at_4ma as f64) * 16_000.0 / 500.0;
+            if faults.noise > 0.0 {
+                ua += self.rng.gen_range(-faults.noise..faults.noise) * 16_000.0;
+            }
+            adc.bus_mut().loop_ua[0] = if faults.unplugged {
+                0
+            } else {
+                ua.round() as i32
+            };
+        }
+        if let (Some(an), Some(ch4)) = (&mut self.board.analyser, ch4) {
+            let uart = an.uart_mut();
+            uart.clear();
+            if !faults.unplugged {
+                for _ in 0..glitches {
+                    let junk: u8 = self.rng.r#gen();
+                    uart.feed(&[junk]);
+                }
+                let (b, n) = ch4_uart::encode(&BiogasReading {
+                    ch4_centi_pct: ch4.clamp(0.0, 10_000.0).round() as u16,
+                    flow_ml_min: None,
+                });
+                uart.feed(&b[..n]);
+            }
+        }
+    }
+
+    /// Reads every channel through the drivers.
+    fn read_channels(&mut self, dt_s: f64) -> Vec<(i64, Quality)> {
+        let b = &mut self.board;
+        for (pc, _) in &mut b.pulses {
+            // Drain the pin's queue, plus one idle read.
+            loop {
+                let more = pc_queued(pc);
+                let _ = pc.poll();
+                if !more {
+                    break;
+                }
+            }
+        }
+        let counter = |b: &Board, i: usize| {
+            let (pc, sc) = &b.pulses[i];
+            (sc.to_base(pc.pulses()), Quality::GOOD)
+        };
+        let status = |b: &mut Board| {
+            let c = b
+                .contact
+                .as_mut()
+                .expect("kinds with a status have a contact");
+            let mut level = false;
+            for _ in 0..DEBOUNCE {
+                level = c.poll().map(|(l, _)| l).unwrap_or(false);
+            }
+            (i64::from(level), Quality::GOOD)
+        };
+        match self.kind {
+            DeviceKind::SolarMeter => {
+                let pulses = b.pulses[0].0.pulses();
+                let delta = pulses.saturating_sub(b.last_energy_pulses);
+                b.last_energy_pulses = pulses;
+                let wh = b.pulses[0].1.to_base(delta) as f64;
+                let power = if dt_s > 0.0 { wh * 3600.0 / dt_s } else { 0.0 };
+                vec![counter(b, 0), (power.round() as i64, Quality::GOOD)]
+            }
+            DeviceKind::IrrigationPump => {
+                let e = counter(b, 0);
+                let w = counter(b, 1);
+                vec![e, w, status(b)]
+            }
+            DeviceKind::Digester => {
+                let g = counter(b, 0);
+                let an = b.analyser.as_mut().expect("a digester has an analyser");
+                let ch4 = match an.read_reading() {
+                    Ok(r) => (i64::from(r.ch4_centi_pct), Quality::GOOD),
+                    Err(_) => (0, Quality::UNAVAILABLE),
+                };
+                vec![g, ch4, status(b)]
+            }
+            DeviceKind::PaddyWaterLevel => {
+                let adc = b.adc.as_mut().expect("a paddy tube has an ADC");
+                match adc.read_loop_microamps(0, SHUNT_MILLIOHM) {
+                    Ok(ua) => {
+                        let v = TUBE.to_value(ua);
+                        match ads1115::classify_loop(ua) {
+                            LoopState::Ok => vec![(v, Quality::GOOD)],
+                            LoopState::UnderRange | LoopState::OverRange => {
+                                vec![(v.clamp(TUBE.at_4ma, TUBE.at_20ma), Quality::OUT_OF_RANGE)]
+                            }
+                            LoopState::Open | LoopState::Short => {
+                                vec![(0, Quality::OUT_OF_RANGE.with(Quality::UNAVAILABLE))]
+                            }
+                        }
+                    }
+                    Err(_) => vec![(0, Quality::UNAVAILABLE)],
+                }
+            }
+        }
     }
 
     /// Takes one sample of every channel at `device_time_ms` (model time
@@ -254,304 +544,226 @@ impl SimNode {
             return SampleOutcome::default();
         }
         let totals = self.step_model(model_time_s, dt_s);
-        for (i, t) in totals.iter().enumerate() {
-            let delta = (t - self.model_totals[i]).max(0.0);
-            self.model_totals[i] = *t;
-            if !faults.unplugged {
-                self.meters[i] += delta;
-            }
+        self.drive_hardware(&totals, faults);
+        let values = self.read_channels(dt_s);
+        let pulses: Vec<u64> = self
+            .board
+            .pulses
+            .iter()
+            .map(|(pc, _)| pc.pulses())
+            .collect();
+        let app = self.app();
+        for (i, p) in pulses.iter().enumerate() {
+            app.set_counter(i, *p);
         }
-        let values = self.read_values(faults);
-        let base = *self.pending_base_ms.get_or_insert(device_time_ms);
-        let offset_ms = u32::try_from(device_time_ms.saturating_sub(base)).unwrap_or(u32::MAX);
-        for (channel, (value, quality)) in values.into_iter().enumerate() {
-            self.pending.push(Sample {
-                channel: u8::try_from(channel).expect("at most 3 channels"),
-                offset_ms,
-                value,
-                quality,
-            });
-        }
+        let dropped_before = app.stats().dropped_samples;
         let mut out = SampleOutcome::default();
-        if self.pending.len() >= self.samples_per_frame {
-            if self.outbox.len() >= self.max_outbox {
-                out.dropped = self.pending.len() as u64;
-                self.pending.clear();
-                self.pending_base_ms = None;
-            } else {
-                out.sealed = Some(self.seal());
+        let r: Result<Option<u64>, SimAppError> = (|| {
+            for (ch, (v, q)) in values.iter().enumerate() {
+                app.record(ch as u8, *v, *q, device_time_ms)?;
+            }
+            if app.ready() {
+                return app.seal();
+            }
+            Ok(None)
+        })();
+        out.dropped = app.stats().dropped_samples - dropped_before;
+        match r {
+            Ok(sealed) => {
+                out.sealed = sealed;
+                if sealed.is_some() {
+                    self.produced += 1;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(device = %self.device, error = %e, "flash failed while sampling");
+                out.power_lost = true;
             }
         }
         out
     }
 
-    fn step_model(&mut self, t: f64, dt: f64) -> [f64; 3] {
-        let rng = &mut self.rng;
-        match &mut self.model {
-            Model::Solar(m) => {
-                m.step(t, dt, rng);
-                [m.energy_wh, 0.0, 0.0]
-            }
-            Model::Pump(m) => {
-                m.step(t, dt, rng);
-                [m.energy_wh, m.water_ml, 0.0]
-            }
-            Model::Digester(m) => {
-                m.step(t, dt, rng);
-                [m.gas_ml, 0.0, 0.0]
-            }
-            Model::Paddy(m) => {
-                m.step(t, dt, rng);
-                [0.0; 3]
-            }
-        }
-    }
-
-    fn read_values(&mut self, faults: &Faults) -> Vec<(i64, Quality)> {
-        let n = self.channels().len();
-        if faults.unplugged {
-            // 4-20 mA loops read an open loop; pulse inputs, UART and
-            // contacts read nothing at all.
-            let q = if self.kind == DeviceKind::PaddyWaterLevel {
-                Quality::OUT_OF_RANGE
-            } else {
-                Quality::UNAVAILABLE
-            };
-            return vec![(0, q); n];
-        }
-        let meters = self.meters;
-        let model = self.model.clone();
-        match model {
-            Model::Solar(m) => {
-                let (p, q) = self.noisy(m.power_w, faults.noise);
-                vec![
-                    (meters[0].floor() as i64, Quality::GOOD),
-                    (p.max(0.0).round() as i64, q),
-                ]
-            }
-            Model::Pump(m) => vec![
-                (meters[0].floor() as i64, Quality::GOOD),
-                (meters[1].floor() as i64, Quality::GOOD),
-                (i64::from(m.running), Quality::GOOD),
-            ],
-            Model::Digester(m) => {
-                let (c, q) = self.noisy(m.ch4_centi_pct, faults.noise);
-                vec![
-                    (meters[0].floor() as i64, Quality::GOOD),
-                    (c.clamp(0.0, 10_000.0).round() as i64, q),
-                    (i64::from(m.flame), Quality::GOOD),
-                ]
-            }
-            Model::Paddy(m) => {
-                // Noise on a level is absolute (mm), scaled to 100 mm.
-                let (d, q) = self.noisy(100.0, faults.noise);
-                vec![((m.level_mm + d - 100.0).round() as i64, q)]
-            }
-        }
-    }
-
-    fn seal(&mut self) -> u64 {
-        let seq = self.next_seq;
-        let mut frame = Frame {
-            site: self.site.clone(),
-            device: self.device.clone(),
-            seq,
-            boot: self.boot,
-            firmware: String::from(SIM_FIRMWARE),
-            base_time_ms: self.pending_base_ms.take(),
-            channels: self.channels(),
-            samples: core::mem::take(&mut self.pending),
-            signature: None,
-        };
-        let payload = self.sign_and_encode(&mut frame);
-        self.outbox.push_back(OutFrame {
-            seq,
-            frame,
-            payload,
-            sent_at: None,
-            ever_sent: false,
-        });
-        self.next_seq += 1;
-        self.produced += 1;
-        seq
-    }
-
-    fn sign_and_encode(&self, frame: &mut Frame) -> Vec<u8> {
-        if let Some(k) = &self.key {
-            sign_frame(frame, k);
-        }
-        match self.format {
-            WireFormat::Binary => binary::encode_frame(frame),
-            WireFormat::Json => json::encode_frame(frame),
-        }
-    }
-
-    /// Frames to hand to the MQTT client now: those never sent since boot
-    /// or reconnect, and those sent more than `ack_timeout_ms` ago. Each is
-    /// marked sent at `now_ms`; the flag tells whether it is a re-send.
-    pub fn due(&mut self, now_ms: u64, ack_timeout_ms: u64) -> Vec<(u64, Vec<u8>, bool)> {
-        let mut out = Vec::new();
-        for f in &mut self.outbox {
-            let due = match f.sent_at {
-                None => true,
-                Some(t) => now_ms.saturating_sub(t) >= ack_timeout_ms,
-            };
-            if due {
-                out.push((f.seq, f.payload.clone(), f.ever_sent));
-                f.sent_at = Some(now_ms);
-                f.ever_sent = true;
-            }
-        }
-        out
-    }
-
-    /// Undoes the "sent" mark of a frame the MQTT client refused to queue.
-    pub fn unsend(&mut self, seq: u64) {
-        if let Some(f) = self.outbox.iter_mut().find(|f| f.seq == seq) {
-            f.sent_at = None;
-        }
+    /// Hands due frames to `up` (unsent ones, and those unacked for
+    /// `ack_timeout_ms`). `None` means the flash lost power: reboot.
+    pub fn service<U: Uplink>(
+        &mut self,
+        up: &mut U,
+        now_ms: u64,
+        ack_timeout_ms: u64,
+    ) -> Option<ServiceReport> {
+        let app = self.app();
+        app.set_ack_timeout(ack_timeout_ms);
+        app.service(up, now_ms).ok()
     }
 
     /// Applies a gateway ack.
     pub fn on_ack(&mut self, ack: Ack) -> AckOutcome {
         self.last_status = Some(ack.status);
         self.highest_acked = self.highest_acked.max(ack.acked_seq);
-        let mut out = AckOutcome::default();
-        if ack.status == AckStatus::SeqRegressed
-            && self.outbox.front().is_some_and(|f| f.seq <= ack.acked_seq)
-        {
-            // Our numbers were already used: nothing in the outbox was
-            // stored. Renumber it all after acked_seq, in order.
-            let mut seq = ack.acked_seq;
-            let mut frames = core::mem::take(&mut self.outbox);
-            for f in &mut frames {
-                seq += 1;
-                f.seq = seq;
-                f.frame.seq = seq;
-                let mut frame = f.frame.clone();
-                f.payload = self.sign_and_encode(&mut frame);
-                f.frame = frame;
-                f.sent_at = None;
-            }
-            out.renumbered = frames.len() as u64;
-            self.outbox = frames;
-            self.next_seq = seq + 1;
-            return out;
+        match self.app().on_ack(ack) {
+            Ok(renumbered) => AckOutcome {
+                renumbered,
+                power_lost: false,
+            },
+            Err(_) => AckOutcome {
+                renumbered: 0,
+                power_lost: true,
+            },
         }
-        while self.outbox.front().is_some_and(|f| f.seq <= ack.acked_seq) {
-            self.outbox.pop_front();
-            out.removed += 1;
-        }
-        // The gateway may know a higher seq than we ever produced only after
-        // a SeqRegressed; never reuse a number it already holds.
-        if ack.acked_seq >= self.next_seq {
-            self.next_seq = ack.acked_seq + 1;
-        }
-        out
     }
+}
+
+fn pc_queued(pc: &mut PulseCounter<SimPin>) -> bool {
+    pc.pin_mut().queued() > 0
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use mrv_shared::wire::binary;
     use mrv_shared::wire::signature::verify_frame;
 
-    fn node(spf: usize, max_outbox: usize) -> SimNode {
+    fn node(kind: DeviceKind, spf: usize, max_outbox: usize) -> SimNode {
         SimNode::new(
             SiteId::new("s").unwrap(),
             DeviceId::new("d").unwrap(),
-            DeviceKind::SolarMeter,
+            kind,
             Some([5; 32]),
             WireFormat::Binary,
             spf,
             max_outbox,
             None,
         )
+        .unwrap()
     }
 
-    fn run(n: &mut SimNode, samples: usize) {
+    fn run(n: &mut SimNode, samples: usize, faults: &Faults) {
+        run_at(n, samples, faults, 43_200.0);
+    }
+
+    fn run_at(n: &mut SimNode, samples: usize, faults: &Faults, t0: f64) {
         for i in 0..samples {
-            n.sample(
-                1000 * i as u64,
-                43_200.0 + i as f64,
-                1.0,
-                &Faults::default(),
-            );
+            let o = n.sample(1000 * i as u64, t0 + 60.0 * i as f64, 60.0, faults);
+            assert!(!o.power_lost);
         }
     }
 
+    #[derive(Default)]
+    struct Collect(Vec<(u64, Vec<u8>)>);
+    impl Uplink for Collect {
+        type Error = ();
+        fn send(&mut self, seq: u64, payload: &[u8]) -> Result<(), ()> {
+            self.0.push((seq, payload.to_vec()));
+            Ok(())
+        }
+    }
+
+    fn frames(n: &mut SimNode) -> Vec<mrv_shared::wire::Frame> {
+        let mut up = Collect::default();
+        n.mark_all_due();
+        n.service(&mut up, 0, 1000).unwrap();
+        up.0.iter()
+            .map(|(_, p)| binary::decode_frame_exact(p).unwrap())
+            .collect()
+    }
+
     #[test]
-    fn frames_are_numbered_gap_free_and_signed() {
-        let mut n = node(2, 10);
-        run(&mut n, 3);
-        assert_eq!(n.outbox_len(), 3);
-        let due = n.due(0, 1000);
-        assert_eq!(due.iter().map(|d| d.0).collect::<Vec<_>>(), [1, 2, 3]);
-        let f = binary::decode_frame_exact(&due[0].1).unwrap();
+    fn solar_pulses_become_a_rising_energy_counter_and_power() {
+        let mut n = node(DeviceKind::SolarMeter, 2, 100);
+        run(&mut n, 5, &Faults::default());
+        let fs = frames(&mut n);
+        assert_eq!(fs.len(), 5);
         let vk = SigningKey::from_bytes(&[5; 32]).verifying_key();
-        assert_eq!(verify_frame(&f, &vk), Ok(()));
-        assert_eq!(f.samples.len(), 2);
+        assert!(fs.iter().all(|f| verify_frame(f, &vk).is_ok()));
+        let energy: Vec<i64> = fs.iter().map(|f| f.samples[0].value).collect();
+        assert!(energy.windows(2).all(|w| w[1] > w[0]), "{energy:?}");
+        // ~50 kW * 60 s = ~833 Wh per sample at noon, clouds permitting.
+        assert!(fs[4].samples[1].value > 5_000, "{:?}", fs[4].samples[1]);
     }
 
     #[test]
-    fn due_resends_only_after_the_timeout() {
-        let mut n = node(1, 10);
-        run(&mut n, 2);
-        assert_eq!(n.due(0, 1000).len(), 2);
-        assert!(n.due(999, 1000).is_empty());
-        let again = n.due(1000, 1000);
-        assert_eq!(again.len(), 2);
-        assert!(again.iter().all(|d| d.2));
+    fn noise_glitches_are_debounced_away() {
+        let mut noisy = node(DeviceKind::IrrigationPump, 3, 100);
+        let f = Faults {
+            noise: 0.5,
+            ..Faults::default()
+        };
+        run_at(&mut noisy, 4, &f, 9.0 * 3600.0);
+        // Every pulse the physics emitted was counted, no glitch was.
+        for i in 0..2 {
+            assert!(noisy.board.emitted[i] > 0);
+            assert_eq!(noisy.board.pulses[i].0.pulses(), noisy.board.emitted[i]);
+        }
+        let water: Vec<i64> = frames(&mut noisy)
+            .iter()
+            .map(|f| f.samples[1].value)
+            .collect();
+        assert_eq!(*water.last().unwrap(), noisy.board.emitted[1] as i64 * 1000);
     }
 
     #[test]
-    fn ack_drops_up_to_acked_seq_and_full_outbox_drops_samples() {
-        let mut n = node(1, 2);
-        run(&mut n, 3);
+    fn unplugged_sensors_read_as_the_drivers_detect_them() {
+        let f = Faults {
+            unplugged: true,
+            ..Faults::default()
+        };
+        let mut paddy = node(DeviceKind::PaddyWaterLevel, 1, 100);
+        run(&mut paddy, 1, &f);
+        let s = frames(&mut paddy)[0].samples[0];
+        assert_eq!(s.value, 0);
+        assert!(s.quality.contains(Quality::OUT_OF_RANGE));
+        let mut dig = node(DeviceKind::Digester, 3, 100);
+        run(&mut dig, 1, &Faults::default());
+        run(&mut dig, 1, &f);
+        let fs = frames(&mut dig);
+        assert!(fs[0].samples[1].quality.is_good());
+        assert!(fs[0].samples[1].value > 5_000);
+        assert_eq!(fs[1].samples[1].quality, Quality::UNAVAILABLE);
+        let mut paddy = node(DeviceKind::PaddyWaterLevel, 1, 100);
+        run(&mut paddy, 1, &Faults::default());
+        let s = frames(&mut paddy)[0].samples[0];
+        assert!(s.quality.is_good() && (40..=51).contains(&s.value), "{s:?}");
+    }
+
+    #[test]
+    fn reboots_and_power_cuts_keep_numbering_counters_and_outbox() {
+        let mut n = node(DeviceKind::SolarMeter, 2, 100);
+        run(&mut n, 3, &Faults::default());
+        let before = frames(&mut n);
+        for _ in 0..5 {
+            n.power_cut();
+            n.reboot().unwrap();
+        }
+        assert_eq!(n.boot(), 6);
+        run(&mut n, 2, &Faults::default());
+        let after = frames(&mut n);
+        assert_eq!(
+            after.iter().map(|f| f.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
+        assert_eq!(after[4].boot, 6);
+        assert!(after[3].samples[0].value >= before[2].samples[0].value);
+    }
+
+    #[test]
+    fn acks_drop_frames_and_a_full_outbox_drops_samples() {
+        let mut n = node(DeviceKind::PaddyWaterLevel, 1, 2);
+        run(&mut n, 3, &Faults::default());
         assert_eq!(n.outbox_len(), 2);
         assert_eq!(n.produced(), 2);
-        let r = n.on_ack(Ack {
+        n.on_ack(Ack {
             acked_seq: 1,
             status: AckStatus::BufferFull,
         });
-        assert_eq!(r.removed, 1);
-        run(&mut n, 1);
-        assert_eq!(n.next_seq(), 4);
-    }
-
-    #[test]
-    fn seq_regressed_renumbers_after_acked_seq() {
-        let mut n = node(1, 10);
-        run(&mut n, 2);
+        run(&mut n, 1, &Faults::default());
+        assert_eq!(n.outbox_seqs(), [2, 3]);
         let r = n.on_ack(Ack {
             acked_seq: 100,
             status: AckStatus::SeqRegressed,
         });
         assert_eq!(r.renumbered, 2);
-        let due = n.due(0, 1000);
-        assert_eq!(due.iter().map(|d| d.0).collect::<Vec<_>>(), [101, 102]);
-        assert_eq!(binary::decode_frame_exact(&due[1].1).unwrap().seq, 102);
+        assert_eq!(n.outbox_seqs(), [101, 102]);
         assert_eq!(n.next_seq(), 103);
-        // A late duplicate SeqRegressed changes nothing.
-        let r = n.on_ack(Ack {
-            acked_seq: 100,
-            status: AckStatus::SeqRegressed,
-        });
-        assert_eq!(r, AckOutcome::default());
-    }
-
-    #[test]
-    fn reboot_keeps_the_outbox_and_numbering() {
-        let mut n = node(2, 10);
-        run(&mut n, 3);
-        n.due(0, 1000);
-        n.reboot();
-        assert_eq!(n.boot(), 2);
-        run(&mut n, 2);
-        let due = n.due(1, 1000);
-        assert_eq!(due.iter().map(|d| d.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
-        let f5 = binary::decode_frame_exact(&due[4].1).unwrap();
-        assert_eq!(f5.boot, 2);
     }
 }

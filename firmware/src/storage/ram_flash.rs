@@ -39,9 +39,12 @@ impl NorFlashError for RamFlashError {
     }
 }
 
-/// NOR flash in RAM.
+/// NOR flash in RAM with 4 KiB sectors.
+pub type RamFlash = SizedRamFlash<4096>;
+
+/// NOR flash in RAM with `SECTOR`-byte sectors.
 #[derive(Debug, Clone)]
-pub struct RamFlash {
+pub struct SizedRamFlash<const SECTOR: usize> {
     mem: Vec<u8>,
     budget: Option<usize>,
     dead: bool,
@@ -50,9 +53,9 @@ pub struct RamFlash {
     bytes_written: u64,
 }
 
-impl RamFlash {
+impl<const SECTOR: usize> SizedRamFlash<SECTOR> {
     /// Sector size, bytes.
-    pub const SECTOR: usize = 4096;
+    pub const SECTOR: usize = SECTOR;
 
     /// An erased flash of `sectors` sectors.
     pub fn new(sectors: usize) -> Self {
@@ -116,11 +119,11 @@ impl RamFlash {
     }
 }
 
-impl ErrorType for RamFlash {
+impl<const SECTOR: usize> ErrorType for SizedRamFlash<SECTOR> {
     type Error = RamFlashError;
 }
 
-impl ReadNorFlash for RamFlash {
+impl<const SECTOR: usize> ReadNorFlash for SizedRamFlash<SECTOR> {
     const READ_SIZE: usize = 1;
 
     fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
@@ -141,7 +144,7 @@ impl ReadNorFlash for RamFlash {
     }
 }
 
-impl NorFlash for RamFlash {
+impl<const SECTOR: usize> NorFlash for SizedRamFlash<SECTOR> {
     const WRITE_SIZE: usize = 4;
     const ERASE_SIZE: usize = Self::SECTOR;
 
