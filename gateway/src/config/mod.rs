@@ -81,6 +81,9 @@ pub struct ConfigFile {
     /// Devices allowed to send data, with their metadata and keys.
     #[serde(default)]
     pub devices: Vec<DeviceSection>,
+    /// Upload of signed reports to the MRV backend (off without `url`).
+    #[serde(default)]
+    pub upload: crate::upload::config::UploadSection,
 }
 
 /// `[site]`

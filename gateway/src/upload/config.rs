@@ -1,0 +1,344 @@
+//! `[upload]` section of the gateway config: where signed reports go and how
+//! the gateway authenticates, and how hard it retries.
+//!
+//! ```toml
+//! [upload]
+//! url = "https://mrv.example.org/"   # base URL; reports go to <url>v1/reports
+//! ca_file = "certs/backend-ca.pem"    # trust only this CA bundle (default: system roots)
+//! token_file = "secrets/upload.token" # or token = "..." (bearer)
+//! client_cert = "certs/gw.pem"        # mTLS, with client_key
+//! client_key = "certs/gw.key"
+//! timeout_seconds = 30
+//! batch_size = 50
+//! backoff_base_ms = 1000
+//! backoff_max_ms = 300000
+//! keep_delivered_days = 90
+//! ```
+//!
+//! Invariants after [`UploadSection::validate`]: the URL is `https` (plain
+//! `http` only with `allow_plain_http = true`, meant for a receiver on the
+//! same host), files named exist and parse, the token is not empty,
+//! `client_cert` and `client_key` come together, and the numbers are in
+//! range. Relative paths are relative to the config file's directory.
+
+use crate::config::ConfigError;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `[upload]` as written in the config file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadSection {
+    /// Upload at all. Default `true` when `url` is set.
+    pub enabled: Option<bool>,
+    /// Base URL of the MRV backend (`https://host[:port]/[prefix/]`).
+    pub url: Option<String>,
+    /// Allow an `http://` URL (no TLS). Default `false`.
+    pub allow_plain_http: bool,
+    /// PEM bundle of the CA(s) the backend certificate must chain to; when
+    /// set, only these are trusted. Default: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Bearer token for `Authorization: Bearer`.
+    pub token: Option<String>,
+    /// File holding the bearer token (trailing whitespace ignored); not
+    /// with `token`.
+    pub token_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mTLS; needs `client_key`.
+    pub client_cert: Option<PathBuf>,
+    /// Client private key (PEM, PKCS#8 / SEC1 / RSA) for mTLS.
+    pub client_key: Option<PathBuf>,
+    /// Whole-request timeout, seconds (connect, send, answer). Default 30.
+    pub timeout_seconds: u64,
+    /// Most reports per upload request when draining a backlog. Default 50.
+    pub batch_size: usize,
+    /// First retry delay ceiling, ms (full jitter: a random delay up to
+    /// base * 2^attempt). Default 1000.
+    pub backoff_base_ms: u64,
+    /// Ceiling of the retry delay, ms. Default 300000 (5 min).
+    pub backoff_max_ms: u64,
+    /// Days to keep delivered reports on the gateway (audit) before pruning.
+    /// Default 90.
+    pub keep_delivered_days: u32,
+}
+
+impl Default for UploadSection {
+    fn default() -> Self {
+        UploadSection {
+            enabled: None,
+            url: None,
+            allow_plain_http: false,
+            ca_file: None,
+            token: None,
+            token_file: None,
+            client_cert: None,
+            client_key: None,
+            timeout_seconds: 30,
+            batch_size: 50,
+            backoff_base_ms: 1000,
+            backoff_max_ms: 300_000,
+            keep_delivered_days: 90,
+        }
+    }
+}
+
+/// Validated upload settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadConfig {
+    /// Base URL, ending in `/`.
+    pub url: String,
+    /// PEM bytes of the trusted CA bundle (`None`: system roots).
+    pub ca_pem: Option<Vec<u8>>,
+    /// Bearer token.
+    pub token: Option<String>,
+    /// Client certificate chain + key, PEM, concatenated (mTLS).
+    pub identity_pem: Option<Vec<u8>>,
+    /// Whole-request timeout.
+    pub timeout: Duration,
+    /// Most reports per request.
+    pub batch_size: usize,
+    /// Backoff base, ms.
+    pub backoff_base_ms: u64,
+    /// Backoff ceiling, ms.
+    pub backoff_max_ms: u64,
+    /// How long delivered reports are kept.
+    pub keep_delivered: Duration,
+}
+
+impl UploadConfig {
+    /// Settings for `url` with every other field at its default (tests, demo).
+    pub fn for_url(url: &str) -> UploadConfig {
+        let d = UploadSection::default();
+        UploadConfig {
+            url: with_slash(url),
+            ca_pem: None,
+            token: None,
+            identity_pem: None,
+            timeout: Duration::from_secs(d.timeout_seconds),
+            batch_size: d.batch_size,
+            backoff_base_ms: d.backoff_base_ms,
+            backoff_max_ms: d.backoff_max_ms,
+            keep_delivered: Duration::from_secs(u64::from(d.keep_delivered_days) * 86_400),
+        }
+    }
+}
+
+fn with_slash(url: &str) -> String {
+    if url.ends_with('/') {
+        url.to_string()
+    } else {
+        format!("{url}/")
+    }
+}
+
+impl UploadSection {
+    /// Turns the section into [`UploadConfig`]; `Ok(None)` when upload is
+    /// disabled (no `url`, or `enabled = false`). `file` names the config
+    /// file in errors; `base` anchors relative paths.
+    pub fn validate(&self, file: &Path, base: &Path) -> Result<Option<UploadConfig>, ConfigError> {
+        let err = |key: &str, p: String| ConfigError::new(file, format!("upload.{key}"), p);
+        if self.enabled == Some(false) {
+            return Ok(None);
+        }
+        let Some(url) = &self.url else {
+            if self.enabled == Some(true) {
+                return Err(err("url", String::from("required when upload is enabled")));
+            }
+            return Ok(None);
+        };
+        let lower = url.to_ascii_lowercase();
+        let rest = if let Some(r) = lower.strip_prefix("https://") {
+            r
+        } else if let Some(r) = lower.strip_prefix("http://") {
+            if !self.allow_plain_http {
+                return Err(err(
+                    "url",
+                    String::from(
+                        "plain http is refused (reports would travel unencrypted); use https or set allow_plain_http = true",
+                    ),
+                ));
+            }
+            r
+        } else {
+            return Err(err("url", format!("{url:?} is not an https:// URL")));
+        };
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(err("url", format!("{url:?} has no host")));
+        }
+        let read = |key: &str, p: &Path| -> Result<Vec<u8>, ConfigError> {
+            let path = base.join(p);
+            std::fs::read(&path)
+                .map_err(|e| err(key, format!("cannot read {}: {e}", path.display())))
+        };
+        let ca_pem = match &self.ca_file {
+            Some(p) => {
+                let pem = read("ca_file", p)?;
+                if reqwest::Certificate::from_pem_bundle(&pem).map_or(true, |c| c.is_empty()) {
+                    return Err(err(
+                        "ca_file",
+                        String::from("no PEM certificate found in the file"),
+                    ));
+                }
+                Some(pem)
+            }
+            None => None,
+        };
+        let token = match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "token_file",
+                    String::from("give token or token_file, not both"),
+                ));
+            }
+            (Some(t), None) => Some(t.trim().to_string()),
+            (None, Some(p)) => {
+                let t = read("token_file", p)?;
+                Some(
+                    String::from_utf8(t)
+                        .map_err(|_| err("token_file", String::from("not UTF-8 text")))?
+                        .trim()
+                        .to_string(),
+                )
+            }
+            (None, None) => None,
+        };
+        if let Some(t) = &token
+            && (t.is_empty() || t.bytes().any(|b| !(0x21..0x7f).contains(&b)))
+        {
+            return Err(err(
+                "token",
+                String::from("must be non-empty printable ASCII without spaces"),
+            ));
+        }
+        let identity_pem = match (&self.client_cert, &self.client_key) {
+            (Some(c), Some(k)) => {
+                let mut pem = read("client_cert", c)?;
+                pem.push(b'\n');
+                pem.extend(read("client_key", k)?);
+                Some(pem)
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(err("client_key", String::from("required with client_cert")));
+            }
+            (None, Some(_)) => {
+                return Err(err("client_cert", String::from("required with client_key")));
+            }
+        };
+        if !(1..=3600).contains(&self.timeout_seconds) {
+            return Err(err("timeout_seconds", String::from("must be 1..=3600")));
+        }
+        if !(1..=10_000).contains(&self.batch_size) {
+            return Err(err("batch_size", String::from("must be 1..=10000")));
+        }
+        if self.backoff_base_ms == 0 || self.backoff_base_ms > self.backoff_max_ms {
+            return Err(err(
+                "backoff_base_ms",
+                String::from("must be at least 1 and at most backoff_max_ms"),
+            ));
+        }
+        if self.backoff_max_ms > 86_400_000 {
+            return Err(err("backoff_max_ms", String::from("at most one day")));
+        }
+        Ok(Some(UploadConfig {
+            url: with_slash(url),
+            ca_pem,
+            token,
+            identity_pem,
+            timeout: Duration::from_secs(self.timeout_seconds),
+            batch_size: self.batch_size,
+            backoff_base_ms: self.backoff_base_ms,
+            backoff_max_ms: self.backoff_max_ms,
+            keep_delivered: Duration::from_secs(u64::from(self.keep_delivered_days) * 86_400),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(url: &str) -> UploadSection {
+        UploadSection {
+            url: Some(url.to_string()),
+            ..UploadSection::default()
+        }
+    }
+
+    #[test]
+    fn no_url_means_upload_is_off_unless_explicitly_enabled() {
+        let f = Path::new("g.toml");
+        assert_eq!(
+            UploadSection::default().validate(f, Path::new(".")),
+            Ok(None)
+        );
+        let s = UploadSection {
+            enabled: Some(true),
+            ..UploadSection::default()
+        };
+        let e = s.validate(f, Path::new(".")).expect_err("url missing");
+        assert_eq!(e.key, "upload.url");
+    }
+
+    #[test]
+    fn plain_http_is_refused_unless_allowed() {
+        let f = Path::new("g.toml");
+        let e = section("http://127.0.0.1:8080")
+            .validate(f, Path::new("."))
+            .expect_err("http refused");
+        assert!(e.problem.contains("plain http"), "{}", e.problem);
+        let mut s = section("http://127.0.0.1:8080");
+        s.allow_plain_http = true;
+        let c = s.validate(f, Path::new(".")).expect("ok").expect("enabled");
+        assert_eq!(c.url, "http://127.0.0.1:8080/");
+        assert!(section("ftp://x").validate(f, Path::new(".")).is_err());
+        assert!(section("https://").validate(f, Path::new(".")).is_err());
+    }
+
+    #[test]
+    fn token_file_is_read_relative_to_the_config_and_trimmed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("tok"), "s3cret\n").expect("write");
+        let mut s = section("https://mrv.example.org");
+        s.token_file = Some(PathBuf::from("tok"));
+        let c = s
+            .validate(Path::new("g.toml"), dir.path())
+            .expect("ok")
+            .expect("enabled");
+        assert_eq!(c.token.as_deref(), Some("s3cret"));
+        s.token = Some(String::from("x"));
+        let e = s
+            .validate(Path::new("g.toml"), dir.path())
+            .expect_err("both");
+        assert_eq!(e.key, "upload.token_file");
+    }
+
+    #[test]
+    fn bad_numbers_and_half_mtls_name_their_key() {
+        let f = Path::new("g.toml");
+        let mut s = section("https://h");
+        s.batch_size = 0;
+        assert_eq!(
+            s.validate(f, Path::new(".")).expect_err("").key,
+            "upload.batch_size"
+        );
+        let mut s = section("https://h");
+        s.backoff_base_ms = 10;
+        s.backoff_max_ms = 5;
+        assert_eq!(
+            s.validate(f, Path::new(".")).expect_err("").key,
+            "upload.backoff_base_ms"
+        );
+        let mut s = section("https://h");
+        s.client_cert = Some(PathBuf::from("c.pem"));
+        assert_eq!(
+            s.validate(f, Path::new(".")).expect_err("").key,
+            "upload.client_key"
+        );
+        let mut s = section("https://h");
+        s.ca_file = Some(PathBuf::from("/nonexistent/ca.pem"));
+        assert_eq!(
+            s.validate(f, Path::new(".")).expect_err("").key,
+            "upload.ca_file"
+        );
+    }
+}

@@ -1,0 +1,359 @@
+//! The upload task: the thin async driver of [`UploadMachine`]. It reads
+//! reports from the [`ReportStore`], sends them with the [`HttpUplink`],
+//! feeds the classified answers to the machine and carries out its actions:
+//!
+//! - `MarkDelivered(n)`: `store.mark_delivered(n)` (durable) first, then the
+//!   buffer's `Delivered` cursor to the last frame report `n` covers and its
+//!   "events delivered" id (so readings and events are pruned only once
+//!   every report covering them is delivered), then pruning: delivered
+//!   reports whose period ended more than `keep_delivered` ago, and the
+//!   buffer's delivered readings past its own retention. A crash between
+//!   the steps is repaired at the next start (the cursor is moved again to
+//!   match `delivered_upto`).
+//! - `Alarm`: an error log line, the `alarms` counter and the `rejected`
+//!   field of [`UploadStatus`] (what diagnostics show).
+//!
+//! Status is published on a `watch` channel ([`UploadStatus`]), so
+//! diagnostics and tests see every change without polling.
+
+use super::config::UploadConfig;
+use super::http::{HttpError, HttpUplink, batch_body};
+use super::machine::{Action, MachineConfig, Next, Rejection, UploadMachine};
+use crate::buffer::{Buffer, CursorName, FrameKey};
+use crate::clock::Clock;
+use crate::report::store::{ReportStore, StoreError};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+/// Why a delivery could not be recorded locally.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// The report store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The buffer failed.
+    #[error("buffer: {0}")]
+    Buffer(#[from] crate::buffer::StoreError),
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+}
+
+/// A refused report, as diagnostics show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RejectionStatus {
+    /// The report seq blocking the chain.
+    pub seq: u64,
+    /// HTTP status.
+    pub status: u16,
+    /// The backend's reason.
+    pub reason: String,
+    /// Detail.
+    pub detail: String,
+    /// First refused at (Unix ms).
+    pub since_ms: u64,
+    /// Times refused.
+    pub count: u64,
+}
+
+impl From<&Rejection> for RejectionStatus {
+    fn from(r: &Rejection) -> Self {
+        RejectionStatus {
+            seq: r.seq,
+            status: r.status,
+            reason: r.reason.clone(),
+            detail: r.detail.clone(),
+            since_ms: r.since_ms,
+            count: r.count,
+        }
+    }
+}
+
+/// What the uploader is doing (published on a `watch` channel).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UploadStatus {
+    /// Backend base URL.
+    pub url: String,
+    /// Highest report seq the backend confirmed.
+    pub delivered_upto: u64,
+    /// Highest stored report seq.
+    pub head: u64,
+    /// Reports waiting for confirmation.
+    pub backlog: u64,
+    /// Last time a report was confirmed (Unix ms).
+    pub last_success_ms: Option<u64>,
+    /// Last failure (cleared by progress).
+    pub last_error: Option<String>,
+    /// Next attempt not before (Unix ms), while backing off.
+    pub next_retry_ms: Option<u64>,
+    /// Consecutive transient failures.
+    pub consecutive_failures: u32,
+    /// The report the backend refused, blocking the chain (an alarm).
+    pub rejected: Option<RejectionStatus>,
+    /// Permanent refusals since start (alarms raised).
+    pub alarms: u64,
+    /// Upload requests sent.
+    pub requests: u64,
+    /// Reports confirmed since start.
+    pub reports_confirmed: u64,
+    /// Body bytes sent (gzip), all attempts.
+    pub bytes_sent: u64,
+    /// Uncompressed report bytes of those requests.
+    pub raw_bytes: u64,
+    /// Delivered reports pruned from the gateway since start.
+    pub reports_pruned: u64,
+}
+
+/// Everything the upload task needs.
+pub struct UploadContext {
+    /// Validated `[upload]` settings.
+    pub config: UploadConfig,
+    /// Where the signed reports are.
+    pub store: ReportStore,
+    /// The buffer whose delivered cursor follows delivery (`None`: reports
+    /// only, e.g. benchmarks).
+    pub buffer: Option<Buffer>,
+    /// Wall clock.
+    pub clock: Arc<dyn Clock>,
+    /// Published status.
+    pub status: watch::Sender<UploadStatus>,
+    /// Notified by whoever stores new reports, to upload without waiting
+    /// for the next poll.
+    pub wake: Arc<Notify>,
+    /// How often the store is checked for new reports when idle.
+    pub poll_interval: Duration,
+}
+
+impl UploadContext {
+    /// A context with a fresh status channel (its receiver is returned) and
+    /// a 2 s poll interval.
+    pub fn new(
+        config: UploadConfig,
+        store: ReportStore,
+        buffer: Option<Buffer>,
+        clock: Arc<dyn Clock>,
+    ) -> (UploadContext, watch::Receiver<UploadStatus>) {
+        let (tx, rx) = watch::channel(UploadStatus {
+            url: config.url.clone(),
+            ..UploadStatus::default()
+        });
+        (
+            UploadContext {
+                config,
+                store,
+                buffer,
+                clock,
+                status: tx,
+                wake: Arc::new(Notify::new()),
+                poll_interval: Duration::from_secs(2),
+            },
+            rx,
+        )
+    }
+}
+
+/// Records delivery up to `upto` (durable), moves the buffer cursors, and
+/// prunes. Returns the number of reports pruned. Blocking.
+pub fn apply_delivery(
+    store: &ReportStore,
+    buffer: Option<&Buffer>,
+    upto: u64,
+    now_ms: u64,
+    keep_delivered: Duration,
+) -> Result<u64, UploadError> {
+    if upto == 0 {
+        return Ok(0);
+    }
+    store.mark_delivered(upto)?;
+    if let Some(buffer) = buffer {
+        let meta = store.meta(upto)?;
+        if let Some(c) = meta.cursor {
+            buffer.set_cursor(
+                CursorName::Delivered,
+                FrameKey {
+                    batch: c.batch,
+                    index: c.index,
+                },
+            )?;
+        }
+        if let Some(id) = meta.last_event_id {
+            buffer.set_events_delivered(id)?;
+        }
+        buffer.prune(now_ms)?;
+    }
+    let keep_ms = u64::try_from(keep_delivered.as_millis()).unwrap_or(u64::MAX);
+    Ok(store.prune(now_ms.saturating_sub(keep_ms))?)
+}
+
+fn publish(ctx: &UploadContext, m: &UploadMachine) {
+    ctx.status.send_modify(|s| {
+        s.delivered_upto = m.delivered_upto();
+        s.head = m.delivered_upto() + m.backlog();
+        s.backlog = m.backlog();
+        s.last_error = m.last_error().map(str::to_string);
+        s.next_retry_ms = (m.backlog() > 0 && m.not_before_ms() > 0).then(|| m.not_before_ms());
+        s.consecutive_failures = m.failures();
+        s.rejected = m.rejected().map(RejectionStatus::from);
+    });
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, UploadError> + Send + 'static,
+) -> Result<T, UploadError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("upload storage work does not panic")
+}
+
+/// Runs the uploader until `shutdown` turns true. Never gives up: local
+/// errors are logged and retried; see the module doc for what each outcome
+/// does.
+pub async fn run_upload_task(ctx: UploadContext, mut shutdown: watch::Receiver<bool>) {
+    let uplink = match HttpUplink::new(&ctx.config) {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::error!(error = %e, "upload disabled: the HTTP client cannot be built");
+            ctx.status
+                .send_modify(|s| s.last_error = Some(format!("upload disabled: {e}")));
+            return;
+        }
+    };
+    let cfg = MachineConfig {
+        batch_size: ctx.config.batch_size,
+        backoff_base_ms: ctx.config.backoff_base_ms,
+        backoff_max_ms: ctx.config.backoff_max_ms,
+    };
+    let head = || ctx.store.head().map_or(0, |h| h.seq);
+    let mut machine = UploadMachine::new(cfg, ctx.store.delivered_upto(), head());
+    // Repair a crash between recording delivery and moving the cursor.
+    {
+        let (store, buffer, upto) = (
+            ctx.store.clone(),
+            ctx.buffer.clone(),
+            ctx.store.delivered_upto(),
+        );
+        let (now, keep) = (ctx.clock.now_ms(), ctx.config.keep_delivered);
+        if let Err(e) =
+            blocking(move || apply_delivery(&store, buffer.as_ref(), upto, now, keep)).await
+        {
+            tracing::error!(error = %e, "cannot bring the buffer's delivered cursor up to date");
+        }
+    }
+    publish(&ctx, &machine);
+    tracing::info!(url = %ctx.config.url, delivered_upto = machine.delivered_upto(), backlog = machine.backlog(), "uploader started");
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        machine.set_head(head());
+        let now = ctx.clock.now_ms();
+        let wait = match machine.next(now) {
+            Next::Send(batch) => {
+                let store = ctx.store.clone();
+                let read = blocking(move || {
+                    let mut reports = Vec::with_capacity(batch.len());
+                    for seq in batch.from..=batch.to {
+                        reports.push(store.read(seq)?);
+                    }
+                    let key = format!(
+                        "{}..{}",
+                        store.meta(batch.from)?.report_id,
+                        store.meta(batch.to)?.report_id
+                    );
+                    Ok((reports, key))
+                })
+                .await;
+                let outcome = match read {
+                    Ok((reports, key)) => {
+                        let (body, raw) = batch_body(&reports);
+                        ctx.status.send_modify(|s| {
+                            s.requests += 1;
+                            s.bytes_sent += body.len() as u64;
+                            s.raw_bytes += raw;
+                        });
+                        let clock = ctx.clock.clone();
+                        let seqs = batch.seqs();
+                        tokio::select! {
+                            o = uplink.send(&seqs, &key, body, move || clock.now_ms()) => o,
+                            _ = shutdown.changed() => break,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, from = batch.from, to = batch.to, "cannot read reports to upload");
+                        super::classify::Outcome {
+                            confirmed_upto: None,
+                            verdict: super::classify::Verdict::Retry {
+                                retry_after_ms: None,
+                                why: format!("local report store: {e}"),
+                            },
+                        }
+                    }
+                };
+                let before = machine.delivered_upto();
+                let now = ctx.clock.now_ms();
+                for action in machine.on_outcome(outcome, now, rand::random()) {
+                    match action {
+                        Action::MarkDelivered(n) => {
+                            let (store, buffer, keep) = (
+                                ctx.store.clone(),
+                                ctx.buffer.clone(),
+                                ctx.config.keep_delivered,
+                            );
+                            match blocking(move || {
+                                apply_delivery(&store, buffer.as_ref(), n, now, keep)
+                            })
+                            .await
+                            {
+                                Ok(pruned) => ctx.status.send_modify(|s| {
+                                    s.reports_confirmed += n - before;
+                                    s.last_success_ms = Some(now);
+                                    s.reports_pruned += pruned;
+                                }),
+                                // The backend has them; a restart re-sends
+                                // and gets "duplicate": nothing is lost.
+                                Err(e) => {
+                                    tracing::error!(error = %e, upto = n, "delivery confirmed but not recorded locally")
+                                }
+                            }
+                            tracing::debug!(upto = n, "reports delivered");
+                        }
+                        Action::Alarm(r) => {
+                            tracing::error!(seq = r.seq, status = r.status, reason = %r.reason, detail = %r.detail,
+                                "ALARM: the MRV backend refused a report; it is kept and the chain waits at it");
+                            ctx.status.send_modify(|s| s.alarms += 1);
+                        }
+                        Action::AlarmCleared(seq) => {
+                            tracing::warn!(
+                                seq,
+                                "the MRV backend accepted the previously refused report"
+                            )
+                        }
+                        Action::RetryAt { at_ms, why } => {
+                            tracing::warn!(retry_in_ms = at_ms.saturating_sub(now), %why, "upload failed; will retry")
+                        }
+                    }
+                }
+                publish(&ctx, &machine);
+                continue;
+            }
+            Next::WaitUntil(t) => {
+                Duration::from_millis(t.saturating_sub(now)).min(ctx.poll_interval)
+            }
+            Next::Idle => ctx.poll_interval,
+            Next::Busy => Duration::ZERO,
+        };
+        publish(&ctx, &machine);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = ctx.wake.notified() => {}
+            r = shutdown.changed() => if r.is_err() { break },
+        }
+    }
+    tracing::info!(
+        delivered_upto = machine.delivered_upto(),
+        backlog = machine.backlog(),
+        "uploader stopped"
+    );
+}
