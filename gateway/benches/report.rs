@@ -148,8 +148,10 @@ fn main() {
             )
             .expect("append");
     }
-    let mut section = ReportSection::default();
-    section.parameters = params.clone();
+    let mut section = ReportSection {
+        parameters: params.clone(),
+        ..ReportSection::default()
+    };
     for d in &records {
         section.devices.insert(
             d.id.to_string(),
