@@ -619,3 +619,92 @@ fn a_damaged_batch_is_reported_by_verify_and_scan() {
     assert!(items[1].is_err());
     assert_eq!(items[2].as_ref().expect("batch 3").frame.seq, 3);
 }
+
+/// Child half of [`acked_frames_survive_a_killed_process`]: appends until
+/// killed, printing each device ack after `append` returned.
+#[test]
+#[ignore = "run by acked_frames_survive_a_killed_process as a child process"]
+fn crash_child_appends_until_killed() {
+    let Some(dir) = std::env::var_os("MRV_BUFFER_CRASH_DIR") else {
+        return;
+    };
+    let b = open_at(std::path::Path::new(&dir), u64::MAX);
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for round in 0u64.. {
+        let incoming: Vec<Incoming> = (0..3)
+            .flat_map(|d| {
+                (1..=4).map(move |i| Incoming {
+                    frame: frame(d, round * 4 + i, 0, 8),
+                    received_ms: round,
+                })
+            })
+            .collect();
+        let r = b.append(incoming).expect("append");
+        for (d, ack) in r.acks {
+            writeln!(out, "ack {d} {}", ack.acked_seq).expect("stdout");
+        }
+        out.flush().expect("stdout");
+    }
+}
+
+#[test]
+fn acked_frames_survive_a_killed_process() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("buffer");
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "buffer::model_tests::crash_child_appends_until_killed",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("MRV_BUFFER_CRASH_DIR", &path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut acked: BTreeMap<String, u64> = BTreeMap::new();
+    let mut lines = 0;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.expect("line");
+        let mut parts = line.split_whitespace();
+        if parts.next() != Some("ack") {
+            continue;
+        }
+        let d = parts.next().expect("device").to_string();
+        let seq: u64 = parts.next().expect("seq").parse().expect("number");
+        acked.insert(d, seq);
+        lines += 1;
+        if lines == 300 {
+            // SIGKILL mid-stream: the child may be inside an append.
+            child.kill().expect("kill child");
+            break;
+        }
+    }
+    child.wait().expect("reap child");
+    let b = open_at(&path, u64::MAX);
+    let rep = b.verify(|_| {}).expect("verify");
+    assert!(rep.is_ok(), "{:?}", rep.problems);
+    for (d, seq) in &acked {
+        let id = DeviceId::new(d).expect("valid id");
+        let have = b.ack_for(&id).acked_seq;
+        assert!(
+            have >= *seq,
+            "{d}: acked {seq} before the kill, {have} after"
+        );
+        let stored = rep
+            .devices
+            .iter()
+            .find(|v| v.device == id)
+            .expect("device has data");
+        assert_eq!(
+            stored.ranges,
+            vec![(1, have)],
+            "{d}: every seq up to the ack is stored"
+        );
+    }
+    assert_eq!(acked.len(), 3);
+}

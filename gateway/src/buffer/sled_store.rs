@@ -203,11 +203,17 @@ impl Buffer {
             Some(item) => {
                 let (k, v) = item?;
                 let id = record::id_of_key(&k).expect("data range yields data keys");
-                let b = record::parse_batch(&v).map_err(corrupt(format!("d:{id}")))?;
-                Some(FrameKey {
-                    batch: id,
-                    index: b.header.count.saturating_sub(1),
-                })
+                // A damaged last batch must not make the buffer unopenable
+                // (`verify` needs to open it): its frame count is then
+                // unknown, and cursors into it fail when set.
+                let index = match record::parse_batch(&v) {
+                    Ok(b) => b.header.count.saturating_sub(1),
+                    Err(e) => {
+                        warn!(batch = id, error = %e, "last buffer batch is damaged; run `buffer verify`");
+                        u32::MAX
+                    }
+                };
+                Some(FrameKey { batch: id, index })
             }
             None => None,
         };
@@ -979,7 +985,9 @@ fn newest_blob(path: &std::path::Path) -> i64 {
     })
 }
 
-/// The first frame after `after` (None = the first kept), with its receipt time.
+/// The first readable frame after `after` (None = the first kept), with its
+/// receipt time. Damaged batches are skipped with a warning (they show up
+/// in `scan` and `verify`).
 fn first_after(
     tree: &sled::Tree,
     after: Option<FrameKey>,
@@ -988,10 +996,21 @@ fn first_after(
     for item in tree.range(record::batch_key(from)..=record::batch_key(u64::MAX)) {
         let (k, v) = item?;
         let id = record::id_of_key(&k).expect("data range yields data keys");
-        let b = record::parse_batch(&v).map_err(corrupt(format!("d:{id}")))?;
-        let payload = b.payload().map_err(corrupt(format!("d:{id}")))?;
+        let payload = match record::parse_batch(&v).and_then(|b| b.payload()) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(batch = id, error = %e, "damaged buffer batch skipped; run `buffer verify`");
+                continue;
+            }
+        };
         for (i, e) in payload.entries().enumerate() {
-            let (rx, _) = e.map_err(corrupt(format!("d:{id}")))?;
+            let Ok((rx, _)) = e else {
+                warn!(
+                    batch = id,
+                    "damaged buffer batch skipped; run `buffer verify`"
+                );
+                break;
+            };
             let key = FrameKey {
                 batch: id,
                 index: i as u32,

@@ -443,6 +443,84 @@ mod tests {
         assert_eq!(ranges_text(&[]), "-");
     }
 
+    fn target(dir: &Path, json: bool) -> BufferTarget {
+        BufferTarget {
+            data_dir: dir.to_path_buf(),
+            json,
+            progress: true,
+        }
+    }
+
+    #[test]
+    fn inspect_and_verify_read_a_buffer_and_verify_fails_on_damage() {
+        use crate::buffer::Incoming;
+        use mrv_shared::ids::{ChannelId, SiteId};
+        use mrv_shared::quantity::{Quantity, ValueKind};
+        use mrv_shared::reading::{Channel, Quality, Sample};
+        use mrv_shared::wire::Frame;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("buffer");
+        {
+            let b = Buffer::open(BufferConfig {
+                path: path.clone(),
+                max_bytes: u64::MAX,
+                cache_bytes: 1 << 20,
+                keep_delivered: Duration::ZERO,
+            })
+            .expect("open");
+            let frames = [1u64, 2, 4].map(|seq| Incoming {
+                frame: Frame {
+                    site: SiteId::new("s").expect("id"),
+                    device: DeviceId::new("pv-1").expect("id"),
+                    seq,
+                    boot: 0,
+                    firmware: "fw".into(),
+                    base_time_ms: None,
+                    channels: vec![Channel {
+                        id: ChannelId::new("energy").expect("id"),
+                        quantity: Quantity::Energy,
+                        kind: ValueKind::Counter,
+                    }],
+                    samples: vec![Sample {
+                        channel: 0,
+                        offset_ms: 0,
+                        value: seq as i64,
+                        quality: Quality::GOOD,
+                    }],
+                    signature: None,
+                },
+                received_ms: 1_764_115_200_000 + seq,
+            });
+            b.append(frames.to_vec()).expect("append");
+            let t = target(dir.path(), false);
+            drop(b);
+            inspect(&t).expect("inspect text");
+            inspect(&target(dir.path(), true)).expect("inspect json");
+            let rep = verify(&t).expect("verify");
+            assert!(rep.is_ok(), "{:?}", rep.problems);
+            assert_eq!(rep.devices[0].gaps, vec![(3, 3)]);
+        }
+        // Damage the stored batch behind the buffer's back.
+        {
+            let db = sled::open(&path).expect("sled");
+            let tree = db.open_tree("buffer.v1").expect("tree");
+            let (k, v) = tree
+                .scan_prefix(b"d")
+                .next()
+                .expect("one batch")
+                .expect("read");
+            let mut v = v.to_vec();
+            v[10] ^= 0x01;
+            tree.insert(k, v).expect("insert");
+            db.flush().expect("flush");
+        }
+        let err = run(BufferArgs {
+            command: BufferCommand::Verify(target(&path, true)),
+        })
+        .expect_err("verify must fail on a damaged batch");
+        assert!(err.to_string().contains("problem"), "{err}");
+    }
+
     #[test]
     fn locate_finds_the_nested_buffer_and_refuses_an_empty_dir() {
         let dir = tempfile::tempdir().expect("tempdir");
