@@ -6,9 +6,13 @@ use mrv_gateway::cli::{Cli, dispatch};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log)?)
-        .with_writer(std::io::stderr)
+    // stderr (journald under systemd), plus the in-memory ring the
+    // diagnostics page and `diag bundle` show.
+    use tracing_subscriber::prelude::*;
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::try_new(&cli.log)?)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(mrv_gateway::diagnostics::logs::layer())
         .init();
     // One TLS stack everywhere: rustls with the ring provider.
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -52,6 +52,16 @@ pub struct GatewayState {
     pub writes: mpsc::UnboundedSender<WriteRequest>,
     /// Events to record durably.
     pub events: mpsc::UnboundedSender<Event>,
+    /// Every frame the writer stored, as it is stored (diagnostics charts and tail).
+    pub stored_frames: tokio::sync::broadcast::Sender<Arc<crate::buffer::Incoming>>,
+    /// Modbus poll status, when pollers run.
+    pub modbus_status: Option<crate::modbus::status::ModbusStatus>,
+    /// The signed report store, when reports are built.
+    pub reports: Option<crate::report::store::ReportStore>,
+    /// The uploader's status as JSON, when an uploader runs.
+    pub upload_status: Option<crate::diagnostics::StatusProbe>,
+    /// Where the diagnostics page listens (after binding), if enabled.
+    pub diagnostics_addr: Option<std::net::SocketAddr>,
 }
 
 /// A started gateway.
@@ -97,6 +107,7 @@ pub async fn start(
     let (writes_tx, writes_rx) = mpsc::unbounded_channel();
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (stored_tx, _) = tokio::sync::broadcast::channel(1024);
     let mut tasks = Vec::new();
 
     let now = {
@@ -120,6 +131,7 @@ pub async fn start(
         writes_rx,
         acks_tx,
         ingest.clone(),
+        stored_tx.clone(),
         WriterSettings {
             window: config.buffer.commit_window,
             max_frames: config.buffer.max_commit_frames,
@@ -152,7 +164,36 @@ pub async fn start(
         clock,
         writes: writes_tx,
         events: events_tx,
+        stored_frames: stored_tx,
+        modbus_status: None,
+        reports: None,
+        upload_status: None,
+        diagnostics_addr: None,
     };
+    let mut state = state;
+    let diagnostics = state.config.diagnostics.clone();
+    // A busy diagnostics port must not stop data collection: log and go on.
+    match diagnostics.enabled {
+        true => match crate::diagnostics::server::bind(&diagnostics).await {
+            Ok(listener) => {
+                state.diagnostics_addr = listener.local_addr().ok();
+                let (st, rx) = (state.clone(), shutdown_rx.clone());
+                tasks.push(tokio::spawn(async move {
+                    let r = crate::diagnostics::server::serve_on(listener, st, diagnostics, rx);
+                    if let Err(e) = r.await {
+                        tracing::error!(error = %e, "diagnostics page stopped");
+                    }
+                }));
+            }
+            Err(e) => tracing::error!(error = %e, "diagnostics page not available"),
+        },
+        false => tracing::info!("diagnostics page disabled"),
+    }
+    tasks.push(tokio::spawn(crate::diagnostics::systemd::run_watchdog(
+        state.clone(),
+        shutdown_rx.clone(),
+    )));
+    crate::diagnostics::systemd::notify_ready("collecting");
     tracing::info!(site = %state.config.site.id, gateway = %state.config.gateway_id, "gateway ready");
     Ok(RunningGateway {
         state,

@@ -40,6 +40,9 @@ pub struct DemoArgs {
     /// MQTT port of the embedded broker (default: a free loopback port).
     #[arg(long)]
     pub mqtt_port: Option<u16>,
+    /// Port of the diagnostics page on 127.0.0.1 (default 8080; 0 = any free port).
+    #[arg(long)]
+    pub diagnostics_port: Option<u16>,
 }
 
 /// The demo site's config file text for `data_dir`, broker port and device keys.
@@ -124,7 +127,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let config_path = data_dir.join("gateway.toml");
     std::fs::write(&config_path, demo_config_text(&data_dir, port, &devices))
         .with_context(|| format!("cannot write {}", config_path.display()))?;
-    let config = config::load(&config_path)?;
+    let mut config = config::load(&config_path)?;
+    if let Some(p) = args.diagnostics_port {
+        config.diagnostics.listen = std::net::SocketAddr::from(([127, 0, 0, 1], p));
+    }
     let site: SiteId = config.site.id.clone();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -137,6 +143,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("  data dir      {}", data_dir.display());
         println!("  config        {}", config_path.display());
         println!("  MQTT broker   127.0.0.1:{port} (embedded)");
+        if let Some(a) = gateway.state.diagnostics_addr {
+            println!("  diagnostics   http://{a}/");
+        }
         println!("  devices       {}", devices.iter().map(|d| d.0.to_string()).collect::<Vec<_>>().join(", "));
         println!("Press Ctrl-C to stop.\n");
         let sim = sim::start(SimConfig {

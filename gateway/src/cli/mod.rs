@@ -4,9 +4,11 @@
 pub mod buffer;
 pub mod check_config;
 pub mod demo;
+pub mod diag;
 pub mod keygen;
 pub mod modbus;
 pub mod run;
+pub mod status;
 pub mod verify;
 
 use clap::{Parser, Subcommand};
@@ -37,12 +39,18 @@ pub enum Command {
     CheckConfig(check_config::CheckConfigArgs),
     /// Run a complete demo site: embedded broker, simulated devices, gateway.
     Demo(demo::DemoArgs),
+    /// Show the devices of the running gateway (from its diagnostics API).
+    Devices(status::DevicesArgs),
+    /// Diagnostics tools: `diag bundle` writes a support bundle (tar.gz).
+    Diag(diag::DiagArgs),
     /// Write an Ed25519 key pair (gateway or device) as JWK files.
     Keygen(keygen::KeygenArgs),
     /// Modbus technician tools: read registers or a profile, scan unit ids, list SunSpec models.
     Modbus(crate::cli::modbus::ModbusArgs),
     /// Run the gateway (broker, ingest, buffer, reports, upload, diagnostics).
     Run(run::RunArgs),
+    /// Show the running gateway's state (from its diagnostics API).
+    Status(status::StatusArgs),
     /// Verify signed reports: JWS, chain, Merkle root, device signatures, aggregates, ER.
     Verify(verify::VerifyArgs),
     // Helpers add their variants here, one line each, keeping alphabetical order.
@@ -54,9 +62,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Buffer(a) => buffer::run(a),
         Command::CheckConfig(a) => check_config::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Devices(a) => status::run_devices(a),
+        Command::Diag(a) => diag::run(a),
         Command::Keygen(a) => keygen::run(a),
         Command::Modbus(a) => modbus::run(a),
         Command::Run(a) => run::run(a),
+        Command::Status(a) => status::run(a),
         Command::Verify(a) => verify::run(a),
     }
 }

@@ -93,6 +93,7 @@ pub async fn run_writer(
     mut requests: mpsc::UnboundedReceiver<WriteRequest>,
     acks: mpsc::UnboundedSender<AckOut>,
     stats: Arc<IngestStats>,
+    stored: tokio::sync::broadcast::Sender<Arc<Incoming>>,
     settings: WriterSettings,
     now_ms: impl Fn() -> u64 + Send + 'static,
 ) {
@@ -108,6 +109,7 @@ pub async fn run_writer(
             .iter()
             .map(|i| (i.frame.device.clone(), i.frame.seq, i.frame.samples.len()))
             .collect();
+        let copies = (stored.receiver_count() > 0).then(|| incoming.clone());
         let buf = buffer.clone();
         let result = tokio::task::spawn_blocking(move || buf.append(incoming)).await;
         let result = match result {
@@ -124,6 +126,11 @@ pub async fn run_writer(
             }
         };
         IngestStats::add(&stats.commits, 1);
+        for (outcome, copy) in result.outcomes.iter().zip(copies.into_iter().flatten()) {
+            if *outcome == AppendOutcome::Stored {
+                let _ = stored.send(Arc::new(copy));
+            }
+        }
         let mut formats: HashMap<DeviceId, WireFormat> = HashMap::new();
         let mut events = Vec::new();
         let mut full_now = false;

@@ -1,0 +1,306 @@
+//! `status` and `devices`: the running gateway's state as readable tables
+//! (or `--json`), read from its diagnostics API over HTTP.
+//!
+//! Both talk to `--url` (default `http://127.0.0.1:8080`, the default
+//! diagnostics listener) with `--token` (or `MRV_DIAG_TOKEN`) when the
+//! gateway requires one. [`DiagClient`] is shared with `diag bundle`.
+
+use crate::diagnostics::api::{DeviceRow, StatusView};
+use crate::diagnostics::config::DEFAULT_PORT;
+use crate::diagnostics::page::age;
+use anyhow::{Context, bail};
+use serde::de::DeserializeOwned;
+
+/// Where the gateway's API is and how to get in.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiArgs {
+    /// Base URL of the gateway's diagnostics listener.
+    #[arg(long, env = "MRV_DIAG_URL", default_value_t = format!("http://127.0.0.1:{DEFAULT_PORT}"))]
+    pub url: String,
+    /// Access token (when `diagnostics.token` is set).
+    #[arg(long, env = "MRV_DIAG_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// Arguments of `status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Gateway API.
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Print the API's JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `devices`.
+#[derive(Debug, clap::Args)]
+pub struct DevicesArgs {
+    /// Gateway API.
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// An HTTP client for the diagnostics API.
+#[derive(Debug, Clone)]
+pub struct DiagClient {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl DiagClient {
+    /// A client for `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
+        // One TLS stack everywhere (only used for https:// URLs).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.get(&url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.with_context(|| {
+            format!("cannot reach the gateway at {url} (is it running? see --url)")
+        })?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(resp),
+            401 => bail!("{url}: 401 unauthorized: missing or wrong token (see --token)"),
+            s => bail!("{url}: HTTP {s}"),
+        }
+    }
+
+    /// GETs `path` and parses its JSON.
+    pub async fn json<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let r = self.get(path).await?;
+        r.json()
+            .await
+            .with_context(|| format!("{path}: unexpected answer"))
+    }
+
+    /// GETs `path` as text.
+    pub async fn text(&self, path: &str) -> anyhow::Result<String> {
+        Ok(self.get(path).await?.text().await?)
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Lays out rows as a left-aligned text table with a header rule.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let pad = widths[i].saturating_sub(c.chars().count());
+            s.push_str(c);
+            if i + 1 < cells.len() {
+                s.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    out.push_str(&line(widths.iter().map(|w| "-".repeat(*w)).collect()));
+    for r in rows {
+        out.push_str(&line(r.clone()));
+    }
+    out
+}
+
+/// The device table.
+pub fn render_devices(rows: &[DeviceRow]) -> String {
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.clone(),
+                r.kind.clone(),
+                r.status.to_uppercase(),
+                r.age_s
+                    .map_or_else(|| "never".into(), |a| format!("{} ago", age(a))),
+                r.values
+                    .iter()
+                    .map(|v| format!("{}={} {}", v.channel, v.value, v.unit))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                if r.quality.is_empty() {
+                    "good".into()
+                } else {
+                    r.quality.join("|")
+                },
+                r.signature.clone(),
+                r.acked_seq.to_string(),
+                r.status_reason.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "DEVICE",
+            "KIND",
+            "STATUS",
+            "LAST",
+            "VALUES",
+            "QUALITY",
+            "SIGNATURE",
+            "ACKED",
+            "WHY",
+        ],
+        &body,
+    )
+}
+
+/// The status report: site, devices summary, buffer, ingest, uploads, Modbus.
+pub fn render_status(s: &StatusView, rows: &[DeviceRow]) -> String {
+    let b = &s.buffer;
+    let i = &s.ingest;
+    let u = &s.uploads;
+    let d = &s.devices;
+    let mut out = format!(
+        "site      {} ({}) gateway {} v{}, up {}\n\
+         devices   {} total: {} ok, {} stale, {} failing, {} silent\n\
+         buffer    depth {} frames ({} readings unreported), {} of {} bytes ({:.1} %), oldest unreported {}{}\n\
+         ingest    {} messages, {} frames / {} readings stored, {} duplicates, {} rejected, {} refused (full)\n",
+        s.site.id,
+        s.site.name,
+        s.gateway,
+        s.version,
+        age(s.uptime_s),
+        d.total,
+        d.ok,
+        d.stale,
+        d.failing,
+        d.silent,
+        b.depth_frames,
+        b.unreported_readings,
+        b.bytes,
+        b.max_bytes,
+        b.fill_percent,
+        b.oldest_unreported_age_s
+            .map_or_else(|| "-".into(), |a| format!("{} ago", age(a))),
+        b.alarm
+            .as_deref()
+            .map(|a| format!("\n          ALARM: {a}"))
+            .unwrap_or_default(),
+        i.messages,
+        i.frames_stored,
+        i.readings_stored,
+        i.duplicates,
+        i.rejects_total,
+        i.refused_buffer_full,
+    );
+    if !i.rejects.is_empty() {
+        let r: Vec<String> = i.rejects.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out.push_str(&format!("          rejects: {}\n", r.join(" ")));
+    }
+    if u.reports_configured {
+        out.push_str(&format!(
+            "reports   newest #{}, backlog {}, delivered up to #{}\n",
+            u.head_seq.map_or_else(|| "-".into(), |x| x.to_string()),
+            u.backlog.map_or_else(|| "-".into(), |x| x.to_string()),
+            u.delivered_upto
+                .map_or_else(|| "-".into(), |x| x.to_string()),
+        ));
+    } else {
+        out.push_str("reports   not configured\n");
+    }
+    match &u.upload {
+        Some(serde_json::Value::Object(m)) => {
+            let f: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            out.push_str(&format!("upload    {}\n", f.join(" ")));
+        }
+        Some(v) => out.push_str(&format!("upload    {v}\n")),
+        None => out.push_str("upload    not configured\n"),
+    }
+    match &s.modbus {
+        None => out.push_str("modbus    not configured\n"),
+        Some(m) => {
+            for (dev, st) in m {
+                out.push_str(&format!(
+                    "modbus    {dev}: {} polls, {} failed{}\n",
+                    st.polls,
+                    st.errors.values().sum::<u64>(),
+                    st.last_error
+                        .as_deref()
+                        .map(|e| format!(", last error: {e}"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+    }
+    out.push('\n');
+    out.push_str(&render_devices(rows));
+    out
+}
+
+/// Runs `status`.
+pub fn run(args: StatusArgs) -> anyhow::Result<()> {
+    let c = DiagClient::new(&args.api.url, args.api.token.clone())?;
+    runtime()?.block_on(async {
+        if args.json {
+            let v: serde_json::Value = c.json("/api/status").await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            let s: StatusView = c.json("/api/status").await?;
+            let rows: Vec<DeviceRow> = c.json("/api/devices").await?;
+            print!("{}", render_status(&s, &rows));
+        }
+        anyhow::Ok(())
+    })
+}
+
+/// Runs `devices`.
+pub fn run_devices(args: DevicesArgs) -> anyhow::Result<()> {
+    let c = DiagClient::new(&args.api.url, args.api.token.clone())?;
+    runtime()?.block_on(async {
+        if args.json {
+            let v: serde_json::Value = c.json("/api/devices").await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            let rows: Vec<DeviceRow> = c.json("/api/devices").await?;
+            print!("{}", render_devices(&rows));
+        }
+        anyhow::Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_pads_columns_to_the_widest_cell() {
+        let t = table(
+            &["A", "BB"],
+            &[vec!["xxx".into(), "y".into()], vec!["z".into(), "".into()]],
+        );
+        assert_eq!(t, "A    BB\n---  --\nxxx  y\nz\n");
+    }
+}

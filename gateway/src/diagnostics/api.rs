@@ -1,0 +1,703 @@
+//! The JSON API behind every diagnostics page: the view types (serialised
+//! by the gateway, parsed back by the `status`/`devices` CLI) and the
+//! functions that assemble them from a running gateway's state.
+//!
+//! Endpoints (all `GET` unless noted, all JSON, all behind the token when one
+//! is configured):
+//!
+//! | path | body |
+//! |---|---|
+//! | `/api/status` | [`StatusView`]: site, buffer, ingest, uploads, Modbus, device counts |
+//! | `/api/devices` | `[`[`DeviceRow`]`]` |
+//! | `/api/devices/{id}` | [`DeviceDetail`]: the row plus the last hour per channel |
+//! | `/api/devices/{id}/tail?after_ms=` | [`TailView`]: stored frames and rejected payloads |
+//! | `/api/buffer` | [`BufferView`] |
+//! | `/api/uploads` | [`UploadsView`] |
+//! | `/api/events?limit=` | `[`[`EventView`]`]`, newest last |
+//! | `/api/logs?limit=` | `[`[`LogLine`]`]`, newest last |
+//! | `/api/config` | [`ConfigView`]: the config file with secrets replaced |
+//! | `POST /api/modbus/probe` | [`ProbeRequest`] -> [`ProbeResult`] |
+//!
+//! Invariant: no view carries a secret. Device public keys are shown only as
+//! their key id; the config is redacted by [`super::bundle::redact_config`].
+
+use super::config::ValidDiagnosticsConfig;
+use super::logs::LogLine;
+use super::state::{LiveStore, Point, TailEntry};
+use crate::buffer::{BufferStats, DeviceSummary};
+use crate::config::GatewayConfig;
+use crate::ingest::quarantine::Quarantined;
+use crate::ingest::stats::IngestStats;
+use crate::modbus::status::DeviceStatus as ModbusDeviceStatus;
+use crate::report::store::ReportMeta;
+use mrv_shared::event::Event;
+use mrv_shared::ids::DeviceId;
+use mrv_shared::reading::Quality;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Site identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteView {
+    /// Site id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// JCM project reference.
+    pub project: String,
+    /// Methodology reference.
+    pub methodology: String,
+}
+
+/// Device counts by status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCounts {
+    /// Devices known (registered or seen).
+    pub total: usize,
+    /// Reporting, good quality.
+    pub ok: usize,
+    /// Last frame older than the staleness threshold.
+    pub stale: usize,
+    /// Recent rejects, unusable values or Modbus errors.
+    pub failing: usize,
+    /// Registered but never heard from.
+    pub silent: usize,
+}
+
+/// Buffer summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BufferView {
+    /// Frames not yet covered by a report (the depth).
+    pub depth_frames: u64,
+    /// Readings not yet covered by a report.
+    pub unreported_readings: u64,
+    /// Frames kept.
+    pub frames: u64,
+    /// Readings kept.
+    pub readings: u64,
+    /// Logical bytes kept (what the limit counts).
+    pub bytes: u64,
+    /// Bytes on disk.
+    pub disk_bytes: u64,
+    /// The byte limit.
+    pub max_bytes: u64,
+    /// `bytes / max_bytes`, percent.
+    pub fill_percent: f64,
+    /// Receipt time of the oldest unreported frame, Unix ms.
+    pub oldest_unreported_ms: Option<u64>,
+    /// Its age, s.
+    pub oldest_unreported_age_s: Option<u64>,
+    /// At the limit: new frames are refused.
+    pub full: bool,
+    /// Times the buffer became full.
+    pub full_events: u64,
+    /// Alarm text when full or above 90 %.
+    pub alarm: Option<String>,
+}
+
+/// Ingest counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestView {
+    /// MQTT publishes received.
+    pub messages: u64,
+    /// Frames stored.
+    pub frames_stored: u64,
+    /// Readings stored.
+    pub readings_stored: u64,
+    /// Duplicate frames.
+    pub duplicates: u64,
+    /// Frames refused with a full buffer.
+    pub refused_buffer_full: u64,
+    /// Group commits.
+    pub commits: u64,
+    /// Application acks published.
+    pub acks_published: u64,
+    /// Signatures verified.
+    pub signatures_verified: u64,
+    /// Rejected payloads by reason.
+    pub rejects: BTreeMap<String, u64>,
+    /// Rejected payloads in total.
+    pub rejects_total: u64,
+}
+
+/// Reports and uploads.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UploadsView {
+    /// A report store is attached.
+    pub reports_configured: bool,
+    /// Newest stored report.
+    pub head_seq: Option<u64>,
+    /// Its period end, Unix ms.
+    pub head_period_end_ms: Option<u64>,
+    /// Reports stored but not confirmed by the backend (the backlog).
+    pub backlog: Option<u64>,
+    /// Every report up to this seq is delivered.
+    pub delivered_upto: Option<u64>,
+    /// An uploader is attached.
+    pub upload_configured: bool,
+    /// The uploader's own status (last success, last error, next retry, ...)
+    /// as it reports it.
+    pub upload: Option<serde_json::Value>,
+}
+
+/// Modbus status of one device.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModbusView {
+    /// Last poll, Unix ms.
+    pub last_poll_ms: Option<u64>,
+    /// Last poll without failure, Unix ms.
+    pub last_success_ms: Option<u64>,
+    /// Last failure text.
+    pub last_error: Option<String>,
+    /// Polls done.
+    pub polls: u64,
+    /// Failed polls by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Read requests per poll.
+    pub requests_per_poll: usize,
+}
+
+impl From<ModbusDeviceStatus> for ModbusView {
+    fn from(s: ModbusDeviceStatus) -> Self {
+        Self {
+            last_poll_ms: s.last_poll_ms,
+            last_success_ms: s.last_success_ms,
+            last_error: s.last_error,
+            polls: s.polls,
+            errors: s.errors,
+            requests_per_poll: s.requests_per_poll,
+        }
+    }
+}
+
+/// `/api/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusView {
+    /// Site.
+    pub site: SiteView,
+    /// Gateway id.
+    pub gateway: String,
+    /// Gateway version.
+    pub version: String,
+    /// Gateway clock, Unix ms.
+    pub now_ms: u64,
+    /// Uptime of the diagnostics server, s.
+    pub uptime_s: u64,
+    /// Token required.
+    pub auth: bool,
+    /// Device counts.
+    pub devices: DeviceCounts,
+    /// Buffer.
+    pub buffer: BufferView,
+    /// Ingest.
+    pub ingest: IngestView,
+    /// Reports and uploads.
+    pub uploads: UploadsView,
+    /// Modbus devices (absent when no poller is attached).
+    pub modbus: Option<BTreeMap<String, ModbusView>>,
+}
+
+/// The latest value of a channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelValue {
+    /// Channel id.
+    pub channel: String,
+    /// Quantity (snake_case).
+    pub quantity: String,
+    /// Base unit.
+    pub unit: String,
+    /// Value in base units.
+    pub value: i64,
+    /// Reading time, Unix ms.
+    pub t_ms: u64,
+    /// Quality flag names (empty = good).
+    pub quality: Vec<String>,
+}
+
+/// One row of the site overview.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRow {
+    /// Device id.
+    pub id: String,
+    /// Kind (registry), or `unregistered`.
+    pub kind: String,
+    /// Serial number (registry).
+    pub serial: String,
+    /// `ok`, `stale`, `failing` or `silent`.
+    pub status: String,
+    /// Why it has that status.
+    pub status_reason: String,
+    /// Last frame receipt, Unix ms.
+    pub last_received_ms: Option<u64>,
+    /// Its age, s.
+    pub age_s: Option<u64>,
+    /// Highest contiguous durable seq (what the device was acked).
+    pub acked_seq: u64,
+    /// Frames kept.
+    pub frames: u64,
+    /// Readings kept.
+    pub readings: u64,
+    /// Missing sequence numbers (sum of gap lengths).
+    pub missing_frames: u64,
+    /// Quality flags of the last frame (union; empty = good).
+    pub quality: Vec<String>,
+    /// `verified`, `unsigned`, `gateway` (Modbus), `rejected` or `expected`.
+    pub signature: String,
+    /// Key id of the registered public key (never the key itself).
+    pub key_id: Option<String>,
+    /// Rejected payloads from this device in the staleness window.
+    pub recent_rejects: u64,
+    /// Latest value per channel.
+    pub values: Vec<ChannelValue>,
+    /// Last Modbus error, if polled by the gateway.
+    pub modbus_error: Option<String>,
+}
+
+/// A channel's last hour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelSeries {
+    /// Channel id.
+    pub channel: String,
+    /// Quantity.
+    pub quantity: String,
+    /// Base unit.
+    pub unit: String,
+    /// Points, oldest first.
+    pub points: Vec<Point>,
+}
+
+/// `/api/devices/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceDetail {
+    /// The overview row.
+    pub row: DeviceRow,
+    /// Firmware of the last frame.
+    pub firmware: Option<String>,
+    /// Boot counter of the last frame.
+    pub boot: Option<u32>,
+    /// Channels with their points.
+    pub channels: Vec<ChannelSeries>,
+}
+
+/// `/api/devices/{id}/tail`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TailView {
+    /// Device id.
+    pub device: String,
+    /// Entries newer than the request's `after_ms`, oldest first.
+    pub entries: Vec<TailEntry>,
+}
+
+/// One recorded event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventView {
+    /// Event id in the buffer.
+    pub id: u64,
+    /// Time, Unix ms.
+    pub time_ms: u64,
+    /// Kind (snake_case).
+    pub kind: String,
+    /// Device.
+    pub device: Option<String>,
+    /// Detail.
+    pub detail: String,
+}
+
+impl EventView {
+    /// From a stored event.
+    pub fn new(id: u64, e: &Event) -> Self {
+        Self {
+            id,
+            time_ms: e.time_ms,
+            kind: e.kind.name().to_string(),
+            device: e.device.as_ref().map(|d| d.to_string()),
+            detail: e.detail.clone(),
+        }
+    }
+}
+
+/// `/api/config`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigView {
+    /// Config file path.
+    pub path: String,
+    /// Its text with every secret replaced by `<redacted>`.
+    pub redacted: String,
+}
+
+/// `POST /api/modbus/probe`: read registers from a Modbus TCP device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeRequest {
+    /// `host:port` of the device.
+    pub address: String,
+    /// Unit id.
+    #[serde(default = "default_unit")]
+    pub unit: u8,
+    /// `holding` or `input`.
+    #[serde(default = "default_table")]
+    pub table: String,
+    /// First register address (0-based).
+    pub start: u16,
+    /// Number of registers (1-125).
+    pub count: u16,
+    /// Name of a profile in the Modbus config: its registers within the
+    /// range are decoded.
+    #[serde(default)]
+    pub profile: Option<String>,
+}
+
+fn default_unit() -> u8 {
+    1
+}
+
+fn default_table() -> String {
+    "holding".into()
+}
+
+/// Answer of a probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeResult {
+    /// Raw words read, or empty on failure.
+    pub words: Vec<u16>,
+    /// Decoded values (`name = value unit`) for profile registers in range.
+    pub decoded: Vec<String>,
+    /// The failure, if any (exception with its meaning, timeout, link).
+    pub error: Option<String>,
+    /// Round trip, ms.
+    pub elapsed_ms: u64,
+}
+
+/// Everything a view needs, borrowed from a running gateway.
+pub struct Inputs<'a> {
+    /// Config.
+    pub config: &'a GatewayConfig,
+    /// Diagnostics settings.
+    pub diag: &'a ValidDiagnosticsConfig,
+    /// Buffer totals.
+    pub buffer: &'a BufferStats,
+    /// Buffer's per-device ledger.
+    pub buffer_devices: &'a [DeviceSummary],
+    /// Live values.
+    pub live: &'a LiveStore,
+    /// Rejected payloads, oldest first.
+    pub quarantine: &'a [Quarantined],
+    /// Modbus status, if pollers run.
+    pub modbus: Option<&'a BTreeMap<DeviceId, ModbusDeviceStatus>>,
+    /// Now, Unix ms.
+    pub now_ms: u64,
+}
+
+/// The buffer summary (pure).
+pub fn buffer_view(s: &BufferStats, now_ms: u64) -> BufferView {
+    let fill = if s.max_bytes == 0 {
+        0.0
+    } else {
+        s.bytes as f64 * 100.0 / s.max_bytes as f64
+    };
+    let alarm = if s.full {
+        Some(format!(
+            "buffer FULL ({} of {} bytes): new frames are refused and stay on the devices; \
+             reports must be delivered before space is freed",
+            s.bytes, s.max_bytes
+        ))
+    } else if fill >= 90.0 {
+        Some(format!("buffer {fill:.1} % full"))
+    } else {
+        None
+    };
+    BufferView {
+        depth_frames: s.unreported_frames,
+        unreported_readings: s.unreported_readings,
+        frames: s.frames,
+        readings: s.readings,
+        bytes: s.bytes,
+        disk_bytes: s.disk_bytes,
+        max_bytes: s.max_bytes,
+        fill_percent: (fill * 10.0).round() / 10.0,
+        oldest_unreported_ms: s.oldest_unreported_ms,
+        oldest_unreported_age_s: s
+            .oldest_unreported_ms
+            .map(|t| now_ms.saturating_sub(t) / 1000),
+        full: s.full,
+        full_events: s.full_events,
+        alarm,
+    }
+}
+
+/// The ingest counters.
+pub fn ingest_view(s: &IngestStats) -> IngestView {
+    let rejects: BTreeMap<String, u64> = s
+        .rejects()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    IngestView {
+        messages: IngestStats::get(&s.messages),
+        frames_stored: IngestStats::get(&s.frames_stored),
+        readings_stored: IngestStats::get(&s.readings_stored),
+        duplicates: IngestStats::get(&s.duplicates),
+        refused_buffer_full: IngestStats::get(&s.refused_buffer_full),
+        commits: IngestStats::get(&s.commits),
+        acks_published: IngestStats::get(&s.acks_published),
+        signatures_verified: IngestStats::get(&s.signatures_verified),
+        rejects_total: rejects.values().sum(),
+        rejects,
+    }
+}
+
+/// Reports part of the uploads view.
+pub fn uploads_view(
+    head: Option<&ReportMeta>,
+    backlog: Option<u64>,
+    delivered_upto: Option<u64>,
+    upload: Option<serde_json::Value>,
+    reports_configured: bool,
+) -> UploadsView {
+    UploadsView {
+        reports_configured,
+        head_seq: head.map(|h| h.seq),
+        head_period_end_ms: head.map(|h| h.period.end_ms),
+        backlog,
+        delivered_upto,
+        upload_configured: upload.is_some(),
+        upload,
+    }
+}
+
+fn quality_names(bits: u8) -> Vec<String> {
+    Quality(bits).names().map(str::to_string).collect()
+}
+
+/// Every device row: registered devices first (config order), then devices
+/// seen in the buffer or live store but not registered (pure).
+pub fn device_rows(i: &Inputs<'_>) -> Vec<DeviceRow> {
+    let mut ids: Vec<DeviceId> = i.config.devices.iter().map(|d| d.id.clone()).collect();
+    let mut extra: Vec<DeviceId> = i
+        .buffer_devices
+        .iter()
+        .map(|d| d.device.clone())
+        .chain(i.live.devices().cloned())
+        .chain(i.modbus.into_iter().flat_map(|m| m.keys().cloned()))
+        .filter(|d| !ids.contains(d))
+        .collect();
+    extra.sort();
+    extra.dedup();
+    ids.extend(extra);
+    ids.iter().map(|id| device_row(i, id)).collect()
+}
+
+/// One device's row (pure).
+pub fn device_row(i: &Inputs<'_>, id: &DeviceId) -> DeviceRow {
+    let info = i.config.devices.get(id);
+    let summary = i.buffer_devices.iter().find(|d| &d.device == id);
+    let last = i.live.last(id);
+    let modbus = i.modbus.and_then(|m| m.get(id));
+    let stale_ms = i.diag.stale_after.as_millis() as u64;
+    let last_received_ms = match (summary.and_then(|s| s.last_received_ms), last) {
+        (Some(a), Some(l)) => Some(a.max(l.received_ms)),
+        (a, l) => a.or(l.map(|l| l.received_ms)),
+    };
+    let age_ms = last_received_ms.map(|t| i.now_ms.saturating_sub(t));
+    let recent: Vec<&Quarantined> = i
+        .quarantine
+        .iter()
+        .filter(|q| q.device.as_deref() == Some(id.as_str()))
+        .filter(|q| i.now_ms.saturating_sub(q.received_ms) <= stale_ms)
+        .collect();
+    let last_reject = recent.iter().map(|q| q.received_ms).max();
+    let signature_rejects = recent
+        .iter()
+        .any(|q| matches!(q.reason, "bad_signature" | "missing_signature"));
+    let has_key = info.is_some_and(|d| d.public_key.is_some());
+    let signature = if signature_rejects && last_reject >= last.map(|l| l.received_ms) {
+        "rejected"
+    } else if modbus.is_some() {
+        "gateway"
+    } else if has_key {
+        match last {
+            Some(l) if l.signed => "verified",
+            Some(_) => "unsigned",
+            None => "expected",
+        }
+    } else {
+        "unsigned"
+    };
+    let quality_bits = last.map_or(0, |l| l.quality);
+    let unusable = !Quality(quality_bits).is_usable();
+    let modbus_failing = modbus.is_some_and(|m| {
+        m.last_error.is_some() && m.last_poll_ms.is_some() && m.last_success_ms != m.last_poll_ms
+    });
+    let rejects_after_last = last_reject.is_some_and(|r| last.is_none_or(|l| r >= l.received_ms));
+    let (status, reason) = if rejects_after_last {
+        let q = recent
+            .last()
+            .expect("a reject exists when last_reject is set");
+        (
+            "failing",
+            format!("payload rejected: {} ({})", q.reason, q.detail),
+        )
+    } else if modbus_failing {
+        (
+            "failing",
+            format!(
+                "Modbus: {}",
+                modbus
+                    .and_then(|m| m.last_error.clone())
+                    .unwrap_or_default()
+            ),
+        )
+    } else if last_received_ms.is_none() {
+        ("silent", "no frame received yet".to_string())
+    } else if age_ms.is_some_and(|a| a > stale_ms) {
+        (
+            "stale",
+            format!(
+                "last frame {} s ago (threshold {} s)",
+                age_ms.unwrap_or(0) / 1000,
+                stale_ms / 1000
+            ),
+        )
+    } else if unusable && last.is_some() {
+        (
+            "failing",
+            format!(
+                "last values unusable: {}",
+                quality_names(quality_bits).join(", ")
+            ),
+        )
+    } else {
+        ("ok", "reporting".to_string())
+    };
+    let values = i
+        .live
+        .channels(id)
+        .into_iter()
+        .filter_map(|(ch, s)| {
+            s.points.back().map(|p| ChannelValue {
+                channel: ch.to_string(),
+                quantity: quantity_name(s.quantity),
+                unit: s.quantity.unit().to_string(),
+                value: p.value,
+                t_ms: p.t_ms,
+                quality: quality_names(p.quality),
+            })
+        })
+        .collect();
+    DeviceRow {
+        id: id.to_string(),
+        kind: info.map_or_else(
+            || {
+                if modbus.is_some() {
+                    "modbus_meter".to_string()
+                } else {
+                    "unregistered".to_string()
+                }
+            },
+            |d| quantity_like_name(&d.kind),
+        ),
+        serial: info.map(|d| d.serial.clone()).unwrap_or_default(),
+        status: status.to_string(),
+        status_reason: reason,
+        last_received_ms,
+        age_s: age_ms.map(|a| a / 1000),
+        acked_seq: summary.map_or(0, |s| s.acked_seq),
+        frames: summary.map_or(0, |s| s.frames),
+        readings: summary.map_or(0, |s| s.readings),
+        missing_frames: summary.map_or(0, |s| {
+            s.gaps
+                .iter()
+                .map(|(a, b)| b.saturating_sub(*a).saturating_add(1))
+                .sum()
+        }),
+        quality: quality_names(quality_bits),
+        signature: signature.to_string(),
+        key_id: info.and_then(|d| d.key_id()),
+        recent_rejects: recent.len() as u64,
+        values,
+        modbus_error: modbus.and_then(|m| m.last_error.clone()),
+    }
+}
+
+/// Counts rows by status.
+pub fn device_counts(rows: &[DeviceRow]) -> DeviceCounts {
+    let mut c = DeviceCounts {
+        total: rows.len(),
+        ..DeviceCounts::default()
+    };
+    for r in rows {
+        match r.status.as_str() {
+            "ok" => c.ok += 1,
+            "stale" => c.stale += 1,
+            "failing" => c.failing += 1,
+            _ => c.silent += 1,
+        }
+    }
+    c
+}
+
+/// A device's detail: row plus series.
+pub fn device_detail(i: &Inputs<'_>, id: &DeviceId) -> DeviceDetail {
+    let last = i.live.last(id);
+    DeviceDetail {
+        row: device_row(i, id),
+        firmware: last.map(|l| l.firmware.clone()),
+        boot: last.map(|l| l.boot),
+        channels: i
+            .live
+            .channels(id)
+            .into_iter()
+            .map(|(ch, s)| ChannelSeries {
+                channel: ch.to_string(),
+                quantity: quantity_name(s.quantity),
+                unit: s.quantity.unit().to_string(),
+                points: s.points.into_iter().collect(),
+            })
+            .collect(),
+    }
+}
+
+/// Tail of a device: stored frames from the live store merged with the
+/// rejected payloads from the quarantine, oldest first.
+pub fn tail_view(
+    live: &LiveStore,
+    quarantine: &[Quarantined],
+    id: &DeviceId,
+    after_ms: u64,
+) -> TailView {
+    let mut entries = live.tail(id, after_ms);
+    entries.extend(
+        quarantine
+            .iter()
+            .filter(|q| q.device.as_deref() == Some(id.as_str()) && q.received_ms > after_ms)
+            .map(|q| TailEntry {
+                time_ms: q.received_ms,
+                kind: "rejected".into(),
+                summary: format!(
+                    "{}: {} ({} bytes on {})",
+                    q.reason, q.detail, q.len, q.topic
+                ),
+            }),
+    );
+    entries.sort_by_key(|e| e.time_ms);
+    TailView {
+        device: id.to_string(),
+        entries,
+    }
+}
+
+fn quantity_name(q: mrv_shared::quantity::Quantity) -> String {
+    serde_json::to_value(q)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{q:?}"))
+}
+
+fn quantity_like_name<T: Serialize + std::fmt::Debug>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{v:?}"))
+}
+
+/// `/api/logs` body.
+pub type LogsView = Vec<LogLine>;

@@ -1,0 +1,556 @@
+//! The diagnostics HTTP server (axum): routes, token check, handlers.
+//!
+//! Routes: pages `/`, `/devices/{id}`, `/events`, `/logs`, `/modbus`,
+//! `/login`; assets `/assets/style.css`, `/assets/app.js`; the JSON API
+//! (see [`super::api`]); `/metrics` (see [`super::metrics`]).
+//!
+//! Access rule: with no token configured (only allowed on loopback, see
+//! [`super::config`]) every request is served. With a token, every request
+//! except the assets and the login form needs either `Authorization: Bearer
+//! <token>` or the session cookie the login form sets; anything else gets
+//! `401` (a login page for pages, JSON for the API, text for `/metrics`).
+//! The cookie holds `SHA-256(random salt of this process || token)`, never
+//! the token, and it is `HttpOnly; SameSite=Strict`.
+
+use super::api::{
+    self, ConfigView, DeviceRow, EventView, Inputs, ProbeRequest, ProbeResult, StatusView,
+};
+use super::bundle::redact_config;
+use super::config::ValidDiagnosticsConfig;
+use super::logs::LogRing;
+use super::page;
+use super::state::{LiveStore, SharedLive, run_live_feed};
+use super::{DiagnosticsError, metrics};
+use crate::buffer::{BufferStats, DeviceSummary};
+use crate::ingest::quarantine::Quarantined;
+use crate::modbus::status::DeviceStatus as ModbusDeviceStatus;
+use crate::runtime::GatewayState;
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use mrv_shared::ids::DeviceId;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Name of the session cookie.
+pub const COOKIE: &str = "mrv_diag";
+
+/// What every handler sees.
+#[derive(Clone)]
+pub struct DiagContext {
+    gw: GatewayState,
+    live: SharedLive,
+    cfg: Arc<ValidDiagnosticsConfig>,
+    started_ms: u64,
+    logs: &'static LogRing,
+    session: Option<Arc<String>>,
+}
+
+/// One consistent copy of the state a view is built from.
+struct Snapshot {
+    now_ms: u64,
+    buffer: BufferStats,
+    devices: Vec<DeviceSummary>,
+    quarantine: Vec<Quarantined>,
+    modbus: Option<BTreeMap<DeviceId, ModbusDeviceStatus>>,
+}
+
+impl DiagContext {
+    /// A context over a running gateway's state.
+    pub fn new(gw: GatewayState, cfg: ValidDiagnosticsConfig, logs: &'static LogRing) -> Self {
+        let live = Arc::new(Mutex::new(LiveStore::new(
+            cfg.chart_window.as_millis() as u64
+        )));
+        let session = cfg.token.as_ref().map(|t| {
+            let salt: [u8; 16] = rand::random();
+            let mut h = Sha256::new();
+            h.update(salt);
+            h.update(t.expose().as_bytes());
+            Arc::new(hex(&h.finalize()))
+        });
+        Self {
+            started_ms: gw.clock.now_ms(),
+            gw,
+            live,
+            cfg: Arc::new(cfg),
+            logs,
+            session,
+        }
+    }
+
+    /// The live store (fed by [`run_live_feed`]).
+    pub fn live(&self) -> SharedLive {
+        self.live.clone()
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            now_ms: self.gw.clock.now_ms(),
+            buffer: self.gw.buffer.stats(),
+            devices: self.gw.buffer.devices(),
+            quarantine: self
+                .gw
+                .quarantine
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entries()
+                .cloned()
+                .collect(),
+            modbus: self.gw.modbus_status.as_ref().map(|m| m.snapshot()),
+        }
+    }
+
+    fn with_inputs<T>(&self, s: &Snapshot, f: impl FnOnce(&Inputs<'_>) -> T) -> T {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let inputs = Inputs {
+            config: &self.gw.config,
+            diag: &self.cfg,
+            buffer: &s.buffer,
+            buffer_devices: &s.devices,
+            live: &live,
+            quarantine: &s.quarantine,
+            modbus: s.modbus.as_ref(),
+            now_ms: s.now_ms,
+        };
+        f(&inputs)
+    }
+
+    fn rows(&self, s: &Snapshot) -> Vec<DeviceRow> {
+        self.with_inputs(s, api::device_rows)
+    }
+
+    fn uploads(&self) -> api::UploadsView {
+        let reports = self.gw.reports.as_ref();
+        let head = reports.and_then(|r| r.head());
+        let backlog = reports.map(|r| r.undelivered().len() as u64);
+        let delivered = reports.map(|r| r.delivered_upto());
+        let upload = self.gw.upload_status.as_ref().map(|p| p());
+        api::uploads_view(head.as_ref(), backlog, delivered, upload, reports.is_some())
+    }
+
+    fn status(&self, s: &Snapshot, rows: &[DeviceRow]) -> StatusView {
+        let c = &self.gw.config;
+        StatusView {
+            site: api::SiteView {
+                id: c.site.id.to_string(),
+                name: c.site.name.clone(),
+                project: c.site.project.clone(),
+                methodology: c.site.methodology.clone(),
+            },
+            gateway: c.gateway_id.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            now_ms: s.now_ms,
+            uptime_s: s.now_ms.saturating_sub(self.started_ms) / 1000,
+            auth: self.cfg.token.is_some(),
+            devices: api::device_counts(rows),
+            buffer: api::buffer_view(&s.buffer, s.now_ms),
+            ingest: api::ingest_view(&self.gw.ingest),
+            uploads: self.uploads(),
+            modbus: s.modbus.as_ref().map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.to_string(), v.clone().into()))
+                    .collect()
+            }),
+        }
+    }
+
+    async fn events(&self, limit: usize) -> Vec<EventView> {
+        let buffer = self.gw.buffer.clone();
+        let limit = limit.clamp(1, 10_000);
+        tokio::task::spawn_blocking(move || {
+            let next = buffer.stats().next_event_id;
+            let after = next.checked_sub(limit as u64 + 1);
+            buffer
+                .events_after(after)
+                .filter_map(Result::ok)
+                .map(|(id, e)| EventView::new(id, &e))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = &self.cfg.token else {
+            return true;
+        };
+        if let Some(v) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        {
+            if let Some(t) = v.strip_prefix("Bearer ") {
+                return token.matches(t.trim());
+            }
+        }
+        let Some(session) = &self.session else {
+            return false;
+        };
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .any(|(k, v)| k == COOKIE && super::config::Token::new(session.as_str()).matches(v))
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+async fn require_token(State(ctx): State<DiagContext>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if path.starts_with("/assets/") || path == "/login" || ctx.authorized(req.headers()) {
+        return next.run(req).await;
+    }
+    let mut resp = if path.starts_with("/api/") {
+        (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({"error": "missing or wrong token"})),
+        )
+            .into_response()
+    } else if path == "/metrics" {
+        (StatusCode::UNAUTHORIZED, "missing or wrong token\n").into_response()
+    } else {
+        (StatusCode::UNAUTHORIZED, Html(page::login_page(false))).into_response()
+    };
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"mrv-gateway\""),
+    );
+    resp
+}
+
+#[derive(serde::Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login_form() -> Html<String> {
+    Html(page::login_page(false))
+}
+
+async fn login(
+    State(ctx): State<DiagContext>,
+    axum::Form(form): axum::Form<LoginForm>,
+) -> Response {
+    match (&ctx.cfg.token, &ctx.session) {
+        (Some(t), Some(session)) if t.matches(form.token.trim()) => {
+            let cookie = format!("{COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/");
+            let mut r = Redirect::to("/").into_response();
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            r
+        }
+        (None, _) => Redirect::to("/").into_response(),
+        _ => (StatusCode::UNAUTHORIZED, Html(page::login_page(true))).into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct LimitQuery {
+    limit: Option<usize>,
+}
+
+#[derive(serde::Deserialize)]
+struct TailQuery {
+    after_ms: Option<u64>,
+}
+
+fn not_found(what: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({ "error": what })),
+    )
+        .into_response()
+}
+
+fn parse_device(id: &str) -> Result<DeviceId, Box<Response>> {
+    DeviceId::new(id).map_err(|e| {
+        Box::new(
+            (
+                StatusCode::BAD_REQUEST,
+                axum::Json(serde_json::json!({ "error": format!("bad device id: {e}") })),
+            )
+                .into_response(),
+        )
+    })
+}
+
+fn known(ctx: &DiagContext, rows: &[DeviceRow], id: &DeviceId) -> bool {
+    let _ = ctx;
+    rows.iter().any(|r| r.id == id.as_str())
+}
+
+async fn overview(State(ctx): State<DiagContext>) -> Html<String> {
+    let s = ctx.snapshot();
+    let rows = ctx.rows(&s);
+    let status = ctx.status(&s, &rows);
+    let events = ctx.events(10).await;
+    Html(page::overview(&status, &rows, &events))
+}
+
+async fn device_page(State(ctx): State<DiagContext>, Path(id): Path<String>) -> Response {
+    let id = match parse_device(&id) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    let s = ctx.snapshot();
+    let rows = ctx.rows(&s);
+    if !known(&ctx, &rows, &id) {
+        return (
+            StatusCode::NOT_FOUND,
+            Html(format!("no device {}", page::esc(id.as_str()))),
+        )
+            .into_response();
+    }
+    let d = ctx.with_inputs(&s, |i| api::device_detail(i, &id));
+    Html(page::device_page(
+        ctx.gw.config.site.id.as_str(),
+        &d,
+        s.now_ms,
+        ctx.cfg.chart_window.as_millis() as u64,
+    ))
+    .into_response()
+}
+
+async fn events_page(State(ctx): State<DiagContext>) -> Html<String> {
+    let ev = ctx.events(200).await;
+    Html(page::events_page(ctx.gw.config.site.id.as_str(), &ev))
+}
+
+async fn logs_page(State(ctx): State<DiagContext>) -> Html<String> {
+    Html(page::logs_page(
+        ctx.gw.config.site.id.as_str(),
+        &ctx.logs.tail(300),
+    ))
+}
+
+async fn modbus_page(State(ctx): State<DiagContext>) -> Html<String> {
+    let s = ctx.snapshot();
+    let rows = ctx.rows(&s);
+    let status = ctx.status(&s, &rows);
+    Html(page::modbus_page(ctx.gw.config.site.id.as_str(), &status))
+}
+
+async fn api_status(State(ctx): State<DiagContext>) -> axum::Json<StatusView> {
+    let s = ctx.snapshot();
+    let rows = ctx.rows(&s);
+    axum::Json(ctx.status(&s, &rows))
+}
+
+async fn api_devices(State(ctx): State<DiagContext>) -> axum::Json<Vec<DeviceRow>> {
+    let s = ctx.snapshot();
+    axum::Json(ctx.rows(&s))
+}
+
+async fn api_device(State(ctx): State<DiagContext>, Path(id): Path<String>) -> Response {
+    let id = match parse_device(&id) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    let s = ctx.snapshot();
+    if !known(&ctx, &ctx.rows(&s), &id) {
+        return not_found("no such device");
+    }
+    axum::Json(ctx.with_inputs(&s, |i| api::device_detail(i, &id))).into_response()
+}
+
+async fn api_tail(
+    State(ctx): State<DiagContext>,
+    Path(id): Path<String>,
+    Query(q): Query<TailQuery>,
+) -> Response {
+    let id = match parse_device(&id) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    let s = ctx.snapshot();
+    let live = ctx.live.lock().unwrap_or_else(|p| p.into_inner());
+    axum::Json(api::tail_view(
+        &live,
+        &s.quarantine,
+        &id,
+        q.after_ms.unwrap_or(0),
+    ))
+    .into_response()
+}
+
+async fn api_buffer(State(ctx): State<DiagContext>) -> axum::Json<api::BufferView> {
+    let s = ctx.snapshot();
+    axum::Json(api::buffer_view(&s.buffer, s.now_ms))
+}
+
+async fn api_uploads(State(ctx): State<DiagContext>) -> axum::Json<api::UploadsView> {
+    axum::Json(ctx.uploads())
+}
+
+async fn api_events(
+    State(ctx): State<DiagContext>,
+    Query(q): Query<LimitQuery>,
+) -> axum::Json<Vec<EventView>> {
+    axum::Json(ctx.events(q.limit.unwrap_or(100)).await)
+}
+
+async fn api_logs(
+    State(ctx): State<DiagContext>,
+    Query(q): Query<LimitQuery>,
+) -> axum::Json<api::LogsView> {
+    axum::Json(ctx.logs.tail(q.limit.unwrap_or(200)))
+}
+
+async fn api_config(State(ctx): State<DiagContext>) -> axum::Json<ConfigView> {
+    let path = ctx.gw.config.source.clone();
+    let text = tokio::fs::read_to_string(&path)
+        .await
+        .unwrap_or_else(|e| format!("# cannot read {}: {e}\n", path.display()));
+    axum::Json(ConfigView {
+        path: path.display().to_string(),
+        redacted: redact_config(&text),
+    })
+}
+
+async fn api_probe(
+    State(ctx): State<DiagContext>,
+    axum::Json(req): axum::Json<ProbeRequest>,
+) -> axum::Json<ProbeResult> {
+    let dir = ctx
+        .gw
+        .config
+        .source
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    axum::Json(super::probe::probe(&req, &dir).await)
+}
+
+async fn metrics_text(State(ctx): State<DiagContext>) -> Response {
+    let s = ctx.snapshot();
+    let rows = ctx.rows(&s);
+    let status = ctx.status(&s, &rows);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        metrics::render(&status, &rows),
+    )
+        .into_response()
+}
+
+async fn style() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/css; charset=utf-8"),
+        )],
+        page::STYLE_CSS,
+    )
+        .into_response()
+}
+
+async fn script() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/javascript; charset=utf-8"),
+        )],
+        page::APP_JS,
+    )
+        .into_response()
+}
+
+/// The router with every route and the token check.
+pub fn router(ctx: DiagContext) -> Router {
+    Router::new()
+        .route("/", get(overview))
+        .route("/devices/{id}", get(device_page))
+        .route("/events", get(events_page))
+        .route("/logs", get(logs_page))
+        .route("/modbus", get(modbus_page))
+        .route("/login", get(login_form).post(login))
+        .route("/assets/style.css", get(style))
+        .route("/assets/app.js", get(script))
+        .route("/metrics", get(metrics_text))
+        .route("/api/status", get(api_status))
+        .route("/api/devices", get(api_devices))
+        .route("/api/devices/{id}", get(api_device))
+        .route("/api/devices/{id}/tail", get(api_tail))
+        .route("/api/buffer", get(api_buffer))
+        .route("/api/uploads", get(api_uploads))
+        .route("/api/events", get(api_events))
+        .route("/api/logs", get(api_logs))
+        .route("/api/config", get(api_config))
+        .route("/api/modbus/probe", post(api_probe))
+        .layer(middleware::from_fn_with_state(ctx.clone(), require_token))
+        .with_state(ctx)
+}
+
+/// Binds the listener (port 0 picks a free port; read `local_addr`).
+pub async fn bind(cfg: &ValidDiagnosticsConfig) -> Result<TcpListener, DiagnosticsError> {
+    TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| DiagnosticsError::Bind {
+            addr: cfg.listen,
+            source,
+        })
+}
+
+/// Serves on a bound listener until `shutdown` turns true. Also runs the
+/// live feed that fills the charts, and registers the token and MQTT
+/// passwords with the log ring so they never appear in a log line.
+pub async fn serve_on(
+    listener: TcpListener,
+    state: GatewayState,
+    cfg: ValidDiagnosticsConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), DiagnosticsError> {
+    let logs = super::logs::global();
+    logs.set_capacity(cfg.log_lines);
+    if let Some(t) = &cfg.token {
+        logs.register_secret(t.expose());
+    }
+    for u in &state.config.mqtt.users {
+        logs.register_secret(&u.password);
+    }
+    if let Some((_, p)) = &state.config.mqtt.credentials {
+        logs.register_secret(p);
+    }
+    let frames = state.stored_frames.subscribe();
+    let clock = state.clock.clone();
+    let ctx = DiagContext::new(state, cfg, logs);
+    let feed = tokio::spawn(run_live_feed(
+        ctx.live(),
+        frames,
+        move || clock.now_ms(),
+        shutdown.clone(),
+    ));
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(
+        addr = %addr.map_or_else(|| "?".to_string(), |a| a.to_string()),
+        auth = ctx.cfg.token.is_some(),
+        "diagnostics page listening"
+    );
+    let app = router(ctx);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            while !*shutdown.borrow() {
+                if shutdown.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await
+        .map_err(DiagnosticsError::Serve);
+    feed.abort();
+    result
+}
