@@ -65,6 +65,10 @@ pub struct AppConfig {
     pub ack_timeout_ms: u64,
     /// Wire encoding.
     pub encoding: Encoding,
+    /// The device clock is synchronised wall time: frames carry a base
+    /// time. Without it frames have none and the gateway stamps receipt
+    /// time (sample offsets stay relative to the frame's first sample).
+    pub has_wall_clock: bool,
 }
 
 /// Who the device is.
@@ -289,7 +293,7 @@ impl<F: NorFlash, const P: usize> App<F, P> {
             seq,
             boot: self.snap.boot,
             firmware: self.id.firmware.clone(),
-            base_time_ms: self.pending_base,
+            base_time_ms: self.pending_base.filter(|_| self.cfg.has_wall_clock),
             channels: self.channels.clone(),
             samples: self.pending.iter().copied().collect(),
             signature: None,
@@ -474,6 +478,7 @@ mod tests {
             max_outbox: 64,
             ack_timeout_ms: 1000,
             encoding: Encoding::Binary,
+            has_wall_clock: true,
         }
     }
 

@@ -20,6 +20,7 @@ pub mod drivers;
 #[cfg(feature = "sim")]
 pub mod meters;
 pub mod sampling;
+pub mod serial_link;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod storage;

@@ -259,6 +259,7 @@ impl SimNode {
                 WireFormat::Binary => Encoding::Binary,
                 WireFormat::Json => Encoding::Json,
             },
+            has_wall_clock: true,
         };
         let sectors = flash_sectors(format, samples_per_frame, max_outbox);
         let flash = SimFlash::new(sectors as usize);
