@@ -106,12 +106,7 @@ async fn service_unavailable_with_retry_after_is_honoured() {
     let s = up.wait(30, |s| s.consecutive_failures >= 1).await;
     let err = s.last_error.clone().unwrap_or_default();
     assert!(err.contains("503") && err.contains("maintenance"), "{err}");
-    let wait =
-        s.next_retry_ms.expect("retry scheduled") - s.last_error.as_ref().map_or(0, |_| now_ms());
-    assert!(
-        wait > 500,
-        "Retry-After: 1 s, not the 20 ms backoff: {wait} ms"
-    );
+    assert!(s.next_retry_ms.is_some(), "retry scheduled: {s:?}");
     // Still in maintenance at the second attempt: it comes >= 1 s later.
     up.wait(30, |s| s.consecutive_failures >= 2).await;
     assert!(started.elapsed() >= Duration::from_millis(950));
@@ -121,13 +116,6 @@ async fn service_unavailable_with_retry_after_is_honoured() {
     up.stop().await;
     assert_delivered_exactly_once(&rx, &chain);
     rx.stop().await.expect("stops");
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_millis() as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
