@@ -31,3 +31,7 @@ apt_install mbpoll socat
 if ! python3 -c 'import pymodbus, serial; assert pymodbus.__version__.startswith("3.8")' 2>/dev/null; then
     python3 -m pip install --quiet 'pymodbus==3.8.*' 'pyserial>=3.5'
 fi
+
+# Diagnostics (tests/tests/diagnostics_browser.rs): the page in a real
+# headless browser (Debian's chromium; no browser download).
+apt_install chromium

@@ -178,8 +178,8 @@ pub async fn start(
             Ok(listener) => {
                 state.diagnostics_addr = listener.local_addr().ok();
                 let (st, rx) = (state.clone(), shutdown_rx.clone());
+                let r = crate::diagnostics::server::serve_on(listener, st, diagnostics, rx);
                 tasks.push(tokio::spawn(async move {
-                    let r = crate::diagnostics::server::serve_on(listener, st, diagnostics, rx);
                     if let Err(e) = r.await {
                         tracing::error!(error = %e, "diagnostics page stopped");
                     }

@@ -508,11 +508,26 @@ pub async fn bind(cfg: &ValidDiagnosticsConfig) -> Result<TcpListener, Diagnosti
 /// Serves on a bound listener until `shutdown` turns true. Also runs the
 /// live feed that fills the charts, and registers the token and MQTT
 /// passwords with the log ring so they never appear in a log line.
-pub async fn serve_on(
+///
+/// The live feed subscribes to the writer's broadcast when this function is
+/// *called* (not when the future is first polled), so no frame stored after
+/// the call is missed by the charts.
+pub fn serve_on(
+    listener: TcpListener,
+    state: GatewayState,
+    cfg: ValidDiagnosticsConfig,
+    shutdown: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = Result<(), DiagnosticsError>> + Send {
+    let frames = state.stored_frames.subscribe();
+    serve_subscribed(listener, state, cfg, shutdown, frames)
+}
+
+async fn serve_subscribed(
     listener: TcpListener,
     state: GatewayState,
     cfg: ValidDiagnosticsConfig,
     mut shutdown: watch::Receiver<bool>,
+    frames: tokio::sync::broadcast::Receiver<Arc<crate::buffer::Incoming>>,
 ) -> Result<(), DiagnosticsError> {
     let logs = super::logs::global();
     logs.set_capacity(cfg.log_lines);
@@ -525,7 +540,6 @@ pub async fn serve_on(
     if let Some((_, p)) = &state.config.mqtt.credentials {
         logs.register_secret(p);
     }
-    let frames = state.stored_frames.subscribe();
     let clock = state.clock.clone();
     let ctx = DiagContext::new(state, cfg, logs);
     let feed = tokio::spawn(run_live_feed(

@@ -1,0 +1,190 @@
+//! Diagnostics API, pages, `/metrics` and the `status`/`devices` CLI against
+//! a running gateway with simulated devices (one unplugged, one registered
+//! but silent). The gateway's clock is a manual clock, so "stale" is reached
+//! by moving it rather than by waiting.
+
+mod diagnostics_support;
+
+use diagnostics_support::{DIAG_LOOPBACK, GHOST_DEVICE, gateway_bin, get, get_json, start_site};
+use mrv_firmware::sim::Faults;
+
+const FRAMES: u64 = 10;
+
+fn row<'a>(rows: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    rows.as_array()
+        .expect("array")
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("no row {id} in {rows}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_pages_metrics_and_cli_show_a_running_site() {
+    let extra = format!("{GHOST_DEVICE}{DIAG_LOOPBACK}");
+    let unplugged = |i: usize| Faults {
+        unplugged: i == 2,
+        ..Faults::default()
+    };
+    let run = start_site(3, &extra, unplugged, FRAMES, None).await;
+    let b = &run.base;
+
+    // Status: counts, buffer, ingest.
+    let s = get_json(&format!("{b}/api/status"), None).await;
+    assert_eq!(s["site"]["id"], "demo-site");
+    assert_eq!(s["auth"], false);
+    assert_eq!(s["devices"]["total"], 4, "{s}");
+    assert_eq!(s["devices"]["ok"], 2, "{s}");
+    assert_eq!(s["devices"]["failing"], 1, "{s}");
+    assert_eq!(s["devices"]["silent"], 1, "{s}");
+    assert_eq!(s["ingest"]["frames_stored"], 3 * FRAMES, "{s}");
+    assert_eq!(s["buffer"]["depth_frames"], 3 * FRAMES, "{s}");
+    assert_eq!(s["buffer"]["full"], false);
+    assert!(s["buffer"]["bytes"].as_u64().expect("bytes") > 0);
+    assert_eq!(s["uploads"]["reports_configured"], false);
+    assert!(s["modbus"].is_null(), "no pollers attached: {s}");
+
+    // Devices: values, quality, signature, ack state.
+    let rows = get_json(&format!("{b}/api/devices"), None).await;
+    let ok = row(&rows, "dev-000");
+    assert_eq!(ok["status"], "ok", "{ok}");
+    assert_eq!(ok["signature"], "verified");
+    assert_eq!(ok["acked_seq"], FRAMES);
+    assert_eq!(ok["frames"], FRAMES);
+    assert_eq!(ok["missing_frames"], 0);
+    assert!(ok["quality"].as_array().expect("quality").is_empty());
+    assert!(!ok["values"].as_array().expect("values").is_empty(), "{ok}");
+    let bad = row(&rows, "dev-002");
+    assert_eq!(bad["status"], "failing", "{bad}");
+    assert!(
+        bad["status_reason"]
+            .as_str()
+            .expect("reason")
+            .contains("unusable"),
+        "{bad}"
+    );
+    let ghost = row(&rows, "ghost-01");
+    assert_eq!(ghost["status"], "silent");
+    assert_eq!(ghost["serial"], "GHOST-1");
+    assert!(ghost["last_received_ms"].is_null());
+
+    // Device detail: one series per channel, every reading of the window.
+    let d = get_json(&format!("{b}/api/devices/dev-000"), None).await;
+    let channels = d["channels"].as_array().expect("channels");
+    assert!(!channels.is_empty());
+    let points: usize = channels
+        .iter()
+        .map(|c| c["points"].as_array().expect("points").len())
+        .sum();
+    assert_eq!(points as u64, s_readings(&run, "dev-000"), "{d}");
+    assert!(d["firmware"].is_string());
+
+    // Live tail: every stored frame of the device.
+    let t = get_json(&format!("{b}/api/devices/dev-000/tail?after_ms=0"), None).await;
+    let entries = t["entries"].as_array().expect("entries");
+    assert_eq!(entries.len() as u64, FRAMES, "{t}");
+    assert!(entries.iter().all(|e| e["kind"] == "stored"));
+    assert!(
+        entries[0]["summary"]
+            .as_str()
+            .expect("s")
+            .starts_with("seq 1 ")
+    );
+
+    // Unknown devices are 404, bad ids 400.
+    assert_eq!(get(&format!("{b}/api/devices/nope"), None).await.0, 404);
+    assert_eq!(get(&format!("{b}/api/devices/bad%20id"), None).await.0, 400);
+
+    // Events: the gateway start is recorded.
+    let ev = get_json(&format!("{b}/api/events?limit=50"), None).await;
+    assert!(
+        ev.as_array()
+            .expect("events")
+            .iter()
+            .any(|e| e["kind"] == "gateway_started"),
+        "{ev}"
+    );
+
+    // Metrics in Prometheus text format.
+    let (st, m) = get(&format!("{b}/metrics"), None).await;
+    assert_eq!(st, 200);
+    for line in [
+        format!("mrv_ingest_frames_stored_total {}", 3 * FRAMES),
+        format!("mrv_buffer_depth_frames {}", 3 * FRAMES),
+        "mrv_buffer_full 0".to_string(),
+        "mrv_device_up{device=\"dev-000\"} 1".to_string(),
+        "mrv_device_up{device=\"dev-002\"} 0".to_string(),
+        "# TYPE mrv_ingest_rejects_total counter".to_string(),
+    ] {
+        assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
+    }
+
+    // Pages: rendered on the server with rows, values and a chart.
+    let (st, html) = get(&format!("{b}/"), None).await;
+    assert_eq!(st, 200);
+    assert!(html.contains("data-device=\"dev-000\""), "{html}");
+    assert!(
+        html.contains("device-row st-failing"),
+        "failing row stands out"
+    );
+    assert!(html.contains("device-row st-silent"));
+    let (st, html) = get(&format!("{b}/devices/dev-000"), None).await;
+    assert_eq!(st, 200);
+    assert!(html.contains("<path class=\"line\" d=\"M"), "{html}");
+    assert!(html.contains("id=\"tail\""));
+    for p in [
+        "/events",
+        "/logs",
+        "/modbus",
+        "/assets/app.js",
+        "/assets/style.css",
+    ] {
+        assert_eq!(get(&format!("{b}{p}"), None).await.0, 200, "{p}");
+    }
+
+    // The CLI reads the same API.
+    let out = tokio::process::Command::new(gateway_bin())
+        .args(["status", "--url", b])
+        .output()
+        .await
+        .expect("run status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("4 total: 2 ok, 0 stale, 1 failing, 1 silent"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dev-000") && text.contains("SIGNATURE"),
+        "{text}"
+    );
+    let out = tokio::process::Command::new(gateway_bin())
+        .args(["devices", "--json", "--url", b])
+        .output()
+        .await
+        .expect("run devices");
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("devices JSON");
+    assert_eq!(v.as_array().expect("rows").len(), 4);
+
+    // Ten minutes without frames: the reporting devices turn stale.
+    run.clock.advance(10 * 60 * 1000);
+    let rows = get_json(&format!("{b}/api/devices"), None).await;
+    assert_eq!(row(&rows, "dev-000")["status"], "stale", "{rows}");
+    assert_eq!(row(&rows, "dev-001")["status"], "stale");
+
+    run.stop().await;
+}
+
+fn s_readings(run: &diagnostics_support::Running, device: &str) -> u64 {
+    run.gw
+        .state
+        .buffer
+        .devices()
+        .iter()
+        .find(|d| d.device.as_str() == device)
+        .map_or(0, |d| d.readings)
+}
