@@ -105,6 +105,12 @@ impl TestChain {
         }
     }
 
+    /// Signs with `key` under `kid` from now on.
+    pub fn set_signer(&mut self, key: SigningKey, kid: &str) {
+        self.key = key;
+        self.identity.kid = kid.to_string();
+    }
+
     /// Readings per report.
     pub fn readings_per_report(&self) -> u64 {
         self.site.devices as u64 * (self.period_ms / self.site.interval_ms)
@@ -141,7 +147,7 @@ impl TestChain {
                 awd_start: None,
             })
             .expect("report builds");
-            let signed = signer::sign(&report, KID, &self.key).expect("signs");
+            let signed = signer::sign(&report, &self.identity.kid, &self.key).expect("signs");
             let meta = ReportMeta {
                 seq,
                 report_id: report.header.report_id.clone(),
@@ -162,13 +168,13 @@ impl TestChain {
     /// The gateway's public key as the receiver registers it.
     pub fn keys(&self) -> KeySet {
         let mut k = KeySet::new();
-        k.insert(KID, self.key.verifying_key());
+        k.insert(&self.identity.kid, self.key.verifying_key());
         k
     }
 
     /// The public JWK.
     pub fn jwk(&self) -> Jwk {
-        Jwk::public(KID, &self.key.verifying_key())
+        Jwk::public(&self.identity.kid, &self.key.verifying_key())
     }
 }
 
