@@ -17,10 +17,11 @@
 //! sectors 5-7 (3 x 128 KiB at offset 0x20000).
 //!
 //! Loop: the S0 input and the contact are polled every pass (debounced),
-//! analyser and modem bytes are drained without blocking; once a second
-//! every channel is sampled, the samples go into the app, a frame is
-//! sealed (signed, written to flash) every 10 samples, and due frames go
-//! to the modem. The node has no synchronised clock: frames carry no base
+//! analyser and modem bytes are drained without blocking; every 100 ms the
+//! level probe and the contact are read into per-channel aggregators
+//! (mean, max); once a second every channel's value goes into the app, a
+//! frame is sealed (signed, written to flash) every 40 samples (10 s), and
+//! due frames go to the modem. The node has no synchronised clock: frames carry no base
 //! time and the gateway stamps them on receipt.
 #![no_std]
 #![no_main]
@@ -38,7 +39,7 @@ use mrv_firmware::drivers::ads1115::{self, Ads1115, LoopScale, LoopState};
 use mrv_firmware::drivers::ch4_uart::FrameParser;
 use mrv_firmware::drivers::contact::Contact;
 use mrv_firmware::drivers::pulse::{PulseCounter, PulseScale};
-use mrv_firmware::sampling::Schedule;
+use mrv_firmware::sampling::{Aggregation, Aggregator, Schedule};
 use mrv_firmware::serial_link::{AckParser, SerialUplink};
 use mrv_shared::ids::{ChannelId, DeviceId, SiteId};
 use mrv_shared::quantity::{Quantity, ValueKind};
@@ -59,6 +60,7 @@ const KEY_OFFSET: u32 = 0x1_0000;
 const JOURNAL_BASE: u32 = 0x2_0000;
 const JOURNAL_SECTORS: u32 = 3;
 const SAMPLE_PERIOD_MS: u64 = 1000;
+const FAST_PERIOD_MS: u64 = 100;
 const SHUNT_MILLIOHM: u32 = 150_000;
 const TUBE: LoopScale = LoopScale {
     at_4ma: -300,
@@ -183,6 +185,9 @@ fn main() -> ! {
     let mut last_ticks = clock.now().ticks();
     let mut now_ms: u64 = 0;
     let mut schedule = Schedule::new(SAMPLE_PERIOD_MS);
+    let mut fast = Schedule::new(FAST_PERIOD_MS);
+    let mut level_agg = Aggregator::new(Aggregation::Mean);
+    let mut run_agg = Aggregator::new(Aggregation::Max);
 
     loop {
         let t = clock.now().ticks();
@@ -203,29 +208,35 @@ fn main() -> ! {
             }
         }
 
+        if fast.due(now_ms) {
+            // Ten readings a second, folded into the period's value.
+            run_agg.add(i64::from(run.is_active()), Quality::GOOD);
+            match adc.read_loop_microamps(0, SHUNT_MILLIOHM) {
+                Ok(ua) => match ads1115::classify_loop(ua) {
+                    LoopState::Ok => level_agg.add(TUBE.to_value(ua), Quality::GOOD),
+                    LoopState::UnderRange | LoopState::OverRange => level_agg.add(
+                        TUBE.to_value(ua).clamp(TUBE.at_4ma, TUBE.at_20ma),
+                        Quality::OUT_OF_RANGE,
+                    ),
+                    LoopState::Open | LoopState::Short => {
+                        level_agg.add(0, Quality::OUT_OF_RANGE.with(Quality::UNAVAILABLE))
+                    }
+                },
+                Err(_) => level_agg.add(0, Quality::UNAVAILABLE),
+            }
+        }
         if !schedule.due(now_ms) {
             continue;
         }
-        let level = match adc.read_loop_microamps(0, SHUNT_MILLIOHM) {
-            Ok(ua) => match ads1115::classify_loop(ua) {
-                LoopState::Ok => (TUBE.to_value(ua), Quality::GOOD),
-                LoopState::UnderRange | LoopState::OverRange => (
-                    TUBE.to_value(ua).clamp(TUBE.at_4ma, TUBE.at_20ma),
-                    Quality::OUT_OF_RANGE,
-                ),
-                LoopState::Open | LoopState::Short => {
-                    (0, Quality::OUT_OF_RANGE.with(Quality::UNAVAILABLE))
-                }
-            },
-            Err(_) => (0, Quality::UNAVAILABLE),
-        };
+        let level = level_agg.take().unwrap_or((0, Quality::UNAVAILABLE));
+        let run_status = run_agg.take().unwrap_or((0, Quality::UNAVAILABLE));
         let ch4_sample = match ch4.take() {
             Some(v) => (i64::from(v), Quality::GOOD),
             None => (0, Quality::UNAVAILABLE),
         };
         let samples = [
             (ENERGY.to_base(energy.pulses()), Quality::GOOD),
-            (i64::from(run.is_active()), Quality::GOOD),
+            run_status,
             level,
             ch4_sample,
         ];
