@@ -33,6 +33,9 @@ pub enum RuntimeError {
     /// The embedded broker could not start.
     #[error(transparent)]
     Broker(#[from] broker::BrokerError),
+    /// Reports cannot be built (signing key missing or unreadable, store).
+    #[error("reports: {0}")]
+    Report(#[from] crate::report::ReportError),
 }
 
 /// Shared state of a running gateway (what diagnostics and tests look at).
@@ -70,6 +73,8 @@ pub struct RunningGateway {
     pub state: GatewayState,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Tasks that run until aborted (Modbus pollers).
+    pollers: Vec<JoinHandle<()>>,
 }
 
 /// Starts every task of the gateway on the current tokio runtime.
@@ -156,6 +161,83 @@ pub async fn start(
             tracing::error!(error = %e, "MQTT ingest stopped");
         }
     }));
+    // Modbus pollers hand frames and events over bounded queues; forward
+    // them into the writer's and the event recorder's queues.
+    let mut pollers = Vec::new();
+    let modbus_status = if config.modbus.devices.is_empty() {
+        None
+    } else {
+        let status = crate::modbus::status::ModbusStatus::new();
+        let (frames_tx, mut frames_rx) = mpsc::channel::<WriteRequest>(1024);
+        let (modbus_events_tx, mut modbus_events_rx) = mpsc::channel::<Event>(256);
+        let writes = writes_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(r) = frames_rx.recv().await {
+                if writes.send(r).is_err() {
+                    break;
+                }
+            }
+        }));
+        let events = events_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(e) = modbus_events_rx.recv().await {
+                if events.send(e).is_err() {
+                    break;
+                }
+            }
+        }));
+        pollers.extend(crate::modbus::spawn_pollers_with_clock(
+            &config.modbus,
+            config.site.id.clone(),
+            frames_tx,
+            modbus_events_tx,
+            status.clone(),
+            clock.clone(),
+        ));
+        tracing::info!(
+            devices = config.modbus.devices.len(),
+            "Modbus polling started"
+        );
+        Some(status)
+    };
+    let reports = match &config.report {
+        None => {
+            tracing::info!("no [report] section: readings are buffered, no reports are built");
+            None
+        }
+        Some(section) => {
+            let ctx = crate::report::ReportContext::from_config(
+                &config,
+                section,
+                buffer.clone(),
+                clock.clone(),
+            )?;
+            let store = ctx.store.clone();
+            tasks.push(tokio::spawn(crate::report::run_report_task(
+                ctx,
+                shutdown_rx.clone(),
+            )));
+            Some(store)
+        }
+    };
+    let upload_status: Option<crate::diagnostics::StatusProbe> = match (&config.upload, &reports) {
+        (Some(upload), Some(store)) => {
+            let (ctx, rx) = crate::upload::task::UploadContext::new(
+                upload.clone(),
+                store.clone(),
+                Some(buffer.clone()),
+                clock.clone(),
+            );
+            tasks.push(tokio::spawn(crate::upload::task::run_upload_task(
+                ctx,
+                shutdown_rx.clone(),
+            )));
+            Some(Arc::new(move || {
+                serde_json::to_value(&*rx.borrow()).unwrap_or_default()
+            }))
+        }
+        _ => None,
+    };
     let state = GatewayState {
         config,
         buffer,
@@ -165,9 +247,9 @@ pub async fn start(
         writes: writes_tx,
         events: events_tx,
         stored_frames: stored_tx,
-        modbus_status: None,
-        reports: None,
-        upload_status: None,
+        modbus_status,
+        reports,
+        upload_status,
         diagnostics_addr: None,
     };
     let mut state = state;
@@ -199,6 +281,7 @@ pub async fn start(
         state,
         shutdown: shutdown_tx,
         tasks,
+        pollers,
     })
 }
 
@@ -212,9 +295,17 @@ impl RunningGateway {
             detail: "clean shutdown".into(),
         });
         let _ = self.shutdown.send(true);
+        for p in &self.pollers {
+            p.abort();
+        }
         drop(self.state);
-        for t in self.tasks {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+        // Tasks that watch the shutdown signal end on their own; pollers and
+        // forwarders are stopped after a short grace period.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        for mut t in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+                t.abort();
+            }
         }
     }
 }
