@@ -500,6 +500,8 @@ impl Buffer {
 
     /// Buffer-wide figures; no data is read.
     pub fn stats(&self) -> BufferStats {
+        // File metadata reads: outside the lock.
+        let disk_bytes = self.inner.db.size_on_disk().unwrap_or(0);
         let st = self.lock();
         let t = &st.totals;
         let (unreported_frames, unreported_readings) = match &st.reported {
@@ -508,7 +510,7 @@ impl Buffer {
         };
         BufferStats {
             bytes: t.kept_bytes,
-            disk_bytes: self.inner.db.size_on_disk().unwrap_or(0),
+            disk_bytes,
             max_bytes: self.inner.cfg.max_bytes,
             frames: t.kept_frames,
             readings: t.kept_readings,
