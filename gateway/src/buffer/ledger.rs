@@ -4,8 +4,9 @@
 //!
 //! Invariants of a [`SeqState`]:
 //! - every seq in `1..=contiguous` has been stored (or was stored and pruned);
-//! - every seq in `above` is stored, and every element is `> contiguous + 1`
-//!   (a seq equal to `contiguous + 1` is folded into `contiguous` at once);
+//! - every seq in `above` (kept as ranges) is stored, and every element is
+//!   `> contiguous + 1` (a range starting at `contiguous + 1` is folded into
+//!   `contiguous` at once);
 //! - `boot` is the highest boot counter of any stored frame.
 //!
 //! Decision rules, in order, for a frame with `seq >= 1`:
@@ -24,8 +25,6 @@
 //! [`SeqRanges`] is a small sorted interval set, used by `verify` and
 //! `inspect` to describe which seqs are present without one entry per frame.
 
-use std::collections::BTreeSet;
-
 /// What to do with one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -38,22 +37,31 @@ pub enum Decision {
 }
 
 /// One device's sequence state (see the module doc for its invariants).
+/// Out-of-order seqs are kept as ranges, so a hole that never fills costs
+/// two ranges, not one entry per later frame.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SeqState {
     contiguous: u64,
     boot: u32,
-    above: BTreeSet<u64>,
+    above: SeqRanges,
 }
 
 impl SeqState {
-    /// Rebuilds a state from its stored parts, restoring the invariants
-    /// (seqs at or below `contiguous` are dropped, `contiguous + 1` folds in).
-    pub fn from_parts(contiguous: u64, boot: u32, above: impl IntoIterator<Item = u64>) -> Self {
+    /// Rebuilds a state from its stored parts (inclusive ranges of stored
+    /// seqs above `contiguous`), restoring the invariants.
+    pub fn from_parts(
+        contiguous: u64,
+        boot: u32,
+        above: impl IntoIterator<Item = (u64, u64)>,
+    ) -> Self {
         let mut s = SeqState {
             contiguous,
             boot,
-            above: above.into_iter().filter(|&q| q > contiguous).collect(),
+            above: SeqRanges::default(),
         };
+        for (lo, hi) in above {
+            s.above.insert_range(lo.max(contiguous + 1), hi);
+        }
         s.fold();
         s
     }
@@ -68,27 +76,30 @@ impl SeqState {
         self.boot
     }
 
-    /// Stored seqs above `contiguous` (out-of-order arrivals), ascending.
-    pub fn above(&self) -> impl Iterator<Item = u64> + '_ {
-        self.above.iter().copied()
+    /// Stored seqs above `contiguous` (out-of-order arrivals), as ascending
+    /// inclusive ranges.
+    pub fn above(&self) -> &[(u64, u64)] {
+        self.above.ranges()
+    }
+
+    /// True if `seq` is stored.
+    pub fn contains(&self, seq: u64) -> bool {
+        (1..=self.contiguous).contains(&seq) || self.above.contains(seq)
     }
 
     /// Highest stored seq (0 = none).
     pub fn highest(&self) -> u64 {
-        self.above.last().copied().unwrap_or(self.contiguous)
+        self.above.ranges().last().map_or(self.contiguous, |r| r.1)
     }
 
     /// The holes between `contiguous` and the highest stored seq, as
     /// inclusive ranges, ascending.
     pub fn gaps(&self) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
-        let mut next = self.contiguous + 1;
-        for &q in &self.above {
-            if q > next {
-                out.push((next, q - 1));
-            }
-            next = q + 1;
+        if let Some(&(lo, _)) = self.above.ranges().first() {
+            out.push((self.contiguous + 1, lo - 1));
         }
+        out.extend(self.above.holes());
         out
     }
 
@@ -100,7 +111,7 @@ impl SeqState {
         if boot > self.boot && seq <= self.highest() {
             return Decision::Regressed;
         }
-        if seq <= self.contiguous || self.above.contains(&seq) {
+        if self.contains(seq) {
             return Decision::Duplicate;
         }
         Decision::Store(seq)
@@ -116,9 +127,8 @@ impl SeqState {
     }
 
     fn fold(&mut self) {
-        while self.above.first() == Some(&(self.contiguous + 1)) {
-            self.above.pop_first();
-            self.contiguous += 1;
+        if let Some(hi) = self.above.pop_first_if_starts_at(self.contiguous + 1) {
+            self.contiguous = hi;
         }
     }
 }
@@ -157,6 +167,37 @@ impl SeqRanges {
         true
     }
 
+    /// Adds every value in `lo..=hi` (nothing if `lo > hi`).
+    pub fn insert_range(&mut self, lo: u64, hi: u64) {
+        if lo > hi {
+            return;
+        }
+        // Ranges that overlap or touch [lo, hi] merge into one.
+        let start = self
+            .ranges
+            .partition_point(|&(_, h)| h.saturating_add(1) < lo);
+        let end = self
+            .ranges
+            .partition_point(|&(l, _)| l <= hi.saturating_add(1));
+        let (mut nlo, mut nhi) = (lo, hi);
+        if start < end {
+            nlo = nlo.min(self.ranges[start].0);
+            nhi = nhi.max(self.ranges[end - 1].1);
+        }
+        self.ranges.splice(start..end, [(nlo, nhi)]);
+    }
+
+    /// Removes the first range if it starts at `lo`; returns its end.
+    pub fn pop_first_if_starts_at(&mut self, lo: u64) -> Option<u64> {
+        match self.ranges.first() {
+            Some(&(l, h)) if l == lo => {
+                self.ranges.remove(0);
+                Some(h)
+            }
+            _ => None,
+        }
+    }
+
     /// True if `v` is in the set.
     pub fn contains(&self, v: u64) -> bool {
         let i = self.ranges.partition_point(|&(lo, _)| lo <= v);
@@ -191,6 +232,7 @@ impl SeqRanges {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::BTreeSet;
 
     #[test]
     fn in_order_frames_advance_contiguous() {
@@ -252,18 +294,37 @@ mod tests {
 
     #[test]
     fn from_parts_restores_the_invariants() {
-        let s = SeqState::from_parts(2, 1, [1, 3, 4, 7]);
+        let s = SeqState::from_parts(2, 1, [(1, 1), (3, 4), (7, 9)]);
         assert_eq!(s.contiguous(), 4);
-        assert_eq!(s.above().collect::<Vec<_>>(), vec![7]);
+        assert_eq!(s.above(), &[(7, 9)]);
+    }
+
+    #[test]
+    fn a_hole_that_never_fills_stays_two_ranges() {
+        let mut s = SeqState::default();
+        s.record(1, 0);
+        for q in 3..10_000 {
+            s.record(q, 0);
+        }
+        assert_eq!(s.contiguous(), 1);
+        assert_eq!(s.above(), &[(3, 9_999)]);
+        assert_eq!(s.gaps(), vec![(2, 2)]);
     }
 
     proptest! {
         #[test]
-        fn seq_ranges_match_a_btreeset(values in proptest::collection::vec(0u64..64, 0..80)) {
+        fn seq_ranges_match_a_btreeset(
+            values in proptest::collection::vec((0u64..64, 0u64..4), 0..80),
+        ) {
             let mut r = SeqRanges::default();
             let mut set = BTreeSet::new();
-            for v in values {
-                prop_assert_eq!(r.insert(v), set.insert(v));
+            for (v, width) in values {
+                if width == 0 {
+                    prop_assert_eq!(r.insert(v), set.insert(v));
+                } else {
+                    r.insert_range(v, v + width - 1);
+                    set.extend(v..v + width);
+                }
             }
             prop_assert_eq!(r.len(), set.len() as u64);
             for v in 0..66 {

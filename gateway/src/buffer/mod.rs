@@ -73,7 +73,7 @@
 //! | `m/totals` | totals: version, next batch id, frames/readings ever appended, frames/readings/bytes kept, next event id (u64 LE each), CRC |
 //! | `m/cursor/reported`, `m/cursor/delivered` | version, batch id (u64), index (u32), frames and readings appended up to and including that frame (u64 each), CRC |
 //! | `m/cursor/events_delivered` | version, event id (u64), CRC |
-//! | `v` + device id | device: version, contiguous seq (u64), boot (u32), frames, readings, first and last receipt ms (u64 each, `u64::MAX` = none), n (u32), n out-of-order stored seqs (u64 each), CRC |
+//! | `v` + device id | device: version, contiguous seq (u64), boot (u32), frames, readings, first and last receipt ms (u64 each, `u64::MAX` = none), n (u32), n inclusive ranges of out-of-order stored seqs (lo, hi: u64 each), CRC |
 //!
 //! Data batch (all integers little-endian):
 //!

@@ -521,8 +521,8 @@ pub struct DeviceRecord {
     pub contiguous: u64,
     /// Highest boot counter of a stored frame.
     pub boot: u32,
-    /// Stored seqs above `contiguous`, ascending.
-    pub above: Vec<u64>,
+    /// Stored seqs above `contiguous`, as ascending inclusive ranges.
+    pub above: Vec<(u64, u64)>,
     /// Frames stored since the device was first seen (pruning does not subtract).
     pub frames: u64,
     /// Readings stored since the device was first seen.
@@ -536,7 +536,7 @@ pub struct DeviceRecord {
 impl DeviceRecord {
     /// Encodes the record.
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(53 + 8 * self.above.len());
+        let mut v = Vec::with_capacity(53 + 16 * self.above.len());
         v.push(RECORD_VERSION);
         v.extend_from_slice(&self.contiguous.to_le_bytes());
         v.extend_from_slice(&self.boot.to_le_bytes());
@@ -544,10 +544,11 @@ impl DeviceRecord {
         v.extend_from_slice(&self.readings.to_le_bytes());
         v.extend_from_slice(&self.first_received_ms.unwrap_or(u64::MAX).to_le_bytes());
         v.extend_from_slice(&self.last_received_ms.unwrap_or(u64::MAX).to_le_bytes());
-        let n = u32::try_from(self.above.len()).expect("fewer than 2^32 out-of-order frames");
+        let n = u32::try_from(self.above.len()).expect("fewer than 2^32 out-of-order ranges");
         v.extend_from_slice(&n.to_le_bytes());
-        for q in &self.above {
-            v.extend_from_slice(&q.to_le_bytes());
+        for (lo, hi) in &self.above {
+            v.extend_from_slice(&lo.to_le_bytes());
+            v.extend_from_slice(&hi.to_le_bytes());
         }
         seal(v)
     }
@@ -567,10 +568,12 @@ impl DeviceRecord {
             above: Vec::new(),
         };
         let n = f.u32()? as usize;
-        if n.checked_mul(8) != Some(f.b.len() - f.pos) {
-            return Err(RecordError::Inconsistent("out-of-order seq count"));
+        if n.checked_mul(16) != Some(f.b.len() - f.pos) {
+            return Err(RecordError::Inconsistent("out-of-order range count"));
         }
-        r.above = (0..n).map(|_| f.u64()).collect::<Result<_, _>>()?;
+        r.above = (0..n)
+            .map(|_| Ok((f.u64()?, f.u64()?)))
+            .collect::<Result<_, RecordError>>()?;
         f.end()?;
         Ok(r)
     }
@@ -672,7 +675,7 @@ mod tests {
         let d = DeviceRecord {
             contiguous: 4,
             boot: 2,
-            above: vec![6, 9],
+            above: vec![(6, 6), (9, 12)],
             frames: 6,
             readings: 60,
             first_received_ms: Some(1),

@@ -82,7 +82,7 @@ impl DeviceEntry {
         DeviceRecord {
             contiguous: self.seq.contiguous(),
             boot: self.seq.boot(),
-            above: self.seq.above().collect(),
+            above: self.seq.above().to_vec(),
             frames: self.frames,
             readings: self.readings,
             first_received_ms: self.first_received_ms,
@@ -852,9 +852,10 @@ impl Buffer {
                                 format!("device {} seq {} stored twice", f.device, f.seq),
                             );
                         }
-                        let known = st.devices.get(&f.device).is_some_and(|d| {
-                            f.seq <= d.seq.contiguous() || d.seq.above().any(|q| q == f.seq)
-                        });
+                        let known = st
+                            .devices
+                            .get(&f.device)
+                            .is_some_and(|d| d.seq.contains(f.seq));
                         if !known {
                             problem(
                                 &mut rep,
