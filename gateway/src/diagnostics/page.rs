@@ -38,6 +38,21 @@ pub fn esc(s: &str) -> String {
     o
 }
 
+/// Bytes with a binary unit: "512 B", "9.5 KiB", "1.0 GiB".
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
 /// "12 s", "5 min", "3 h", "2 d".
 pub fn age(secs: u64) -> String {
     match secs {
@@ -190,11 +205,11 @@ fn buffer_card(b: &BufferView) -> String {
          <dt>Kept</dt><dd>{} frames, {} readings</dd><dt>Full events</dt><dd>{}</dd></dl></section>",
         b.depth_frames,
         b.unreported_readings,
-        b.bytes,
-        b.max_bytes,
+        bytes(b.bytes),
+        bytes(b.max_bytes),
         b.fill_percent,
         b.fill_percent.min(100.0),
-        b.disk_bytes,
+        bytes(b.disk_bytes),
         b.oldest_unreported_age_s
             .map_or_else(|| "-".to_string(), |a| format!("{} ago", age(a))),
         b.frames,
@@ -399,7 +414,13 @@ pub fn chart_svg(points: &[Point], now_ms: u64, window_ms: u64, unit: &str) -> S
     const H: f64 = 120.0;
     const PAD: f64 = 4.0;
     let pts = downsample(points, 600);
-    let start = now_ms.saturating_sub(window_ms);
+    // Zoom to the data while there is less than the window of it (a fresh
+    // start), but never below one minute.
+    let first = pts.first().map_or(now_ms, |p| p.t_ms);
+    let start = now_ms
+        .saturating_sub(window_ms)
+        .max(first.min(now_ms.saturating_sub(60_000)));
+    let window_ms = now_ms.saturating_sub(start).max(1);
     let mut svg = format!(
         "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" preserveAspectRatio=\"none\" \
          role=\"img\" aria-label=\"last hour\"><rect class=\"bg\" x=\"0\" y=\"0\" width=\"{W}\" height=\"{H}\"/>"
@@ -622,6 +643,9 @@ mod tests {
         assert_eq!(age(5), "5 s");
         assert_eq!(age(600), "10 min");
         assert_eq!(age(10_800), "3 h");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(9682), "9.5 KiB");
+        assert_eq!(bytes(1 << 30), "1.0 GiB");
     }
 
     #[test]
@@ -632,6 +656,13 @@ mod tests {
             "{svg}"
         );
         assert!(svg.contains("max 10 W") && svg.contains("min 0 W"));
+    }
+
+    #[test]
+    fn a_short_history_fills_the_chart_instead_of_a_sliver() {
+        let now = 10_000_000;
+        let svg = chart_svg(&[p(now - 120_000, 0), p(now, 1)], now, 3_600_000, "W");
+        assert!(svg.contains("d=\"M4.0 116.0 L596.0 4.0\""), "{svg}");
     }
 
     #[test]

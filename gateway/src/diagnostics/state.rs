@@ -158,7 +158,7 @@ impl LiveStore {
             }
         );
         for (ch, (v, q)) in values {
-            summary.push_str(&format!(" {ch}={v}{}", q.unit()));
+            summary.push_str(&format!(" {ch}={v} ({})", q.unit()));
         }
         if quality != 0 {
             let names: Vec<_> = Quality(quality).names().collect();
@@ -341,7 +341,7 @@ mod tests {
         let all = s.tail(&d, 0);
         assert_eq!(all.len(), TAIL_LEN);
         assert!(all[0].summary.starts_with("seq 6 "), "{}", all[0].summary);
-        assert!(all[0].summary.contains("p=1W"), "{}", all[0].summary);
+        assert!(all[0].summary.contains("p=1 (W)"), "{}", all[0].summary);
         let newest = all.last().expect("entries").time_ms;
         assert!(s.tail(&d, newest).is_empty());
         assert_eq!(s.last(&d).map(|l| l.seq), Some(TAIL_LEN as u64 + 5));
