@@ -102,6 +102,15 @@
 //! repeat site, device, firmware and channel names. Batches stay small so
 //! that sled's leaf pages (up to 16 values) stay below its blob threshold.
 //!
+//! ## Damaged records
+//!
+//! A data batch that fails its checks does not stop the buffer from
+//! opening; `scan` yields an error item for it and goes on with the next
+//! batch (the report builder records that as an event), and `verify` lists
+//! it. `prune` stops with an error when it reaches one (its frame count and
+//! age cannot be trusted), so retention halts there until an operator
+//! removes it; a damaged totals, cursor or device record makes `open` fail.
+//!
 //! ## Retention and deletion
 //!
 //! [`Buffer::prune`] (called periodically with the current time) deletes, in
