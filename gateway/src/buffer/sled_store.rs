@@ -320,9 +320,11 @@ impl Buffer {
                     order.len() - 1
                 }
             };
-            let entry = staged
-                .entry(frame.device.clone())
-                .or_insert_with(|| st.devices.get(&frame.device).cloned().unwrap_or_default());
+            if !staged.contains_key(&frame.device) {
+                let e = st.devices.get(&frame.device).cloned().unwrap_or_default();
+                staged.insert(frame.device.clone(), e);
+            }
+            let entry = staged.get_mut(&frame.device).expect("staged just above");
             let seq = match entry.seq.decide(frame.seq, frame.boot) {
                 Decision::Duplicate => {
                     outcomes.push(AppendOutcome::Duplicate);
