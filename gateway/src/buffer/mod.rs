@@ -107,9 +107,12 @@
 //! A data batch that fails its checks does not stop the buffer from
 //! opening; `scan` yields an error item for it and goes on with the next
 //! batch (the report builder records that as an event), and `verify` lists
-//! it. `prune` stops with an error when it reaches one (its frame count and
-//! age cannot be trusted), so retention halts there until an operator
-//! removes it; a damaged totals, cursor or device record makes `open` fail.
+//! it. `prune` deletes a damaged batch that lies wholly before the
+//! "delivered" cursor's batch (its frames were delivered or skipped, and
+//! cannot be read anyway; the kept counters are then recounted from the
+//! next batch's cumulative counters) and a damaged event at or below the
+//! "events delivered" id; it stops with an error at a damaged batch it
+//! cannot place. A damaged totals, cursor or device record makes `open` fail.
 //!
 //! ## Retention and deletion
 //!
@@ -296,6 +299,9 @@ pub struct PruneStats {
     pub bytes: u64,
     /// Events deleted.
     pub events: u64,
+    /// Damaged batches deleted (wholly before the "delivered" cursor's batch;
+    /// included in `batches` and `bytes`, their frames are not counted).
+    pub damaged: u64,
 }
 
 /// One problem `verify` found.

@@ -581,12 +581,12 @@ fn a_full_buffer_refuses_new_frames_but_still_acks_duplicates() {
 }
 
 #[test]
-fn a_damaged_batch_is_reported_by_verify_and_scan() {
+fn a_damaged_batch_is_reported_by_verify_and_scan_and_pruned_once_delivered() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("buf");
     {
         let b = open_at(&path, u64::MAX);
-        for q in 1..=3 {
+        for q in 1..=4 {
             b.append(vec![Incoming {
                 frame: frame(0, q, 0, 2),
                 received_ms: q,
@@ -615,9 +615,20 @@ fn a_damaged_batch_is_reported_by_verify_and_scan() {
         rep.problems
     );
     let items: Vec<_> = b.scan(None).collect();
-    assert_eq!(items.len(), 3);
+    assert_eq!(items.len(), 4);
     assert!(items[1].is_err());
     assert_eq!(items[2].as_ref().expect("batch 3").frame.seq, 3);
+    // A damaged batch before the delivered cursor's batch goes with pruning,
+    // and the kept counters stay exact.
+    let k3 = FrameKey { batch: 3, index: 0 };
+    b.set_cursor(CursorName::Reported, k3).expect("reported");
+    b.set_cursor(CursorName::Delivered, k3).expect("delivered");
+    let p = b.prune(1_000_000).expect("prune");
+    assert_eq!((p.batches, p.damaged, p.frames), (3, 1, 2));
+    let stats = b.stats();
+    assert_eq!((stats.frames, stats.readings), (1, 2));
+    let rep = b.verify(|_| {}).expect("verify");
+    assert!(rep.is_ok(), "{:?}", rep.problems);
 }
 
 /// Child half of [`acked_frames_survive_a_killed_process`]: appends until

@@ -693,17 +693,43 @@ impl Buffer {
                 let mut totals = st.totals;
                 let mut b = sled::Batch::default();
                 let mut n = 0;
-                for item in self.inner.tree.range(data_range()).take(PRUNE_CHUNK) {
+                // First batch left after this chunk: Some(None) = none left.
+                let mut next_left: Option<Option<Result<record::BatchHeader, ()>>> = None;
+                let mut damaged = false;
+                for item in self.inner.tree.range(data_range()).take(PRUNE_CHUNK + 1) {
                     let (k, v) = item?;
                     let id = record::id_of_key(&k).expect("data range yields data keys");
-                    let h = record::parse_batch(&v)
-                        .map_err(corrupt(format!("d:{id}")))?
-                        .header;
+                    if n == PRUNE_CHUNK {
+                        next_left = Some(Some(
+                            record::parse_batch(&v).map(|b| b.header).map_err(|_| ()),
+                        ));
+                        break;
+                    }
+                    let h = match record::parse_batch(&v) {
+                        Ok(b) => b.header,
+                        // Wholly before the delivered cursor's batch: its frames
+                        // were delivered (or skipped as unreadable by the report
+                        // builder) and cannot be read anyway; delete it.
+                        Err(e) if id < delivered.batch => {
+                            warn!(batch = id, error = %e, "deleting a damaged, delivered buffer batch");
+                            b.remove(k);
+                            n += 1;
+                            damaged = true;
+                            let bytes = (v.len() + ID_KEY_LEN) as u64;
+                            totals.kept_bytes -= bytes;
+                            stats.batches += 1;
+                            stats.damaged += 1;
+                            stats.bytes += bytes;
+                            continue;
+                        }
+                        Err(e) => return Err(corrupt(format!("d:{id}"))(e)),
+                    };
                     let last = FrameKey {
                         batch: id,
                         index: h.count.saturating_sub(1),
                     };
                     if last > delivered || h.max_received_ms >= cutoff {
+                        next_left = Some(Some(Ok(h)));
                         break;
                     }
                     b.remove(k);
@@ -719,6 +745,21 @@ impl Buffer {
                 }
                 if n == 0 {
                     break;
+                }
+                if damaged {
+                    // A damaged batch's counts are unknown: recount what is
+                    // kept from the cumulative counters of the first batch left.
+                    match next_left.unwrap_or(None) {
+                        None => {
+                            totals.kept_frames = 0;
+                            totals.kept_readings = 0;
+                        }
+                        Some(Ok(h)) => {
+                            totals.kept_frames = totals.cum_frames - h.cum_frames_before;
+                            totals.kept_readings = totals.cum_readings - h.cum_readings_before;
+                        }
+                        Some(Err(())) => {}
+                    }
                 }
                 b.insert(record::TOTALS_KEY, totals.encode());
                 self.commit(&mut st, b)?;
@@ -736,9 +777,10 @@ impl Buffer {
                 if id > events_delivered {
                     break;
                 }
-                let ev = decode_event(id, &v)?;
-                if ev.time_ms >= cutoff {
-                    break;
+                match decode_event(id, &v) {
+                    Ok(ev) if ev.time_ms >= cutoff => break,
+                    Ok(_) => {}
+                    Err(e) => warn!(event = id, error = %e, "deleting a damaged, delivered event"),
                 }
                 b.remove(k);
                 stats.events += 1;
