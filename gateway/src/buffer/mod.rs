@@ -42,8 +42,9 @@
 //! - **Cursors never move backwards** and point at stored frames;
 //!   `delivered <= reported <= last stored frame`.
 //! - **No scan at start-up.** Opening reads the totals record, the three
-//!   cursors, the device records (one per device) and the last batch's
-//!   header; data is only read by `scan`, `prune`, `set_cursor` and `verify`.
+//!   cursors, the device records (one per device), the last batch's header
+//!   and the batch holding the first unreported frame; data is otherwise
+//!   only read by `scan`, `prune`, `set_cursor` and `verify`.
 //! - **After an I/O error the buffer refuses writes** (`StoreError::Poisoned`)
 //!   until it is reopened: its memory may be ahead of the disk, and reopening
 //!   re-reads the truth.
@@ -58,8 +59,9 @@
 //! amplification (`stats().disk_bytes`, measured in `docs/BENCHMARKS.md`),
 //! so size `max_bytes` with headroom. When `bytes >= max_bytes` at the start
 //! of an append, no new frame is stored; duplicates are still acked and
-//! regressions still reported. The buffer is full again below the limit only
-//! after [`Buffer::prune`] frees space, which needs reports to be delivered.
+//! regressions still reported. New frames are accepted again only after
+//! [`Buffer::prune`] brings `bytes` below the limit, which needs reports to
+//! be delivered.
 //!
 //! ## On-disk format (layout version 1)
 //!
