@@ -43,6 +43,9 @@ pub struct DemoArgs {
     /// Port of the diagnostics page on 127.0.0.1 (default 8080; 0 = any free port).
     #[arg(long)]
     pub diagnostics_port: Option<u16>,
+    /// Monitoring period of the demo's reports, minutes (divides 1440).
+    #[arg(long, default_value_t = 1)]
+    pub report_minutes: u32,
 }
 
 /// The demo site's config file text for `data_dir`, broker port and device keys.
@@ -125,19 +128,22 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         })
         .collect();
     let config_path = data_dir.join("gateway.toml");
-    std::fs::write(&config_path, demo_config_text(&data_dir, port, &devices))
-        .with_context(|| format!("cannot write {}", config_path.display()))?;
-    let mut config = config::load(&config_path)?;
-    if let Some(p) = args.diagnostics_port {
-        config.diagnostics.listen = std::net::SocketAddr::from(([127, 0, 0, 1], p));
-    }
-    let site: SiteId = config.site.id.clone();
-
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        // The rest of the site: two Modbus meters, the MRV backend, keys.
+        let site_parts = start_site_peers(&data_dir).await?;
+        let mut text = demo_config_text(&data_dir, port, &devices);
+        text.push_str(&site_parts.config_sections(args.report_minutes));
+        std::fs::write(&config_path, text)
+            .with_context(|| format!("cannot write {}", config_path.display()))?;
+        let mut config = config::load(&config_path)?;
+        if let Some(p) = args.diagnostics_port {
+            config.diagnostics.listen = std::net::SocketAddr::from(([127, 0, 0, 1], p));
+        }
+        let site: SiteId = config.site.id.clone();
         let gateway = crate::runtime::start(config, Arc::new(SystemClock)).await?;
         println!("MRV Gateway demo site");
         println!("  data dir      {}", data_dir.display());
@@ -147,6 +153,21 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             println!("  diagnostics   http://{a}/");
         }
         println!("  devices       {}", devices.iter().map(|d| d.0.to_string()).collect::<Vec<_>>().join(", "));
+        println!(
+            "  Modbus        inverter-01 (SunSpec) at {}, din-meter-01 at {}",
+            site_parts.inverter.addr,
+            site_parts.din_meter.addr
+        );
+        println!(
+            "  MRV backend   http://{} (reference receiver, reports in {})",
+            site_parts.receiver.addr(),
+            data_dir.join("receiver").display()
+        );
+        println!(
+            "  reports       every {} min, signed with {}",
+            args.report_minutes,
+            data_dir.join("keys/gateway.key").display()
+        );
         println!("Press Ctrl-C to stop.\n");
         let sim = sim::start(SimConfig {
             broker_host: "127.0.0.1".into(),
@@ -183,15 +204,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             let online = st.buffer.devices().iter().filter(|d| d.last_received_ms.is_some_and(|t| st.clock.now_ms().saturating_sub(t) < 30_000)).count();
             let sims = sim.stats();
             println!(
-                "[{:>5}s] devices {online}/{} | stored {} frames, {readings} readings (+{}/2s) | buffer {} readings, {} KiB, {} unreported | acks {} | rejected {} | device outbox {}",
+                "[{:>5}s] devices {online}/{} online | stored {} frames, {readings} readings (+{}/2s) | buffer {} KiB, {} unreported | reports {} signed, {} at backend | rejected {} | device outbox {}",
                 started.elapsed().as_secs(),
-                devices.len(),
+                st.config.devices.len(),
                 IngestStats::get(&st.ingest.frames_stored),
                 readings - last_readings,
-                b.readings,
                 b.bytes >> 10,
                 b.unreported_readings,
-                IngestStats::get(&st.ingest.acks_published),
+                st.reports.as_ref().and_then(|r| r.head()).map(|h| h.seq).unwrap_or(0),
+                site_parts.receiver.handle.stats().accepted.load(std::sync::atomic::Ordering::Relaxed),
                 st.ingest.rejects_total(),
                 sims.totals.outbox_len,
             );
@@ -203,6 +224,111 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("stopping");
         sim.stop().await;
         gateway.shutdown().await;
+        site_parts.stop().await;
         anyhow::Ok(())
     })
+}
+
+/// The demo site's peers besides devices: simulated Modbus meters, the
+/// reference MRV receiver, and the gateway's signing key.
+struct SitePeers {
+    inverter: mrv_firmware::meters::MeterHandle,
+    din_meter: mrv_firmware::meters::MeterHandle,
+    receiver: mrv_receiver::RunningReceiver,
+}
+
+const DEMO_TOKEN: &str = "demo-upload-token";
+
+async fn start_site_peers(data_dir: &std::path::Path) -> anyhow::Result<SitePeers> {
+    use mrv_firmware::meters::{self, SimClock, SimMeter};
+    let keys_dir = data_dir.join("keys");
+    let key = if keys_dir.join("gateway.key").exists() {
+        keys_dir.join("gateway.pub.jwk")
+    } else {
+        crate::keys::generate(&keys_dir, "gateway")
+            .context("cannot create the gateway key")?
+            .public
+    };
+    let public = crate::keys::load_public_keys(std::slice::from_ref(&key))
+        .context("cannot read the gateway public key")?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let receiver = mrv_receiver::start(
+        listener,
+        mrv_receiver::ReceiverConfig {
+            data_dir: data_dir.join("receiver"),
+            keys: public,
+            token: Some(DEMO_TOKEN.into()),
+            tls: None,
+        },
+    )
+    .await
+    .context("cannot start the reference receiver")?;
+    let clock = SimClock::real_time();
+    let inverter = meters::serve(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        SimMeter::SunSpecInverter(Default::default()),
+        1,
+        clock.clone(),
+    )?;
+    let din_meter = meters::serve(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        SimMeter::DinMeter(Default::default()),
+        1,
+        clock,
+    )?;
+    Ok(SitePeers {
+        inverter,
+        din_meter,
+        receiver,
+    })
+}
+
+impl SitePeers {
+    fn config_sections(&self, report_minutes: u32) -> String {
+        format!(
+            r#"
+[[modbus.devices]]
+id = "inverter-01"
+host = "127.0.0.1"
+port = {}
+unit = 1
+profile = "sunspec"
+poll_interval_ms = 5000
+
+[[modbus.devices]]
+id = "din-meter-01"
+host = "127.0.0.1"
+port = {}
+unit = 1
+profile = "din_meter"
+poll_interval_ms = 5000
+
+[report]
+period_minutes = {report_minutes}
+grace_seconds = 5
+methodology = "solar_pv"
+key_file = "keys/gateway.key"
+clock_source = "system clock (demo)"
+
+[report.parameters.ef]
+value = "0.5113"
+unit = "tCO2/MWh"
+source = "demo value of the order of a grid emission factor; not for crediting"
+
+[upload]
+url = "http://{}/"
+allow_plain_http = true
+token = "{DEMO_TOKEN}"
+"#,
+            self.inverter.addr.port(),
+            self.din_meter.addr.port(),
+            self.receiver.addr(),
+        )
+    }
+
+    async fn stop(self) {
+        self.inverter.stop();
+        self.din_meter.stop();
+        let _ = self.receiver.stop().await;
+    }
 }
