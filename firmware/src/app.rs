@@ -338,8 +338,9 @@ impl<F: NorFlash, const P: usize> App<F, P> {
     pub fn service<U: Uplink>(&mut self, up: &mut U, now_ms: u64) -> Res<ServiceReport, F> {
         let mut rep = ServiceReport::default();
         let refs: Vec<FrameRef> = self.journal.frames().iter().copied().collect();
+        // `refs` is sorted by seq: forget send state of frames that left.
         self.send
-            .retain(|seq, _| refs.iter().any(|r| r.seq == *seq));
+            .retain(|seq, _| refs.binary_search_by_key(seq, |r| r.seq).is_ok());
         for r in refs {
             let st = self.send.entry(r.seq).or_default();
             let due = match st.sent_at {

@@ -1,9 +1,24 @@
 //! # mrv-firmware: sensor node firmware and its host simulator
 //!
-//! The core of this crate is `#![no_std]` and builds for microcontrollers.
-//! With the `sim` feature (which implies `std`) it also provides [`sim`], a
-//! host simulator that runs devices over simulated hardware and publishes
-//! their frames to an MQTT broker.
+//! The core of this crate is `#![no_std]` (with `alloc`) and builds for
+//! microcontrollers (`thumbv7em-none-eabihf`; the example image for an
+//! STM32F411 board is `firmware/image`, built by
+//! `scripts/build-firmware-image.sh`). Layout:
+//!
+//! - [`drivers`]: S0 pulse counter, ADS1115 4-20 mA loops, biogas analyser
+//!   UART frames, contacts; generic over embedded-hal 1.0 / embedded-io,
+//!   pure conversions, no allocation;
+//! - [`sampling`]: sampling schedule and per-channel aggregation;
+//! - [`storage`]: the flash journal (boot counter, sequence numbers, pulse
+//!   totals, outbox) on `NorFlash`, and a RAM flash with power-loss
+//!   injection;
+//! - [`app`]: the device application (frames, signing, outbox, acks) and
+//!   the [`app::Uplink`] trait;
+//! - [`serial_link`]: an uplink over a UART to a network co-processor.
+//!
+//! With the `sim` feature (which implies `std`) it also provides `sim`, a
+//! host simulator that runs this application on simulated hardware and
+//! publishes to an MQTT broker (and `meters`, simulated Modbus meters).
 //!
 //! Invariants the whole crate keeps:
 //! - every frame a device produces has a sequence number one above the

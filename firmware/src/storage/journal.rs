@@ -14,7 +14,8 @@
 //! | 1 | 1 | kind: 1 state, 2 frame |
 //! | 2 | 2 | payload length `L`, u16 LE |
 //! | 4 | 4 | CRC-32 of bytes 0..4 and the payload |
-//! | 8 | L | payload; then `0xFF` padding to the alignment |
+//! | 8 | L | payload |
+//! | 8+L | 1 | end marker `0x00`; then `0xFF` padding to the alignment |
 //!
 //! Every payload starts with a 52-byte [`Snapshot`] (boot u32, next_seq
 //! u64, acked_seq u64, four counters u64; all LE). A frame record adds the
@@ -47,6 +48,10 @@ pub const SECTOR_MAGIC: u32 = 0x4A56_524D;
 pub const SECTOR_HEADER_LEN: u32 = 16;
 /// Record magic.
 pub const RECORD_MAGIC: u8 = 0xA5;
+/// Last byte of every record: never 0xFF, so the end of the written data
+/// (the last non-erased byte) always covers whole records, whatever the
+/// payload ends with.
+pub const RECORD_END: u8 = 0x00;
 /// Record kind: state only.
 pub const KIND_STATE: u8 = 1;
 /// Record kind: frame.
@@ -263,7 +268,7 @@ impl<F: NorFlash> Journal<F> {
             match self.check_record(base + o, end - o)? {
                 Some((kind, len)) => {
                     self.apply_record(i, base + o, kind, len)?;
-                    o += align_up(RECORD_HEADER_LEN + u32::from(len), self.align);
+                    o += align_up(RECORD_HEADER_LEN + u32::from(len) + 1, self.align);
                 }
                 None => {
                     self.skipped_records += 1;
@@ -285,7 +290,7 @@ impl<F: NorFlash> Journal<F> {
             KIND_FRAME => usize::from(len) > FRAME_PREFIX_LEN,
             _ => false,
         };
-        if h[0] != RECORD_MAGIC || !kind_ok || RECORD_HEADER_LEN + u32::from(len) > room {
+        if h[0] != RECORD_MAGIC || !kind_ok || RECORD_HEADER_LEN + u32::from(len) + 1 > room {
             return Ok(None);
         }
         let mut crc = crc32fast::Hasher::new();
@@ -301,7 +306,11 @@ impl<F: NorFlash> Journal<F> {
             at += n as u32;
         }
         let stored = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
-        Ok((crc.finalize() == stored).then_some((h[1], len)))
+        let mut end = [0u8; 1];
+        self.flash
+            .read(addr + RECORD_HEADER_LEN + u32::from(len), &mut end)
+            .map_err(JournalError::Flash)?;
+        Ok((crc.finalize() == stored && end[0] == RECORD_END).then_some((h[1], len)))
     }
 
     fn apply_record(&mut self, sector: u32, addr: u32, kind: u8, len: u16) -> R<(), F> {
@@ -328,19 +337,38 @@ impl<F: NorFlash> Journal<F> {
             let seq = u64::from_le_bytes(w);
             w.copy_from_slice(&p[SNAPSHOT_LEN + 8..SNAPSHOT_LEN + 16]);
             let origin = u64::from_le_bytes(w);
-            self.frames.retain(|f| f.seq != seq && f.seq != origin);
             let r = FrameRef {
                 seq,
                 addr: addr + RECORD_HEADER_LEN + FRAME_PREFIX_LEN as u32,
                 len: u32::from(len) - FRAME_PREFIX_LEN as u32,
             };
-            let at = self.frames.partition_point(|f| f.seq < seq);
-            self.frames.insert(at, r);
+            self.index_frame(r, origin);
             let info = &mut self.sectors[sector as usize];
             info.max_frame_seq = info.max_frame_seq.max(seq);
         }
-        self.frames.retain(|f| f.seq > acked);
+        self.drop_acked(acked);
         Ok(())
+    }
+
+    /// Drops acked frames from the index (it is sorted by seq).
+    fn drop_acked(&mut self, acked: u64) {
+        while self.frames.front().is_some_and(|f| f.seq <= acked) {
+            self.frames.pop_front();
+        }
+    }
+
+    /// Adds a frame to the index, replacing its origin (or an older copy
+    /// of the same seq). New frames have the highest seq: O(1).
+    fn index_frame(&mut self, r: FrameRef, origin: u64) {
+        let in_order = self.frames.back().is_none_or(|b| b.seq < r.seq);
+        if in_order && origin == r.seq {
+            self.frames.push_back(r);
+            return;
+        }
+        let seq = r.seq;
+        self.frames.retain(|f| f.seq != seq && f.seq != origin);
+        let at = self.frames.partition_point(|f| f.seq < seq);
+        self.frames.insert(at, r);
     }
 
     /// The current snapshot (after replay: the last one written).
@@ -371,7 +399,7 @@ impl<F: NorFlash> Journal<F> {
     /// Whether a frame record of `frame_len` bytes can be written now.
     pub fn has_room_for_frame(&self, frame_len: usize) -> bool {
         let rec = align_up(
-            RECORD_HEADER_LEN + (FRAME_PREFIX_LEN + frame_len) as u32,
+            RECORD_HEADER_LEN + (FRAME_PREFIX_LEN + frame_len) as u32 + 1,
             self.align,
         );
         if self.cur.is_some() && self.write_at + rec <= self.size {
@@ -420,7 +448,7 @@ impl<F: NorFlash> Journal<F> {
 
     fn append(&mut self, kind: u8, parts: &[&[u8]]) -> R<u32, F> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        let rec = align_up(RECORD_HEADER_LEN + len as u32, self.align);
+        let rec = align_up(RECORD_HEADER_LEN + len as u32 + 1, self.align);
         if len > usize::from(u16::MAX) || rec > self.size - SECTOR_HEADER_LEN {
             return Err(JournalError::TooLarge(len));
         }
@@ -442,7 +470,11 @@ impl<F: NorFlash> Journal<F> {
         let mut chunk = [0xFFu8; CHUNK];
         let mut fill = 0usize;
         let mut at = addr;
-        for p in core::iter::once(&head[..]).chain(parts.iter().copied()) {
+        let end_marker = [RECORD_END];
+        for p in core::iter::once(&head[..])
+            .chain(parts.iter().copied())
+            .chain(core::iter::once(&end_marker[..]))
+        {
             let mut rest = p;
             while !rest.is_empty() {
                 let n = rest.len().min(CHUNK - fill);
@@ -475,8 +507,7 @@ impl<F: NorFlash> Journal<F> {
         };
         self.append(KIND_STATE, &[&snap.encode()])?;
         self.snapshot = snap;
-        let acked = snap.acked_seq;
-        self.frames.retain(|f| f.seq > acked);
+        self.drop_acked(snap.acked_seq);
         Ok(())
     }
 
@@ -508,9 +539,7 @@ impl<F: NorFlash> Journal<F> {
             addr: addr + RECORD_HEADER_LEN + FRAME_PREFIX_LEN as u32,
             len: bytes.len() as u32,
         };
-        self.frames.retain(|f| f.seq != seq && f.seq != origin);
-        let at = self.frames.partition_point(|f| f.seq < seq);
-        self.frames.insert(at, r);
+        self.index_frame(r, origin);
         let cur = self.cur.expect("append sets a current sector");
         let info = &mut self.sectors[cur as usize];
         info.max_frame_seq = info.max_frame_seq.max(seq);
@@ -607,6 +636,22 @@ mod tests {
         let (lo, hi) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
         assert!(*lo >= 3 && hi - lo <= 1, "uneven wear {counts:?}");
         assert_eq!(f.overwrites(), 0);
+    }
+
+    #[test]
+    fn a_large_outbox_replays_in_order() {
+        let mut j = Journal::open(RamFlash::new(400), 0, 400).unwrap();
+        for seq in 1..=6000u64 {
+            j.append_frame(snap(0, seq + 1), seq, seq, &[seq as u8; 100])
+                .unwrap();
+        }
+        j.write_state(snap(1000, 6001)).unwrap();
+        let j = Journal::open(j.into_flash(), 0, 400).unwrap();
+        let seqs: Vec<u64> = j.frames().iter().map(|f| f.seq).collect();
+        let missing: Vec<u64> = (1001..=6000).filter(|s| !seqs.contains(s)).collect();
+        assert!(missing.is_empty(), "missing {missing:?}");
+        assert_eq!(seqs.len(), 5000);
+        assert_eq!(j.snapshot().next_seq, 6001);
     }
 
     #[test]

@@ -42,10 +42,12 @@ impl NorFlashError for RamFlashError {
 /// NOR flash in RAM with 4 KiB sectors.
 pub type RamFlash = SizedRamFlash<4096>;
 
-/// NOR flash in RAM with `SECTOR`-byte sectors.
+/// NOR flash in RAM with `SECTOR`-byte sectors. Memory for a sector is
+/// allocated on its first write, so a large, mostly erased flash is cheap.
 #[derive(Debug, Clone)]
 pub struct SizedRamFlash<const SECTOR: usize> {
-    mem: Vec<u8>,
+    /// `None` = erased (all 0xFF).
+    mem: Vec<Option<Vec<u8>>>,
     budget: Option<usize>,
     dead: bool,
     erases: Vec<u32>,
@@ -60,7 +62,7 @@ impl<const SECTOR: usize> SizedRamFlash<SECTOR> {
     /// An erased flash of `sectors` sectors.
     pub fn new(sectors: usize) -> Self {
         Self {
-            mem: vec![0xFF; sectors * Self::SECTOR],
+            mem: vec![None; sectors],
             budget: None,
             dead: false,
             erases: vec![0; sectors],
@@ -131,16 +133,25 @@ impl<const SECTOR: usize> ReadNorFlash for SizedRamFlash<SECTOR> {
             return Err(RamFlashError::PowerLost);
         }
         let o = offset as usize;
-        let src = self
-            .mem
-            .get(o..o + bytes.len())
-            .ok_or(RamFlashError::Bounds)?;
-        bytes.copy_from_slice(src);
+        if o + bytes.len() > self.capacity() {
+            return Err(RamFlashError::Bounds);
+        }
+        let mut done = 0;
+        while done < bytes.len() {
+            let at = o + done;
+            let (sec, off) = (at / SECTOR, at % SECTOR);
+            let n = (SECTOR - off).min(bytes.len() - done);
+            match &self.mem[sec] {
+                Some(m) => bytes[done..done + n].copy_from_slice(&m[off..off + n]),
+                None => bytes[done..done + n].fill(0xFF),
+            }
+            done += n;
+        }
         Ok(())
     }
 
     fn capacity(&self) -> usize {
-        self.mem.len()
+        self.mem.len() * SECTOR
     }
 }
 
@@ -153,21 +164,25 @@ impl<const SECTOR: usize> NorFlash for SizedRamFlash<SECTOR> {
             return Err(RamFlashError::PowerLost);
         }
         let (f, t) = (from as usize, to as usize);
-        if f % Self::SECTOR != 0 || t % Self::SECTOR != 0 || t > self.mem.len() || f > t {
+        if f % SECTOR != 0 || t % SECTOR != 0 || t > self.capacity() || f > t {
             return Err(RamFlashError::Bounds);
         }
-        for s in (f..t).step_by(Self::SECTOR) {
-            let done = self.spend(Self::SECTOR);
-            self.erases[s / Self::SECTOR] += 1;
-            self.mem[s..s + done].fill(0xFF);
-            if done < Self::SECTOR {
-                // Indeterminate bits where the erase stopped.
-                let end = (s + done + 16).min(s + Self::SECTOR);
-                for (i, b) in self.mem[s + done..end].iter_mut().enumerate() {
-                    *b ^= 0x5A ^ (i as u8);
-                }
-                return Err(RamFlashError::PowerLost);
+        for s in (f..t).step_by(SECTOR) {
+            let sec = s / SECTOR;
+            let done = self.spend(SECTOR);
+            self.erases[sec] += 1;
+            if done == SECTOR {
+                self.mem[sec] = None;
+                continue;
             }
+            let m = self.mem[sec].get_or_insert_with(|| vec![0xFF; SECTOR]);
+            m[..done].fill(0xFF);
+            // Indeterminate bits where the erase stopped.
+            let end = (done + 16).min(SECTOR);
+            for (i, b) in m[done..end].iter_mut().enumerate() {
+                *b ^= 0x5A ^ (i as u8);
+            }
+            return Err(RamFlashError::PowerLost);
         }
         Ok(())
     }
@@ -179,12 +194,15 @@ impl<const SECTOR: usize> NorFlash for SizedRamFlash<SECTOR> {
         let o = offset as usize;
         if o % Self::WRITE_SIZE != 0
             || bytes.len() % Self::WRITE_SIZE != 0
-            || o + bytes.len() > self.mem.len()
+            || o + bytes.len() > self.capacity()
         {
             return Err(RamFlashError::Bounds);
         }
         let done = self.spend(bytes.len());
-        for (m, b) in self.mem[o..o + done].iter_mut().zip(bytes) {
+        for (i, b) in bytes[..done].iter().enumerate() {
+            let at = o + i;
+            let m = self.mem[at / SECTOR].get_or_insert_with(|| vec![0xFF; SECTOR]);
+            let m = &mut m[at % SECTOR];
             if *m != 0xFF && *b != 0xFF {
                 self.overwrites += 1;
             }
