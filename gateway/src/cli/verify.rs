@@ -16,7 +16,7 @@ use crate::keys::load_public_keys;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use mrv_shared::report::verify::{Chain, VerifiedReport, check_contents, verify_jws};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 /// Arguments of `verify`.
@@ -118,21 +118,19 @@ pub fn verify_files(
     verdicts
 }
 
-fn usage(msg: impl std::fmt::Display) -> ! {
-    eprintln!("verify: {msg}");
-    std::process::exit(2);
-}
-
-/// Runs `verify`; exits with 1 when any report is invalid, 2 on usage errors.
-pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
-    let keys = load_public_keys(&args.keys).unwrap_or_else(|e| usage(e));
-    if keys.is_empty() {
-        usage("no public keys found");
-    }
-    let files = collect_files(&args.reports).unwrap_or_else(|e| usage(e));
-    if files.is_empty() {
-        usage("no report files found");
-    }
+/// Runs `verify` writing verdicts to `out`; returns the exit status
+/// (0 all valid, 1 any invalid, 2 usage error).
+pub fn execute(args: &VerifyArgs, out: &mut dyn Write) -> i32 {
+    let keys = match load_public_keys(&args.keys) {
+        Ok(k) if !k.is_empty() => k,
+        Ok(_) => return usage("no public keys found"),
+        Err(e) => return usage(e),
+    };
+    let files = match collect_files(&args.reports) {
+        Ok(f) if !f.is_empty() => f,
+        Ok(_) => return usage("no report files found"),
+        Err(e) => return usage(e),
+    };
     let progress = std::io::stderr().is_terminal().then(|| {
         let pb = ProgressBar::new(files.len() as u64);
         pb.set_style(
@@ -147,25 +145,133 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     }
     let mut invalid = 0;
     for v in &verdicts {
-        match &v.problem {
-            None => println!("OK      {}  {}", show(&v.path), v.summary),
+        let line = match &v.problem {
+            None => format!("OK      {}  {}", show(&v.path), v.summary),
             Some((label, detail)) => {
                 invalid += 1;
-                println!("INVALID {}  {label}: {detail}", show(&v.path));
+                format!("INVALID {}  {label}: {detail}", show(&v.path))
             }
+        };
+        if writeln!(out, "{line}").is_err() {
+            return 2;
         }
     }
-    println!(
+    let _ = writeln!(
+        out,
         "{} reports, {} valid, {invalid} invalid",
         verdicts.len(),
         verdicts.len() - invalid
     );
-    if invalid > 0 {
-        std::process::exit(1);
+    if invalid > 0 { 1 } else { 0 }
+}
+
+fn usage(msg: impl std::fmt::Display) -> i32 {
+    eprintln!("verify: {msg}");
+    2
+}
+
+/// Runs `verify` on stdout and exits with its status when not 0.
+pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
+    let code = execute(&args, &mut std::io::stdout().lock());
+    if code != 0 {
+        std::process::exit(code);
     }
     Ok(())
 }
 
 fn show(p: &Path) -> String {
     p.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::generate;
+    use crate::report::builder::{BuildInput, Identity, build};
+    use crate::report::signer::sign;
+    use mrv_shared::methodology::{MethodologyKind, Param, Params};
+    use mrv_shared::report::model::{ClockState, GENESIS_PREV_HASH, Period};
+
+    fn args(keys: Vec<PathBuf>, reports: Vec<PathBuf>) -> VerifyArgs {
+        VerifyArgs {
+            keys,
+            allow_mid_chain: false,
+            reports,
+        }
+    }
+
+    #[test]
+    fn exit_status_is_0_for_valid_1_for_invalid_2_for_usage_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = generate(&dir.path().join("keys"), "gw").expect("keygen");
+        let (kid, key) = crate::keys::load_signing_key(&files.private).expect("key");
+        let identity = Identity {
+            site: mrv_shared::ids::SiteId::new("s").expect("valid"),
+            project: String::from("p"),
+            methodology_ref: String::from("m"),
+            gateway: String::from("gw"),
+            kid: kid.clone(),
+        };
+        let mut params = Params::new();
+        params.insert(
+            String::from("ef"),
+            Param {
+                value: String::from("0.5"),
+                unit: String::from("tCO2/MWh"),
+                source: String::from("t"),
+            },
+        );
+        let report = build(BuildInput {
+            identity: &identity,
+            period: Period {
+                start_ms: 0,
+                end_ms: 3_600_000,
+            },
+            seq: 1,
+            prev_hash: String::from(GENESIS_PREV_HASH),
+            clock: ClockState {
+                source: String::from("ntp"),
+                last_sync_ms: None,
+                max_skew_ms: 0,
+            },
+            devices: &[],
+            frames: vec![],
+            events: vec![],
+            methodology: MethodologyKind::SolarPv,
+            params: &params,
+            baselines: Default::default(),
+            awd_start: None,
+        })
+        .expect("builds");
+        let signed = sign(&report, &kid, &key).expect("signs");
+        let reports = dir.path().join("reports");
+        std::fs::create_dir_all(&reports).expect("mkdir");
+        std::fs::write(reports.join("000000000001.jws"), &signed.bytes).expect("write");
+        let keys = vec![dir.path().join("keys")];
+        let mut out = Vec::new();
+        assert_eq!(
+            execute(&args(keys.clone(), vec![reports.clone()]), &mut out),
+            0
+        );
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(text.starts_with("OK "), "{text}");
+        let mut bad = signed.bytes.clone();
+        let n = bad.len();
+        bad[n - 2] = if bad[n - 2] == b'A' { b'B' } else { b'A' };
+        std::fs::write(reports.join("000000000002.jws"), &bad).expect("write");
+        let mut out = Vec::new();
+        assert_eq!(
+            execute(&args(keys.clone(), vec![reports.clone()]), &mut out),
+            1
+        );
+        assert!(String::from_utf8(out).expect("utf8").contains("INVALID"));
+        let mut out = Vec::new();
+        let empty = dir.path().join("empty");
+        std::fs::create_dir_all(&empty).expect("mkdir");
+        assert_eq!(
+            execute(&args(vec![empty.clone()], vec![reports]), &mut out),
+            2
+        );
+        assert_eq!(execute(&args(keys, vec![empty]), &mut out), 2);
+    }
 }

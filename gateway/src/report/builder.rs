@@ -130,8 +130,15 @@ pub fn build(input: BuildInput<'_>) -> Result<Report, BuildError> {
         .collect();
     frames.sort_by(|a, b| (&a.frame.device, a.frame.seq).cmp(&(&b.frame.device, b.frame.seq)));
     frames.dedup_by(|b, a| a.frame.device == b.frame.device && a.frame.seq == b.frame.seq);
+    // Device signatures checked in parallel; `None` = device not signed.
+    let sig_ok: Vec<Option<bool>> = mrv_shared::report::parallel::map(&frames, |f| {
+        keys.get(&f.frame.device).map(|key| {
+            key.as_ref()
+                .is_some_and(|k| verify_frame(&f.frame, k).is_ok())
+        })
+    });
     let mut records = Vec::with_capacity(frames.len());
-    for InputFrame { frame, received_ms } in frames {
+    for (InputFrame { frame, received_ms }, sig_ok) in frames.into_iter().zip(sig_ok) {
         if frame.site != identity.site {
             events.push(Event {
                 time_ms: received_ms,
@@ -144,10 +151,7 @@ pub fn build(input: BuildInput<'_>) -> Result<Report, BuildError> {
             });
             continue;
         }
-        if let Some(key) = keys.get(&frame.device) {
-            let ok = key
-                .as_ref()
-                .is_some_and(|k| verify_frame(&frame, k).is_ok());
+        if let Some(ok) = sig_ok {
             if !ok {
                 events.push(Event {
                     time_ms: received_ms,
@@ -392,6 +396,11 @@ mod tests {
         assert!(!report.readings.frames.iter().any(|f| f.seq == 999));
         assert_eq!(report.calculation.excluded.len(), 1);
         assert_eq!(report.calculation.excluded[0].reason, "unregistered");
+        // The fast canonical writer agrees with the generic one.
+        assert_eq!(
+            mrv_shared::report::model::report_canonical(&report).expect("fast"),
+            mrv_shared::report::canonical::to_canonical_vec(&report).expect("generic")
+        );
         let signed = sign(&report, "gw-th-01-2025", &gateway_key()).expect("signs");
         verify_report(&signed.bytes, &keys()).expect("verifies");
         // Another gateway key does not verify it.

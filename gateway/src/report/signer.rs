@@ -6,9 +6,10 @@
 
 use ed25519_dalek::SigningKey;
 use mrv_shared::report::Report;
-use mrv_shared::report::canonical::{CanonicalError, to_canonical_vec};
+use mrv_shared::report::canonical::CanonicalError;
 use mrv_shared::report::jws::sign_compact;
 use mrv_shared::report::merkle::Hash;
+use mrv_shared::report::model::report_canonical;
 use sha2::{Digest, Sha256};
 
 /// A signed report.
@@ -22,7 +23,7 @@ pub struct SignedReport {
 
 /// Canonicalises and signs `report` with `key` under `kid`.
 pub fn sign(report: &Report, kid: &str, key: &SigningKey) -> Result<SignedReport, CanonicalError> {
-    let payload = to_canonical_vec(report)?;
+    let payload = report_canonical(report)?;
     let bytes = sign_compact(&payload, kid, key).into_bytes();
     Ok(SignedReport {
         hash: Sha256::digest(&bytes).into(),

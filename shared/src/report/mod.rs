@@ -7,6 +7,7 @@
 //! - [`series`]: aggregates per (device, channel), gaps, counter deltas;
 //! - [`calc`]: the calculation block (exclusions, inputs, RE/PE/ER);
 //! - [`jws`], [`jwk`]: JWS compact Ed25519 and JWK keys;
+//! - [`parallel`]: chunked parallel map for per-reading work;
 //! - [`verify`]: [`verify_jws`], [`check_contents`], [`verify_report`], [`Chain`].
 //!
 //! The stored form of a report is its compact JWS, byte for byte; the chain
@@ -19,6 +20,7 @@ pub mod jwk;
 pub mod jws;
 pub mod merkle;
 pub mod model;
+pub mod parallel;
 pub mod series;
 pub mod verify;
 

@@ -355,6 +355,13 @@ pub struct Calculation {
 
 /// Leaf bytes of sample `index` of `frame` (see the module doc).
 pub fn reading_leaf(frame: &FrameRecord, index: usize) -> Vec<u8> {
+    let mut s = String::with_capacity(64);
+    write_reading_leaf(&mut s, frame, index);
+    s.into_bytes()
+}
+
+/// Appends the leaf bytes of sample `index` of `frame` to `s`.
+pub fn write_reading_leaf(s: &mut String, frame: &FrameRecord, index: usize) {
     use core::fmt::Write;
     let (ch, offset, value, quality) = frame.samples[index];
     let channel = frame
@@ -362,11 +369,10 @@ pub fn reading_leaf(frame: &FrameRecord, index: usize) -> Vec<u8> {
         .get(usize::from(ch))
         .map(|c| c.id.as_str())
         .unwrap_or("");
-    let mut s = String::with_capacity(64);
     s.push('[');
-    super::canonical::write_string(&mut s, frame.device.as_str());
+    super::canonical::write_string(s, frame.device.as_str());
     write!(s, ",{},{},", frame.seq, index).expect("writing to a String cannot fail");
-    super::canonical::write_string(&mut s, channel);
+    super::canonical::write_string(s, channel);
     write!(
         s,
         ",{},{},{}]",
@@ -375,19 +381,143 @@ pub fn reading_leaf(frame: &FrameRecord, index: usize) -> Vec<u8> {
         quality
     )
     .expect("writing to a String cannot fail");
-    s.into_bytes()
 }
 
-/// RFC 6962 root over every sample of `frames`.
+/// RFC 6962 root over every sample of `frames` (leaves hashed in parallel
+/// with the `std` feature).
 pub fn readings_root(frames: &[FrameRecord]) -> (u64, super::merkle::Hash) {
-    let mut hashes = Vec::new();
-    for f in frames {
-        for i in 0..f.samples.len() {
-            hashes.push(super::merkle::leaf_hash(&reading_leaf(f, i)));
-        }
-    }
+    let per_frame = super::parallel::map(frames, |f| {
+        let mut s = String::with_capacity(96);
+        (0..f.samples.len())
+            .map(|i| {
+                s.clear();
+                write_reading_leaf(&mut s, f, i);
+                super::merkle::leaf_hash(s.as_bytes())
+            })
+            .collect::<Vec<_>>()
+    });
+    let hashes: Vec<super::merkle::Hash> = per_frame.into_iter().flatten().collect();
     (
         hashes.len() as u64,
         super::merkle::root_of_leaf_hashes(hashes),
     )
+}
+
+/// The canonical (RFC 8785) bytes of `report`, fast: the frames, which hold
+/// nearly all the bytes, are written directly; the rest goes through the
+/// generic [`super::canonical::to_canonical_vec`]. Same bytes as
+/// `to_canonical_vec(report)` (checked by tests), several times faster for
+/// large reports.
+pub fn report_canonical(report: &Report) -> Result<Vec<u8>, super::canonical::CanonicalError> {
+    use super::canonical::to_canonical_vec;
+    const MARKER: &str = "\u{1}frames\u{1}";
+    #[derive(Serialize)]
+    struct ReadingsView<'a> {
+        count: u64,
+        merkle_root: &'a str,
+        frames: &'static str,
+    }
+    #[derive(Serialize)]
+    struct View<'a> {
+        header: &'a Header,
+        devices: &'a [DeviceRecord],
+        series: &'a [Series],
+        readings: ReadingsView<'a>,
+        events: &'a [Event],
+        calculation: &'a Calculation,
+    }
+    let rest = to_canonical_vec(&View {
+        header: &report.header,
+        devices: &report.devices,
+        series: &report.series,
+        readings: ReadingsView {
+            count: report.readings.count,
+            merkle_root: &report.readings.merkle_root,
+            frames: MARKER,
+        },
+        events: &report.events,
+        calculation: &report.calculation,
+    })?;
+    let rest = String::from_utf8(rest).expect("canonical JSON is UTF-8");
+    let needle = alloc::format!(
+        "\"readings\":{{\"count\":{},\"frames\":\"\\u0001frames\\u0001\"",
+        report.readings.count
+    );
+    let at = rest
+        .find(&needle)
+        .expect("the readings object is written exactly once, with this prefix");
+    let marker_at = at + needle.len() - "\"\\u0001frames\\u0001\"".len();
+    let frames = super::parallel::map(&report.readings.frames, |f| {
+        let mut s = String::with_capacity(64 + f.samples.len() * 24);
+        write_frame_canonical(&mut s, f);
+        s
+    });
+    let total: usize = frames.iter().map(String::len).sum::<usize>() + frames.len() + rest.len();
+    let mut out = String::with_capacity(total);
+    out.push_str(&rest[..marker_at]);
+    out.push('[');
+    for (i, f) in frames.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(f);
+    }
+    out.push(']');
+    out.push_str(&rest[marker_at + "\"\\u0001frames\\u0001\"".len()..]);
+    Ok(out.into_bytes())
+}
+
+fn value_kind_name(k: ValueKind) -> &'static str {
+    match k {
+        ValueKind::Instant => "instant",
+        ValueKind::Counter => "counter",
+        ValueKind::Delta => "delta",
+    }
+}
+
+/// One frame record as JCS (members in UTF-16 order).
+fn write_frame_canonical(s: &mut String, f: &FrameRecord) {
+    use super::canonical::write_string;
+    use core::fmt::Write;
+    let ok = "writing to a String cannot fail";
+    s.push_str("{\"base_time_ms\":");
+    match f.base_time_ms {
+        Some(t) => write!(s, "{t}").expect(ok),
+        None => s.push_str("null"),
+    }
+    write!(s, ",\"boot\":{},\"channels\":[", f.boot).expect(ok);
+    for (i, c) in f.channels.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str("{\"id\":");
+        write_string(s, c.id.as_str());
+        s.push_str(",\"kind\":\"");
+        s.push_str(value_kind_name(c.kind));
+        s.push_str("\",\"quantity\":\"");
+        s.push_str(c.quantity.name());
+        s.push_str("\"}");
+    }
+    s.push_str("],\"device\":");
+    write_string(s, f.device.as_str());
+    s.push_str(",\"firmware\":");
+    write_string(s, &f.firmware);
+    write!(
+        s,
+        ",\"late\":{},\"received_ms\":{},\"samples\":[",
+        f.late, f.received_ms
+    )
+    .expect(ok);
+    for (i, (ch, off, v, q)) in f.samples.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        write!(s, "[{ch},{off},{v},{q}]").expect(ok);
+    }
+    write!(s, "],\"seq\":{},\"sig\":", f.seq).expect(ok);
+    match &f.sig {
+        Some(sig) => write_string(s, sig),
+        None => s.push_str("null"),
+    }
+    s.push('}');
 }

@@ -26,6 +26,7 @@ use crate::wire::Frame;
 use crate::wire::signature::verify_frame;
 use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha256};
 
@@ -190,9 +191,12 @@ pub fn check_contents(report: &Report) -> Result<(), ReportError> {
     if hex(&root) != report.readings.merkle_root {
         return Err(ReportError::MerkleMismatch);
     }
-    // Device signatures.
+    // Device signatures: cheap checks in order, then the Ed25519 checks
+    // in parallel; the first failing frame (in report order) is reported.
     let devices: BTreeMap<&DeviceId, &super::model::DeviceRecord> =
         report.devices.iter().map(|d| (&d.id, d)).collect();
+    let mut keys: BTreeMap<&DeviceId, VerifyingKey> = BTreeMap::new();
+    let mut to_check: Vec<(usize, VerifyingKey)> = Vec::new();
     for (i, f) in frames.iter().enumerate() {
         let first = f.samples.first().map(|s| f.sample_time_ms(s.1));
         if f.late != first.is_some_and(|t| t < period.start_ms) {
@@ -211,17 +215,29 @@ pub fn check_contents(report: &Report) -> Result<(), ReportError> {
                     seq: f.seq,
                 });
             }
-            let key: [u8; 32] = unb64(x)?
-                .try_into()
-                .map_err(|_| ReportError::BadKey(alloc::format!("device {} key", f.device)))?;
-            let key = VerifyingKey::from_bytes(&key)
-                .map_err(|_| ReportError::BadKey(alloc::format!("device {} key", f.device)))?;
-            let frame = wire_frame(report, i)?;
-            verify_frame(&frame, &key).map_err(|_| ReportError::DeviceSignatureInvalid {
-                device: f.device.clone(),
-                seq: f.seq,
-            })?;
+            let key = match keys.get(&f.device) {
+                Some(k) => *k,
+                None => {
+                    let bad = || ReportError::BadKey(alloc::format!("device {} key", f.device));
+                    let bytes: [u8; 32] = unb64(x)?.try_into().map_err(|_| bad())?;
+                    let k = VerifyingKey::from_bytes(&bytes).map_err(|_| bad())?;
+                    keys.insert(&f.device, k);
+                    k
+                }
+            };
+            to_check.push((i, key));
         }
+    }
+    let results = super::parallel::map(&to_check, |(i, key)| {
+        wire_frame(report, *i).and_then(|frame| {
+            verify_frame(&frame, key).map_err(|_| ReportError::DeviceSignatureInvalid {
+                device: frame.device.clone(),
+                seq: frame.seq,
+            })
+        })
+    });
+    if let Some(e) = results.into_iter().find_map(Result::err) {
+        return Err(e);
     }
     // Series.
     let series = compute_series(
