@@ -312,7 +312,17 @@ pub struct Uploader {
 impl Uploader {
     /// Starts the upload task over `store`.
     pub fn start(store: ReportStore, cfg: UploadConfig) -> Uploader {
-        let (mut ctx, status) = UploadContext::new(cfg, store, None, Arc::new(SystemClock));
+        Uploader::start_with_buffer(store, cfg, None)
+    }
+
+    /// Starts the upload task over `store`, moving `buffer`'s delivered
+    /// cursor as reports are confirmed.
+    pub fn start_with_buffer(
+        store: ReportStore,
+        cfg: UploadConfig,
+        buffer: Option<mrv_gateway::buffer::Buffer>,
+    ) -> Uploader {
+        let (mut ctx, status) = UploadContext::new(cfg, store, buffer, Arc::new(SystemClock));
         ctx.poll_interval = Duration::from_millis(100);
         let wake = ctx.wake.clone();
         let (shutdown, rx) = watch::channel(false);
