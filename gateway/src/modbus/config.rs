@@ -571,10 +571,8 @@ impl RegisterSection {
             }
             (_, None) => None,
         };
-        if self.scale_factor_address.is_some() {
-            if table.is_bits() {
-                return Err(at.err("scale_factor_address", "bit tables have no scale factors"));
-            }
+        if self.scale_factor_address.is_some() && table.is_bits() {
+            return Err(at.err("scale_factor_address", "bit tables have no scale factors"));
         }
         if let (Some(lo), Some(hi)) = (self.min, self.max) {
             if lo > hi {
