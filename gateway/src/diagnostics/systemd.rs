@@ -32,9 +32,23 @@ pub fn notify_stopping() {
 
 /// The ping interval systemd asks for (half of `WATCHDOG_USEC`), if any.
 pub fn watchdog_interval() -> Option<Duration> {
-    let mut usec = 0u64;
-    sd_notify::watchdog_enabled(false, &mut usec)
-        .then(|| Duration::from_micros(usec / 2).max(Duration::from_millis(100)))
+    watchdog_interval_from(
+        std::env::var("WATCHDOG_USEC").ok().as_deref(),
+        std::env::var("WATCHDOG_PID").ok().as_deref(),
+        std::process::id(),
+    )
+}
+
+/// As `sd_watchdog_enabled(3)`: `WATCHDOG_USEC` must be a positive number;
+/// when `WATCHDOG_PID` is set it must be this process.
+pub fn watchdog_interval_from(usec: Option<&str>, pid: Option<&str>, me: u32) -> Option<Duration> {
+    let usec: u64 = usec?.trim().parse().ok().filter(|u| *u > 0)?;
+    if let Some(p) = pid {
+        if p.trim().parse::<u32>().ok() != Some(me) {
+            return None;
+        }
+    }
+    Some(Duration::from_micros(usec / 2).max(Duration::from_millis(100)))
 }
 
 /// Pings the watchdog until shutdown while the gateway is alive. Returns at
@@ -65,5 +79,25 @@ pub async fn run_watchdog(state: GatewayState, mut shutdown: watch::Receiver<boo
         } else {
             tracing::error!("buffer did not answer; withholding the systemd watchdog ping");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watchdog_interval_is_half_the_usec_and_respects_the_pid() {
+        let d = |u, p| watchdog_interval_from(u, p, 42);
+        assert_eq!(d(Some("30000000"), None), Some(Duration::from_secs(15)));
+        assert_eq!(
+            d(Some("30000000"), Some("42")),
+            Some(Duration::from_secs(15))
+        );
+        assert_eq!(d(Some("30000000"), Some("43")), None);
+        assert_eq!(d(Some("0"), None), None);
+        assert_eq!(d(Some("x"), None), None);
+        assert_eq!(d(None, None), None);
+        assert_eq!(d(Some("1000"), None), Some(Duration::from_millis(100)));
     }
 }
