@@ -248,14 +248,13 @@ async fn acking_gateway(port: u16, site: SiteId) {
     }
 }
 
-fn bench_sim_end_to_end() {
+fn bench_sim_end_to_end(devices: usize, frames: u64, interval: Duration, spf: usize) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let (devices, frames) = if quick() { (10, 20) } else { (100, 100) };
         let port = free_port();
         start_broker(port).await;
         let site = SiteId::new("bench").expect("valid");
@@ -273,8 +272,8 @@ fn bench_sim_end_to_end() {
                     faults: Faults::default(),
                 })
                 .collect(),
-            sample_interval: Duration::from_millis(10),
-            samples_per_frame: 10,
+            sample_interval: interval,
+            samples_per_frame: spf,
             ack_timeout: Duration::from_secs(5),
             max_outbox: 1000,
             format: WireFormat::Binary,
@@ -282,13 +281,14 @@ fn bench_sim_end_to_end() {
         };
         let t0 = Instant::now();
         let h = sim::start(cfg).await.expect("starts");
-        let ok = h.wait_all_acked(Duration::from_secs(120)).await;
+        let ok = h.wait_all_acked(Duration::from_secs(300)).await;
         let secs = t0.elapsed().as_secs_f64();
         let st = h.stats().totals;
         h.stop().await;
         gw.abort();
         println!(
-            "sim end to end ({devices} devices, 10 ms sampling, 10 samples/frame, signed, rumqttd + acking gateway): all acked {ok}, {} frames in {secs:.2} s = {:.0} frames/s acked, {} re-sent",
+            "sim end to end ({devices} devices (kinds mixed), {} ms sampling, {spf} samples/frame, signed, rumqttd + acking gateway): all acked {ok}, {} frames in {secs:.2} s = {:.0} frames/s acked, {} re-sent",
+            interval.as_millis(),
             st.frames_produced,
             st.frames_produced as f64 / secs,
             st.frames_resent
@@ -304,5 +304,10 @@ fn main() {
     bench_signing();
     bench_seal_path();
     bench_bytes_per_reading();
-    bench_sim_end_to_end();
+    if quick() {
+        bench_sim_end_to_end(10, 20, Duration::from_millis(2), 10);
+    } else {
+        bench_sim_end_to_end(100, 100, Duration::from_millis(2), 10);
+        bench_sim_end_to_end(100, 300, Duration::from_millis(2), 1);
+    }
 }
