@@ -425,6 +425,85 @@ mod tests {
         );
     }
 
+    /// Inverse of [`ordered_bytes`]: the words a device with `order` sends
+    /// for big-endian value bytes `be`.
+    fn encode(be: &[u8], order: ByteOrder) -> Vec<u16> {
+        let mut w: Vec<u16> = be
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .collect();
+        if order.reverses_words() {
+            w.reverse();
+        }
+        if order.swaps_bytes() {
+            for x in &mut w {
+                *x = x.swap_bytes();
+            }
+        }
+        w
+    }
+
+    fn any_order() -> impl proptest::strategy::Strategy<Value = ByteOrder> {
+        proptest::sample::select(vec![
+            ByteOrder::ABCD,
+            ByteOrder::DCBA,
+            ByteOrder::BADC,
+            ByteOrder::CDAB,
+        ])
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_integer_type_round_trips_in_every_order(
+            v in proptest::prelude::any::<i64>(),
+            order in any_order(),
+        ) {
+            let cases: [(DataType, Vec<u8>, i128); 6] = [
+                (DataType::I16, (v as i16).to_be_bytes().to_vec(), i128::from(v as i16)),
+                (DataType::U16, (v as u16).to_be_bytes().to_vec(), i128::from(v as u16)),
+                (DataType::I32, (v as i32).to_be_bytes().to_vec(), i128::from(v as i32)),
+                (DataType::U32, (v as u32).to_be_bytes().to_vec(), i128::from(v as u32)),
+                (DataType::I64, v.to_be_bytes().to_vec(), i128::from(v)),
+                (DataType::U64, (v as u64).to_be_bytes().to_vec(), i128::from(v as u64)),
+            ];
+            for (t, be, want) in cases {
+                // One word: reversing the word order is a no-op, as it must be.
+                let words = encode(&be, order);
+                proptest::prop_assert_eq!(decode_raw(t, order, &words), Ok(RawValue::Int(want)));
+            }
+        }
+
+        #[test]
+        fn floats_round_trip_in_every_order(x in proptest::prelude::any::<f64>(), order in any_order()) {
+            let y = x as f32;
+            let w32 = encode(&y.to_bits().to_be_bytes(), order);
+            let w64 = encode(&x.to_bits().to_be_bytes(), order);
+            match (decode_raw(DataType::F32, order, &w32), decode_raw(DataType::F64, order, &w64)) {
+                (Ok(RawValue::Float(a)), Ok(RawValue::Float(b))) => {
+                    proptest::prop_assert_eq!(a.to_bits(), f64::from(y).to_bits());
+                    proptest::prop_assert_eq!(b.to_bits(), x.to_bits());
+                }
+                other => proptest::prop_assert!(false, "{:?}", other),
+            }
+        }
+
+        #[test]
+        fn integer_scaling_is_exact_against_i128_arithmetic(
+            raw in -(1_i64 << 40)..(1_i64 << 40),
+            num in -1000_i64..1000,
+            den_exp in 0_u32..6,
+        ) {
+            proptest::prop_assume!(num != 0);
+            let den = 10_i64.pow(den_exp);
+            let got = to_base_units(&RawValue::Int(i128::from(raw)), Scale { num, den }, 0);
+            let exact = i128::from(raw) * i128::from(num);
+            let q = exact / i128::from(den);
+            let r = exact % i128::from(den);
+            let want = if 2 * r.abs() >= i128::from(den) { q + exact.signum() } else { q };
+            proptest::prop_assert_eq!(got, Ok(i64::try_from(want).expect("fits")));
+        }
+    }
+
     #[test]
     fn counters_wrap_at_their_rollover_width() {
         let mut d = def(DataType::I32, ByteOrder::ABCD, Scale::ONE);
