@@ -460,8 +460,30 @@ pub fn uploads_view(
         backlog,
         delivered_upto,
         upload_configured: upload.is_some(),
-        upload,
+        upload: upload.map(scrub_urls),
     }
+}
+
+/// Replaces credentials inside URLs anywhere in a JSON value (the uploader
+/// reports its backend URL, which may carry `user:pass@`).
+pub fn scrub_urls(mut v: serde_json::Value) -> serde_json::Value {
+    match &mut v {
+        serde_json::Value::String(s) if s.contains("://") => {
+            *s = super::bundle::redact_url_credentials(s);
+        }
+        serde_json::Value::Array(a) => {
+            for x in a.iter_mut() {
+                *x = scrub_urls(std::mem::take(x));
+            }
+        }
+        serde_json::Value::Object(m) => {
+            for x in m.values_mut() {
+                *x = scrub_urls(std::mem::take(x));
+            }
+        }
+        _ => {}
+    }
+    v
 }
 
 fn quality_names(bits: u8) -> Vec<String> {

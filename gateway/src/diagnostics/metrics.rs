@@ -14,8 +14,12 @@
 //! | `mrv_modbus_polls_total`, `mrv_modbus_errors_total` | `device` (+ `kind` for errors) |
 //!
 //! `mrv_upload_lag_seconds` is the time since the uploader's last success
-//! (`last_success_ms` of its status); `mrv_upload_errors_total` its `errors`
-//! field. Both are absent while no uploader is attached.
+//! (`last_success_ms` of its status); `mrv_upload_consecutive_failures`,
+//! `mrv_upload_error` (last attempt failed), `mrv_upload_rejections_total`,
+//! `mrv_upload_requests_total`, `mrv_upload_reports_confirmed_total` and
+//! `mrv_upload_errors_total` come from the same status (`consecutive_failures`,
+//! `last_error`, `alarms`, `requests`, `reports_confirmed`, `errors`). All
+//! are absent while no uploader is attached.
 
 use super::api::{DeviceRow, StatusView};
 use std::fmt::Write as _;
@@ -178,11 +182,50 @@ pub fn render(s: &StatusView, rows: &[DeviceRow]) -> String {
                 s.now_ms.saturating_sub(t) / 1000,
             );
         }
-        if let Some(e) = up.get("errors").and_then(serde_json::Value::as_u64) {
+        let field = |k: &str| up.get(k).and_then(serde_json::Value::as_u64);
+        if let Some(e) = field("errors") {
             o.one(
                 "mrv_upload_errors_total",
                 "counter",
                 "Failed upload attempts.",
+                e,
+            );
+        }
+        if let Some(e) = field("consecutive_failures") {
+            o.one(
+                "mrv_upload_consecutive_failures",
+                "gauge",
+                "Transient upload failures since the last success.",
+                e,
+            );
+        }
+        o.one(
+            "mrv_upload_error",
+            "gauge",
+            "1 while the uploader's last attempt failed.",
+            u8::from(up.get("last_error").is_some_and(|e| !e.is_null())),
+        );
+        if let Some(e) = field("alarms") {
+            o.one(
+                "mrv_upload_rejections_total",
+                "counter",
+                "Reports the backend refused permanently.",
+                e,
+            );
+        }
+        if let Some(e) = field("requests") {
+            o.one(
+                "mrv_upload_requests_total",
+                "counter",
+                "Upload requests sent.",
+                e,
+            );
+        }
+        if let Some(e) = field("reports_confirmed") {
+            o.one(
+                "mrv_upload_reports_confirmed_total",
+                "counter",
+                "Reports the backend confirmed since start.",
                 e,
             );
         }
@@ -235,6 +278,55 @@ pub fn render(s: &StatusView, rows: &[DeviceRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn status_with_upload(upload: serde_json::Value) -> StatusView {
+        let uploads =
+            crate::diagnostics::api::uploads_view(None, Some(2), Some(5), Some(upload), true);
+        serde_json::from_value(serde_json::json!({
+            "site": {"id": "s", "name": "", "project": "", "methodology": ""},
+            "gateway": "g", "version": "0", "now_ms": 100_000, "uptime_s": 5, "auth": false,
+            "devices": {"total": 0, "ok": 0, "stale": 0, "failing": 0, "silent": 0},
+            "buffer": {"depth_frames": 0, "unreported_readings": 0, "frames": 0, "readings": 0,
+                "bytes": 0, "disk_bytes": 0, "max_bytes": 1, "fill_percent": 0.0,
+                "oldest_unreported_ms": null, "oldest_unreported_age_s": null, "full": false,
+                "full_events": 0, "alarm": null},
+            "ingest": {"messages": 0, "frames_stored": 0, "readings_stored": 0, "duplicates": 0,
+                "refused_buffer_full": 0, "commits": 0, "acks_published": 0,
+                "signatures_verified": 0, "rejects": {}, "rejects_total": 0},
+            "uploads": serde_json::to_value(uploads).expect("serialises"),
+            "modbus": null
+        }))
+        .expect("a valid status")
+    }
+
+    #[test]
+    fn upload_status_becomes_metrics_and_a_page_without_url_credentials() {
+        let s = status_with_upload(serde_json::json!({
+            "url": "https://site7:s3cret-pw@backend.invalid/mrv",
+            "last_success_ms": 40_000, "last_error": "HTTP 503", "next_retry_ms": 130_000,
+            "consecutive_failures": 3, "alarms": 1, "requests": 9, "reports_confirmed": 4,
+            "rejected": {"seq": 6, "reason": "bad signature"}
+        }));
+        let m = render(&s, &[]);
+        for line in [
+            "mrv_upload_lag_seconds 60",
+            "mrv_upload_backlog_reports 2",
+            "mrv_upload_consecutive_failures 3",
+            "mrv_upload_error 1",
+            "mrv_upload_rejections_total 1",
+            "mrv_upload_requests_total 9",
+        ] {
+            assert!(m.lines().any(|l| l == line), "missing {line} in\n{m}");
+        }
+        let html = crate::diagnostics::page::overview(&s, &[], &[]);
+        assert!(
+            !html.contains("s3cret-pw") && !html.contains("site7"),
+            "{html}"
+        );
+        assert!(html.contains("backend.invalid/mrv"));
+        assert!(html.contains("id=\"upload-alarm\"") && html.contains("last error: HTTP 503"));
+        assert!(!m.contains("s3cret-pw"));
+    }
 
     #[test]
     fn label_values_are_escaped() {

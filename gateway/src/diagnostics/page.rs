@@ -253,6 +253,30 @@ fn uploads_card(u: &UploadsView, now_ms: u64) -> String {
                 .map_or_else(|| "-".into(), |b| format!("#{b}")),
         );
     }
+    if let Some(r) = u
+        .upload
+        .as_ref()
+        .and_then(|v| v.get("rejected"))
+        .filter(|r| !r.is_null())
+    {
+        let _ = write!(
+            c,
+            "<div class=\"alarm\" id=\"upload-alarm\">backend refused a report: {}</div>",
+            esc(&r.to_string())
+        );
+    }
+    if let Some(e) = u
+        .upload
+        .as_ref()
+        .and_then(|v| v.get("last_error"))
+        .and_then(|e| e.as_str())
+    {
+        let _ = write!(
+            c,
+            "<div class=\"bad\" id=\"upload-error\">last error: {}</div>",
+            esc(e)
+        );
+    }
     match &u.upload {
         Some(serde_json::Value::Object(m)) => {
             c.push_str("<dl>");
