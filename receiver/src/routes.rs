@@ -126,7 +126,7 @@ fn now_ms() -> u64 {
 }
 
 /// Token, maintenance and body decoding shared by both upload routes.
-fn admit(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>, Response> {
+fn admit(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>, Box<Response>> {
     state.stats.requests.fetch_add(1, Ordering::Relaxed);
     state
         .stats
@@ -145,11 +145,11 @@ fn admit(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>,
                     == 0
         });
         if !ok {
-            return Err(problem(
+            return Err(Box::new(problem(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "missing or wrong bearer token",
-            ));
+            )));
         }
     }
     let maintenance = *state.maintenance.lock().unwrap_or_else(|p| p.into_inner());
@@ -163,7 +163,7 @@ fn admit(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>,
             header::RETRY_AFTER,
             HeaderValue::from_str(&secs.to_string()).expect("digits are a valid header value"),
         );
-        return Err(r);
+        return Err(Box::new(r));
     }
     match headers
         .get(header::CONTENT_ENCODING)
@@ -176,21 +176,27 @@ fn admit(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>,
             flate2::read::GzDecoder::new(&body[..])
                 .take(MAX_DECODED_BYTES + 1)
                 .read_to_end(&mut out)
-                .map_err(|e| problem(StatusCode::BAD_REQUEST, "malformed", format!("gzip: {e}")))?;
+                .map_err(|e| {
+                    Box::new(problem(
+                        StatusCode::BAD_REQUEST,
+                        "malformed",
+                        format!("gzip: {e}"),
+                    ))
+                })?;
             if out.len() as u64 > MAX_DECODED_BYTES {
-                return Err(problem(
+                return Err(Box::new(problem(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "too_large",
                     format!("decoded body exceeds {MAX_DECODED_BYTES} bytes"),
-                ));
+                )));
             }
             Ok(out)
         }
-        Some(other) => Err(problem(
+        Some(other) => Err(Box::new(problem(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_encoding",
             format!("content-encoding {other:?}: use gzip or none"),
-        )),
+        ))),
     }
 }
 
@@ -213,7 +219,7 @@ pub struct BatchResults {
 async fn upload_batch(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let decoded = match admit(&state, &headers, &body) {
         Ok(d) => d,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let st = state.clone();
     let outcome = tokio::task::spawn_blocking(move || {
@@ -263,7 +269,7 @@ async fn upload_one(
 ) -> Response {
     let decoded = match admit(&state, &headers, &body) {
         Ok(d) => d,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let st = state.clone();
     let outcome =
