@@ -115,15 +115,22 @@ pub enum WireFormat {
 /// Faults a device shows; all off by default.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Faults {
-    /// The sensors are unplugged: analog channels read an open loop
-    /// (`OUT_OF_RANGE`), the others `UNAVAILABLE`, value 0.
+    /// The sensors are unplugged, as the drivers see it: S0 meters stop
+    /// pulsing (their counters freeze, which no device can detect),
+    /// contacts read inactive, the biogas analyser is silent (`ch4`
+    /// `UNAVAILABLE`), the level probe reads an open loop (value 0,
+    /// `OUT_OF_RANGE | UNAVAILABLE`).
     pub unplugged: bool,
-    /// Relative noise added to instantaneous values (0.1 = +-10 %); samples
-    /// whose noise exceeds 5 % are flagged `SUSPECT`.
+    /// Electrical noise, 0..1: glitches on the S0 and contact lines
+    /// (removed by the debouncer), current noise on the 4-20 mA loop
+    /// (`noise * 16 mA`), garbage bytes on the analyser UART (skipped by
+    /// the frame parser, or costing a reading: `ch4` `UNAVAILABLE`).
     pub noise: f64,
-    /// Power cut and reboot after every this many frames produced: pending
-    /// samples are lost, the MQTT session drops, the boot counter
-    /// increments; sequence numbers, counters and the outbox survive.
+    /// Power cut and reboot after every this many frames produced. The
+    /// cut hits while the device writes a counter checkpoint to flash (the
+    /// write may be torn at a random byte); pending samples are lost, the
+    /// MQTT session drops, the application restarts from its flash journal
+    /// with boot + 1; sequence numbers, counters and the outbox survive.
     pub reboot_every_frames: Option<u64>,
     /// Device clock error added to every timestamp, ms.
     pub clock_skew_ms: i64,
@@ -317,7 +324,8 @@ impl SimHandle {
 
     /// Waits until every produced frame is acked (and, with `max_frames`,
     /// every device has produced all its frames). Wakes on stats changes,
-    /// no polling. Returns false on timeout.
+    /// no polling. Returns false on timeout. Without `max_frames` it is
+    /// true whenever all outboxes are empty (also before the first frame).
     pub async fn wait_all_acked(&self, timeout: Duration) -> bool {
         let mut rx = self.shared.version.subscribe();
         let wait = async {
