@@ -63,6 +63,9 @@ pub struct GatewayState {
     pub reports: Option<crate::report::store::ReportStore>,
     /// The uploader's status as JSON, when an uploader runs.
     pub upload_status: Option<crate::diagnostics::StatusProbe>,
+    /// Set when the gateway cannot go on and must be restarted (e.g. the
+    /// buffer failed a write); `run` exits non-zero so systemd restarts it.
+    pub fatal: watch::Receiver<Option<String>>,
     /// Where the diagnostics page listens (after binding), if enabled.
     pub diagnostics_addr: Option<std::net::SocketAddr>,
 }
@@ -131,7 +134,8 @@ pub async fn start(
         ),
     });
     tasks.push(tokio::spawn(run_event_recorder(buffer.clone(), events_rx)));
-    tasks.push(tokio::spawn(run_writer(
+    let (fatal_tx, fatal_rx) = watch::channel(None::<String>);
+    let writer = run_writer(
         buffer.clone(),
         writes_rx,
         acks_tx,
@@ -142,7 +146,12 @@ pub async fn start(
             max_frames: config.buffer.max_commit_frames,
         },
         now.clone(),
-    )));
+    );
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = writer.await {
+            let _ = fatal_tx.send(Some(format!("buffer write failed: {e}")));
+        }
+    }));
     let config = Arc::new(config);
     let mqtt = MqttIngest {
         mqtt: config.mqtt.clone(),
@@ -212,6 +221,9 @@ pub async fn start(
                 buffer.clone(),
                 clock.clone(),
             )?;
+            // Before the uploader starts: a crash between storing a report
+            // and moving the cursor is repaired first.
+            crate::report::repair_reported_cursor(&ctx)?;
             let store = ctx.store.clone();
             tasks.push(tokio::spawn(crate::report::run_report_task(
                 ctx,
@@ -247,6 +259,7 @@ pub async fn start(
         writes: writes_tx,
         events: events_tx,
         stored_frames: stored_tx,
+        fatal: fatal_rx,
         modbus_status,
         reports,
         upload_status,

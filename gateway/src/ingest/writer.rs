@@ -87,7 +87,9 @@ pub struct WriterSettings {
     pub max_frames: usize,
 }
 
-/// Runs until every sender of `requests` is dropped.
+/// Runs until every sender of `requests` is dropped (`Ok`), or until a
+/// buffer write fails (`Err`: the buffer must be reopened, i.e. the gateway
+/// restarted; nothing unacked is lost, devices still hold it).
 pub async fn run_writer(
     buffer: Buffer,
     mut requests: mpsc::UnboundedReceiver<WriteRequest>,
@@ -96,8 +98,7 @@ pub async fn run_writer(
     stored: tokio::sync::broadcast::Sender<Arc<Incoming>>,
     settings: WriterSettings,
     now_ms: impl Fn() -> u64 + Send + 'static,
-) {
-    let mut was_full = false;
+) -> Result<(), crate::buffer::StoreError> {
     while let Some(first) = requests.recv().await {
         let mut batch = vec![first];
         gather(&mut requests, &mut batch, settings).await;
@@ -115,10 +116,12 @@ pub async fn run_writer(
         let result = match result {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                // Replies are dropped: the frames are not acked, devices keep them.
-                tracing::error!(error = %e, frames = frames.len(), "buffer write failed; frames not acked, devices will re-send");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
+                // Replies are dropped: the frames are not acked, devices keep
+                // them. After a failed write the buffer refuses writes until
+                // it is reopened (its memory may be ahead of the disk), so
+                // ingest stops here and the gateway restarts.
+                tracing::error!(error = %e, frames = frames.len(), "buffer write failed; ingest stops, frames are not acked and devices keep them; the gateway must restart");
+                return Err(e);
             }
             Err(e) => {
                 tracing::error!(error = %e, "buffer write task failed");
@@ -133,7 +136,6 @@ pub async fn run_writer(
         }
         let mut formats: HashMap<DeviceId, WireFormat> = HashMap::new();
         let mut events = Vec::new();
-        let mut full_now = false;
         for ((outcome, (origin, reply)), (device, seq, n)) in
             result.outcomes.into_iter().zip(meta).zip(frames)
         {
@@ -143,10 +145,7 @@ pub async fn run_writer(
                     IngestStats::add(&stats.readings_stored, n as u64);
                 }
                 AppendOutcome::Duplicate => IngestStats::add(&stats.duplicates, 1),
-                AppendOutcome::BufferFull => {
-                    IngestStats::add(&stats.refused_buffer_full, 1);
-                    full_now = true;
-                }
+                AppendOutcome::BufferFull => IngestStats::add(&stats.refused_buffer_full, 1),
                 AppendOutcome::Regressed => {
                     stats.count_reject("seq_regressed");
                     tracing::warn!(%device, seq, "frame rejected: sequence number from the past after a device reset; device told to renumber");
@@ -165,26 +164,7 @@ pub async fn run_writer(
                 let _ = reply.send(outcome);
             }
         }
-        if full_now != was_full {
-            let (kind, detail) = if full_now {
-                (
-                    EventKind::BufferFull,
-                    "buffer reached its byte limit; new frames are not acked".to_string(),
-                )
-            } else {
-                (
-                    EventKind::BufferRecovered,
-                    "buffer below its byte limit again".to_string(),
-                )
-            };
-            events.push(Event {
-                time_ms: now_ms(),
-                kind,
-                device: None,
-                detail,
-            });
-            was_full = full_now;
-        }
+        // Full/recovered transitions are recorded as events by the buffer itself.
         if !events.is_empty() {
             let buf = buffer.clone();
             match tokio::task::spawn_blocking(move || buf.record_events(&events)).await {
@@ -203,6 +183,7 @@ pub async fn run_writer(
             }
         }
     }
+    Ok(())
 }
 
 async fn gather(

@@ -273,6 +273,17 @@ pub fn belongs_to(
 /// over several calls).
 pub const MAX_REPORTS_PER_CALL: usize = 1000;
 
+/// Repairs a crash between storing a report and moving the buffer's
+/// "reported" cursor: moves the cursor to what the newest stored report
+/// covers. The runtime calls it before the uploader starts (whose
+/// "delivered" cursor may not pass "reported"). Blocking.
+pub fn repair_reported_cursor(ctx: &ReportContext) -> Result<(), ReportError> {
+    if let Some(c) = ctx.store.head().and_then(|h| h.cursor) {
+        ctx.buffer.set_cursor(CursorName::Reported, key_of(c))?;
+    }
+    Ok(())
+}
+
 /// Builds, signs and stores every report due at `now_ms` (see the module
 /// doc for the crash-safety argument). Blocking: call it from
 /// `spawn_blocking` in async code.
@@ -280,11 +291,8 @@ pub fn build_due_reports(ctx: &ReportContext, now_ms: u64) -> Result<Vec<ReportI
     let period_ms = ctx.section.period_ms();
     let grace_ms = ctx.section.grace_ms();
     let mut out = Vec::new();
+    repair_reported_cursor(ctx)?;
     let mut head = ctx.store.head();
-    // Repair a crash between storing a report and moving the cursor.
-    if let Some(c) = head.as_ref().and_then(|h| h.cursor) {
-        ctx.buffer.set_cursor(CursorName::Reported, key_of(c))?;
-    }
     let (mut baselines, mut awd_start) = carry_from(&ctx.store, head.as_ref())?;
     while out.len() < MAX_REPORTS_PER_CALL {
         let after = match &head {
