@@ -280,11 +280,29 @@ fn uploads_card(u: &UploadsView, now_ms: u64) -> String {
     match &u.upload {
         Some(serde_json::Value::Object(m)) => {
             c.push_str("<dl>");
-            for (k, v) in m {
+            // The fields a technician needs first, then nothing else: the
+            // full status is in `/api/uploads`.
+            const SHOWN: [(&str, &str); 7] = [
+                ("url", "backend"),
+                ("last_success_ms", "last success"),
+                ("next_retry_ms", "next retry"),
+                ("consecutive_failures", "failures in a row"),
+                ("reports_confirmed", "confirmed since start"),
+                ("requests", "requests"),
+                ("alarms", "refusals"),
+            ];
+            let picked: Vec<(&str, &str, &serde_json::Value)> = SHOWN
+                .iter()
+                .filter_map(|(k, label)| m.get(*k).map(|v| (*k, *label, v)))
+                .collect();
+            let all: Vec<(&str, &str, &serde_json::Value)> =
+                m.iter().map(|(k, v)| (k.as_str(), k.as_str(), v)).collect();
+            let rows = if picked.is_empty() { all } else { picked };
+            for (k, label, v) in rows {
                 let _ = write!(
                     c,
                     "<dt>{}</dt><dd>{}</dd>",
-                    esc(&k.replace('_', " ")),
+                    esc(&label.replace('_', " ")),
                     json_scalar(v, k, now_ms)
                 );
             }
@@ -458,7 +476,8 @@ pub fn chart_svg(points: &[Point], now_ms: u64, window_ms: u64, unit: &str) -> S
     let span = (max - min).max(1) as f64;
     let x =
         |t: u64| PAD + (t.saturating_sub(start) as f64 / window_ms.max(1) as f64) * (W - 2.0 * PAD);
-    let y = |v: i64| H - PAD - ((v - min) as f64 / span) * (H - 2.0 * PAD);
+    // The top 16 px are kept for the max/min labels.
+    let y = |v: i64| H - PAD - ((v - min) as f64 / span) * (H - 2.0 * PAD - 16.0);
     let mut d = String::new();
     for (k, p) in pts.iter().enumerate() {
         let _ = write!(
@@ -676,7 +695,7 @@ mod tests {
     fn chart_has_one_path_point_per_input_and_scales_into_the_box() {
         let svg = chart_svg(&[p(0, 0), p(500, 10), p(1000, 5)], 1000, 1000, "W");
         assert!(
-            svg.contains("<path class=\"line\" d=\"M4.0 116.0 L300.0 4.0 L596.0 60.0\""),
+            svg.contains("<path class=\"line\" d=\"M4.0 116.0 L300.0 20.0 L596.0 68.0\""),
             "{svg}"
         );
         assert!(svg.contains("max 10 W") && svg.contains("min 0 W"));
@@ -686,7 +705,7 @@ mod tests {
     fn a_short_history_fills_the_chart_instead_of_a_sliver() {
         let now = 10_000_000;
         let svg = chart_svg(&[p(now - 120_000, 0), p(now, 1)], now, 3_600_000, "W");
-        assert!(svg.contains("d=\"M4.0 116.0 L596.0 4.0\""), "{svg}");
+        assert!(svg.contains("d=\"M4.0 116.0 L596.0 20.0\""), "{svg}");
     }
 
     #[test]
