@@ -265,3 +265,38 @@ async fn an_exception_makes_only_its_register_unavailable_and_one_event() {
         events[0].detail
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_sunspec_device_with_expected_models_yields_unavailable_readings() {
+    let dead_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let cfg = config(&device(
+        "inverter-down",
+        dead_port,
+        "profile = \"sunspec\"\nsunspec_models = [103]",
+    ));
+    let mut r = run(&cfg).await;
+    let by = r.until("inverter-down", 2).await;
+    for f in &by["inverter-down"] {
+        assert!(
+            f.channels
+                .iter()
+                .any(|c| c.id.as_str() == "inverter_ac_energy")
+        );
+        assert!(
+            f.samples
+                .iter()
+                .all(|s| s.quality == Quality::UNAVAILABLE && s.value == 0)
+        );
+    }
+    let events = r.drain_events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].kind, EventKind::ModbusTimeout);
+    assert!(
+        events[0].detail.contains("SunSpec discovery"),
+        "{}",
+        events[0].detail
+    );
+}

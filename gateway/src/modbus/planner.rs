@@ -204,6 +204,54 @@ fn to_request((table, s, e): (Table, u32, u32)) -> ReadRequest {
     }
 }
 
+/// Replaces request `ri` of `plan` by one request per group of overlapping
+/// spans placed in it: no gap is read any more. Used when a coalesced read
+/// answered "illegal data address" because the gap holds an address the
+/// device refuses (a common complaint about coalescing pollers): the poller
+/// splits that request once and keeps the split plan.
+///
+/// # Panics
+/// If `ri` is not a request of `plan` or `spans` is not what `plan` was
+/// made from (caller bugs).
+pub fn split_request(plan: &Plan, spans: &[(Table, u16, u16)], ri: usize) -> Plan {
+    let table = plan.requests[ri].table;
+    let mut members: Vec<usize> = (0..spans.len())
+        .filter(|&i| plan.placement[i] == ri)
+        .collect();
+    members.sort_by_key(|&i| (spans[i].1, spans[i].2));
+    // Groups of overlapping spans: (start, end, members).
+    let mut groups: Vec<(u32, u32, Vec<usize>)> = Vec::new();
+    for i in members {
+        let (_, s, c) = spans[i];
+        let (a, b) = (u32::from(s), u32::from(s) + u32::from(c));
+        match groups.last_mut() {
+            Some((_, e, m)) if a < *e => {
+                *e = (*e).max(b);
+                m.push(i);
+            }
+            _ => groups.push((a, b, vec![i])),
+        }
+    }
+    let extra = groups.len().saturating_sub(1);
+    let mut out = Plan {
+        requests: Vec::with_capacity(plan.requests.len() + extra),
+        placement: plan
+            .placement
+            .iter()
+            .map(|&p| if p > ri { p + extra } else { p })
+            .collect(),
+    };
+    out.requests.extend_from_slice(&plan.requests[..ri]);
+    for (g, (a, b, m)) in groups.into_iter().enumerate() {
+        out.requests.push(to_request((table, a, b)));
+        for i in m {
+            out.placement[i] = ri + g;
+        }
+    }
+    out.requests.extend_from_slice(&plan.requests[ri + 1..]);
+    out
+}
+
 /// The naive plan other gateways use: one request per configured span
 /// (duplicates read once). For comparison in benchmarks and diagnostics.
 pub fn naive_plan(spans: &[(Table, u16, u16)]) -> Plan {
@@ -320,6 +368,44 @@ mod tests {
         assert_eq!(p.placement, [0, 1, 0]);
     }
 
+    #[test]
+    fn splitting_a_request_reads_no_gap_and_keeps_the_others() {
+        let spans = [
+            (H, 0, 2),
+            (H, 5, 1),
+            (H, 5, 2),
+            (Table::Input, 0, 1),
+            (H, 9, 1),
+        ];
+        let p = plan(&spans, &[], PlanLimits::default()).expect("plannable");
+        assert_eq!(p.requests.len(), 2);
+        let hi = p.placement[0];
+        let s = split_request(&p, &spans, hi);
+        let want = [
+            ReadRequest {
+                table: H,
+                start: 0,
+                count: 2,
+            },
+            ReadRequest {
+                table: H,
+                start: 5,
+                count: 2,
+            },
+            ReadRequest {
+                table: H,
+                start: 9,
+                count: 1,
+            },
+        ];
+        assert_eq!(&s.requests[hi..hi + 3], &want);
+        assert_eq!(s.requests.len(), 4);
+        for (i, &(t, st, c)) in spans.iter().enumerate() {
+            let r = s.requests[s.placement[i]];
+            assert!(r.table == t && r.start <= st && u32::from(st) + u32::from(c) <= r.end());
+        }
+    }
+
     /// Non-overlapping spans in one or two tables, plus holes between them.
     fn spans_and_holes() -> impl Strategy<Value = (Vec<(Table, u16, u16)>, Vec<Unreadable>)> {
         prop::collection::vec((any::<bool>(), 0u16..40, 1u16..5, any::<bool>()), 0..60).prop_map(
@@ -352,6 +438,7 @@ mod tests {
             (spans, holes) in spans_and_holes(),
             max_gap in 0u16..20,
             max_registers in 4u16..=125,
+            split_at in 0usize..100,
         ) {
             let limits = PlanLimits { max_gap, max_registers };
             let p = plan(&spans, &holes, limits).expect("generated spans are plannable");
@@ -377,6 +464,20 @@ mod tests {
             }
             // Never more requests than the naive plan.
             prop_assert!(p.requests.len() <= naive_plan(&spans).requests.len());
+            // Splitting any request keeps every span covered and reads no gap
+            // inside the split request.
+            if !p.requests.is_empty() {
+                let ri = split_at % p.requests.len();
+                let s = split_request(&p, &spans, ri);
+                for (i, &(t, st, c)) in spans.iter().enumerate() {
+                    let r = s.requests[s.placement[i]];
+                    prop_assert!(r.table == t && r.start <= st && u32::from(st) + u32::from(c) <= r.end());
+                }
+                let inside: u32 = s.requests.iter().map(|r| u32::from(r.count)).sum::<u32>()
+                    - p.requests.iter().enumerate().filter(|(j, _)| *j != ri).map(|(_, r)| u32::from(r.count)).sum::<u32>();
+                let wanted: u32 = spans.iter().enumerate().filter(|(i, _)| p.placement[*i] == ri).map(|(_, sp)| u32::from(sp.2)).sum();
+                prop_assert_eq!(inside, wanted);
+            }
         }
     }
 }

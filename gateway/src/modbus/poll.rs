@@ -20,7 +20,7 @@
 
 use super::config::ValidDevice;
 use super::decode::decode_value;
-use super::planner::{Plan, plan};
+use super::planner::{Plan, plan, split_request};
 use super::register_map::RegisterMap;
 use super::status::ModbusStatus;
 use super::sunspec::{Discovery, discover, expected_map, map_for};
@@ -368,7 +368,18 @@ impl DevicePoller {
             };
         }
         let (map, plan) = self.current.as_ref().expect("ensure_map set it");
-        let results = execute(reader, plan, self.device.retries).await;
+        let mut results = execute(reader, plan, self.device.retries).await;
+        if let Some(split) = split_refused_gaps(&map.spans(), plan, &results) {
+            tracing::info!(
+                device = %id,
+                requests = split.requests.len(),
+                "a coalesced read was refused (illegal data address); reading without gaps from now on"
+            );
+            results = execute(reader, &split, self.device.retries).await;
+            let map = map.clone();
+            self.current = Some((map, split));
+        }
+        let (map, plan) = self.current.as_ref().expect("set above");
         let link_fault = results
             .iter()
             .any(|r| r.as_ref().is_err_and(ReadError::is_link_fault));
@@ -391,6 +402,58 @@ impl DevicePoller {
             link_fault,
         }
     }
+}
+
+/// When a request holding several spans was refused with "illegal data
+/// address", the plan with every such request split (see
+/// [`split_request`]); `None` when nothing is to split.
+pub fn split_refused_gaps(
+    spans: &[(super::register_map::Table, u16, u16)],
+    plan: &Plan,
+    results: &[Result<Vec<u16>, ReadError>],
+) -> Option<Plan> {
+    let refused: Vec<usize> = results
+        .iter()
+        .enumerate()
+        .filter(|(ri, r)| {
+            matches!(r, Err(ReadError::Exception(x)) if x.0 == 0x02) && {
+                let req = plan.requests[*ri];
+                // Worth splitting when the request reads more than its spans.
+                let covered: u32 = {
+                    let mut m: Vec<(u32, u32)> = (0..spans.len())
+                        .filter(|&i| plan.placement[i] == *ri)
+                        .map(|i| {
+                            (
+                                u32::from(spans[i].1),
+                                u32::from(spans[i].1) + u32::from(spans[i].2),
+                            )
+                        })
+                        .collect();
+                    m.sort_unstable();
+                    let mut total = 0;
+                    let mut end = 0;
+                    for (a, b) in m {
+                        let a = a.max(end);
+                        if b > a {
+                            total += b - a;
+                        }
+                        end = end.max(b);
+                    }
+                    total
+                };
+                covered < u32::from(req.count)
+            }
+        })
+        .map(|(ri, _)| ri)
+        .collect();
+    if refused.is_empty() {
+        return None;
+    }
+    let mut p = plan.clone();
+    for &ri in refused.iter().rev() {
+        p = split_request(&p, spans, ri);
+    }
+    Some(p)
 }
 
 fn label(kind: EventKind, link: bool) -> &'static str {
@@ -469,6 +532,76 @@ mod tests {
                 .detail
                 .starts_with("holding 0+3: exception 0x02")
         );
+    }
+
+    /// A device that is a plain register array: unmapped addresses answer
+    /// exception 2 (as many real meters do for holes in their map).
+    struct Bank(std::collections::BTreeMap<u16, u16>, usize);
+
+    impl RegisterReader for Bank {
+        async fn read(&mut self, req: ReadRequest) -> Result<Vec<u16>, ReadError> {
+            self.1 += 1;
+            (0..req.count)
+                .map(|i| {
+                    self.0
+                        .get(&(req.start + i))
+                        .copied()
+                        .ok_or(ReadError::Exception(Exception(2)))
+                })
+                .collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_gap_is_split_once_and_never_read_again() {
+        let text = r#"
+[[modbus.devices]]
+id = "holes"
+host = "127.0.0.1"
+[[modbus.devices.registers]]
+name = "a"
+function = "holding"
+address = 0
+type = "u16"
+quantity = "count"
+[[modbus.devices.registers]]
+name = "b"
+function = "holding"
+address = 3
+type = "u16"
+quantity = "count"
+"#;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+        let cfg = crate::modbus::config::parse_section(text, &dir.join("g.toml"))
+            .expect("parses")
+            .validate(&dir)
+            .expect("valid");
+        let (site, _) = ids();
+        let mut poller = DevicePoller::new(site, cfg.devices[0].clone());
+        // Address 1 and 2 do not exist: the coalesced read 0..4 is refused.
+        let mut bank = Bank([(0, 10), (3, 13)].into_iter().collect(), 0);
+        let status = ModbusStatus::new();
+        let out = poller.poll(&mut bank, 0, &status).await;
+        let f = out.frame.expect("frame");
+        assert_eq!(
+            f.samples
+                .iter()
+                .map(|s| (s.value, s.quality))
+                .collect::<Vec<_>>(),
+            [(10, Quality::GOOD), (13, Quality::GOOD)]
+        );
+        assert!(out.events.is_empty(), "{:?}", out.events);
+        assert_eq!(bank.1, 3, "one refused read, then two exact reads");
+        assert_eq!(poller.plan().expect("plan").requests.len(), 2);
+        let out = poller.poll(&mut bank, 1, &status).await;
+        assert!(
+            out.frame
+                .expect("frame")
+                .samples
+                .iter()
+                .all(|s| s.quality.is_good())
+        );
+        assert_eq!(bank.1, 5, "the split plan stays");
     }
 
     trait ValidateWithSeq {
