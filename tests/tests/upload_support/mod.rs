@@ -145,6 +145,8 @@ impl TestChain {
                 params: &params,
                 baselines: self.baselines.clone(),
                 awd_start: None,
+                // Every meter reports in every period.
+                silent_before: Default::default(),
             })
             .expect("report builds");
             let signed = signer::sign(&report, &self.identity.kid, &self.key).expect("signs");
