@@ -91,6 +91,7 @@ fn main() {
         params: &params,
         baselines: BTreeMap::new(),
         awd_start: None,
+        silent_before: Default::default(),
     })
     .expect("builds");
     let build_time = t.elapsed();

@@ -78,7 +78,17 @@ fn an_empty_period_still_gets_a_report_and_late_frames_go_into_the_next() {
     let files = site.report_files();
     let p2 = payload(&std::fs::read(&files[1]).expect("read"));
     assert_eq!(p2["series"].as_array().expect("array").len(), 0);
+    let kinds = |p: &serde_json::Value| -> Vec<String> {
+        p["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| e["kind"].as_str().expect("kind").to_string())
+            .collect()
+    };
+    assert_eq!(kinds(&p2), ["device_offline", "device_offline"]);
     let p3 = payload(&std::fs::read(&files[2]).expect("read"));
+    assert_eq!(kinds(&p3), ["device_online", "device_online"]);
     assert!(
         p3["readings"]["frames"]
             .as_array()

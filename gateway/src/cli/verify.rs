@@ -241,6 +241,7 @@ mod tests {
             params: &params,
             baselines: Default::default(),
             awd_start: None,
+            silent_before: Default::default(),
         })
         .expect("builds");
         let signed = sign(&report, &kid, &key).expect("signs");

@@ -13,12 +13,15 @@
 //! - a frame whose first sample lies before the period is kept and flagged
 //!   `late` (it was not in any earlier report: late data is never lost);
 //! - a device that sent frames but is not registered gets a device record of
-//!   kind `unregistered` (no credit, see `mrv_shared::report::calc`).
+//!   kind `unregistered` (no credit, see `mrv_shared::report::calc`);
+//! - a registered device without frames in the period gets a
+//!   `device_offline` event, and a `device_online` event when it sends
+//!   again after such a period.
 //!
 //! Same input, same report: nothing here reads a clock or a file.
 
 use mrv_shared::event::{Event, EventKind};
-use mrv_shared::ids::SiteId;
+use mrv_shared::ids::{DeviceId, SiteId};
 use mrv_shared::methodology::awd::AwdState;
 use mrv_shared::methodology::{CalcError, MethodologyKind, Params};
 use mrv_shared::report::calc::calculate;
@@ -30,7 +33,7 @@ use mrv_shared::report::series::{SeriesKey, compute_series};
 use mrv_shared::report::{hex, jwk};
 use mrv_shared::wire::Frame;
 use mrv_shared::wire::signature::verify_frame;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A frame as read from the buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +86,8 @@ pub struct BuildInput<'a> {
     pub baselines: BTreeMap<SeriesKey, Point>,
     /// AWD tube states from the previous report (rice AWD).
     pub awd_start: Option<BTreeMap<String, AwdState>>,
+    /// Registered devices that sent nothing in the previous report.
+    pub silent_before: BTreeSet<DeviceId>,
 }
 
 /// Why a report could not be built.
@@ -91,6 +96,53 @@ pub enum BuildError {
     /// The calculation failed (parameters, overflow).
     #[error("calculation: {0}")]
     Calc(#[from] CalcError),
+}
+
+/// Adds `device_offline` for every registered device without a frame in
+/// the report (at the period start), and `device_online` for every device
+/// that sends again after a report without its frames (at the receipt of
+/// its first frame).
+fn device_presence_events(
+    devices: &[DeviceRecord],
+    records: &[FrameRecord],
+    silent_before: &BTreeSet<DeviceId>,
+    period: &Period,
+    events: &mut Vec<Event>,
+) {
+    let mut first_seen: BTreeMap<&DeviceId, u64> = BTreeMap::new();
+    for r in records {
+        let t = first_seen.entry(&r.device).or_insert(r.received_ms);
+        *t = (*t).min(r.received_ms);
+    }
+    for d in devices.iter().filter(|d| d.kind != "unregistered") {
+        match first_seen.get(&d.id) {
+            None => events.push(Event {
+                time_ms: period.start_ms,
+                kind: EventKind::DeviceOffline,
+                device: Some(d.id.clone()),
+                detail: String::from("no frames received in this period"),
+            }),
+            Some(&t) if silent_before.contains(&d.id) => events.push(Event {
+                time_ms: t,
+                kind: EventKind::DeviceOnline,
+                device: Some(d.id.clone()),
+                detail: String::from("frames received again after a period without any"),
+            }),
+            Some(_) => {}
+        }
+    }
+}
+
+/// Registered devices that have no frame in `report` (the next report's
+/// `silent_before`).
+pub fn silent_devices(report: &Report) -> BTreeSet<DeviceId> {
+    let seen: BTreeSet<&DeviceId> = report.readings.frames.iter().map(|f| &f.device).collect();
+    report
+        .devices
+        .iter()
+        .filter(|d| d.kind != "unregistered" && !seen.contains(&d.id))
+        .map(|d| d.id.clone())
+        .collect()
 }
 
 /// The report id of `seq` for `gateway`.
@@ -113,6 +165,7 @@ pub fn build(input: BuildInput<'_>) -> Result<Report, BuildError> {
         params,
         baselines,
         awd_start,
+        silent_before,
     } = input;
     let mut devices: Vec<DeviceRecord> = devices.to_vec();
     let keys: BTreeMap<_, _> = devices
@@ -205,6 +258,7 @@ pub fn build(input: BuildInput<'_>) -> Result<Report, BuildError> {
         records.push(rec);
     }
     devices.sort_by(|a, b| a.id.cmp(&b.id));
+    device_presence_events(&devices, &records, &silent_before, &period, &mut events);
     events.sort_by_key(|e| e.time_ms);
     let (count, root) = readings_root(&records);
     let series = compute_series(&records, &devices, &period, &baselines);
@@ -268,7 +322,6 @@ mod tests {
     }
 
     use ed25519_dalek::SigningKey;
-    use mrv_shared::ids::DeviceId;
 
     fn identity() -> Identity {
         Identity {
@@ -317,6 +370,7 @@ mod tests {
             params,
             baselines: BTreeMap::new(),
             awd_start: None,
+            silent_before: BTreeSet::new(),
         }
     }
 

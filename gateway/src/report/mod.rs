@@ -40,6 +40,7 @@ use builder::{BuildError, BuildInput, Identity, InputFrame};
 use config::{ReportConfigError, ReportSection};
 use ed25519_dalek::SigningKey;
 use mrv_shared::event::{Event, EventKind};
+use mrv_shared::ids::DeviceId;
 use mrv_shared::methodology::awd::AwdState;
 use mrv_shared::report::Report;
 use mrv_shared::report::canonical::CanonicalError;
@@ -48,7 +49,7 @@ use mrv_shared::report::model::{
     Calibration, ClockState, DeviceRecord, GENESIS_PREV_HASH, Period, Point, Signing,
 };
 use mrv_shared::report::series::{SeriesKey, next_baselines, stated_baselines};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -215,11 +216,12 @@ fn key_of(c: CursorMeta) -> FrameKey {
 type Carry = (
     BTreeMap<SeriesKey, Point>,
     Option<BTreeMap<String, AwdState>>,
+    BTreeSet<DeviceId>,
 );
 
 fn carry_from(store: &ReportStore, head: Option<&ReportMeta>) -> Result<Carry, ReportError> {
     let Some(head) = head else {
-        return Ok((BTreeMap::new(), None));
+        return Ok((BTreeMap::new(), None, BTreeSet::new()));
     };
     let bytes = store.read(head.seq)?;
     let prev = |why: String| ReportError::Previous { seq: head.seq, why };
@@ -227,7 +229,8 @@ fn carry_from(store: &ReportStore, head: Option<&ReportMeta>) -> Result<Carry, R
     let report: Report = serde_json::from_slice(&jws.payload).map_err(|e| prev(e.to_string()))?;
     Ok((
         next_baselines(&stated_baselines(&report.series), &report.series),
-        report.calculation.awd_end,
+        report.calculation.awd_end.clone(),
+        builder::silent_devices(&report),
     ))
 }
 
@@ -293,7 +296,7 @@ pub fn build_due_reports(ctx: &ReportContext, now_ms: u64) -> Result<Vec<ReportI
     let mut out = Vec::new();
     repair_reported_cursor(ctx)?;
     let mut head = ctx.store.head();
-    let (mut baselines, mut awd_start) = carry_from(&ctx.store, head.as_ref())?;
+    let (mut baselines, mut awd_start, mut silent) = carry_from(&ctx.store, head.as_ref())?;
     while out.len() < MAX_REPORTS_PER_CALL {
         let after = match &head {
             Some(h) => h.cursor.map(key_of),
@@ -370,6 +373,7 @@ pub fn build_due_reports(ctx: &ReportContext, now_ms: u64) -> Result<Vec<ReportI
             params: &ctx.section.parameters,
             baselines: baselines.clone(),
             awd_start: awd_start.clone(),
+            silent_before: silent.clone(),
         })?;
         let signed = signer::sign(&report, &ctx.identity.kid, &ctx.signing_key)?;
         let meta = ReportMeta {
@@ -394,6 +398,7 @@ pub fn build_due_reports(ctx: &ReportContext, now_ms: u64) -> Result<Vec<ReportI
         tracing::info!(seq, id = %meta.report_id, readings = meta.readings, er = meta.er_rounded_down, "report signed and stored");
         baselines = next_baselines(&baselines, &report.series);
         awd_start = report.calculation.awd_end.clone();
+        silent = builder::silent_devices(&report);
         out.push(ReportInfo {
             seq,
             report_id: meta.report_id.clone(),
