@@ -175,6 +175,7 @@ async fn connections_reset_mid_body_are_retried() {
     up.stop().await;
     assert_eq!(proxy.faults_applied.load(Ordering::SeqCst), 3);
     assert!(s.requests >= 5, "{s:?}");
+    assert!(s.errors >= 3, "each reset counted as a failed attempt: {s:?}");
     assert!(
         s.bytes_sent / s.requests > 2500,
         "bodies are longer than the reset point: {s:?}"

@@ -96,6 +96,8 @@ pub struct UploadStatus {
     pub alarms: u64,
     /// Upload requests sent.
     pub requests: u64,
+    /// Failed upload attempts (transient failures and refusals).
+    pub errors: u64,
     /// Reports confirmed since start.
     pub reports_confirmed: u64,
     /// Body bytes sent (gzip), all attempts.
@@ -331,6 +333,7 @@ pub async fn run_upload_task(ctx: UploadContext, mut shutdown: watch::Receiver<b
                             )
                         }
                         Action::RetryAt { at_ms, why } => {
+                            ctx.status.send_modify(|s| s.errors += 1);
                             tracing::warn!(retry_in_ms = at_ms.saturating_sub(now), %why, "upload failed; will retry")
                         }
                     }
