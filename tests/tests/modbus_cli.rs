@@ -158,7 +158,7 @@ async fn sunspec_lists_the_models_and_skips_unknown_ones() {
         "{out}"
     );
     assert!(
-        out.contains("model 64100 at 40122,   4 registers  (not decoded: skipped)"),
+        out.contains("model 64100 at 40229,   4 registers  (not decoded: skipped)"),
         "{out}"
     );
     assert!(
@@ -168,6 +168,14 @@ async fn sunspec_lists_the_models_and_skips_unknown_ones() {
     // VA is "not implemented" in the simulator; it is not a profile point,
     // but the energy counter is and must be a number.
     assert!(out.contains("inverter_ac_energy"), "{out}");
+    assert!(
+        out.contains("model   203 at 40122, 105 registers\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("meter_frequency") && out.contains("meter_export_energy"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -143,13 +143,24 @@ async fn a_sunspec_inverter_and_a_din_meter_are_polled_and_decoded() {
         .collect();
     assert!(energies.windows(2).all(|w| w[0] <= w[1]), "{energies:?}");
     assert!(energies[0] >= 1_000_000);
-    // The vendor model 64100 in the chain was skipped, not fatal; only
-    // model 103's points (plus nothing else) are channels.
+    // The vendor model 64100 in the chain was skipped, not fatal; the
+    // channels are model 103's and model 203's points.
+    assert!(f.channels.iter().all(|c| {
+        let n = c.id.as_str();
+        n.starts_with("inverter_") || n.starts_with("meter_")
+    }));
+    // Model 203 (meter at the grid connection): net export = power - 300 W.
+    let (mw, q) = value(f, "meter_power");
     assert!(
-        f.channels
-            .iter()
-            .all(|c| c.id.as_str().starts_with("inverter_"))
+        q.is_good() && (mw - (w - 300)).abs() <= 50,
+        "meter {mw} vs inverter {w}"
     );
+    assert_eq!(value(f, "meter_frequency"), (50_000, Quality::GOOD));
+    assert_eq!(value(f, "meter_voltage"), (230_000, Quality::GOOD));
+    let (exp, q) = value(f, "meter_export_energy");
+    assert!(q.is_good() && exp >= 800_000, "export {exp}");
+    let (imp, q) = value(f, "meter_import_energy");
+    assert!(q.is_good() && imp >= 50_000, "import {imp}");
 
     let m = by2["meter-1"].last().expect("frames");
     let (v, q) = value(m, "voltage_l1");

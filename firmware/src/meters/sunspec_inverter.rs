@@ -7,8 +7,9 @@
 //! | 40000-40001 | `SunS` marker |
 //! | 40002 | model 1 (common), L = 66: Mn, Md, Opt, Vr, SN, DA |
 //! | 40070 | model 103 (three-phase inverter), L = 50 |
-//! | 40122 | model 64100 (vendor, L = 4): unknown to gateways, to be skipped |
-//! | 40128 | end marker `0xFFFF`, L = 0 |
+//! | 40122 | model 203 (wye meter at the grid connection), L = 105 |
+//! | 40229 | model 64100 (vendor, L = 4): unknown to gateways, to be skipped |
+//! | 40235 | end marker `0xFFFF`, L = 0 |
 //!
 //! Model 103 points written (offsets from 40072): A (0) with A_SF -2,
 //! PhVphA (8) with V_SF -1, W (12) with W_SF 0, Hz (14) with Hz_SF -2,
@@ -16,8 +17,14 @@
 //! Tmp_SF -1, St (36) = 4 (MPPT) or 2 (sleeping). Unimplemented points hold
 //! the SunSpec "not implemented" value (0x8000 / 0xFFFF).
 //!
+//! Model 203 points written (offsets from 40124): A (0) with A_SF -2, PhV (5)
+//! with V_SF -1, Hz (14) with Hz_SF -2, W (16) with W_SF 0 (positive =
+//! export), TotWhExp acc32 (36-37), TotWhImp acc32 (44-45), TotWh_SF (52) 0.
+//!
 //! Physics: AC power = peak * [`super::solar_factor`]; the energy counter
-//! integrates power over simulated time and only grows.
+//! integrates power over simulated time and only grows. The meter sees the
+//! inverter's power minus a constant site load (`load_w`): export when
+//! positive, import when negative; both counters only grow.
 
 use super::{Model, RegisterBank, string_words};
 
@@ -32,6 +39,8 @@ pub struct InverterParams {
     pub seed: u64,
     /// Serial number (model 1 `SN`).
     pub serial: String,
+    /// Site load behind the meter, W.
+    pub load_w: u16,
 }
 
 impl Default for InverterParams {
@@ -41,6 +50,7 @@ impl Default for InverterParams {
             initial_wh: 1_000_000,
             seed: 1,
             serial: "SIM-INV-0001".to_string(),
+            load_w: 300,
         }
     }
 }
@@ -49,10 +59,14 @@ impl Default for InverterParams {
 pub const BASE: u16 = 40000;
 /// Address of model 103's ID register.
 pub const INVERTER_MODEL: u16 = 40070;
+/// Address of model 203's ID register.
+pub const METER_MODEL: u16 = 40122;
 
 pub(super) struct Inverter {
     p: InverterParams,
     energy_wh: f64,
+    export_wh: f64,
+    import_wh: f64,
     last_s: Option<f64>,
 }
 
@@ -60,19 +74,32 @@ impl Inverter {
     pub(super) fn new(p: InverterParams) -> Self {
         Inverter {
             energy_wh: f64::from(p.initial_wh),
+            export_wh: f64::from(p.initial_wh) * 0.8,
+            import_wh: 50_000.0,
             p,
             last_s: None,
         }
     }
 }
 
+fn acc32(x: f64) -> [u16; 2] {
+    let v = x as u64 as u32;
+    [(v >> 16) as u16, v as u16]
+}
+
 impl Model for Inverter {
     fn update(&mut self, now_s: f64, bank: &mut RegisterBank) {
         let factor = super::solar_factor(now_s, self.p.seed);
         let power_w = f64::from(self.p.peak_w) * factor;
+        let net_w = power_w - f64::from(self.p.load_w);
         if let Some(last) = self.last_s {
             let dt = (now_s - last).max(0.0);
             self.energy_wh += power_w * dt / 3600.0;
+            if net_w >= 0.0 {
+                self.export_wh += net_w * dt / 3600.0;
+            } else {
+                self.import_wh -= net_w * dt / 3600.0;
+            }
         }
         self.last_s = Some(now_s);
         let h = &mut bank.holding;
@@ -105,9 +132,25 @@ impl Model for Inverter {
         RegisterBank::put(h, d + 31, &[(300.0 + 150.0 * factor) as i16 as u16]);
         RegisterBank::put(h, d + 35, &[sf(-1)]);
         RegisterBank::put(h, d + 36, &[if factor > 0.0 { 4 } else { 2 }]);
+        // Model 203, wye meter: 105 data registers, not implemented by default.
+        RegisterBank::put(h, METER_MODEL, &[203, 105]);
+        let m = METER_MODEL + 2;
+        RegisterBank::put(h, m, &[0x8000; 105]);
+        RegisterBank::put(h, m, &[(net_w.abs() / voltage * 100.0).round() as u16]);
+        RegisterBank::put(h, m + 4, &[sf(-2)]);
+        RegisterBank::put(h, m + 5, &[(voltage * 10.0) as u16]);
+        RegisterBank::put(h, m + 13, &[sf(-1)]);
+        RegisterBank::put(h, m + 14, &[5000, sf(-2)]);
+        RegisterBank::put(h, m + 16, &[net_w.round() as i16 as u16]);
+        RegisterBank::put(h, m + 20, &[0]);
+        RegisterBank::put(h, m + 36, &acc32(self.export_wh));
+        RegisterBank::put(h, m + 38, &[0; 6]);
+        RegisterBank::put(h, m + 44, &acc32(self.import_wh));
+        RegisterBank::put(h, m + 46, &[0; 6]);
+        RegisterBank::put(h, m + 52, &[0]);
         // A vendor model gateways do not know, then the end marker.
-        RegisterBank::put(h, 40122, &[64100, 4, 0xABCD, 1, 2, 3]);
-        RegisterBank::put(h, 40128, &[0xFFFF, 0]);
+        RegisterBank::put(h, 40229, &[64100, 4, 0xABCD, 1, 2, 3]);
+        RegisterBank::put(h, 40235, &[0xFFFF, 0]);
     }
 }
 
@@ -132,6 +175,7 @@ mod tests {
         inv.update(noon + 12.0 * 3600.0, &mut bank);
         assert_eq!(bank.holding[&(INVERTER_MODEL + 2 + 12)], 0);
         assert_eq!(bank.holding[&40000], 0x5375);
-        assert_eq!(bank.holding[&40128], 0xFFFF);
+        assert_eq!(bank.holding[&40235], 0xFFFF);
+        assert_eq!(bank.holding[&METER_MODEL], 203);
     }
 }
