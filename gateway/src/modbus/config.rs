@@ -424,6 +424,44 @@ impl ValidModbusConfig {
     }
 }
 
+impl ValidDevice {
+    /// The counter rollover modulus in base units shared by all of the
+    /// device's counter channels (`2^rollover_bits * scale`), for the report
+    /// builder's `counter_modulus`. `None` when the device has no counters,
+    /// when its counters disagree, or when a counter's scale is not fixed
+    /// (SunSpec scale-factor registers, fractional results).
+    pub fn counter_modulus(&self) -> Option<u64> {
+        let mut out: Option<u64> = None;
+        for r in self
+            .map
+            .registers
+            .iter()
+            .filter(|r| r.kind == ValueKind::Counter)
+        {
+            if r.scale_factor_at.is_some() || r.scale.num <= 0 {
+                return None;
+            }
+            let bits = u32::from(r.rollover_bits?);
+            let raw = 1_u128.checked_shl(bits)?;
+            let scaled = raw.checked_mul(u128::try_from(r.scale.num).ok()?)?;
+            let den = u128::try_from(r.scale.den).ok()?;
+            if scaled % den != 0 {
+                return None;
+            }
+            let m = u64::try_from(scaled / den).ok()?;
+            match out {
+                Some(o) if o != m => return None,
+                _ => out = Some(m),
+            }
+        }
+        if self.sunspec.is_some() {
+            // SunSpec accumulators scale by a run-time factor.
+            return None;
+        }
+        out
+    }
+}
+
 /// Errors located in a file and key; `file` is what [`ConfigError`] names.
 struct At<'a> {
     file: &'a Path,
@@ -1065,6 +1103,36 @@ unknown = 1
         .expect_err("unknown key");
         assert!(e.key.starts_with("modbus.devices"), "{e}");
         assert!(e.problem.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn counter_modulus_is_the_scaled_rollover_when_fixed() {
+        let c = validate(
+            r#"
+[[modbus.devices]]
+id = "m"
+host = "h"
+[[modbus.devices.registers]]
+name = "e"
+function = "holding"
+address = 0
+type = "u32"
+scale = 10
+quantity = "energy"
+kind = "counter"
+[[modbus.devices.registers]]
+name = "p"
+function = "holding"
+address = 2
+type = "u16"
+quantity = "power"
+"#,
+        )
+        .expect("valid");
+        assert_eq!(c.devices[0].counter_modulus(), Some(10 << 32));
+        let c = validate("[[modbus.devices]]\nid = \"s\"\nhost = \"h\"\nprofile = \"sunspec\"\n")
+            .expect("valid");
+        assert_eq!(c.devices[0].counter_modulus(), None);
     }
 
     #[test]
