@@ -66,3 +66,26 @@ fn one_flipped_byte_anywhere_in_the_signature_is_rejected() {
     bad[n - 5] = if bad[n - 5] == b'A' { b'B' } else { b'A' };
     assert_eq!(verify_report(&bad, &keys()), Err(ReportError::BadSignature));
 }
+
+#[test]
+fn a_single_reading_is_proven_against_the_merkle_root() {
+    use mrv_shared::report::merkle::{leaf_hash, verify_inclusion};
+    use mrv_shared::report::model::{reading_leaf, reading_proof};
+    let v = verify_report(&vector("report_pv_golden.jws"), &keys()).expect("verifies");
+    let frames = &v.report.readings.frames;
+    let root: [u8; 32] = (0..32)
+        .map(|i| {
+            u8::from_str_radix(&v.report.readings.merkle_root[2 * i..2 * i + 2], 16).expect("hex")
+        })
+        .collect::<Vec<u8>>()
+        .try_into()
+        .expect("32 bytes");
+    let size = v.report.readings.count as usize;
+    let (index, proof) = reading_proof(frames, 2, 3).expect("exists");
+    assert_eq!(index, 2 * 6 + 3);
+    let leaf = leaf_hash(&reading_leaf(&frames[2], 3));
+    assert!(verify_inclusion(&leaf, index, size, &proof, &root));
+    let other = leaf_hash(&reading_leaf(&frames[2], 4));
+    assert!(!verify_inclusion(&other, index, size, &proof, &root));
+    assert!(reading_proof(frames, 2, 99).is_none());
+}

@@ -448,3 +448,52 @@ pub async fn run_report_task(ctx: ReportContext, mut shutdown: tokio::sync::watc
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mrv_shared::ids::{ChannelId, SiteId};
+    use mrv_shared::quantity::{Quantity, ValueKind};
+    use mrv_shared::reading::{Channel, Quality, Sample};
+    use mrv_shared::wire::Frame;
+
+    fn frame(base: Option<u64>) -> Frame {
+        Frame {
+            site: SiteId::new("s").expect("valid"),
+            device: DeviceId::new("d").expect("valid"),
+            seq: 1,
+            boot: 1,
+            firmware: String::new(),
+            base_time_ms: base,
+            channels: vec![Channel {
+                id: ChannelId::new("e").expect("valid"),
+                quantity: Quantity::Energy,
+                kind: ValueKind::Counter,
+            }],
+            samples: vec![Sample {
+                channel: 0,
+                offset_ms: 500,
+                value: 1,
+                quality: Quality::GOOD,
+            }],
+            signature: None,
+        }
+    }
+
+    #[test]
+    fn a_frame_belongs_to_the_period_it_was_received_in_or_measured_in_within_grace() {
+        let p = Period {
+            start_ms: 1000,
+            end_ms: 2000,
+        };
+        // Received before the end: always (even with a device clock ahead).
+        assert!(belongs_to(&frame(Some(5000)), 1999, &p, 100));
+        // Received within the grace, measured before the end.
+        assert!(belongs_to(&frame(Some(1400)), 2050, &p, 100));
+        // Measured after the end, or received after the grace.
+        assert!(!belongs_to(&frame(Some(1600)), 2050, &p, 100));
+        assert!(!belongs_to(&frame(Some(1400)), 2100, &p, 100));
+        // Without a device clock the receipt time decides.
+        assert!(!belongs_to(&frame(None), 2050, &p, 100));
+    }
+}

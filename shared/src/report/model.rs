@@ -521,3 +521,28 @@ fn write_frame_canonical(s: &mut String, f: &FrameRecord) {
     }
     s.push('}');
 }
+
+/// Leaf index and RFC 6962 audit path of sample `sample` of frame `frame`,
+/// so a single reading can be proven against `readings.merkle_root` with
+/// [`super::merkle::verify_inclusion`] without handing over the others.
+pub fn reading_proof(
+    frames: &[FrameRecord],
+    frame: usize,
+    sample: usize,
+) -> Option<(usize, Vec<super::merkle::Hash>)> {
+    if sample >= frames.get(frame)?.samples.len() {
+        return None;
+    }
+    let index = frames[..frame]
+        .iter()
+        .map(|f| f.samples.len())
+        .sum::<usize>()
+        + sample;
+    let hashes: Vec<super::merkle::Hash> = frames
+        .iter()
+        .flat_map(|f| {
+            (0..f.samples.len()).map(move |i| super::merkle::leaf_hash(&reading_leaf(f, i)))
+        })
+        .collect();
+    Some((index, super::merkle::inclusion_proof(&hashes, index)))
+}
