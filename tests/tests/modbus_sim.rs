@@ -105,6 +105,15 @@ impl Run {
         by
     }
 
+    async fn next_frame(&mut self) -> Frame {
+        tokio::time::timeout(Duration::from_secs(20), self.frames.recv())
+            .await
+            .expect("a frame")
+            .expect("pollers alive")
+            .incoming
+            .frame
+    }
+
     fn drain_events(&mut self) -> Vec<Event> {
         let mut v = Vec::new();
         while let Ok(e) = self.events.try_recv() {
@@ -310,4 +319,43 @@ async fn an_unreachable_sunspec_device_with_expected_models_yields_unavailable_r
         "{}",
         events[0].detail
     );
+}
+
+#[tokio::test]
+async fn a_meter_that_goes_away_and_comes_back_is_reconnected() {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let clock = SimClock::new(NOON_MS, 1.0);
+    let meter =
+        meters::serve(l, SimMeter::DinMeter(DinMeterParams::default()), 1, clock).expect("serve");
+    let cfg = config(&device("flaky", addr.port(), "profile = \"din_meter\""));
+    let mut r = run(&cfg).await;
+    let good = |f: &Frame| f.samples.iter().all(|s| s.quality.is_good());
+    let unavailable = |f: &Frame| f.samples.iter().all(|s| s.quality == Quality::UNAVAILABLE);
+    assert!(good(&r.next_frame().await));
+    meter.stop();
+    // Frames keep coming, all unavailable, while the meter is gone.
+    let mut down = 0;
+    while down < 3 {
+        let f = r.next_frame().await;
+        if unavailable(&f) {
+            down += 1;
+        } else {
+            assert_eq!(down, 0, "no good frame once the meter is gone");
+        }
+    }
+    // The meter comes back on the same port; the poller reconnects (after
+    // its backoff) and good frames resume.
+    let l = TcpListener::bind(addr).await.expect("rebind the same port");
+    let _back =
+        meters::serve(l, SimMeter::DinMeter(DinMeterParams::default()), 1, clock).expect("serve");
+    loop {
+        let f = r.next_frame().await;
+        if good(&f) {
+            break;
+        }
+        assert!(unavailable(&f), "never a partial or stale frame: {f:?}");
+    }
+    let kinds: Vec<EventKind> = r.drain_events().iter().map(|e| e.kind).collect();
+    assert!(kinds.contains(&EventKind::ModbusTimeout), "{kinds:?}");
 }
