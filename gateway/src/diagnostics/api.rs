@@ -592,17 +592,15 @@ pub fn device_row(i: &Inputs<'_>, id: &DeviceId) -> DeviceRow {
     };
     let values = i
         .live
-        .channels(id)
+        .latest(id)
         .into_iter()
-        .filter_map(|(ch, s)| {
-            s.points.back().map(|p| ChannelValue {
-                channel: ch.to_string(),
-                quantity: quantity_name(s.quantity),
-                unit: s.quantity.unit().to_string(),
-                value: p.value,
-                t_ms: p.t_ms,
-                quality: quality_names(p.quality),
-            })
+        .map(|(ch, q, p)| ChannelValue {
+            channel: ch.to_string(),
+            quantity: quantity_name(q),
+            unit: q.unit().to_string(),
+            value: p.value,
+            t_ms: p.t_ms,
+            quality: quality_names(p.quality),
         })
         .collect();
     DeviceRow {

@@ -195,6 +195,15 @@ impl LiveStore {
             .collect()
     }
 
+    /// The newest point of every channel of a device (no series copied).
+    pub fn latest(&self, device: &DeviceId) -> Vec<(ChannelId, Quantity, Point)> {
+        self.series
+            .range((device.clone(), min_channel())..)
+            .take_while(|((d, _), _)| d == device)
+            .filter_map(|((_, c), s)| s.points.back().map(|p| (c.clone(), s.quantity, *p)))
+            .collect()
+    }
+
     /// The last frame of a device.
     pub fn last(&self, device: &DeviceId) -> Option<&LastFrame> {
         self.last.get(device)
