@@ -258,3 +258,18 @@ fn re_signed_reports_that_rewrite_history_break_the_chain() {
         "{l:?}"
     );
 }
+
+#[test]
+fn the_fully_specified_ed25519_algorithm_name_is_accepted_on_input() {
+    use ed25519_dalek::Signer;
+    let c = corpus();
+    let text = std::str::from_utf8(&c.reports[0]).expect("ascii");
+    let payload = text.split('.').nth(1).expect("payload");
+    let header = mrv_shared::report::jwk::b64(
+        format!(r#"{{"alg":"Ed25519","kid":"{}"}}"#, c.kid).as_bytes(),
+    );
+    let input = format!("{header}.{payload}");
+    let sig = c.key.sign(input.as_bytes());
+    let jws = format!("{input}.{}", mrv_shared::report::jwk::b64(&sig.to_bytes()));
+    assert_eq!(reason(&c, jws.as_bytes()), "ok");
+}
