@@ -58,6 +58,9 @@ fn every_route_is_documented_and_every_documented_operation_exists() {
     assert_eq!(doc, real);
 }
 
+/// Method, documented path, real path, body, with token.
+type Case = (&'static str, &'static str, String, Option<Vec<u8>>, bool);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documented_operations_answer_on_a_live_receiver_with_documented_codes() {
     init();
@@ -76,7 +79,7 @@ async fn the_documented_operations_answer_on_a_live_receiver_with_documented_cod
     };
     let id1 = "gw-test-000000000001";
     // (method, doc path, real path, body, token) -> the code must be documented.
-    let cases: Vec<(&str, &str, String, Option<Vec<u8>>, bool)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "PUT",
             "/v1/reports/{report_id}",
