@@ -429,7 +429,11 @@ impl SimNode {
         };
         if let Some(c) = &mut self.board.contact {
             // Active-low contact: closed (active) pulls the input low.
-            c.pin_mut().set_idle(faults.unplugged || !active);
+            let pin = c.pin_mut();
+            pin.set_idle(faults.unplugged || !active);
+            for _ in 0..glitches {
+                pin.queue_glitch();
+            }
         }
         if let (Some(adc), Some(level)) = (&mut self.board.adc, level) {
             let mut ua = 4_000.0 + (level - TUBE.at_4ma as f64) * 16_000.0 / 500.0;
@@ -482,6 +486,10 @@ impl SimNode {
                 .as_mut()
                 .expect("kinds with a status have a contact");
             let mut level = false;
+            // Drain queued glitches, then long enough to settle.
+            while c.pin_mut().queued() > 0 {
+                let _ = c.poll();
+            }
             for _ in 0..DEBOUNCE {
                 level = c.poll().map(|(l, _)| l).unwrap_or(false);
             }
@@ -696,10 +704,10 @@ mod tests {
             assert!(noisy.board.emitted[i] > 0);
             assert_eq!(noisy.board.pulses[i].0.pulses(), noisy.board.emitted[i]);
         }
-        let water: Vec<i64> = frames(&mut noisy)
-            .iter()
-            .map(|f| f.samples[1].value)
-            .collect();
+        let fs = frames(&mut noisy);
+        // The run contact reads "running" all along despite the glitches.
+        assert!(fs.iter().all(|f| f.samples[2].value == 1), "{fs:?}");
+        let water: Vec<i64> = fs.iter().map(|f| f.samples[1].value).collect();
         assert_eq!(*water.last().unwrap(), noisy.board.emitted[1] as i64 * 1000);
     }
 
