@@ -34,6 +34,11 @@ pub enum BrokerError {
     },
 }
 
+/// Most simultaneous MQTT connections. rumqttd sizes its connection tables
+/// up front from this number, so it is kept to what a site needs (devices
+/// plus technicians' tools), not rumqttd's example value of 10,000.
+const MAX_CONNECTIONS: usize = 1024;
+
 /// Segment size of the per-subscription ring.
 const SEGMENT_BYTES: usize = 1 << 20;
 
@@ -62,7 +67,7 @@ pub fn broker_config(mqtt: &MqttConfig) -> Config {
     Config {
         id: 0,
         router: RouterConfig {
-            max_connections: 10_000,
+            max_connections: MAX_CONNECTIONS,
             max_outgoing_packet_count: 1000,
             max_segment_size: SEGMENT_BYTES,
             max_segment_count: (mqtt.retention_bytes / SEGMENT_BYTES).max(1),

@@ -77,6 +77,8 @@ impl TestSite {
             .collect();
         let data_dir = dir.path().join("data");
         let mut text = mrv_gateway::cli::demo::demo_config_text(&data_dir, mqtt_port, &devices);
+        // Tests run in parallel: the diagnostics page takes any free port.
+        text.push_str("\n[diagnostics]\nlisten = \"127.0.0.1:0\"\n");
         text.push_str(extra);
         let config_path = dir.path().join("gateway.toml");
         std::fs::write(&config_path, text).expect("write config");

@@ -83,6 +83,22 @@ fn options(cfg: &MqttConfig) -> Result<MqttOptions, MqttIngestError> {
     Ok(o)
 }
 
+/// QoS of the gateway's own subscription.
+///
+/// With an external broker: QoS 1 with manual acks, so the broker keeps a
+/// message until its frame is on disk. With the embedded broker the broker
+/// lives in this process and dies with it, so a late PUBACK protects
+/// nothing: durability comes from the application ack alone (devices keep
+/// frames until acked). There QoS 0 is used, because rumqttd allows only
+/// 100 unacked QoS 1 messages per subscriber, which caps ingest at about
+/// 100 frames per flush (measured: ~2,700 one-reading messages/s).
+pub fn subscription_qos(mqtt: &MqttConfig) -> QoS {
+    match mqtt.mode {
+        crate::config::BrokerMode::External => QoS::AtLeastOnce,
+        crate::config::BrokerMode::Embedded => QoS::AtMostOnce,
+    }
+}
+
 /// Runs until `shutdown` turns true.
 pub async fn run_mqtt_ingest(
     ctx: MqttIngest,
@@ -115,7 +131,10 @@ pub async fn run_mqtt_ingest(
             Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
                 backoff = Duration::from_millis(100);
                 tracing::info!(host = %ctx.mqtt.host, port = ctx.mqtt.port, %filter, "connected to MQTT broker; subscribing");
-                if let Err(e) = client.subscribe(filter.clone(), QoS::AtLeastOnce).await {
+                if let Err(e) = client
+                    .subscribe(filter.clone(), subscription_qos(&ctx.mqtt))
+                    .await
+                {
                     tracing::error!(error = %e, "subscribe request failed");
                 }
             }
