@@ -175,11 +175,47 @@ async fn connections_reset_mid_body_are_retried() {
     up.stop().await;
     assert_eq!(proxy.faults_applied.load(Ordering::SeqCst), 3);
     assert!(s.requests >= 5, "{s:?}");
-    assert!(s.errors >= 3, "each reset counted as a failed attempt: {s:?}");
+    assert!(
+        s.errors >= 3,
+        "each reset counted as a failed attempt: {s:?}"
+    );
     assert!(
         s.bytes_sent / s.requests > 2500,
         "bodies are longer than the reset point: {s:?}"
     );
+    assert_delivered_exactly_once(&rx, &chain);
+    rx.stop().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_lost_its_delivery_record_resends_and_gets_duplicates() {
+    init();
+    let pki = Pki::new();
+    let mut chain = TestChain::new(2, 30_000, 600_000);
+    chain.extend(6);
+    let rx_dir = tempfile::tempdir().expect("tempdir");
+    let rx = start_receiver(
+        rx_dir.path(),
+        chain.keys(),
+        None,
+        Some(pki.server_tls(false)),
+        None,
+    )
+    .await;
+    let mut up = Uploader::start(chain.store.clone(), config(&pki, rx.addr().port()));
+    up.wait(30, |s| s.delivered_upto == 6).await;
+    up.stop().await;
+    // A crash after the backend stored the reports but before the gateway
+    // recorded it: the delivery record is gone.
+    std::fs::remove_file(chain.store.dir().join("delivered.json")).expect("remove");
+    let reopened = mrv_gateway::report::store::ReportStore::open(chain.dir.path()).expect("reopen");
+    assert_eq!(reopened.undelivered().len(), 6);
+    let mut up = Uploader::start(reopened.clone(), config(&pki, rx.addr().port()));
+    let s = up.wait(30, |s| s.delivered_upto == 6).await;
+    up.stop().await;
+    assert!(s.alarms == 0 && s.rejected.is_none(), "{s:?}");
+    assert_eq!(rx.handle.stats().duplicates.load(Ordering::SeqCst), 6);
+    assert_eq!(reopened.delivered_upto(), 6);
     assert_delivered_exactly_once(&rx, &chain);
     rx.stop().await.expect("stops");
 }
