@@ -227,7 +227,17 @@ async fn dead_silent_and_slow_devices_never_delay_a_healthy_one() {
         .map(|w| w[1] - w[0])
         .max()
         .expect("15 frames");
-    assert!(worst <= 250, "healthy device delayed: worst gap {worst} ms");
+    // A poller that waited for the others would show >= 500 ms gaps (two
+    // 200 ms timeouts plus the interval); the bound leaves room for a loaded
+    // CI machine.
+    assert!(worst <= 400, "healthy device delayed: worst gap {worst} ms");
+    let mut gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    gaps.sort_unstable();
+    let median = gaps[gaps.len() / 2];
+    assert!(
+        median <= 150,
+        "healthy device slowed: median gap {median} ms"
+    );
     assert!(
         h.iter()
             .all(|f| f.samples.iter().all(|s| s.quality.is_good()))
