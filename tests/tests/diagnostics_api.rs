@@ -188,3 +188,40 @@ fn s_readings(run: &diagnostics_support::Running, device: &str) -> u64 {
         .find(|d| d.device.as_str() == device)
         .map_or(0, |d| d.readings)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_payloads_show_in_the_tail_the_row_and_the_metrics() {
+    let garbage = |_| Faults {
+        garbage_every_frames: Some(2),
+        ..Faults::default()
+    };
+    // MQTT keeps one connection's publishes in order and the gateway admits
+    // them in order, so when frame 6 is acked the garbage published after
+    // frames 2 and 4 has been rejected.
+    let run = start_site(1, DIAG_LOOPBACK, garbage, 6, None).await;
+    let b = &run.base;
+    let t = get_json(&format!("{b}/api/devices/dev-000/tail?after_ms=0"), None).await;
+    let entries = t["entries"].as_array().expect("entries");
+    let rejected: Vec<_> = entries.iter().filter(|e| e["kind"] == "rejected").collect();
+    assert!(rejected.len() >= 2, "{t}");
+    assert_eq!(entries.iter().filter(|e| e["kind"] == "stored").count(), 6);
+    assert!(
+        entries
+            .windows(2)
+            .all(|w| w[0]["time_ms"].as_u64() <= w[1]["time_ms"].as_u64()),
+        "oldest first: {t}"
+    );
+    let rows = get_json(&format!("{b}/api/devices"), None).await;
+    assert!(row(&rows, "dev-000")["recent_rejects"].as_u64().expect("n") >= 2);
+    let s = get_json(&format!("{b}/api/status"), None).await;
+    let total = s["ingest"]["rejects_total"].as_u64().expect("total");
+    assert!(total >= 2, "{s}");
+    let (_, m) = get(&format!("{b}/metrics"), None).await;
+    let in_metrics: u64 = m
+        .lines()
+        .filter(|l| l.starts_with("mrv_ingest_rejects_total{reason="))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(in_metrics >= 2, "{m}");
+    run.stop().await;
+}

@@ -32,7 +32,7 @@ async fn probe_reads_decodes_and_tells_exceptions_from_link_faults() {
         SimClock::real_time(),
     )
     .expect("meter serves");
-    let site = mrv_e2e::TestSite::new(1, DIAG_LOOPBACK);
+    let site = diagnostics_support::site(1, DIAG_LOOPBACK);
     let gw = mrv_gateway::runtime::start(site.config(), Arc::new(SystemClock))
         .await
         .expect("gateway starts");

@@ -23,7 +23,7 @@ fn with_token() -> String {
 
 #[tokio::test]
 async fn non_loopback_listen_without_token_is_refused_with_the_reason() {
-    let site = mrv_e2e::TestSite::new(1, "\n[diagnostics]\nlisten = \"0.0.0.0:18080\"\n");
+    let site = diagnostics_support::site(1, "\n[diagnostics]\nlisten = \"0.0.0.0:18080\"\n");
     let e = mrv_gateway::config::load(&site.config_path).expect_err("must be refused");
     assert_eq!(e.key, "diagnostics.token");
     // The gateway itself refuses to start, naming the key, and never binds.
@@ -40,7 +40,7 @@ async fn non_loopback_listen_without_token_is_refused_with_the_reason() {
     assert!(err.contains("not a loopback address"), "{err}");
     // With a token the same address is accepted (validation only: tests
     // never listen beyond loopback).
-    let site = mrv_e2e::TestSite::new(
+    let site = diagnostics_support::site(
         1,
         &format!("\n[diagnostics]\nlisten = \"0.0.0.0:18080\"\ntoken = \"{TOKEN}\"\n"),
     );

@@ -12,7 +12,7 @@ use tokio::net::UnixDatagram;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_notifies_ready_and_pings_the_watchdog() {
-    let site = mrv_e2e::TestSite::new(1, DIAG_LOOPBACK);
+    let site = diagnostics_support::site(1, DIAG_LOOPBACK);
     let dir = tempfile::tempdir().expect("tempdir");
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");

@@ -18,6 +18,22 @@ pub const DIAG_LOOPBACK: &str = "\n[diagnostics]\nlisten = \"127.0.0.1:0\"\n";
 pub const GHOST_DEVICE: &str =
     "\n[[devices]]\nid = \"ghost-01\"\nkind = \"solar_meter\"\nserial = \"GHOST-1\"\n";
 
+/// A test site whose `[diagnostics]` section is the one in `extra` (the
+/// shared `TestSite` may add a default one; it is dropped here so the
+/// section is not defined twice).
+pub fn site(n: usize, extra: &str) -> TestSite {
+    let site = TestSite::new(n, extra);
+    if extra.contains("[diagnostics]") {
+        let text = std::fs::read_to_string(&site.config_path).expect("read config");
+        let default = "\n[diagnostics]\nlisten = \"127.0.0.1:0\"\n";
+        if text.matches("[diagnostics]").count() > 1 {
+            let text = text.replacen(default, "\n", 1);
+            std::fs::write(&site.config_path, text).expect("write config");
+        }
+    }
+    site
+}
+
 /// A running site.
 pub struct Running {
     /// The site (keeps the temp dir alive).
@@ -49,7 +65,7 @@ pub async fn start_site(
     frames: u64,
     credentials: Option<(String, String)>,
 ) -> Running {
-    let site = TestSite::new(n, extra);
+    let site = site(n, extra);
     let clock = ManualClock::new(SystemClock.now_ms());
     let gw = mrv_gateway::runtime::start(site.config(), Arc::new(clock.clone()))
         .await
