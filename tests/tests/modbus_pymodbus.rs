@@ -311,14 +311,10 @@ async fn the_gateway_decodes_every_value_a_pymodbus_tcp_server_serves() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rtu_over_a_pty_pair_reads_two_units_and_survives_a_missing_one() {
-    if !have_pymodbus() || !have("command -v socat", "socat") {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let gw_end = dir.path().join("gateway-end");
-    let dev_end = dir.path().join("device-end");
+/// A socat pseudo-terminal pair: (socat, gateway end, device end).
+async fn pty_pair(dir: &Path) -> (Child, std::path::PathBuf, std::path::PathBuf) {
+    let gw_end = dir.join("gateway-end");
+    let dev_end = dir.join("device-end");
     let mut socat = Command::new("socat")
         .arg("-d")
         .arg("-d")
@@ -343,6 +339,84 @@ async fn rtu_over_a_pty_pair_reads_two_units_and_survives_a_missing_one() {
     .expect("socat ready");
     // Keep draining socat's stderr so it never blocks.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (socat, gw_end, dev_end)
+}
+
+/// Runs `mrv-gateway modbus ...` in-process; returns (output, result).
+async fn cli(args: Vec<String>) -> (String, Result<(), String>) {
+    let mut argv = vec!["mrv-gateway".to_string(), "modbus".to_string()];
+    argv.extend(args);
+    tokio::task::spawn_blocking(move || {
+        let parsed = <mrv_gateway::cli::Cli as clap::Parser>::try_parse_from(&argv)
+            .expect("arguments parse");
+        let mrv_gateway::cli::Command::Modbus(a) = parsed.command else {
+            panic!("not a modbus command")
+        };
+        let mut out = Vec::new();
+        let r = mrv_gateway::cli::modbus::run_to(a, &mut out).map_err(|e| format!("{e:#}"));
+        (String::from_utf8(out).expect("utf-8"), r)
+    })
+    .await
+    .expect("cli thread")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_scans_an_rtu_bus_and_reads_a_unit() {
+    if !have_pymodbus() || !have("command -v socat", "socat") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_socat, gw_end, dev_end) = pty_pair(dir.path()).await;
+    let (_server, _) = pymodbus(&["--rtu", &dev_end.to_string_lossy()]).await;
+    let serial = gw_end.to_string_lossy().to_string();
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        v.extend(["--serial", &serial, "--baud", "19200"].map(String::from));
+        v
+    };
+    // Wait for the serial server's first answer (a signal, not a sleep).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let out = loop {
+        let (out, r) = cli(args(&[
+            "read",
+            "--unit",
+            "2",
+            "--timeout-ms",
+            "300",
+            "-r",
+            "holding:6:i16",
+        ]))
+        .await;
+        if r.is_ok() {
+            break out;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the RTU server never answered: {out}"
+        );
+    };
+    assert!(out.contains("holding 6") && out.contains("-43"), "{out}");
+    let (out, r) = cli(args(&[
+        "scan",
+        "--from",
+        "1",
+        "--to",
+        "4",
+        "--timeout-ms",
+        "150",
+    ]))
+    .await;
+    assert_eq!(r, Ok(()), "{out}");
+    assert!(out.contains("2 unit(s) found: [1, 2]"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtu_over_a_pty_pair_reads_two_units_and_survives_a_missing_one() {
+    if !have_pymodbus() || !have("command -v socat", "socat") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (socat, gw_end, dev_end) = pty_pair(dir.path()).await;
     let (_server, _) = pymodbus(&["--rtu", &dev_end.to_string_lossy()]).await;
 
     let unit = |id: &str, unit: u8, timeout: u64| {
