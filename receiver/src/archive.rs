@@ -24,6 +24,9 @@
 //!   [`check_link`] accepts it after the gateway's head (sequence, previous
 //!   hash, period and counter continuity), after [`verify_report`] accepted
 //!   its JWS and contents against the registered gateway keys.
+//! - **A key signs for one gateway.** The first accepted report signed
+//!   with a key id binds it to that report's gateway; a report of another
+//!   gateway signed with it is rejected (`kid_gateway_mismatch`).
 //! - Reopening rebuilds the heads from the files (their bytes were verified
 //!   when accepted; they are parsed, not re-verified).
 
@@ -196,6 +199,8 @@ struct State {
     chains: BTreeMap<String, GatewayChain>,
     by_hash: HashMap<Hash, (String, u64)>,
     by_id: HashMap<String, (String, u64)>,
+    /// Which gateway each key id has signed for (a key serves one gateway).
+    kid_gateway: HashMap<String, String>,
     flags: Vec<Flag>,
 }
 
@@ -302,6 +307,7 @@ impl Archive {
                 chain.readings += v.report.readings.count;
                 st.by_hash.insert(v.hash, (name.clone(), seq));
                 st.by_id.insert(v.id().to_string(), (name.clone(), seq));
+                st.kid_gateway.insert(v.kid.clone(), name.clone());
                 chain.entries.insert(seq, entry_of(&v, bytes.len()));
             }
             st.chains.insert(name, chain);
@@ -363,6 +369,15 @@ impl Archive {
             return Ok(r);
         }
         let gw = v.gateway().to_string();
+        if let Some(bound) = st.kid_gateway.get(&v.kid)
+            && *bound != gw
+        {
+            return Ok(ItemResult::rejected(
+                Some(&v),
+                "kid_gateway_mismatch",
+                format!("key {:?} signs for gateway {bound:?}, not {gw:?}", v.kid),
+            ));
+        }
         let chain = st.chains.entry(gw.clone()).or_default();
         if let Some(stored) = chain.entries.get(&v.seq()) {
             let flag = Flag {
@@ -400,7 +415,8 @@ impl Archive {
         chain.readings += v.report.readings.count;
         chain.entries.insert(v.seq(), entry_of(&v, bytes.len()));
         st.by_hash.insert(hash, (gw.clone(), v.seq()));
-        st.by_id.insert(v.id().to_string(), (gw, v.seq()));
+        st.by_id.insert(v.id().to_string(), (gw.clone(), v.seq()));
+        st.kid_gateway.insert(v.kid.clone(), gw);
         Ok(ItemResult {
             report_id: Some(v.id().to_string()),
             seq: Some(v.seq()),

@@ -166,6 +166,17 @@ async fn uploads_are_judged_with_the_right_reason() {
         "{v}"
     );
 
+    // The gateway's key signing for another gateway.
+    let mut impostor = TestChain::new(2, 60_000, 600_000);
+    impostor.set_gateway("gw-other");
+    impostor.extend(1);
+    let (code, v) = c.put("gw-other-000000000001", &impostor.reports[0]).await;
+    assert_eq!(
+        (code, v["reason"].as_str()),
+        (422, Some("kid_gateway_mismatch")),
+        "{v}"
+    );
+
     // Equivocation: a different report signed for seq 1.
     let (code, v) = c.put(&id(1), &b.reports[0]).await;
     assert_eq!(

@@ -111,6 +111,11 @@ impl TestChain {
         self.identity.kid = kid.to_string();
     }
 
+    /// Reports claim to come from `gateway` from now on.
+    pub fn set_gateway(&mut self, gateway: &str) {
+        self.identity.gateway = gateway.to_string();
+    }
+
     /// Readings per report.
     pub fn readings_per_report(&self) -> u64 {
         self.site.devices as u64 * (self.period_ms / self.site.interval_ms)
