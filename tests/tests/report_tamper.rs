@@ -273,3 +273,24 @@ fn the_fully_specified_ed25519_algorithm_name_is_accepted_on_input() {
     let jws = format!("{input}.{}", mrv_shared::report::jwk::b64(&sig.to_bytes()));
     assert_eq!(reason(&c, jws.as_bytes()), "ok");
 }
+
+#[test]
+fn a_device_key_other_than_the_trusted_one_is_refused_when_device_keys_are_given() {
+    let c = corpus();
+    let mut trusted = keys(&c.site);
+    // The auditor holds the device registry's keys: the right one passes...
+    trusted.insert(
+        "pv-0000",
+        mrv_gateway::report::synthetic::device_key("pv-0000").verifying_key(),
+    );
+    assert!(verify_report(&c.reports[0], &trusted).is_ok());
+    // ...a different registered key for the same device does not.
+    trusted.insert(
+        "pv-0001",
+        SigningKey::from_bytes(&[5u8; 32]).verifying_key(),
+    );
+    assert_eq!(
+        verify_report(&c.reports[0], &trusted).map_err(|e| e.label()),
+        Err("device_key_mismatch")
+    );
+}

@@ -2,8 +2,10 @@
 //! the auditor's check of signed reports.
 //!
 //! For each report: the JWS (algorithm, known `kid`, signature over the
-//! stored bytes), the Merkle root and count of its readings, every device
-//! signature, every aggregate and the calculation recomputed; across
+//! stored bytes), the device keys it lists against any device JWK given
+//! under `--keys` (`kid` = device id), the Merkle root and count of its
+//! readings, every device signature, every aggregate and the calculation
+//! recomputed; across
 //! reports (sorted by gateway and seq): gap-free seq, `prev_hash` chain,
 //! no replay, contiguous periods, counter baselines. One verdict line per
 //! report on stdout (`OK` or `INVALID <reason>: <detail>`), a progress bar
@@ -15,7 +17,7 @@
 use crate::keys::load_public_keys;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use mrv_shared::report::verify::{Chain, VerifiedReport, check_contents, verify_jws};
+use mrv_shared::report::verify::{Chain, VerifiedReport, verify_report};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
@@ -82,9 +84,9 @@ pub fn verify_files(
         let result = std::fs::read(p)
             .map_err(|e| (String::from("unreadable"), e.to_string()))
             .and_then(|bytes| {
-                let v =
-                    verify_jws(&bytes, keys).map_err(|e| (e.label().to_string(), e.to_string()))?;
-                check_contents(&v.report).map_err(|e| (e.label().to_string(), e.to_string()))?;
+                let label =
+                    |e: mrv_shared::report::ReportError| (e.label().to_string(), e.to_string());
+                let v = verify_report(&bytes, keys).map_err(label)?;
                 Ok(v)
             });
         match result {

@@ -25,7 +25,9 @@ pub mod series;
 pub mod verify;
 
 pub use model::Report;
-pub use verify::{Chain, KeySet, VerifiedReport, check_contents, verify_jws, verify_report};
+pub use verify::{
+    Chain, KeySet, VerifiedReport, check_contents, check_device_keys, verify_jws, verify_report,
+};
 
 use crate::ids::DeviceId;
 use alloc::string::String;
@@ -145,6 +147,9 @@ pub enum ReportError {
         /// Frame seq.
         seq: u64,
     },
+    /// The report lists a device key other than the trusted one.
+    #[error("device {0} is listed with a key other than its trusted public key")]
+    DeviceKeyMismatch(DeviceId),
     /// A device signature does not verify.
     #[error("device signature invalid on {device} frame {seq}")]
     DeviceSignatureInvalid {
@@ -191,6 +196,7 @@ impl ReportError {
             ReportError::MerkleMismatch => "merkle_mismatch",
             ReportError::UnknownDevice(_) => "unknown_device",
             ReportError::DeviceSignatureMissing { .. } => "device_signature_missing",
+            ReportError::DeviceKeyMismatch(_) => "device_key_mismatch",
             ReportError::DeviceSignatureInvalid { .. } => "device_signature_invalid",
             ReportError::SeriesSetMismatch => "series_mismatch",
             ReportError::AggregateMismatch { .. } => "aggregate_mismatch",

@@ -7,7 +7,9 @@
 //! - [`check_contents`] checks frames sorted and unique, late flags, reading count
 //!   and Merkle root, every device signature, every series aggregate and the
 //!   calculation recomputed from the readings;
-//! - [`verify_report`] runs both;
+//! - [`check_device_keys`] compares the device keys a report lists with
+//!   independently trusted device keys, when given;
+//! - [`verify_report`] runs all three;
 //! - [`Chain`] checks continuity across reports of one gateway: gap-free `seq`,
 //!   `prev_hash` = SHA-256 of the previous stored bytes, no replay,
 //!   contiguous periods, counter baselines = previous last values.
@@ -289,9 +291,30 @@ pub fn check_contents(report: &Report) -> Result<(), ReportError> {
     Ok(())
 }
 
-/// [`verify_jws`] then [`check_contents`].
+/// Checks device keys listed in the report against independently trusted
+/// ones: a key in `keys` under a device's id (e.g. the device's public JWK
+/// from `keygen --name <device id>`) must be the key the report lists for
+/// that device. Devices without such an entry are not checked here.
+pub fn check_device_keys(report: &Report, keys: &KeySet) -> Result<(), ReportError> {
+    for d in &report.devices {
+        let Some(trusted) = keys.get(d.id.as_str()) else {
+            continue;
+        };
+        let listed = match &d.signing {
+            Signing::Ed25519 { x, .. } => unb64(x).ok(),
+            Signing::Unsigned => None,
+        };
+        if listed.as_deref() != Some(trusted.as_bytes().as_slice()) {
+            return Err(ReportError::DeviceKeyMismatch(d.id.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// [`verify_jws`], [`check_device_keys`], then [`check_contents`].
 pub fn verify_report(bytes: &[u8], keys: &KeySet) -> Result<VerifiedReport, ReportError> {
     let v = verify_jws(bytes, keys)?;
+    check_device_keys(&v.report, keys)?;
     check_contents(&v.report)?;
     Ok(v)
 }
