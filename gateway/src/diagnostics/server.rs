@@ -541,7 +541,24 @@ async fn serve_subscribed(
         logs.register_secret(p);
     }
     let clock = state.clock.clone();
+    let buffer = state.buffer.clone();
     let ctx = DiagContext::new(state, cfg, logs);
+    // Charts survive a restart: refill from the buffer before live frames
+    // (which the subscription holds meanwhile) are recorded.
+    let live = ctx.live();
+    let now = clock.now_ms();
+    let refilled = tokio::task::spawn_blocking(move || {
+        let mut l = live.lock().unwrap_or_else(|p| p.into_inner());
+        super::state::prefill(&mut l, &buffer, now, super::state::PREFILL_BATCHES)
+    })
+    .await
+    .unwrap_or(0);
+    if refilled > 0 {
+        tracing::info!(
+            frames = refilled,
+            "diagnostics charts refilled from the buffer"
+        );
+    }
     let feed = tokio::spawn(run_live_feed(
         ctx.live(),
         frames,

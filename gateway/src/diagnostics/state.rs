@@ -134,18 +134,24 @@ impl LiveStore {
                 values.insert(ch.id.as_str(), (s.value, ch.quantity));
             }
         }
-        self.last.insert(
-            frame.device.clone(),
-            LastFrame {
-                received_ms: incoming.received_ms,
-                seq: frame.seq,
-                boot: frame.boot,
-                firmware: frame.firmware.clone(),
-                signed: frame.signature.is_some(),
-                samples: frame.samples.len(),
-                quality,
-            },
-        );
+        let newer = self
+            .last
+            .get(&frame.device)
+            .is_none_or(|l| l.received_ms <= incoming.received_ms);
+        if newer {
+            self.last.insert(
+                frame.device.clone(),
+                LastFrame {
+                    received_ms: incoming.received_ms,
+                    seq: frame.seq,
+                    boot: frame.boot,
+                    firmware: frame.firmware.clone(),
+                    signed: frame.signature.is_some(),
+                    samples: frame.samples.len(),
+                    quality,
+                },
+            );
+        }
         let mut summary = format!(
             "seq {} boot {} samples {}{}",
             frame.seq,
@@ -233,6 +239,45 @@ fn min_channel() -> ChannelId {
     ChannelId::new("-").expect("'-' is a valid channel id")
 }
 
+/// Most buffer batches read back at start-up to refill the charts.
+pub const PREFILL_BATCHES: u64 = 2000;
+
+/// Refills `live` after a restart from the newest `max_batches` buffer
+/// batches (frames received within the window). Blocking (sled reads): run
+/// it on a blocking thread. Returns the frames recorded.
+pub fn prefill(
+    live: &mut LiveStore,
+    buffer: &crate::buffer::Buffer,
+    now_ms: u64,
+    max_batches: u64,
+) -> u64 {
+    let Some(last) = buffer.stats().last_key else {
+        return 0;
+    };
+    let after = last
+        .batch
+        .checked_sub(max_batches)
+        .map(|b| crate::buffer::FrameKey {
+            batch: b,
+            index: u32::MAX,
+        });
+    let cutoff = now_ms.saturating_sub(live.window_ms);
+    let mut n = 0;
+    for f in buffer.scan(after).flatten() {
+        if f.received_ms >= cutoff {
+            live.record(
+                &Incoming {
+                    frame: f.frame,
+                    received_ms: f.received_ms,
+                },
+                now_ms,
+            );
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Shared handle to the live store.
 pub type SharedLive = Arc<Mutex<LiveStore>>;
 
@@ -302,6 +347,39 @@ mod tests {
             },
             received_ms: base + 5000,
         }
+    }
+
+    #[test]
+    fn prefill_reads_the_recent_frames_back_from_the_buffer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let buffer = crate::buffer::Buffer::open(crate::buffer::BufferConfig {
+            path: dir.path().join("b"),
+            max_bytes: 1 << 30,
+            cache_bytes: 1 << 20,
+            keep_delivered: std::time::Duration::from_secs(3600),
+        })
+        .expect("open");
+        for i in 0..5u64 {
+            buffer
+                .append(vec![frame("a", i + 1, i * 60_000, &[i as i64])])
+                .expect("append");
+        }
+        // Frames received at 5 s, 65 s, ... 245 s; window 100 s before 250 s.
+        let mut live = LiveStore::new(100_000);
+        assert_eq!(prefill(&mut live, &buffer, 250_000, 1000), 2);
+        let d = DeviceId::new("a").expect("id");
+        assert_eq!(live.last(&d).map(|l| l.seq), Some(5));
+        let mut live = LiveStore::new(1_000_000);
+        assert_eq!(
+            prefill(&mut live, &buffer, 250_000, 2),
+            2,
+            "only the newest batches"
+        );
+        // A live frame recorded earlier is not replaced by an older one.
+        let mut live = LiveStore::new(1_000_000);
+        live.record(&frame("a", 9, 900_000, &[9]), 900_000);
+        prefill(&mut live, &buffer, 900_000, 1000);
+        assert_eq!(live.last(&d).map(|l| l.seq), Some(9));
     }
 
     #[test]
