@@ -348,3 +348,54 @@ async fn devices_sample_into_the_outbox_while_the_broker_is_down_and_deliver_lat
         assert!(stats.devices[&d.id].samples_dropped > 0);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mrv_sim_binary_runs_devices_until_all_frames_are_acked() {
+    let port = start_broker().await;
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let gw = tokio::spawn(fake_gateway(
+        port,
+        SiteId::new("site-bin").unwrap(),
+        HashMap::new(),
+        seen.clone(),
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    ));
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mrv-sim"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--site",
+            "site-bin",
+            "-n",
+            "3",
+            "--interval-ms",
+            "5",
+            "--samples-per-frame",
+            "2",
+            "--max-frames",
+            "6",
+            "--key-seed",
+            "test-seed",
+            "--ack-wait-s",
+            "30",
+        ])
+        .output()
+        .await
+        .unwrap();
+    gw.abort();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("public_key").count(), 3, "{stdout}");
+    let s = seen.lock().unwrap();
+    for n in 1..=3 {
+        let id = DeviceId::new(&format!("dev-{n}")).unwrap();
+        assert_eq!(
+            s.stored[&id].iter().copied().collect::<Vec<_>>(),
+            (1..=6).collect::<Vec<_>>()
+        );
+    }
+}
