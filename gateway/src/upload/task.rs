@@ -190,7 +190,8 @@ pub fn apply_delivery(
 }
 
 fn publish(ctx: &UploadContext, m: &UploadMachine) {
-    ctx.status.send_modify(|s| {
+    ctx.status.send_if_modified(|s| {
+        let before = s.clone();
         s.delivered_upto = m.delivered_upto();
         s.head = m.delivered_upto() + m.backlog();
         s.backlog = m.backlog();
@@ -198,6 +199,7 @@ fn publish(ctx: &UploadContext, m: &UploadMachine) {
         s.next_retry_ms = (m.backlog() > 0 && m.not_before_ms() > 0).then(|| m.not_before_ms());
         s.consecutive_failures = m.failures();
         s.rejected = m.rejected().map(RejectionStatus::from);
+        *s != before
     });
 }
 
