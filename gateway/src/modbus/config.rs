@@ -29,6 +29,20 @@
 //! kind = "counter"
 //! ```
 //!
+//! Where this follows Telegraf's modbus input (`register`/`function`,
+//! `address`, `type`, `byte_order` letters, `scale`, `offset`) and where it
+//! deliberately differs, fixing what its users report:
+//! - scales are exact decimal fractions applied in integer arithmetic, so a
+//!   32- or 64-bit energy counter keeps every digit (no float round trip);
+//! - values land in integer base units with a declared `quantity`; a value
+//!   that cannot be decoded (NaN, SunSpec "not implemented", overflow) is
+//!   recorded as unavailable, never as 0 or as the previous value;
+//! - `unreadable` ranges are never read, and a coalesced read that the device
+//!   refuses with "illegal data address" is split once and kept split, so one
+//!   hole in a register map does not blank every value around it;
+//! - one failing device never delays another (one task per TCP device);
+//! - unknown keys are errors and every error names its key path.
+//!
 //! Invariants of a [`ValidModbusConfig`]: device ids are unique and valid,
 //! every device has exactly one link (TCP host or a known bus), every
 //! register map plans (each value fits one request, no value touches an
