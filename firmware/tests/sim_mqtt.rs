@@ -83,6 +83,8 @@ struct Seen {
     stored: BTreeMap<DeviceId, BTreeSet<u64>>,
     invalid: u64,
     bad_signatures: u64,
+    /// Per device: (seq, base time) of every frame received.
+    base_times: BTreeMap<DeviceId, Vec<(u64, Option<u64>)>>,
 }
 
 /// A fake gateway: subscribes to the site's up filter, stores frames,
@@ -142,6 +144,10 @@ async fn fake_gateway(
                 .entry(device.clone())
                 .or_default()
                 .push((frame.seq, frame.boot));
+            s.base_times
+                .entry(device.clone())
+                .or_default()
+                .push((frame.seq, frame.base_time_ms));
             let refusing = refuse.load(std::sync::atomic::Ordering::SeqCst);
             let stored = s.stored.entry(device.clone()).or_default();
             if !refusing {
@@ -398,4 +404,64 @@ async fn the_mrv_sim_binary_runs_devices_until_all_frames_are_acked() {
             (1..=6).collect::<Vec<_>>()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_changed_at_run_time_skew_the_device_clock() {
+    let port = start_broker().await;
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let gw = tokio::spawn(fake_gateway(
+        port,
+        SiteId::new("site-t").unwrap(),
+        HashMap::new(),
+        seen.clone(),
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    ));
+    let devs = devices(1, false);
+    let id = devs[0].id.clone();
+    let mut cfg = config(port, devs, WireFormat::Binary, 1000);
+    cfg.max_frames = None;
+    let handle = sim::start(cfg).await.unwrap();
+    assert!(
+        handle
+            .wait_for(Duration::from_secs(20), |st| st.totals.highest_acked_seq
+                >= 5)
+            .await
+    );
+    const SKEW_MS: i64 = 3_600_000;
+    assert!(handle.set_faults(
+        &id,
+        Faults {
+            clock_skew_ms: SKEW_MS,
+            ..Faults::default()
+        }
+    ));
+    assert!(!handle.set_faults(&DeviceId::new("nobody").unwrap(), Faults::default()));
+    let switched = handle.stats().devices[&id].next_seq;
+    assert!(
+        handle
+            .wait_for(Duration::from_secs(20), |st| st.totals.highest_acked_seq
+                >= switched + 5)
+            .await
+    );
+    handle.stop().await;
+    gw.abort();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let s = seen.lock().unwrap();
+    let times = &s.base_times[&id];
+    let early = times.iter().find(|(seq, _)| *seq == 1).unwrap().1.unwrap();
+    let late = times
+        .iter()
+        .find(|(seq, _)| *seq == switched + 2)
+        .unwrap()
+        .1
+        .unwrap();
+    assert!(early <= now_ms, "unskewed frames are not from the future");
+    assert!(
+        late > now_ms + (SKEW_MS as u64) / 2,
+        "skewed frames are an hour ahead"
+    );
 }
