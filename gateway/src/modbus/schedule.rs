@@ -184,4 +184,28 @@ mod tests {
             ]
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn polls_stay_on_the_grid_and_never_fall_due_in_the_past(
+            intervals in proptest::collection::vec(1u64..5000, 1..8),
+            durations in proptest::collection::vec(0u64..20_000, 1..60),
+            start in 0u64..1_000_000,
+        ) {
+            let mut s = Schedule::new(&intervals, start);
+            let firsts: Vec<u64> = (0..intervals.len())
+                .map(|i| start + intervals[i] * i as u64 / intervals.len() as u64)
+                .collect();
+            let mut now = start;
+            for d in durations {
+                let (i, due) = s.next().expect("not empty");
+                now = now.max(due) + d;
+                let c = s.completed(i, now);
+                proptest::prop_assert!(c.next_due_ms > now);
+                proptest::prop_assert_eq!((c.next_due_ms - firsts[i]) % intervals[i], 0);
+                // Skipped slots are exactly the grid points passed while polling.
+                proptest::prop_assert!(c.next_due_ms - now <= intervals[i]);
+            }
+        }
+    }
 }
