@@ -359,6 +359,15 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_sent_only_in_part_continues_where_it_stopped() {
+        let mut m = UploadMachine::new(CFG, 0, 7);
+        assert_eq!(m.next(0), Next::Send(Batch { from: 1, to: 3 }));
+        // The task sent 1..=2 only (byte cap); both confirmed.
+        assert_eq!(m.on_outcome(done(2), 0, 0), vec![Action::MarkDelivered(2)]);
+        assert_eq!(m.next(0), Next::Send(Batch { from: 3, to: 5 }));
+    }
+
+    #[test]
     fn transient_failures_back_off_exponentially_with_full_jitter() {
         let mut m = UploadMachine::new(CFG, 0, 1);
         let mut caps = Vec::new();

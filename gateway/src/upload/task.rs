@@ -27,6 +27,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
+/// Most report bytes (uncompressed) read into one request; a batch is cut
+/// short there (at least one report is always sent).
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
+
 /// Why a delivery could not be recorded locally.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
@@ -257,20 +261,29 @@ pub async fn run_upload_task(ctx: UploadContext, mut shutdown: watch::Receiver<b
             Next::Send(batch) => {
                 let store = ctx.store.clone();
                 let read = blocking(move || {
+                    // At most MAX_BATCH_BYTES of reports in memory (always
+                    // at least one); the rest goes in the next request.
                     let mut reports = Vec::with_capacity(batch.len());
+                    let mut bytes = 0usize;
                     for seq in batch.from..=batch.to {
-                        reports.push(store.read(seq)?);
+                        if bytes >= MAX_BATCH_BYTES {
+                            break;
+                        }
+                        let r = store.read(seq)?;
+                        bytes += r.len();
+                        reports.push(r);
                     }
+                    let last = batch.from + reports.len() as u64 - 1;
                     let key = format!(
                         "{}..{}",
                         store.meta(batch.from)?.report_id,
-                        store.meta(batch.to)?.report_id
+                        store.meta(last)?.report_id
                     );
-                    Ok((reports, key))
+                    Ok((reports, key, (batch.from..=last).collect::<Vec<u64>>()))
                 })
                 .await;
                 let outcome = match read {
-                    Ok((reports, key)) => {
+                    Ok((reports, key, seqs)) => {
                         let (body, raw) = batch_body(&reports);
                         ctx.status.send_modify(|s| {
                             s.requests += 1;
@@ -278,7 +291,6 @@ pub async fn run_upload_task(ctx: UploadContext, mut shutdown: watch::Receiver<b
                             s.raw_bytes += raw;
                         });
                         let clock = ctx.clock.clone();
-                        let seqs = batch.seqs();
                         tokio::select! {
                             o = uplink.send(&seqs, &key, body, move || clock.now_ms()) => o,
                             _ = shutdown.changed() => break,
