@@ -112,6 +112,57 @@ mod tests {
         assert_eq!(water.to_base(u64::MAX), i64::MAX);
     }
 
+    /// A pin that replays raw levels (a real, simple model, not a mock).
+    struct Levels(std::vec::IntoIter<bool>);
+    impl embedded_hal::digital::ErrorType for Levels {
+        type Error = core::convert::Infallible;
+    }
+    impl InputPin for Levels {
+        fn is_high(&mut self) -> Result<bool, Self::Error> {
+            Ok(self.0.next().unwrap_or(true))
+        }
+        fn is_low(&mut self) -> Result<bool, Self::Error> {
+            self.is_high().map(|h| !h)
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_count_never_decreases_and_grows_by_at_most_one_per_activation(
+            raw in proptest::collection::vec(proptest::prelude::any::<bool>(), 0..400),
+            start in 0u64..1_000_000,
+            threshold in 1u8..5,
+        ) {
+            let n = raw.len();
+            let mut c = PulseCounter::new(Levels(raw.into_iter()), true, threshold, start);
+            let mut last = c.pulses();
+            for _ in 0..n {
+                let counted = c.poll().unwrap();
+                proptest::prop_assert_eq!(c.pulses(), last + u64::from(counted));
+                last = c.pulses();
+            }
+            // At most one pulse per `2 * threshold` samples (on + off).
+            proptest::prop_assert!(last - start <= (n as u64) / u64::from(threshold) / 2 + 1);
+        }
+
+        #[test]
+        fn scaling_is_monotonic_and_exact_on_whole_units(
+            a in 0u64..1_000_000_000,
+            b in 0u64..1_000_000_000,
+            ppu in 1u32..10_000,
+            bpu in 1u32..100_000,
+        ) {
+            let s = PulseScale { pulses_per_unit: ppu, base_per_unit: bpu };
+            let (lo, hi) = (a.min(b), a.max(b));
+            proptest::prop_assert!(s.to_base(lo) <= s.to_base(hi));
+            let units = lo / u64::from(ppu);
+            proptest::prop_assert_eq!(
+                s.to_base(units * u64::from(ppu)),
+                (units * u64::from(bpu)) as i64
+            );
+        }
+    }
+
     #[test]
     fn counts_one_pulse_per_debounced_activation_on_an_active_low_input() {
         use State::{High, Low};
