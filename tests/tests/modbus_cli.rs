@@ -176,6 +176,25 @@ async fn sunspec_lists_the_models_and_skips_unknown_ones() {
         out.contains("meter_frequency") && out.contains("meter_export_energy"),
         "{out}"
     );
+    let (out, r) = cli(&[
+        "read",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--profile",
+        "sunspec",
+    ])
+    .await;
+    assert_eq!(r, Ok(()), "{out}");
+    assert!(
+        out.contains("SunSpec models skipped, not in the profile: [64100]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("inverter_ac_voltage_a") && out.contains("230000 mV"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
