@@ -83,3 +83,101 @@ async fn probe_reads_decodes_and_tells_exceptions_from_link_faults() {
     meter.stop();
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polled_meters_show_status_values_and_errors_by_device() {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let meter = meters::serve(
+        l,
+        SimMeter::DinMeter(DinMeterParams::default()),
+        1,
+        SimClock::real_time(),
+    )
+    .expect("meter serves");
+    let dead_port = mrv_e2e::free_port();
+    let extra = format!(
+        "{DIAG_LOOPBACK}\n[[modbus.devices]]\nid = \"meter\"\nhost = \"127.0.0.1\"\nport = {}\n\
+         profile = \"din_meter\"\npoll_interval_ms = 50\n\n[[modbus.devices]]\nid = \"gone\"\n\
+         host = \"127.0.0.1\"\nport = {dead_port}\nprofile = \"din_meter\"\npoll_interval_ms = 50\ntimeout_ms = 100\n",
+        meter.addr.port()
+    );
+    let site = diagnostics_support::site(1, &extra);
+    let gw = mrv_gateway::runtime::start(site.config(), Arc::new(SystemClock))
+        .await
+        .expect("gateway starts");
+    let base = format!("http://{}", gw.state.diagnostics_addr.expect("listening"));
+    // Wait (bounded) until both devices were polled a few times; HTTP offers
+    // no signal to await, so the API is asked again every 50 ms.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        let s = diagnostics_support::get_json(&format!("{base}/api/status"), None).await;
+        let polls = |d: &str| s["modbus"][d]["polls"].as_u64().unwrap_or(0);
+        if polls("meter") >= 3 && polls("gone") >= 2 {
+            break s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pollers did not run: {s}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(
+        status["modbus"]["meter"]["errors"]
+            .as_object()
+            .expect("map")
+            .is_empty(),
+        "{status}"
+    );
+    assert!(
+        status["modbus"]["gone"]["last_error"].is_string(),
+        "{status}"
+    );
+    let rows = diagnostics_support::get_json(&format!("{base}/api/devices"), None).await;
+    let row = |id: &str| {
+        rows.as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no row {id}: {rows}"))
+    };
+    let m = row("meter");
+    assert_eq!(m["signature"], "gateway", "{m}");
+    assert!(
+        m["values"]
+            .as_array()
+            .expect("values")
+            .iter()
+            .any(|v| v["channel"] == "voltage_l1" && v["unit"] == "mV"),
+        "{m}"
+    );
+    let g = row("gone");
+    assert_eq!(g["status"], "failing", "{g}");
+    assert!(
+        g["status_reason"]
+            .as_str()
+            .expect("reason")
+            .starts_with("Modbus: "),
+        "{g}"
+    );
+    let (_, metrics) = diagnostics_support::get(&format!("{base}/metrics"), None).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("mrv_modbus_errors_total{device=\"gone\",kind=")),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("mrv_modbus_polls_total{device=\"meter\"} ")),
+        "{metrics}"
+    );
+    let (_, page) = diagnostics_support::get(&format!("{base}/modbus"), None).await;
+    assert!(
+        page.contains("<td>gone</td>") && page.contains("id=\"probe\""),
+        "{page}"
+    );
+    meter.stop();
+    gw.shutdown().await;
+}

@@ -721,3 +721,38 @@ fn quantity_like_name<T: Serialize + std::fmt::Debug>(v: &T) -> String {
 
 /// `/api/logs` body.
 pub type LogsView = Vec<LogLine>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(bytes: u64, full: bool) -> BufferStats {
+        BufferStats {
+            bytes,
+            disk_bytes: bytes * 2,
+            max_bytes: 1000,
+            frames: 10,
+            readings: 40,
+            unreported_frames: 7,
+            unreported_readings: 28,
+            oldest_unreported_ms: Some(40_000),
+            full,
+            full_events: u64::from(full),
+            next_event_id: 1,
+            last_key: None,
+            reported: None,
+            delivered: None,
+        }
+    }
+
+    #[test]
+    fn a_full_buffer_raises_the_alarm_and_a_nearly_full_one_warns() {
+        let v = buffer_view(&stats(1000, true), 100_000);
+        assert!(v.full && v.alarm.as_deref().is_some_and(|a| a.contains("FULL")));
+        assert_eq!(v.depth_frames, 7);
+        assert_eq!(v.oldest_unreported_age_s, Some(60));
+        let v = buffer_view(&stats(950, false), 100_000);
+        assert_eq!(v.alarm.as_deref(), Some("buffer 95.0 % full"));
+        assert!(buffer_view(&stats(100, false), 100_000).alarm.is_none());
+    }
+}

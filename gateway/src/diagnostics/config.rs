@@ -22,8 +22,8 @@ pub const DEFAULT_PORT: u16 = 8080;
 /// Shortest token accepted, in bytes.
 pub const MIN_TOKEN_LEN: usize = 16;
 
-/// `[diagnostics]` as written.
-#[derive(Debug, Clone, Deserialize)]
+/// `[diagnostics]` as written. `Debug` prints the token as `<redacted>`.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DiagnosticsSection {
     /// Serve the page, API and `/metrics` at all. Default `true`.
@@ -43,6 +43,20 @@ pub struct DiagnosticsSection {
     pub chart_window_s: u64,
     /// Log lines kept in memory for the page and `diag bundle`.
     pub log_lines: usize,
+}
+
+impl fmt::Debug for DiagnosticsSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DiagnosticsSection")
+            .field("enabled", &self.enabled)
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .field("stale_after_s", &self.stale_after_s)
+            .field("chart_window_s", &self.chart_window_s)
+            .field("log_lines", &self.log_lines)
+            .finish()
+    }
 }
 
 impl Default for DiagnosticsSection {
@@ -275,6 +289,16 @@ mod tests {
             v.token
                 .expect("token")
                 .matches("abcdefghijklmnopqrstuvwxyz")
+        );
+    }
+
+    #[test]
+    fn the_section_as_written_never_prints_its_token() {
+        let s = section("127.0.0.1:1", Some("super-secret-token-value"));
+        let d = format!("{s:?}");
+        assert!(
+            !d.contains("super-secret") && d.contains("<redacted>"),
+            "{d}"
         );
     }
 
