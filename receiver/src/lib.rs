@@ -16,6 +16,16 @@
 //! see `docs/openapi.yaml`), [`tls`] (rustls with ring, optional mTLS), and
 //! here [`start`], which serves on a given listener (the binary, the demo
 //! and the tests all use it).
+//!
+//! Running it:
+//!
+//! ```text
+//! mrv-receiver --listen 0.0.0.0:8443 --data-dir /var/lib/mrv-receiver \
+//!     --gateway-key gw-th-01.pub.jwk --token "$TOKEN" \
+//!     --tls-cert server.pem --tls-key server.key [--client-ca gateways-ca.pem]
+//! ```
+//!
+//! It prints `listening on https://<addr>` once it accepts connections.
 
 pub mod archive;
 pub mod routes;
