@@ -43,7 +43,8 @@ pub struct Problem {
     pub detail: String,
 }
 
-/// Executes `plan`, retrying link faults `retries` times per request.
+/// Executes `plan`, retrying link faults and "busy" exceptions `retries`
+/// times per request ([`ReadError::is_retryable`]).
 /// Returns one result per request.
 pub async fn execute<R: RegisterReader>(
     reader: &mut R,
@@ -60,7 +61,7 @@ pub async fn execute<R: RegisterReader>(
         let mut attempt = 0;
         let result = loop {
             match reader.read(*req).await {
-                Err(e) if e.is_link_fault() && attempt < retries => attempt += 1,
+                Err(e) if e.is_retryable() && attempt < retries => attempt += 1,
                 other => break other,
             }
         };
@@ -670,6 +671,25 @@ quantity = "count"
         let r = execute(&mut s, &p, 1).await;
         assert_eq!(s.calls, 2);
         assert_eq!(r, vec![Err(t.clone()), Err(t.clone()), Err(t)]);
+    }
+
+    #[tokio::test]
+    async fn a_busy_device_is_asked_again() {
+        let busy = ReadError::Exception(Exception(6));
+        let mut s = Script {
+            answers: vec![Err(busy), Ok(vec![5])],
+            calls: 0,
+        };
+        let p = Plan {
+            requests: vec![ReadRequest {
+                table: Table::Holding,
+                start: 0,
+                count: 1,
+            }],
+            placement: vec![],
+        };
+        assert_eq!(execute(&mut s, &p, 1).await, vec![Ok(vec![5])]);
+        assert_eq!(s.calls, 2);
     }
 
     #[tokio::test]

@@ -70,6 +70,16 @@ impl ReadError {
         !matches!(self, ReadError::Exception(_))
     }
 
+    /// True when the same request may succeed if sent again: link faults,
+    /// and the exceptions that mean "not now" (0x05 acknowledge, 0x06 busy).
+    /// Every other exception is a final answer.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ReadError::Exception(x) => matches!(x.0, 0x05 | 0x06),
+            ReadError::Timeout(_) | ReadError::Link(_) => true,
+        }
+    }
+
     /// A short stable label for counters.
     pub fn label(&self) -> &'static str {
         match self {
@@ -178,5 +188,7 @@ mod tests {
         );
         assert!(!ReadError::Exception(Exception(2)).is_link_fault());
         assert!(ReadError::Timeout(Duration::from_millis(5)).is_link_fault());
+        assert!(ReadError::Exception(Exception(6)).is_retryable());
+        assert!(!ReadError::Exception(Exception(2)).is_retryable());
     }
 }
