@@ -83,6 +83,9 @@ struct Seen {
     stored: BTreeMap<DeviceId, BTreeSet<u64>>,
     invalid: u64,
     bad_signatures: u64,
+    /// Seqs 1..=known_base are already stored from an earlier life of every
+    /// device (its flash was wiped): lower seqs get `SeqRegressed`.
+    known_base: u64,
     /// Per device: (seq, base time) of every frame received.
     base_times: BTreeMap<DeviceId, Vec<(u64, Option<u64>)>>,
 }
@@ -149,17 +152,21 @@ async fn fake_gateway(
                 .or_default()
                 .push((frame.seq, frame.base_time_ms));
             let refusing = refuse.load(std::sync::atomic::Ordering::SeqCst);
+            let base = s.known_base;
+            let regressed = frame.seq <= base;
             let stored = s.stored.entry(device.clone()).or_default();
-            if !refusing {
+            if !refusing && !regressed {
                 stored.insert(frame.seq);
             }
-            let mut hi = 0;
+            let mut hi = base;
             while stored.contains(&(hi + 1)) {
                 hi += 1;
             }
             Ack {
                 acked_seq: hi,
-                status: if refusing {
+                status: if regressed {
+                    AckStatus::SeqRegressed
+                } else if refusing {
                     AckStatus::BufferFull
                 } else {
                     AckStatus::Ok
@@ -464,4 +471,57 @@ async fn faults_changed_at_run_time_skew_the_device_clock() {
         late > now_ms + (SKEW_MS as u64) / 2,
         "skewed frames are an hour ahead"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seq_regressed_renumbers_after_the_gateway_seq_without_loss() {
+    let port = start_broker().await;
+    let seen = Arc::new(Mutex::new(Seen {
+        known_base: 50,
+        ..Seen::default()
+    }));
+    let devs = devices(2, true);
+    let keys: HashMap<_, _> = devs
+        .iter()
+        .map(|d| {
+            let pk = verifying_key_bytes(&d.signing_key.unwrap());
+            (
+                d.id.clone(),
+                ed25519_dalek::VerifyingKey::from_bytes(&pk).unwrap(),
+            )
+        })
+        .collect();
+    let gw = tokio::spawn(fake_gateway(
+        port,
+        SiteId::new("site-t").unwrap(),
+        keys,
+        seen.clone(),
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    ));
+    let handle = sim::start(config(port, devs.clone(), WireFormat::Binary, 20))
+        .await
+        .unwrap();
+    assert!(
+        handle.wait_all_acked(Duration::from_secs(30)).await,
+        "{:?}",
+        handle.stats()
+    );
+    let stats = handle.stats();
+    let acked = handle.acked_seqs();
+    handle.stop().await;
+    gw.abort();
+    let s = seen.lock().unwrap();
+    assert_eq!(s.bad_signatures, 0, "renumbered frames are re-signed");
+    for d in &devs {
+        // 20 frames produced; the gateway holds 51..=70, gap-free, once.
+        assert_eq!(
+            s.stored[&d.id].iter().copied().collect::<Vec<_>>(),
+            (51..=70).collect::<Vec<_>>()
+        );
+        assert_eq!(acked[&d.id], 70);
+        let ds = &stats.devices[&d.id];
+        assert_eq!(ds.frames_produced, 20);
+        assert!(ds.frames_renumbered >= 1);
+        assert_eq!(ds.next_seq, 71);
+    }
 }
