@@ -3,6 +3,7 @@
 
 pub mod buffer;
 pub mod check_config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod diag;
 pub mod keygen;
@@ -38,6 +39,7 @@ pub enum Command {
     /// Validate a config file and print what it sets up.
     CheckConfig(check_config::CheckConfigArgs),
     /// Run a complete demo site: embedded broker, simulated devices, gateway.
+    #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
     /// Show the devices of the running gateway (from its diagnostics API).
     Devices(status::DevicesArgs),
@@ -61,6 +63,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Buffer(a) => buffer::run(a),
         Command::CheckConfig(a) => check_config::run(a),
+        #[cfg(feature = "demo")]
         Command::Demo(a) => demo::run(a),
         Command::Devices(a) => status::run_devices(a),
         Command::Diag(a) => diag::run(a),
