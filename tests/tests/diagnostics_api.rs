@@ -90,6 +90,15 @@ async fn api_pages_metrics_and_cli_show_a_running_site() {
             .starts_with("seq 1 ")
     );
 
+    // Without a token only loopback Host names are served (DNS rebinding).
+    let r = diagnostics_support::client()
+        .get(format!("{b}/api/status"))
+        .header("host", "attacker.example")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 403);
+
     // Unknown devices are 404, bad ids 400.
     assert_eq!(get(&format!("{b}/api/devices/nope"), None).await.0, 404);
     assert_eq!(get(&format!("{b}/api/devices/bad%20id"), None).await.0, 400);

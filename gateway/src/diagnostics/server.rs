@@ -206,7 +206,39 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// True when a `Host` header names this machine (`localhost`, a loopback
+/// IP) or is absent (HTTP/1.0).
+pub fn host_is_loopback(host: Option<&str>) -> bool {
+    let Some(h) = host else {
+        return true;
+    };
+    let name = if let Some(rest) = h.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        h.rsplit_once(':').map_or(h, |(n, _)| n)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 async fn require_token(State(ctx): State<DiagContext>, req: Request, next: Next) -> Response {
+    // Without a token the page is only for this machine: a request naming
+    // another host (DNS rebinding from a web page) is refused.
+    if ctx.cfg.token.is_none() {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok());
+        if !host_is_loopback(host) {
+            return (
+                StatusCode::FORBIDDEN,
+                "this gateway's diagnostics answer only to 127.0.0.1 / localhost without a token\n",
+            )
+                .into_response();
+        }
+    }
     let path = req.uri().path();
     if path.starts_with("/assets/") || path == "/login" || ctx.authorized(req.headers()) {
         return next.run(req).await;
@@ -584,4 +616,31 @@ async fn serve_subscribed(
         .map_err(DiagnosticsError::Serve);
     feed.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_host_headers_pass_without_a_token() {
+        for h in [
+            None,
+            Some("127.0.0.1:8080"),
+            Some("localhost:8080"),
+            Some("LOCALHOST"),
+            Some("[::1]:8080"),
+            Some("127.0.0.2"),
+        ] {
+            assert!(host_is_loopback(h), "{h:?}");
+        }
+        for h in [
+            Some("evil.example:8080"),
+            Some("192.168.1.10:8080"),
+            Some("localhost.evil.example"),
+            Some("[fe80::1]:80"),
+        ] {
+            assert!(!host_is_loopback(h), "{h:?}");
+        }
+    }
 }
