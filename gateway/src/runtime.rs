@@ -301,6 +301,7 @@ pub async fn start(
 impl RunningGateway {
     /// Signals every task to stop and waits (bounded) for them.
     pub async fn shutdown(self) {
+        crate::diagnostics::systemd::notify_stopping();
         let _ = self.state.events.send(Event {
             time_ms: self.state.clock.now_ms(),
             kind: EventKind::GatewayStopped,

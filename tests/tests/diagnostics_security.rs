@@ -193,6 +193,8 @@ async fn diag_bundle_and_logs_contain_no_key_material() {
         "config.redacted.toml",
         "status.json",
         "devices.json",
+        "buffer.json",
+        "uploads.json",
         "events.json",
         "logs.json",
         "metrics.txt",

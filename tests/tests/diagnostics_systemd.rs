@@ -1,7 +1,7 @@
 //! systemd integration of `mrv-gateway run`: with `NOTIFY_SOCKET` and
 //! `WATCHDOG_USEC` set (as systemd does for `Type=notify` + `WatchdogSec`),
-//! the gateway sends `READY=1` once it runs and then `WATCHDOG=1` pings; it
-//! stops cleanly on SIGTERM. The "systemd" here is a Unix datagram socket
+//! the gateway sends `READY=1` once it runs and then `WATCHDOG=1` pings; on
+//! SIGTERM it sends `STOPPING=1` and exits cleanly. The "systemd" here is a Unix datagram socket
 //! the test reads.
 
 mod diagnostics_support;
@@ -52,6 +52,21 @@ async fn run_notifies_ready_and_pings_the_watchdog() {
         .await
         .expect("kill");
     assert!(st.success());
+    // systemd is told the gateway is stopping before it exits.
+    let stopping = async {
+        loop {
+            let n = sock.recv(&mut buf).await.expect("recv");
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "STOPPING=1")
+            {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), stopping)
+        .await
+        .expect("STOPPING=1 after SIGTERM");
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
         .expect("stops within 30 s after SIGTERM")

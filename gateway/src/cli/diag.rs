@@ -52,13 +52,15 @@ pub async fn collect(c: &DiagClient, limit: usize) -> anyhow::Result<Vec<(String
     let pretty = |v: serde_json::Value| serde_json::to_vec_pretty(&v).unwrap_or_default();
     let status: serde_json::Value = c.json("/api/status").await?;
     let devices: serde_json::Value = c.json("/api/devices").await?;
+    let buffer: serde_json::Value = c.json("/api/buffer").await?;
+    let uploads: serde_json::Value = c.json("/api/uploads").await?;
     let events: serde_json::Value = c.json(&format!("/api/events?limit={limit}")).await?;
     let logs: serde_json::Value = c.json(&format!("/api/logs?limit={limit}")).await?;
     let metrics = c.text("/metrics").await?;
     let readme = format!(
         "MRV Gateway diagnostics bundle\n\ntaken at unix time {now} from the gateway's API\n\
          config file: {}\n\nFiles: config.redacted.toml (secrets replaced by <redacted>), status.json \
-         (site, buffer summary, ingest, uploads, Modbus), devices.json, events.json, logs.json \
+         (site, buffer summary, ingest, uploads, Modbus), devices.json, buffer.json, uploads.json, events.json, logs.json \
          (recent log lines kept in memory), metrics.txt (Prometheus).\n",
         config.path
     );
@@ -70,6 +72,8 @@ pub async fn collect(c: &DiagClient, limit: usize) -> anyhow::Result<Vec<(String
         ),
         ("status.json".into(), pretty(status)),
         ("devices.json".into(), pretty(devices)),
+        ("buffer.json".into(), pretty(buffer)),
+        ("uploads.json".into(), pretty(uploads)),
         ("events.json".into(), pretty(events)),
         ("logs.json".into(), pretty(logs)),
         ("metrics.txt".into(), metrics.into_bytes()),

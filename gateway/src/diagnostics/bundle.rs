@@ -9,6 +9,8 @@
 //! | `config.redacted.toml` | the config file, secrets replaced by `<redacted>` |
 //! | `status.json` | `/api/status` (site, buffer summary, ingest, uploads, Modbus) |
 //! | `devices.json` | `/api/devices` |
+//! | `buffer.json` | `/api/buffer` (depth, bytes, oldest unreported, alarm) |
+//! | `uploads.json` | `/api/uploads` (reports backlog, uploader status) |
 //! | `events.json` | `/api/events` (most recent) |
 //! | `logs.json` | `/api/logs` (the gateway's in-memory log ring) |
 //! | `metrics.txt` | `/metrics` |
