@@ -21,5 +21,6 @@
 pub mod admit;
 pub mod mqtt_task;
 pub mod quarantine;
+pub mod reject_log;
 pub mod stats;
 pub mod writer;

@@ -15,6 +15,7 @@
 
 use super::admit::{AdmissionRules, WireFormat, admit};
 use super::quarantine::{Quarantine, Quarantined};
+use super::reject_log::{LogDecision, RejectLog};
 use super::stats::IngestStats;
 use super::writer::{AckOut, WriteRequest};
 use crate::buffer::AppendOutcome;
@@ -122,6 +123,7 @@ pub async fn run_mqtt_ingest(
         accept_unknown_devices: ctx.mqtt.accept_unknown_devices,
     };
     let mut backoff = Duration::from_millis(100);
+    let mut reject_log = RejectLog::default();
     loop {
         let polled = tokio::select! {
             _ = shutdown.changed() => break,
@@ -158,7 +160,15 @@ pub async fn run_mqtt_ingest(
                     Err(r) => {
                         ctx.stats.count_reject(r.reason);
                         let device = r.device.as_ref().map(|d| d.to_string());
-                        tracing::warn!(device = device.as_deref().unwrap_or("?"), topic = %p.topic, reason = r.reason, detail = %r.detail, "frame rejected");
+                        match reject_log.decide(device.as_deref().unwrap_or(""), r.reason, now) {
+                            LogDecision::Log { suppressed: 0 } => {
+                                tracing::warn!(device = device.as_deref().unwrap_or("?"), topic = %p.topic, reason = r.reason, detail = %r.detail, "frame rejected")
+                            }
+                            LogDecision::Log { suppressed } => {
+                                tracing::warn!(device = device.as_deref().unwrap_or("?"), topic = %p.topic, reason = r.reason, detail = %r.detail, suppressed, "frame rejected (more of the same were counted but not logged)")
+                            }
+                            LogDecision::Suppress => {}
+                        }
                         if matches!(r.reason, "bad_signature" | "missing_signature") {
                             let _ = ctx.events.send(Event {
                                 time_ms: now,
