@@ -31,8 +31,7 @@ fn demo_site_collects_from_every_device_and_stops_cleanly() {
     // 4 simulated devices + 2 Modbus meters, all seen within the run.
     let last = stdout
         .lines()
-        .filter(|l| l.contains("online"))
-        .last()
+        .rfind(|l| l.contains("online"))
         .expect("progress lines");
     assert!(last.contains("devices 6/6 online"), "{last}");
     let stored: u64 = last

@@ -268,7 +268,7 @@ async fn start_site_peers(data_dir: &std::path::Path) -> anyhow::Result<SitePeer
         tokio::net::TcpListener::bind("127.0.0.1:0").await?,
         SimMeter::SunSpecInverter(Default::default()),
         1,
-        clock.clone(),
+        clock,
     )?;
     let din_meter = meters::serve(
         tokio::net::TcpListener::bind("127.0.0.1:0").await?,
