@@ -7,7 +7,7 @@
 
 use crate::diagnostics::api::{DeviceRow, StatusView};
 use crate::diagnostics::config::DEFAULT_PORT;
-use crate::diagnostics::page::age;
+use crate::diagnostics::page::{age, bytes, utc};
 use anyhow::{Context, bail};
 use serde::de::DeserializeOwned;
 
@@ -134,6 +134,29 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `s` cut to `max` characters, with `...` when cut.
+pub fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut o: String = s.chars().take(max.saturating_sub(3)).collect();
+    o.push_str("...");
+    o
+}
+
+fn when(ms: Option<u64>, now_ms: u64) -> String {
+    ms.map_or_else(
+        || "-".into(),
+        |t| {
+            if t > now_ms {
+                format!("{} UTC (in {})", utc(t), age((t - now_ms) / 1000))
+            } else {
+                format!("{} UTC ({} ago)", utc(t), age((now_ms - t) / 1000))
+            }
+        },
+    )
+}
+
 /// The device table.
 pub fn render_devices(rows: &[DeviceRow]) -> String {
     let body: Vec<Vec<String>> = rows
@@ -145,11 +168,14 @@ pub fn render_devices(rows: &[DeviceRow]) -> String {
                 r.status.to_uppercase(),
                 r.age_s
                     .map_or_else(|| "never".into(), |a| format!("{} ago", age(a))),
-                r.values
-                    .iter()
-                    .map(|v| format!("{}={} {}", v.channel, v.value, v.unit))
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                cut(
+                    &r.values
+                        .iter()
+                        .map(|v| format!("{}={} {}", v.channel, v.value, v.unit))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    60,
+                ),
                 if r.quality.is_empty() {
                     "good".into()
                 } else {
@@ -186,7 +212,7 @@ pub fn render_status(s: &StatusView, rows: &[DeviceRow]) -> String {
     let mut out = format!(
         "site      {} ({}) gateway {} v{}, up {}\n\
          devices   {} total: {} ok, {} stale, {} failing, {} silent\n\
-         buffer    depth {} frames ({} readings unreported), {} of {} bytes ({:.1} %), oldest unreported {}{}\n\
+         buffer    depth {} frames ({} readings unreported), {} of {} ({:.1} %), oldest unreported {}{}\n\
          ingest    {} messages, {} frames / {} readings stored, {} duplicates, {} rejected, {} refused (full)\n",
         s.site.id,
         s.site.name,
@@ -200,8 +226,8 @@ pub fn render_status(s: &StatusView, rows: &[DeviceRow]) -> String {
         d.silent,
         b.depth_frames,
         b.unreported_readings,
-        b.bytes,
-        b.max_bytes,
+        bytes(b.bytes),
+        bytes(b.max_bytes),
         b.fill_percent,
         b.oldest_unreported_age_s
             .map_or_else(|| "-".into(), |a| format!("{} ago", age(a))),
@@ -233,8 +259,22 @@ pub fn render_status(s: &StatusView, rows: &[DeviceRow]) -> String {
     }
     match &u.upload {
         Some(serde_json::Value::Object(m)) => {
-            let f: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            out.push_str(&format!("upload    {}\n", f.join(" ")));
+            let ms = |k: &str| m.get(k).and_then(serde_json::Value::as_u64);
+            out.push_str(&format!(
+                "upload    to {}: last success {}, failures in a row {}, next retry {}\n",
+                m.get("url").and_then(|v| v.as_str()).unwrap_or("?"),
+                when(ms("last_success_ms"), s.now_ms),
+                ms("consecutive_failures").unwrap_or(0),
+                when(ms("next_retry_ms"), s.now_ms),
+            ));
+            if let Some(e) = m.get("last_error").and_then(|v| v.as_str()) {
+                out.push_str(&format!("          last error: {e}\n"));
+            }
+            if let Some(r) = m.get("rejected").filter(|r| !r.is_null()) {
+                out.push_str(&format!(
+                    "          ALARM: the backend refused a report: {r}\n"
+                ));
+            }
         }
         Some(v) => out.push_str(&format!("upload    {v}\n")),
         None => out.push_str("upload    not configured\n"),
@@ -294,6 +334,12 @@ pub fn run_devices(args: DevicesArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_cells_are_cut() {
+        assert_eq!(cut("abcdef", 5), "ab...");
+        assert_eq!(cut("abc", 5), "abc");
+    }
 
     #[test]
     fn table_pads_columns_to_the_widest_cell() {
