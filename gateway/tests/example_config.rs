@@ -8,7 +8,10 @@ fn every_example_config_validates() {
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir).expect("config/ exists") {
         let path = entry.expect("dir entry").path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if name.starts_with("gateway") && name.ends_with(".toml") {
             if let Err(e) = mrv_gateway::config::load(&path) {
                 panic!("{e}");
@@ -28,7 +31,11 @@ fn config_errors_name_file_key_and_problem() {
         "[site]\nid = \"s\"\n[gateway]\nid = \"g\"\ndata_dir = \"d\"\n[mqtt]\nlisten = \"0.0.0.0:1883\"\n",
     )
     .expect("write");
-    let e = mrv_gateway::config::load(&path).expect_err("non-loopback broker without users is refused");
+    let e =
+        mrv_gateway::config::load(&path).expect_err("non-loopback broker without users is refused");
     let text = e.to_string();
-    assert!(text.contains("bad.toml") && text.contains("mqtt.users"), "{text}");
+    assert!(
+        text.contains("bad.toml") && text.contains("mqtt.users"),
+        "{text}"
+    );
 }
