@@ -127,7 +127,24 @@ async fn api_pages_metrics_and_cli_show_a_running_site() {
         assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
     }
 
-    // Pages: rendered on the server with rows, values and a chart.
+    // Pages: rendered on the server with rows, values and a chart, and
+    // allowed to load nothing from elsewhere.
+    let r = diagnostics_support::client()
+        .get(format!("{b}/"))
+        .send()
+        .await
+        .expect("page");
+    let csp = r
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .expect("CSP header")
+        .to_string();
+    assert!(csp.starts_with("default-src 'self'"), "{csp}");
+    assert_eq!(
+        r.headers().get("cache-control").map(|v| v.as_bytes()),
+        Some(&b"no-store"[..])
+    );
     let (st, html) = get(&format!("{b}/"), None).await;
     assert_eq!(st, 200);
     assert!(html.contains("data-device=\"dev-000\""), "{html}");
