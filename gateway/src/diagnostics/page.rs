@@ -500,10 +500,12 @@ pub fn chart_svg(points: &[Point], now_ms: u64, window_ms: u64, unit: &str) -> S
         svg,
         "<path class=\"line\" d=\"{d}\"/>\
          <text x=\"{}\" y=\"14\" class=\"axis\" text-anchor=\"end\">max {max} {u}</text>\
-         <text x=\"{}\" y=\"{}\" class=\"axis\" text-anchor=\"end\">min {min} {u}</text></svg>",
+         <text x=\"{}\" y=\"{}\" class=\"axis\" text-anchor=\"end\">min {min} {u}</text>\
+         <text x=\"6\" y=\"14\" class=\"axis\">last {}</text></svg>",
         W - 6.0,
         W - 6.0,
         H - 6.0,
+        age(window_ms / 1000),
         u = esc(unit)
     );
     svg
@@ -699,6 +701,7 @@ mod tests {
             "{svg}"
         );
         assert!(svg.contains("max 10 W") && svg.contains("min 0 W"));
+        assert!(svg.contains(">last 1 s</text>"), "{svg}");
     }
 
     #[test]
