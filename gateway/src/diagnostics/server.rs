@@ -343,8 +343,7 @@ fn parse_device(id: &str) -> Result<DeviceId, Box<Response>> {
     })
 }
 
-fn known(ctx: &DiagContext, rows: &[DeviceRow], id: &DeviceId) -> bool {
-    let _ = ctx;
+fn known(rows: &[DeviceRow], id: &DeviceId) -> bool {
     rows.iter().any(|r| r.id == id.as_str())
 }
 
@@ -363,7 +362,7 @@ async fn device_page(State(ctx): State<DiagContext>, Path(id): Path<String>) -> 
     };
     let s = ctx.snapshot();
     let rows = ctx.rows(&s);
-    if !known(&ctx, &rows, &id) {
+    if !known(&rows, &id) {
         return (
             StatusCode::NOT_FOUND,
             Html(format!("no device {}", page::esc(id.as_str()))),
@@ -416,7 +415,7 @@ async fn api_device(State(ctx): State<DiagContext>, Path(id): Path<String>) -> R
         Err(r) => return *r,
     };
     let s = ctx.snapshot();
-    if !known(&ctx, &ctx.rows(&s), &id) {
+    if !known(&ctx.rows(&s), &id) {
         return not_found("no such device");
     }
     axum::Json(ctx.with_inputs(&s, |i| api::device_detail(i, &id))).into_response()
