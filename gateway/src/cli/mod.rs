@@ -58,6 +58,21 @@ pub enum Command {
     // Helpers add their variants here, one line each, keeping alphabetical order.
 }
 
+/// Process set-up shared by every binary that runs the gateway's command
+/// line: logging to stderr (journald under systemd) plus the in-memory ring
+/// the diagnostics page and `diag bundle` show, and the one TLS stack
+/// (rustls with the ring provider).
+pub fn init_process(cli: &Cli) -> anyhow::Result<()> {
+    use tracing_subscriber::prelude::*;
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::try_new(&cli.log)?)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(crate::diagnostics::logs::layer())
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Ok(())
+}
+
 /// Runs the parsed command.
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {

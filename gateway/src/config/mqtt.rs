@@ -20,8 +20,9 @@ pub enum BrokerMode {
     External,
 }
 
-/// A username/password the embedded broker accepts.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+/// A username/password the embedded broker accepts. `Debug` never shows the
+/// password.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct MqttUser {
     /// Username.
@@ -30,8 +31,17 @@ pub struct MqttUser {
     pub password: String,
 }
 
-/// `[mqtt]` as written.
-#[derive(Debug, Clone, Deserialize)]
+impl std::fmt::Debug for MqttUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttUser")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// `[mqtt]` as written. `Debug` never shows the password.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttSection {
     /// `embedded` (default) or `external`.
@@ -87,8 +97,23 @@ impl Default for MqttSection {
     }
 }
 
-/// Validated MQTT settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl std::fmt::Debug for MqttSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttSection")
+            .field("mode", &self.mode)
+            .field("listen", &self.listen)
+            .field("users", &self.users)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Validated MQTT settings. `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct MqttConfig {
     /// Broker mode.
     pub mode: BrokerMode,
@@ -114,6 +139,23 @@ pub struct MqttConfig {
     pub quarantine_len: usize,
     /// See [`MqttSection::accept_unknown_devices`].
     pub accept_unknown_devices: bool,
+}
+
+impl std::fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("mode", &self.mode)
+            .field("listen", &self.listen)
+            .field("users", &self.users)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|(u, _)| (u, "<redacted>")),
+            )
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MqttSection {
@@ -186,5 +228,39 @@ impl MqttSection {
             quarantine_len: self.quarantine_len,
             accept_unknown_devices: self.accept_unknown_devices,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_passwords() {
+        let section = MqttSection {
+            users: vec![MqttUser {
+                username: "dev".into(),
+                password: "s3cret-pw".into(),
+            }],
+            password: Some("other-s3cret".into()),
+            username: Some("gw".into()),
+            ..MqttSection::default()
+        };
+        let text = format!("{section:?}");
+        assert!(
+            !text.contains("s3cret") && text.contains("<redacted>"),
+            "{text}"
+        );
+        let cfg = MqttSection {
+            mode: BrokerMode::External,
+            ..section
+        }
+        .validate(std::path::Path::new("f"), std::path::Path::new("."))
+        .expect("valid");
+        let text = format!("{cfg:?}");
+        assert!(
+            !text.contains("s3cret") && text.contains("<redacted>"),
+            "{text}"
+        );
     }
 }

@@ -3,14 +3,10 @@
 //! `env!("CARGO_BIN_EXE_mrv-e2e-gateway")`. Same code path as `mrv-gateway`.
 
 use clap::Parser;
-use mrv_gateway::cli::{Cli, dispatch};
+use mrv_gateway::cli::{Cli, dispatch, init_process};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log)?)
-        .with_writer(std::io::stderr)
-        .init();
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    init_process(&cli)?;
     dispatch(cli)
 }
