@@ -36,13 +36,21 @@ pub fn run(args: CheckConfigArgs) -> anyhow::Result<()> {
         crate::config::BrokerMode::Embedded => println!(
             "  mqtt         embedded broker listening on {}{}",
             c.mqtt.listen,
-            if c.mqtt.users.is_empty() { ", no login" } else { ", login required" }
+            if c.mqtt.users.is_empty() {
+                ", no login"
+            } else {
+                ", login required"
+            }
         ),
         crate::config::BrokerMode::External => println!(
             "  mqtt         external broker {}:{}{}",
             c.mqtt.host,
             c.mqtt.port,
-            if c.mqtt.credentials.is_some() { ", with login" } else { "" }
+            if c.mqtt.credentials.is_some() {
+                ", with login"
+            } else {
+                ""
+            }
         ),
     }
     println!(
