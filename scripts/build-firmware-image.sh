@@ -22,7 +22,7 @@ if ! rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
 fi
 
 cargo build --release --locked 2>&1 || cargo build --release
-ELF=target/$TARGET/release/mrv-node-f411
+ELF=${CARGO_TARGET_DIR:-target}/$TARGET/release/mrv-node-f411
 if command -v llvm-size >/dev/null; then
     llvm-size -A "$ELF" | grep -E '^(section|\.vector_table|\.text|\.rodata|\.data|\.bss|\.uninit)'
     llvm-size "$ELF"
@@ -31,4 +31,4 @@ elif command -v size >/dev/null; then
 else
     ls -l "$ELF"
 fi
-echo "image: firmware/image/$ELF"
+echo "image: $ELF"

@@ -196,6 +196,21 @@ pub fn assert_gap_free(
     total
 }
 
+/// Waits (at most 10 s) until the broker confirmed the gateway's
+/// subscription, so devices started afterwards are heard from their first
+/// frame.
+pub async fn wait_until_subscribed(gw: &mrv_gateway::runtime::RunningGateway) {
+    use mrv_gateway::ingest::stats::IngestStats;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while IngestStats::get(&gw.state.ingest.subscribed) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway never subscribed at its broker"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A mosquitto broker as a child process on a free loopback port.
 pub struct Mosquitto {
     child: Child,

@@ -44,14 +44,7 @@ async fn malformed_payloads_are_counted_quarantined_and_harmless() {
     let gw = mrv_gateway::runtime::start(site.config(), Arc::new(SystemClock))
         .await
         .expect("gateway starts");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while IngestStats::get(&gw.state.ingest.subscribed) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "gateway never subscribed"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    mrv_e2e::wait_until_subscribed(&gw).await;
     let good = mrv_firmware::sim::start(site.sim_config(
         site.mqtt_port,
         2,

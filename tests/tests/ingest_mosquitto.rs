@@ -22,15 +22,7 @@ async fn frames_survive_a_lossy_mosquitto_in_binary_and_json() {
     let gw = mrv_gateway::runtime::start(site.config(), Arc::new(SystemClock))
         .await
         .expect("gateway starts");
-    // Wait until the gateway's subscription is in place before devices publish.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while IngestStats::get(&gw.state.ingest.subscribed) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "gateway never subscribed at mosquitto"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    mrv_e2e::wait_until_subscribed(&gw).await;
     let frames = 120;
     let mut binary = site.sim_config(broker.port, 2, Duration::from_millis(1), Some(frames));
     let mut json = binary.clone();
