@@ -209,6 +209,7 @@ pub async fn start(
         );
         Some(status)
     };
+    let upload_wake = Arc::new(tokio::sync::Notify::new());
     let reports = match &config.report {
         None => {
             tracing::info!("no [report] section: readings are buffered, no reports are built");
@@ -225,21 +226,24 @@ pub async fn start(
             // and moving the cursor is repaired first.
             crate::report::repair_reported_cursor(&ctx)?;
             let store = ctx.store.clone();
-            tasks.push(tokio::spawn(crate::report::run_report_task(
+            // New reports wake the uploader at once (it also polls).
+            tasks.push(tokio::spawn(crate::report::run_report_task_notifying(
                 ctx,
                 shutdown_rx.clone(),
+                config.upload.as_ref().map(|_| upload_wake.clone()),
             )));
             Some(store)
         }
     };
     let upload_status: Option<crate::diagnostics::StatusProbe> = match (&config.upload, &reports) {
         (Some(upload), Some(store)) => {
-            let (ctx, rx) = crate::upload::task::UploadContext::new(
+            let (mut ctx, rx) = crate::upload::task::UploadContext::new(
                 upload.clone(),
                 store.clone(),
                 Some(buffer.clone()),
                 clock.clone(),
             );
+            ctx.wake = upload_wake;
             tasks.push(tokio::spawn(crate::upload::task::run_upload_task(
                 ctx,
                 shutdown_rx.clone(),

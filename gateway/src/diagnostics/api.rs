@@ -118,6 +118,9 @@ pub struct IngestView {
     pub rejects: BTreeMap<String, u64>,
     /// Rejected payloads in total.
     pub rejects_total: u64,
+    /// WARN/ERROR lines of the embedded broker (lost messages show up here).
+    #[serde(default)]
+    pub broker_warnings: u64,
 }
 
 /// Reports and uploads.
@@ -442,6 +445,7 @@ pub fn ingest_view(s: &IngestStats) -> IngestView {
         signatures_verified: IngestStats::get(&s.signatures_verified),
         rejects_total: rejects.values().sum(),
         rejects,
+        broker_warnings: super::logs::broker_warnings(),
     }
 }
 

@@ -8,6 +8,7 @@
 //! | `mrv_up`, `mrv_uptime_seconds` | |
 //! | `mrv_ingest_messages_total`, `mrv_ingest_frames_stored_total`, `mrv_ingest_readings_stored_total`, `mrv_ingest_duplicates_total`, `mrv_ingest_refused_buffer_full_total`, `mrv_ingest_signatures_verified_total` | |
 //! | `mrv_ingest_rejects_total` | `reason` |
+//! | `mrv_broker_warnings_total` | |
 //! | `mrv_buffer_bytes`, `mrv_buffer_disk_bytes`, `mrv_buffer_max_bytes`, `mrv_buffer_depth_frames`, `mrv_buffer_unreported_readings`, `mrv_buffer_full`, `mrv_buffer_oldest_unreported_age_seconds` | |
 //! | `mrv_report_head_seq`, `mrv_upload_backlog_reports`, `mrv_upload_lag_seconds`, `mrv_upload_errors_total` | |
 //! | `mrv_device_last_frame_age_seconds`, `mrv_device_up` | `device` |
@@ -99,6 +100,12 @@ pub fn render(s: &StatusView, rows: &[DeviceRow]) -> String {
         "counter",
         "Frames whose device signature verified.",
         i.signatures_verified,
+    );
+    o.one(
+        "mrv_broker_warnings_total",
+        "counter",
+        "WARN/ERROR lines of the embedded MQTT broker (it reports lost messages only this way).",
+        i.broker_warnings,
     );
     o.family(
         "mrv_ingest_rejects_total",

@@ -418,13 +418,27 @@ pub fn build_due_reports(ctx: &ReportContext, now_ms: u64) -> Result<Vec<ReportI
 /// due, then checks `shutdown` (so a shutdown closes every period already
 /// due), then waits for the next period close (at most a minute, so clock
 /// corrections are noticed). Errors are logged and retried next round.
-pub async fn run_report_task(ctx: ReportContext, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn run_report_task(ctx: ReportContext, shutdown: tokio::sync::watch::Receiver<bool>) {
+    run_report_task_notifying(ctx, shutdown, None).await;
+}
+
+/// As [`run_report_task`], and wakes `on_stored` (the uploader) whenever new
+/// reports were stored, so they leave without waiting for its next poll.
+pub async fn run_report_task_notifying(
+    ctx: ReportContext,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    on_stored: Option<Arc<tokio::sync::Notify>>,
+) {
     let ctx = Arc::new(ctx);
     loop {
         let now = ctx.clock.now_ms();
         let c = Arc::clone(&ctx);
         match tokio::task::spawn_blocking(move || build_due_reports(&c, now)).await {
-            Ok(Ok(_)) => {}
+            Ok(Ok(built)) => {
+                if let (false, Some(n)) = (built.is_empty(), &on_stored) {
+                    n.notify_one();
+                }
+            }
             Ok(Err(e)) => tracing::error!(error = %e, "building reports failed; retrying later"),
             Err(e) => tracing::error!(error = %e, "report builder panicked; retrying later"),
         }
