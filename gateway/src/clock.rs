@@ -48,3 +48,55 @@ impl Clock for ManualClock {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// Unix ms as RFC 3339 UTC with milliseconds, `2025-11-26T00:00:00.000Z`
+/// (logs, CLI output, reports shown to people).
+pub fn utc_rfc3339_ms(ms: u64) -> String {
+    format_utc(
+        ms,
+        time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        ),
+    )
+}
+
+/// Unix ms as `2025-11-26 00:00:00` UTC (compact, for tables and pages).
+pub fn utc_seconds(ms: u64) -> String {
+    format_utc(
+        ms,
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"),
+    )
+}
+
+fn format_utc(ms: u64, format: &[time::format_description::BorrowedFormatItem<'_>]) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(format).ok())
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(utc_rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(utc_rfc3339_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(
+            utc_rfc3339_ms(1_764_115_200_000),
+            "2025-11-26T00:00:00.000Z"
+        );
+        assert_eq!(utc_seconds(1_764_118_861_999), "2025-11-26 01:01:01");
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let c = ManualClock::new(5);
+        assert_eq!(c.now_ms(), 5);
+        c.advance(10);
+        assert_eq!(c.now_ms(), 15);
+        c.set(3);
+        assert_eq!(c.now_ms(), 3);
+    }
+}

@@ -403,27 +403,9 @@ fn human_bytes(b: u64) -> String {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for Unix ms (Howard Hinnant's civil_from_days).
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for Unix ms.
 fn utc_text(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let tod = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        tod / 3600,
-        tod % 3600 / 60,
-        tod % 60,
-        ms % 1000
-    )
+    crate::clock::utc_rfc3339_ms(ms)
 }
 
 #[cfg(test)]

@@ -24,8 +24,9 @@ use std::path::{Path, PathBuf};
 /// Arguments of `verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Public JWK files, or directories of `*.jwk` files (repeatable).
-    #[arg(long, required = true, num_args = 1..)]
+    /// A public JWK file, or a directory of `*.jwk` files; repeat `--keys`
+    /// for more (one value each, so report paths may follow).
+    #[arg(long, required = true, action = clap::ArgAction::Append)]
     pub keys: Vec<PathBuf>,
     /// Accept a chain that starts after seq 1 (an auditor given a slice).
     #[arg(long)]
@@ -104,11 +105,11 @@ pub fn verify_files(
             Ok(()) => {
                 let r = &v.report;
                 verdicts[i].summary = format!(
-                    "{} seq {} period {}..{} readings {} ER {} tCO2e (exact {})",
+                    "{} seq {} period {} .. {} readings {} ER {} tCO2e (exact {})",
                     v.id(),
                     v.seq(),
-                    r.header.period.start_ms,
-                    r.header.period.end_ms,
+                    crate::clock::utc_seconds(r.header.period.start_ms),
+                    crate::clock::utc_seconds(r.header.period.end_ms),
                     r.readings.count,
                     r.calculation.er_rounded_down,
                     r.calculation.er.exact
