@@ -9,7 +9,7 @@ use mrv_gateway::buffer::{CursorName, FrameKey};
 use mrv_gateway::upload::task::apply_delivery;
 use report_support::TestSite;
 use std::time::Duration;
-use upload_support::{Pki, Uploader, init, start_receiver};
+use upload_support::{Pki, Uploader, https_url, init, start_tls_receiver};
 
 const TEN_YEARS: Duration = Duration::from_secs(10 * 365 * 86_400);
 
@@ -76,19 +76,8 @@ async fn readings_are_pruned_only_after_every_report_covering_them_is_delivered(
     // The uploader delivers the rest and moves the cursor with it.
     let pki = Pki::new();
     let rx_dir = tempfile::tempdir().expect("tempdir");
-    let rx = start_receiver(
-        rx_dir.path(),
-        report_support::keys(&site),
-        None,
-        Some(pki.server_tls(false)),
-        None,
-    )
-    .await;
-    let mut cfg = pki.upload_config(
-        &format!("https://localhost:{}/", rx.addr().port()),
-        None,
-        false,
-    );
+    let rx = start_tls_receiver(rx_dir.path(), report_support::keys(&site), &pki, false).await;
+    let mut cfg = pki.upload_config(&https_url(&rx), None, false);
     cfg.keep_delivered = TEN_YEARS;
     // Report 1 was recorded as delivered above without the receiver seeing
     // it; the receiver needs the whole chain, so upload from seq 1.

@@ -12,7 +12,9 @@ use mrv_shared::report::verify::Chain;
 use mrv_shared::report::verify_report;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use upload_support::{Fault, FaultProxy, Pki, TestChain, Uploader, init, start_receiver};
+use upload_support::{
+    Fault, FaultProxy, Pki, TestChain, Uploader, init, start_receiver, start_tls_receiver,
+};
 
 const TEN_YEARS: Duration = Duration::from_secs(10 * 365 * 86_400);
 
@@ -92,14 +94,7 @@ async fn service_unavailable_with_retry_after_is_honoured() {
     let mut chain = TestChain::new(2, 30_000, 600_000);
     chain.extend(6);
     let rx_dir = tempfile::tempdir().expect("tempdir");
-    let rx = start_receiver(
-        rx_dir.path(),
-        chain.keys(),
-        None,
-        Some(pki.server_tls(false)),
-        None,
-    )
-    .await;
+    let rx = start_tls_receiver(rx_dir.path(), chain.keys(), &pki, false).await;
     rx.handle.set_maintenance(Some(1));
     let started = Instant::now();
     let mut up = Uploader::start(chain.store.clone(), config(&pki, rx.addr().port()));
@@ -125,14 +120,7 @@ async fn answers_slower_than_the_timeout_are_retried_and_answered_as_duplicates(
     let mut chain = TestChain::new(2, 30_000, 600_000);
     chain.extend(8);
     let rx_dir = tempfile::tempdir().expect("tempdir");
-    let rx = start_receiver(
-        rx_dir.path(),
-        chain.keys(),
-        None,
-        Some(pki.server_tls(false)),
-        None,
-    )
-    .await;
+    let rx = start_tls_receiver(rx_dir.path(), chain.keys(), &pki, false).await;
     let proxy = FaultProxy::start(rx.addr()).await;
     // The first connection's answer (after the request went through) is
     // held for 3 s; the uploader gives up after 1 s.
@@ -159,14 +147,7 @@ async fn connections_reset_mid_body_are_retried() {
     let mut chain = TestChain::new(2, 30_000, 600_000);
     chain.extend(8);
     let rx_dir = tempfile::tempdir().expect("tempdir");
-    let rx = start_receiver(
-        rx_dir.path(),
-        chain.keys(),
-        None,
-        Some(pki.server_tls(false)),
-        None,
-    )
-    .await;
+    let rx = start_tls_receiver(rx_dir.path(), chain.keys(), &pki, false).await;
     let proxy = FaultProxy::start(rx.addr()).await;
     // Handshake done, headers and part of the body through, then RST.
     proxy.inject(Fault::ResetAfterClientBytes(2500), 3);
@@ -194,14 +175,7 @@ async fn a_gateway_that_lost_its_delivery_record_resends_and_gets_duplicates() {
     let mut chain = TestChain::new(2, 30_000, 600_000);
     chain.extend(6);
     let rx_dir = tempfile::tempdir().expect("tempdir");
-    let rx = start_receiver(
-        rx_dir.path(),
-        chain.keys(),
-        None,
-        Some(pki.server_tls(false)),
-        None,
-    )
-    .await;
+    let rx = start_tls_receiver(rx_dir.path(), chain.keys(), &pki, false).await;
     let mut up = Uploader::start(chain.store.clone(), config(&pki, rx.addr().port()));
     up.wait(30, |s| s.delivered_upto == 6).await;
     up.stop().await;

@@ -5,7 +5,9 @@
 mod upload_support;
 
 use std::time::Duration;
-use upload_support::{Pki, TestChain, Uploader, init, start_receiver};
+use upload_support::{
+    Pki, TestChain, Uploader, https_url, init, start_receiver, start_tls_receiver,
+};
 
 const TOKEN: &str = "upload-token-1";
 const TEN_YEARS: Duration = Duration::from_secs(10 * 365 * 86_400);
@@ -25,7 +27,7 @@ async fn a_backlog_goes_over_tls_in_order_and_new_reports_follow() {
         None,
     )
     .await;
-    let url = format!("https://localhost:{}/", rx.addr().port());
+    let url = https_url(&rx);
     let mut cfg = pki.upload_config(&url, Some(TOKEN), false);
     cfg.keep_delivered = TEN_YEARS;
     let mut up = Uploader::start(chain.store.clone(), cfg);
@@ -72,15 +74,8 @@ async fn delivered_reports_are_pruned_after_their_keep_time_but_the_head_stays()
     let mut chain = TestChain::new(1, 60_000, 600_000);
     chain.extend(5);
     let rx_dir = tempfile::tempdir().expect("tempdir");
-    let rx = start_receiver(
-        rx_dir.path(),
-        chain.keys(),
-        None,
-        Some(pki.server_tls(false)),
-        None,
-    )
-    .await;
-    let url = format!("https://localhost:{}/", rx.addr().port());
+    let rx = start_tls_receiver(rx_dir.path(), chain.keys(), &pki, false).await;
+    let url = https_url(&rx);
     // The test periods lie in the past; a one-day keep time expires them.
     let mut cfg = pki.upload_config(&url, None, false);
     cfg.keep_delivered = Duration::from_secs(86_400);
@@ -105,15 +100,8 @@ async fn mtls_needs_the_client_certificate() {
     let mut chain = TestChain::new(1, 60_000, 600_000);
     chain.extend(3);
     let rx_dir = tempfile::tempdir().expect("tempdir");
-    let rx = start_receiver(
-        rx_dir.path(),
-        chain.keys(),
-        None,
-        Some(pki.server_tls(true)),
-        None,
-    )
-    .await;
-    let url = format!("https://localhost:{}/", rx.addr().port());
+    let rx = start_tls_receiver(rx_dir.path(), chain.keys(), &pki, true).await;
+    let url = https_url(&rx);
 
     let mut cfg = pki.upload_config(&url, None, false);
     cfg.keep_delivered = TEN_YEARS;
@@ -146,14 +134,7 @@ async fn hostname_verification_and_the_ca_bundle_are_enforced() {
     let mut chain = TestChain::new(1, 60_000, 600_000);
     chain.extend(2);
     let rx_dir = tempfile::tempdir().expect("tempdir");
-    let rx = start_receiver(
-        rx_dir.path(),
-        chain.keys(),
-        None,
-        Some(pki.server_tls(false)),
-        None,
-    )
-    .await;
+    let rx = start_tls_receiver(rx_dir.path(), chain.keys(), &pki, false).await;
     let port = rx.addr().port();
 
     // The certificate names `localhost`, not 127.0.0.1.
@@ -194,7 +175,7 @@ async fn a_wrong_token_is_a_permanent_refusal_that_keeps_the_report_and_raises_a
         None,
     )
     .await;
-    let url = format!("https://localhost:{}/", rx.addr().port());
+    let url = https_url(&rx);
     let mut cfg = pki.upload_config(&url, Some("wrong"), false);
     cfg.keep_delivered = TEN_YEARS;
     let mut up = Uploader::start(chain.store.clone(), cfg);

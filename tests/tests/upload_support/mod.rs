@@ -306,6 +306,22 @@ pub async fn start_receiver(
     .expect("receiver starts")
 }
 
+/// Starts a receiver on `127.0.0.1:0` with TLS from `pki` (client
+/// certificates required with `mtls`), no upload token.
+pub async fn start_tls_receiver(
+    data_dir: &Path,
+    keys: KeySet,
+    pki: &Pki,
+    mtls: bool,
+) -> RunningReceiver {
+    start_receiver(data_dir, keys, None, Some(pki.server_tls(mtls)), None).await
+}
+
+/// The HTTPS base URL of `rx` by the name its certificate carries.
+pub fn https_url(rx: &RunningReceiver) -> String {
+    format!("https://localhost:{}/", rx.addr().port())
+}
+
 /// A running uploader.
 pub struct Uploader {
     /// Its status.
