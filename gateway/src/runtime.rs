@@ -133,6 +133,14 @@ pub async fn start(
             stats.unreported_readings
         ),
     });
+    for r in buffer.repairs() {
+        let _ = events_tx.send(Event {
+            time_ms: clock.now_ms(),
+            kind: EventKind::BufferRepaired,
+            device: None,
+            detail: r.to_string(),
+        });
+    }
     tasks.push(tokio::spawn(run_event_recorder(buffer.clone(), events_rx)));
     let (fatal_tx, fatal_rx) = watch::channel(None::<String>);
     let writer = run_writer(

@@ -39,6 +39,9 @@ pub enum EventKind {
     ModbusTimeout,
     /// The backend refused a report permanently.
     UploadRejected,
+    /// The buffer's storage files needed a repair at open (detail: which
+    /// file, why; e.g. an unfinished sled snapshot after a full disk).
+    BufferRepaired,
 }
 
 impl EventKind {
@@ -58,6 +61,7 @@ impl EventKind {
             EventKind::ModbusException => "modbus_exception",
             EventKind::ModbusTimeout => "modbus_timeout",
             EventKind::UploadRejected => "upload_rejected",
+            EventKind::BufferRepaired => "buffer_repaired",
         }
     }
 }

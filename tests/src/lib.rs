@@ -4,9 +4,12 @@
 //! - [`TestSite`]: a data dir, a generated config (site, signed devices) and
 //!   the simulator settings that go with it;
 //! - [`Mosquitto`]: a real mosquitto broker as a child process;
+//! - [`small_fs::SmallFs`]: a small loop-mounted ext4 or tmpfs that fills up;
 //! - [`require_tool`]: external programs are installed by
 //!   `scripts/install-test-deps.sh`; under `CI=true` a missing one fails the
 //!   test, elsewhere the test says loudly that it is skipped.
+
+pub mod small_fs;
 
 use mrv_firmware::sim::{DeviceKind, Faults, SimConfig, SimDevice, WireFormat};
 use mrv_gateway::buffer::Buffer;

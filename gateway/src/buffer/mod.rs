@@ -48,6 +48,17 @@
 //! - **After an I/O error the buffer refuses writes** (`StoreError::Poisoned`)
 //!   until it is reopened: its memory may be ahead of the disk, and reopening
 //!   re-reads the truth.
+//! - **Never bricked by its own files.** What a crash, a power cut or a full
+//!   disk leaves in sled's files (an unfinished `snap.*.generating`, sled
+//!   issue 1527; a snapshot or `conf` failing its checksum) is removed at
+//!   open, before sled reads it, under sled's lock; if sled still refuses
+//!   its snapshot, every snapshot goes and the whole log is replayed. Only
+//!   derived files are removed, never the log or a blob. Each repair is
+//!   logged, listed by [`Buffer::repairs`] and recorded by the runtime as a
+//!   `buffer_repaired` event. Details: [`sled_files`].
+//! - **Directory entries are durable.** sled never fsyncs a directory; open
+//!   fsyncs the buffer directory and its parent, so a power cut cannot take
+//!   a freshly created log file (and every frame in it) away.
 //! - **One process at a time.** sled locks its directory; `open` retries for
 //!   up to 2 s (a buffer dropped a moment ago in the same process may still
 //!   hold the lock from a sled I/O thread), then fails.
@@ -128,6 +139,7 @@
 
 mod ledger;
 mod record;
+pub mod sled_files;
 mod sled_store;
 
 #[cfg(test)]
@@ -135,6 +147,7 @@ mod model_tests;
 
 pub use ledger::{Decision, SeqRanges, SeqState};
 pub use record::RecordError;
+pub use sled_files::{Repair, RepairReason};
 pub use sled_store::{Buffer, EventIter, ScanIter};
 
 use mrv_shared::ids::DeviceId;

@@ -64,6 +64,20 @@ enum Op {
     Prune(u64),
     /// Drop the buffer without anything else, then reopen the same dir.
     Crash,
+    /// Drop the buffer, damage sled's snapshot files as a crash or a full
+    /// disk does (see `sled_files`), then reopen: nothing may be lost.
+    CrashDamagingSnapshot(SnapshotDamage),
+}
+
+/// What a crash or ENOSPC leaves of sled's snapshot.
+#[derive(Debug, Clone, Copy)]
+enum SnapshotDamage {
+    /// An empty `snap.<lsn>.generating` above every snapshot (sled issue 1527).
+    EmptyGenerating,
+    /// The newest snapshot's last byte flipped.
+    FlippedNewest,
+    /// Every snapshot gone: the whole log is replayed.
+    NoneLeft,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -76,6 +90,12 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u16..=1000).prop_map(Op::EventsDelivered),
         2 => prop_oneof![0u64..600, 600u64..3_000].prop_map(Op::Prune),
         1 => Just(Op::Crash),
+        1 => prop_oneof![
+            Just(SnapshotDamage::EmptyGenerating),
+            Just(SnapshotDamage::FlippedNewest),
+            Just(SnapshotDamage::NoneLeft),
+        ]
+        .prop_map(Op::CrashDamagingSnapshot),
     ]
 }
 
@@ -205,6 +225,18 @@ impl Harness {
             Op::Prune(advance) => self.prune(*advance),
             Op::Crash => {
                 self.reopen();
+                Ok(())
+            }
+            Op::CrashDamagingSnapshot(damage) => {
+                self.buf = None;
+                damage_snapshots(&self.dir.path().join("buffer"), *damage);
+                self.reopen();
+                prop_assert!(
+                    sled_files::plan(&self.dir.path().join("buffer"))
+                        .expect("plan")
+                        .is_empty(),
+                    "open left something to repair"
+                );
                 Ok(())
             }
         }
@@ -512,6 +544,40 @@ proptest! {
     }
 }
 
+/// Damages sled's snapshots in `dir` (the buffer must be closed).
+fn damage_snapshots(dir: &std::path::Path, damage: SnapshotDamage) {
+    let mut snaps: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .expect("ls buffer")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("snap."))
+        })
+        .collect();
+    snaps.sort();
+    match damage {
+        SnapshotDamage::EmptyGenerating => {
+            std::fs::write(dir.join("snap.7FFFFFFFFFFFFFFF.generating"), b"")
+                .expect("write generating");
+        }
+        SnapshotDamage::FlippedNewest => {
+            if let Some(p) = snaps.last() {
+                let mut b = std::fs::read(p).expect("read snapshot");
+                if let Some(x) = b.last_mut() {
+                    *x ^= 0x40;
+                }
+                std::fs::write(p, b).expect("write snapshot");
+            }
+        }
+        SnapshotDamage::NoneLeft => {
+            for p in snaps {
+                std::fs::remove_file(p).expect("remove snapshot");
+            }
+        }
+    }
+}
+
 fn open_at(dir: &std::path::Path, max_bytes: u64) -> Buffer {
     Buffer::open(BufferConfig {
         path: dir.to_path_buf(),
@@ -718,4 +784,79 @@ fn acked_frames_survive_a_killed_process() {
         );
     }
     assert_eq!(acked.len(), 3);
+}
+
+/// A history long enough for sled to garbage-collect and reuse log
+/// segments, then every snapshot removed (or an empty unfinished one put
+/// on top): reopening from the log alone yields exactly what was kept.
+#[test]
+fn a_long_history_reopens_from_the_log_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("buffer");
+    let b = open_at(&path, u64::MAX);
+    let mut now = 10_000u64;
+    let mut seq = [0u64; 4];
+    let mut freed = 0u64;
+    let mut rng = 1u64;
+    for round in 0..1200u64 {
+        let incoming: Vec<Incoming> = (0..16)
+            .map(|i| {
+                let d = i % 4;
+                seq[d] += 1;
+                let mut f = frame(d, seq[d], 0, 60);
+                for s in &mut f.samples {
+                    // Values deflate cannot squeeze: the log must grow.
+                    rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    s.value = (rng >> 16) as i64;
+                }
+                Incoming {
+                    frame: f,
+                    received_ms: now,
+                }
+            })
+            .collect();
+        let r = b.append(incoming).expect("append");
+        now += 100;
+        if round % 50 == 49 && round < 1000 {
+            let last = *r.keys.last().expect("stored");
+            b.set_cursor(CursorName::Reported, last).expect("reported");
+            b.set_cursor(CursorName::Delivered, last)
+                .expect("delivered");
+            freed += b.prune(now + 10 * KEEP_MS).expect("prune").bytes;
+        }
+    }
+    let want: Vec<StoredFrame> = b.scan(None).map(|f| f.expect("frame")).collect();
+    let stats = b.stats();
+    let devices = b.devices();
+    assert!(stats.frames > 0 && stats.frames < 1200 * 16, "{stats:?}");
+    assert!(freed > 0);
+    // sled has rewritten (garbage-collected) log segments by now: its log
+    // is smaller than everything ever written to it.
+    let ever = freed + stats.bytes;
+    let log_len = std::fs::metadata(path.join("db")).expect("db").len();
+    assert!(
+        log_len < ever,
+        "log {log_len} bytes, {ever} logical bytes appended, {freed} pruned"
+    );
+    drop(b);
+    for damage in [SnapshotDamage::EmptyGenerating, SnapshotDamage::NoneLeft] {
+        damage_snapshots(&path, damage);
+        if let SnapshotDamage::EmptyGenerating = damage {
+            // What the repair is for: sled alone refuses this for good.
+            let e = sled::Config::new()
+                .path(&path)
+                .open()
+                .expect_err("sled alone");
+            assert!(matches!(e, sled::Error::Corruption { .. }), "{e:?}");
+        }
+        let b = open_at(&path, u64::MAX);
+        assert!(!b.repairs().is_empty() || matches!(damage, SnapshotDamage::NoneLeft));
+        let got: Vec<StoredFrame> = b.scan(None).map(|f| f.expect("frame")).collect();
+        assert_eq!(got, want, "after {damage:?}");
+        let mut s = b.stats();
+        s.disk_bytes = stats.disk_bytes;
+        assert_eq!(s, stats, "after {damage:?}");
+        assert_eq!(b.devices(), devices);
+        assert!(b.verify(|_| {}).expect("verify").is_ok());
+    }
 }

@@ -12,6 +12,7 @@ use super::record::{
     self, BatchWriter, CursorRecord, DeviceRecord, ENTRY_HEADER_LEN, ID_KEY_LEN, RecordError,
     Totals,
 };
+use super::sled_files::{self, Repair};
 use super::{
     AppendOutcome, AppendResult, BufferConfig, BufferStats, CursorName, DeviceSummary, FrameKey,
     Incoming, PruneStats, StoreError, StoredFrame, TARGET_BATCH_BYTES, VerifiedDevice,
@@ -106,6 +107,8 @@ impl DeviceEntry {
 }
 
 struct State {
+    /// What open repaired in sled's files (see `sled_files`).
+    repairs: Vec<Repair>,
     devices: BTreeMap<DeviceId, DeviceEntry>,
     totals: Totals,
     reported: Option<CursorRecord>,
@@ -146,27 +149,47 @@ impl Buffer {
             path: cfg.path.clone(),
             source,
         })?;
-        let sled_cfg = sled::Config::new()
-            .path(&cfg.path)
-            .cache_capacity(cfg.cache_bytes)
-            // Every write path flushes itself before returning.
-            .flush_every_ms(None);
-        // A buffer dropped a moment ago in this process may still hold
-        // sled's file lock from one of sled's I/O threads (a known sled
-        // 0.34 behaviour); give it up to LOCK_WAIT before giving up. A lock
-        // held by another process (a running gateway) fails after that.
-        let started = std::time::Instant::now();
-        let db = loop {
-            match sled_cfg.open() {
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock")
-                        && started.elapsed() < LOCK_WAIT =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                r => break r?,
-            }
+        let dir_err = |source| StoreError::Dir {
+            path: cfg.path.clone(),
+            source,
         };
+        // What a crash or a full disk can leave in sled's own files
+        // (see `sled_files`): removed before sled looks at them.
+        // Only while holding sled's lock: a running gateway may be writing
+        // a snapshot right now.
+        let mut repairs = {
+            let _lock = lock_sled_dir(&cfg.path)?;
+            let repairs = sled_files::plan(&cfg.path).map_err(dir_err)?;
+            for r in &repairs {
+                warn!(path = %cfg.path.display(), repair = %r, "buffer repaired at open");
+            }
+            sled_files::apply(&cfg.path, &repairs).map_err(dir_err)?;
+            repairs
+        };
+        let db = match open_sled(&cfg) {
+            Err(e @ sled::Error::Corruption { .. }) => {
+                let _lock = lock_sled_dir(&cfg.path)?;
+                let snaps = sled_files::snapshots(&cfg.path).map_err(dir_err)?;
+                if snaps.is_empty() {
+                    return Err(e.into());
+                }
+                for r in &snaps {
+                    warn!(path = %cfg.path.display(), repair = %r, "sled refused its snapshot; replaying the whole log");
+                }
+                sled_files::apply(&cfg.path, &snaps).map_err(dir_err)?;
+                repairs.extend(snaps);
+                drop(_lock);
+                open_sled(&cfg)?
+            }
+            r => r?,
+        };
+        // sled never fsyncs directories: make its file names (db, conf,
+        // blobs/, a new snapshot) and the buffer directory itself durable,
+        // or a power cut could take the whole log with it.
+        sled_files::sync_dir(&cfg.path).map_err(dir_err)?;
+        if let Some(parent) = cfg.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sled_files::sync_dir(parent).map_err(dir_err)?;
+        }
         let tree = db.open_tree(TREE)?;
         let log_path = cfg.path.join("db");
         let log_file = std::fs::File::open(&log_path).map_err(|source| StoreError::Dir {
@@ -227,6 +250,7 @@ impl Buffer {
             );
         }
         let state = State {
+            repairs,
             devices,
             totals,
             reported,
@@ -248,6 +272,13 @@ impl Buffer {
                 state: Mutex::new(state),
             }),
         })
+    }
+
+    /// What [`Buffer::open`] repaired in sled's files before sled could
+    /// open them (empty after a clean shut-down). The runtime records a
+    /// `buffer_repaired` event for each.
+    pub fn repairs(&self) -> Vec<Repair> {
+        self.lock().repairs.clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -984,6 +1015,47 @@ impl Buffer {
     /// The sled database directory.
     pub fn path(&self) -> &std::path::Path {
         &self.inner.cfg.path
+    }
+}
+
+/// Takes sled's lock on the buffer at `path` (see [`sled_files::lock`]),
+/// waiting up to LOCK_WAIT like [`open_sled`].
+fn lock_sled_dir(path: &std::path::Path) -> Result<std::fs::File, StoreError> {
+    sled_files::lock(path, true, LOCK_WAIT).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock => {
+            StoreError::Sled(sled::Error::Io(std::io::Error::other(format!(
+                "could not acquire lock on {}: {e}",
+                path.join("db").display()
+            ))))
+        }
+        _ => StoreError::Dir {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    })
+}
+
+/// Opens sled at `cfg.path`. A buffer dropped a moment ago in this process
+/// may still hold sled's file lock from one of sled's I/O threads (a known
+/// sled 0.34 behaviour); give it up to LOCK_WAIT. A lock held by another
+/// process (a running gateway) fails after that.
+fn open_sled(cfg: &BufferConfig) -> Result<sled::Db, sled::Error> {
+    let sled_cfg = sled::Config::new()
+        .path(&cfg.path)
+        .cache_capacity(cfg.cache_bytes)
+        // Every write path flushes itself before returning.
+        .flush_every_ms(None);
+    let started = std::time::Instant::now();
+    loop {
+        match sled_cfg.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return r,
+        }
     }
 }
 

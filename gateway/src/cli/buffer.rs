@@ -1,18 +1,25 @@
 //! `buffer inspect` and `buffer verify`: look inside a gateway's durable
 //! buffer from the command line.
 //!
-//! Both open the sled database themselves, so they need the gateway to be
-//! stopped (sled holds an exclusive lock; a running gateway shows the same
-//! figures on its diagnostics page). `--data-dir` may point at the gateway
-//! data dir (the buffer is `<data_dir>/buffer`) or at the buffer dir itself;
-//! a directory that holds no buffer is an error, never created.
+//! Both are read-only: they never write to the buffer directory. sled 0.34
+//! has no read-only mode (opening rewrites a snapshot, may rewrite `conf`
+//! and zeroes a torn log tail), so they copy the buffer's files into a
+//! private temporary directory (`--scratch`, default the system temp dir;
+//! the free space there is checked first) and open the copy. While copying
+//! they hold sled's own lock, so they need the gateway to be stopped (a
+//! running gateway shows the same figures on its diagnostics page) and a
+//! gateway cannot start in the middle of a copy. What a gateway start would
+//! repair (see `buffer::sled_files`) is reported, and applied only to the
+//! copy. `--data-dir` may point at the gateway data dir (the buffer is
+//! `<data_dir>/buffer`) or at the buffer dir itself; a directory that holds
+//! no buffer is an error, never created.
 //!
 //! Both stream: one batch in memory at a time. Progress goes to stderr, as a
 //! bar when stderr is a terminal, as plain lines every 10 % with
 //! `--progress` when it is not. Output goes to stdout, as text or (`--json`)
 //! one JSON document. `verify` exits with status 1 when it finds a problem.
 
-use crate::buffer::{Buffer, BufferConfig, SeqRanges, VerifyReport};
+use crate::buffer::{Buffer, BufferConfig, Repair, SeqRanges, VerifyReport, sled_files};
 use anyhow::{Context, bail};
 use mrv_shared::ids::DeviceId;
 use serde_json::json;
@@ -50,6 +57,10 @@ pub struct BufferTarget {
     /// Show progress on stderr even when it is not a terminal.
     #[arg(long)]
     pub progress: bool,
+    /// Where the private copy of the buffer is made (default: the system
+    /// temp dir); needs as much free space as the buffer's files take.
+    #[arg(long)]
+    pub scratch: Option<PathBuf>,
 }
 
 /// Runs `buffer inspect` or `buffer verify`.
@@ -83,20 +94,112 @@ pub fn locate(data_dir: &Path) -> anyhow::Result<PathBuf> {
     )
 }
 
-fn open(t: &BufferTarget) -> anyhow::Result<Buffer> {
-    let path = locate(&t.data_dir)?;
-    Buffer::open(BufferConfig {
-        path: path.clone(),
+/// A private, opened copy of a buffer; the original is never written.
+struct BufferCopy {
+    /// The buffer directory that was copied.
+    source: PathBuf,
+    /// What a gateway start would repair in `source` (applied to the copy only).
+    repairs: Vec<Repair>,
+    buf: Buffer,
+    // Dropped last: removes the copy.
+    _dir: tempfile::TempDir,
+}
+
+/// Room kept free beyond the copy itself (sled writes a snapshot and may
+/// extend its log while opening the copy).
+const COPY_HEADROOM: u64 = 16 << 20;
+
+fn open(t: &BufferTarget) -> anyhow::Result<BufferCopy> {
+    let source = locate(&t.data_dir)?;
+    // sled's own lock, read-only: no gateway writes while the files are
+    // copied (a consistent copy), and none can start meanwhile.
+    let lock = sled_files::lock(&source, false, Duration::from_secs(2)).with_context(|| {
+        format!(
+            "locking the buffer at {} (is the gateway still running? its diagnostics page shows the same figures)",
+            source.display()
+        )
+    })?;
+    let repairs =
+        sled_files::plan(&source).with_context(|| format!("reading {}", source.display()))?;
+    let files = copy_list(&source)?;
+    let need: u64 = files.iter().map(|(_, len)| len).sum::<u64>() + COPY_HEADROOM;
+    let scratch = t.scratch.clone().unwrap_or_else(std::env::temp_dir);
+    let free = rustix::fs::statvfs(&scratch)
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        .with_context(|| format!("free space of {}", scratch.display()))?;
+    if free < need {
+        bail!(
+            "a private copy of the buffer needs {} in {}, which has {} free; pass --scratch DIR on a file system with room (the buffer itself is never written)",
+            human_bytes(need),
+            scratch.display(),
+            human_bytes(free)
+        );
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("mrv-buffer-copy-")
+        .tempdir_in(&scratch)
+        .with_context(|| format!("temporary directory in {}", scratch.display()))?;
+    let copy = dir.path().join("buffer");
+    for (rel, _) in &files {
+        let to = copy.join(rel);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::copy(source.join(rel), &to).with_context(|| {
+            format!("copying {} to {}", source.join(rel).display(), to.display())
+        })?;
+    }
+    drop(lock);
+    let buf = Buffer::open(BufferConfig {
+        path: copy,
         max_bytes: u64::MAX,
         cache_bytes: 16 << 20,
         keep_delivered: Duration::ZERO,
     })
-    .with_context(|| {
-        format!(
-            "opening the buffer at {} (is the gateway still running?)",
-            path.display()
-        )
+    .with_context(|| format!("opening a copy of the buffer at {}", source.display()))?;
+    Ok(BufferCopy {
+        source,
+        repairs,
+        buf,
+        _dir: dir,
     })
+}
+
+/// Every file of the buffer directory (one level of subdirectories:
+/// sled's `blobs/`), relative, with its length.
+fn copy_list(dir: &Path) -> anyhow::Result<Vec<(PathBuf, u64)>> {
+    let mut out = Vec::new();
+    let ls = |d: &Path| std::fs::read_dir(d).with_context(|| format!("listing {}", d.display()));
+    for e in ls(dir)? {
+        let e = e?;
+        let ty = e.file_type()?;
+        if ty.is_file() {
+            out.push((PathBuf::from(e.file_name()), e.metadata()?.len()));
+        } else if ty.is_dir() {
+            for f in ls(&e.path())? {
+                let f = f?;
+                if f.file_type()?.is_file() {
+                    out.push((
+                        Path::new(&e.file_name()).join(f.file_name()),
+                        f.metadata()?.len(),
+                    ));
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn repairs_json(repairs: &[Repair]) -> serde_json::Value {
+    repairs.iter().map(|r| json!(r.to_string())).collect()
+}
+
+fn print_repairs(repairs: &[Repair]) {
+    for r in repairs {
+        println!("  AT NEXT START the gateway repairs: {r}");
+    }
 }
 
 /// Progress reporting on stderr: a bar on a terminal, lines with `--progress`.
@@ -168,7 +271,8 @@ struct KeptDevice {
 }
 
 fn inspect(t: &BufferTarget) -> anyhow::Result<()> {
-    let buf = open(t)?;
+    let copy = open(t)?;
+    let buf = &copy.buf;
     let stats = buf.stats();
     let devices = buf.devices();
     let mut kept: BTreeMap<DeviceId, KeptDevice> = BTreeMap::new();
@@ -203,7 +307,8 @@ fn inspect(t: &BufferTarget) -> anyhow::Result<()> {
 
     if t.json {
         let doc = json!({
-            "path": buf.path().display().to_string(),
+            "path": copy.source.display().to_string(),
+            "repairs_at_next_start": repairs_json(&copy.repairs),
             "bytes": stats.bytes,
             "disk_bytes": stats.disk_bytes,
             "frames": stats.frames,
@@ -241,7 +346,8 @@ fn inspect(t: &BufferTarget) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    println!("buffer {}", buf.path().display());
+    println!("buffer {}", copy.source.display());
+    print_repairs(&copy.repairs);
     println!(
         "  bytes        {} logical, {} on disk",
         human_bytes(stats.bytes),
@@ -304,14 +410,16 @@ fn inspect(t: &BufferTarget) -> anyhow::Result<()> {
 }
 
 fn verify(t: &BufferTarget) -> anyhow::Result<VerifyReport> {
-    let buf = open(t)?;
+    let copy = open(t)?;
+    let buf = &copy.buf;
     let total = buf.stats().bytes;
     let mut progress = Progress::new(total, "verify", t.progress);
     let rep = buf.verify(|done| progress.set(done))?;
     progress.finish();
     if t.json {
         let doc = json!({
-            "path": buf.path().display().to_string(),
+            "path": copy.source.display().to_string(),
+            "repairs_at_next_start": repairs_json(&copy.repairs),
             "ok": rep.is_ok(),
             "batches": rep.batches,
             "frames": rep.frames,
@@ -334,7 +442,7 @@ fn verify(t: &BufferTarget) -> anyhow::Result<VerifyReport> {
     }
     println!(
         "{}: {} batches, {} frames, {} readings, {} events, {}",
-        buf.path().display(),
+        copy.source.display(),
         rep.batches,
         rep.frames,
         rep.readings,
@@ -354,6 +462,7 @@ fn verify(t: &BufferTarget) -> anyhow::Result<VerifyReport> {
             ranges_text(&d.ranges)
         );
     }
+    print_repairs(&copy.repairs);
     if rep.is_ok() {
         println!("OK: checksums, frames, counters and bookkeeping agree");
     } else {
@@ -430,6 +539,7 @@ mod tests {
             data_dir: dir.to_path_buf(),
             json,
             progress: true,
+            scratch: None,
         }
     }
 
@@ -501,6 +611,93 @@ mod tests {
         })
         .expect_err("verify must fail on a damaged batch");
         assert!(err.to_string().contains("problem"), "{err}");
+    }
+
+    /// Every file under `dir`: name, length, content hash, modification time.
+    fn tree_state(dir: &Path) -> Vec<(PathBuf, u64, u32, std::time::SystemTime)> {
+        let mut out: Vec<_> = copy_list(dir)
+            .expect("list")
+            .into_iter()
+            .map(|(rel, len)| {
+                let p = dir.join(&rel);
+                let bytes = std::fs::read(&p).expect("read");
+                let mtime = std::fs::metadata(&p)
+                    .and_then(|m| m.modified())
+                    .expect("mtime");
+                (rel, len, crc32fast::hash(&bytes), mtime)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn inspect_and_verify_never_write_to_the_buffer_and_name_the_pending_repair() {
+        use crate::buffer::{Incoming, RepairReason};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("buffer");
+        let b = Buffer::open(BufferConfig {
+            path: path.clone(),
+            max_bytes: u64::MAX,
+            cache_bytes: 1 << 20,
+            keep_delivered: Duration::ZERO,
+        })
+        .expect("open");
+        use mrv_shared::ids::{ChannelId, SiteId};
+        use mrv_shared::quantity::{Quantity, ValueKind};
+        use mrv_shared::reading::{Channel, Quality, Sample};
+        let frame = mrv_shared::wire::Frame {
+            site: SiteId::new("s").expect("id"),
+            device: DeviceId::new("pv-1").expect("id"),
+            seq: 1,
+            boot: 0,
+            firmware: "fw".into(),
+            base_time_ms: None,
+            channels: vec![Channel {
+                id: ChannelId::new("energy").expect("id"),
+                quantity: Quantity::Energy,
+                kind: ValueKind::Counter,
+            }],
+            samples: vec![Sample {
+                channel: 0,
+                offset_ms: 0,
+                value: 5,
+                quality: Quality::GOOD,
+            }],
+            signature: None,
+        };
+        b.append(vec![Incoming {
+            frame,
+            received_ms: 1_764_115_200_000,
+        }])
+        .expect("append");
+        // While a gateway holds the buffer, the commands refuse (and write nothing).
+        let before = tree_state(&path);
+        let err = verify(&target(dir.path(), true)).expect_err("locked");
+        assert!(format!("{err:#}").contains("still running"), "{err:#}");
+        drop(b);
+        // What a full disk leaves behind (sled issue 1527).
+        std::fs::write(path.join("snap.7FFFFFFFFFFFFFFF.generating"), b"").expect("write");
+        let before_cmds = tree_state(&path);
+        assert_ne!(before, before_cmds);
+        inspect(&target(dir.path(), false)).expect("inspect");
+        inspect(&target(dir.path(), true)).expect("inspect json");
+        let rep = verify(&target(dir.path(), true)).expect("verify");
+        assert!(rep.is_ok(), "{:?}", rep.problems);
+        assert_eq!(rep.frames, 1);
+        assert_eq!(
+            tree_state(&path),
+            before_cmds,
+            "the commands wrote to the buffer"
+        );
+        let copy = open(&target(dir.path(), true)).expect("copy");
+        assert_eq!(copy.repairs.len(), 1);
+        assert_eq!(copy.repairs[0].why, RepairReason::UnfinishedSnapshot);
+        drop(copy);
+        // A scratch dir without room is refused before anything is copied.
+        let mut t = target(dir.path(), true);
+        t.scratch = Some(PathBuf::from("/nonexistent-scratch"));
+        assert!(verify(&t).is_err());
     }
 
     #[test]
