@@ -79,7 +79,7 @@ fn registers_toml() -> String {
             _ => "f32",
         };
         s.push_str(&format!(
-            "[[modbus.devices.registers]]\nname = \"r{i}\"\nfunction = \"holding\"\naddress = {addr}\ntype = \"{ty}\"\nquantity = \"power\"\n"
+            "[[modbus.devices.registers]]\nname = \"r{i}\"\nfunction = \"holding\"\naddress = {addr}\ntype = \"{ty}\"\nquantity = \"power\"\nunit = \"W\"\n"
         ));
         addr += match ty {
             "u16" if i % 10 == 9 => 3,

@@ -12,7 +12,10 @@
 //! - [`report`]: the signed monitoring report: model, RFC 8785 canonical
 //!   JSON, RFC 6962 Merkle tree, JWS (Ed25519) and verification.
 //! - [`quantity`]: the physical quantities we measure and their integer base
-//!   units (Wh, mL, mm, Pa, 0.01 degC, 0.01 vol%). No floats cross a wire.
+//!   units (Wh, mW, mL, mm, Pa, 0.01 degC, 0.01 vol%), and the units a
+//!   config or payload may state. No floats cross a wire.
+//! - [`conversion`]: exact conversion of a stated value into base units,
+//!   with the one rounding rule (half away from zero, flagged).
 //! - [`reading`]: one sample ([`reading::Sample`]) inside a frame, the
 //!   flattened [`reading::Reading`] a gateway stores, and [`reading::Quality`].
 //! - [`wire`]: the [`wire::Frame`] (one device's batch), the [`wire::Ack`], the
@@ -32,6 +35,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod conversion;
 pub mod event;
 pub mod ids;
 pub mod methodology;

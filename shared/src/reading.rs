@@ -29,8 +29,13 @@ impl Quality {
     pub const COUNTER_RESET: Quality = Quality(0x10);
     /// The meter was outside its calibration window.
     pub const CALIBRATION_EXPIRED: Quality = Quality(0x20);
+    /// The device stated more resolution than the base unit holds: the value
+    /// was rounded to the base unit by the rule of [`crate::conversion`]
+    /// (nearest, halves away from zero), so it is off by at most half a base
+    /// unit. Still usable.
+    pub const ROUNDED: Quality = Quality(0x40);
     /// Every flag defined so far; other bits are invalid on the wire.
-    pub const KNOWN: u8 = 0x3f;
+    pub const KNOWN: u8 = 0x7f;
 
     /// True when no flag is set.
     pub fn is_good(self) -> bool {
@@ -51,13 +56,14 @@ impl Quality {
     }
     /// Names of the set flags, for logs and reports.
     pub fn names(self) -> impl Iterator<Item = &'static str> {
-        const NAMES: [(u8, &str); 6] = [
+        const NAMES: [(u8, &str); 7] = [
             (0x01, "unavailable"),
             (0x02, "out_of_range"),
             (0x04, "suspect"),
             (0x08, "clock_unsynced"),
             (0x10, "counter_reset"),
             (0x20, "calibration_expired"),
+            (0x40, "rounded"),
         ];
         NAMES
             .into_iter()

@@ -1,7 +1,8 @@
 //! The gateway polls a pymodbus server (a Modbus implementation we did not
 //! write, `tests/python/modbus_pymodbus_server.py`) over TCP and, through a
 //! socat pseudo-terminal pair, over RTU; every value decodes correctly:
-//! word-swapped floats, 32-bit counters above i32::MAX, byte-swapped and
+//! word-swapped floats (rounded to Wh and flagged), 32-bit counters above
+//! i32::MAX, byte-swapped and
 //! little-endian 64-bit values, NaN as unavailable, an exception range as
 //! unavailable plus one event, and a hole the map marks unreadable never
 //! read.
@@ -122,6 +123,7 @@ address = 8
 type = "i32"
 byte_order = "BADC"
 quantity = "power"
+unit = "mW"
 [[modbus.devices.registers]]
 name = "double"
 function = "holding"
@@ -142,6 +144,7 @@ function = "holding"
 address = 20
 type = "f32"
 quantity = "power"
+unit = "W"
 [[modbus.devices.registers]]
 name = "past_the_hole"
 function = "holding"
@@ -212,8 +215,10 @@ fn value(f: &Frame, ch: &str) -> (i64, Quality) {
 /// per unit.
 fn check_frame(f: &Frame, signed16: i64) {
     let good = Quality::GOOD;
-    // f32 1234.5678 is 1234.5677490234375: 1234567.749 Wh rounds to 1234568.
-    assert_eq!(value(f, "swapped_float"), (1_234_568, good));
+    // f32 1234.5678 reads back as 1234.5677 kWh (its shortest decimal):
+    // 1234567.7 Wh does not fit the Wh base unit, so it is rounded (half
+    // away from zero) and flagged.
+    assert_eq!(value(f, "swapped_float"), (1_234_568, Quality::ROUNDED));
     assert_eq!(value(f, "counter_abcd"), (4_000_000_000, good));
     assert_eq!(value(f, "counter_cdab"), (0x1234_5678, good));
     assert_eq!(value(f, "signed16"), (signed16, good));

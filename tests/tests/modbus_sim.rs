@@ -141,7 +141,8 @@ async fn a_sunspec_inverter_and_a_din_meter_are_polled_and_decoded() {
     assert_eq!(f.firmware, "modbus");
     assert!(f.base_time_ms.is_some());
     let (w, q) = value(f, "inverter_ac_power");
-    assert!(q.is_good() && w > 0 && w <= 5000, "power {w} {q:?}");
+    // Power in mW: the i16 W register times 1000.
+    assert!(q.is_good() && w > 0 && w <= 5_000_000, "power {w} {q:?}");
     assert_eq!(value(f, "inverter_ac_frequency"), (50_000, Quality::GOOD));
     assert_eq!(value(f, "inverter_ac_voltage_a"), (230_000, Quality::GOOD));
     let (t, q) = value(f, "inverter_cabinet_temp");
@@ -161,7 +162,7 @@ async fn a_sunspec_inverter_and_a_din_meter_are_polled_and_decoded() {
     // Model 203 (meter at the grid connection): net export = power - 300 W.
     let (mw, q) = value(f, "meter_power");
     assert!(
-        q.is_good() && (mw - (w - 300)).abs() <= 50,
+        q.is_good() && (mw - (w - 300_000)).abs() <= 50_000,
         "meter {mw} vs inverter {w}"
     );
     assert_eq!(value(f, "meter_frequency"), (50_000, Quality::GOOD));
@@ -183,7 +184,8 @@ async fn a_sunspec_inverter_and_a_din_meter_are_polled_and_decoded() {
         q.is_good() && (1_234_500..1_234_600).contains(&e),
         "energy {e}"
     );
-    assert_eq!(value(m, "power_l1"), (1500, Quality::GOOD));
+    // 1500.25 W in an f32 register: exactly 1500250 mW, not rounded.
+    assert_eq!(value(m, "power_l1"), (1_500_250, Quality::GOOD));
 
     let st = r.status.snapshot();
     let s = &st[&mrv_shared::ids::DeviceId::new("meter-1").expect("valid")];
@@ -276,7 +278,7 @@ async fn dead_silent_and_slow_devices_never_delay_a_healthy_one() {
 #[tokio::test]
 async fn an_exception_makes_only_its_register_unavailable_and_one_event() {
     let din = start(SimMeter::DinMeter(DinMeterParams::default())).await;
-    let extra = "profile = \"din_meter\"\n[[modbus.devices.registers]]\nname = \"missing\"\nfunction = \"input\"\naddress = 500\ntype = \"f32\"\nquantity = \"power\"\n";
+    let extra = "profile = \"din_meter\"\n[[modbus.devices.registers]]\nname = \"missing\"\nfunction = \"input\"\naddress = 500\ntype = \"f32\"\nquantity = \"power\"\nunit = \"W\"\n";
     let cfg = config(&device("meter-x", din.addr.port(), extra));
     let mut r = run(&cfg).await;
     let by = r.until("meter-x", 4).await;

@@ -16,6 +16,10 @@
 //!
 //! Physics: a solar irrigation pump's supply: the pump draws `pump_w` while
 //! the sun is strong enough (solar factor above 0.2); energy integrates.
+//! Voltage is stated to 0.1 V, current to 1 mA and power to 0.01 W, as the
+//! real meter's display does (so they are exact in the gateway's mV, mA and
+//! mW); energy to 0.001 kWh (1 Wh), as long as the f32 holds that many
+//! digits (below 10 000 kWh).
 
 use super::{Model, RegisterBank, f32_words};
 
@@ -33,7 +37,7 @@ pub struct DinMeterParams {
 impl Default for DinMeterParams {
     fn default() -> Self {
         DinMeterParams {
-            pump_w: 1500.0,
+            pump_w: 1500.25,
             initial_kwh: 1234.5,
             seed: 2,
         }
@@ -69,15 +73,18 @@ impl Model for DinMeter {
         if t.is_empty() {
             RegisterBank::put(t, 0, &[0; 400]);
         }
-        let voltage = 230.0_f32 + ((now_s / 60.0).sin() as f32) * 2.0;
+        let voltage = ((230.0 + (now_s / 60.0).sin() * 2.0) * 10.0).round() / 10.0;
+        let voltage = voltage as f32;
+        let current = ((f64::from(power) / f64::from(voltage)) * 1000.0).round() / 1000.0;
         RegisterBank::put(t, 0, &f32_words(voltage));
-        RegisterBank::put(t, 6, &f32_words(power / voltage));
+        RegisterBank::put(t, 6, &f32_words(current as f32));
         RegisterBank::put(t, 12, &f32_words(power));
         RegisterBank::put(t, 52, &f32_words(power));
         RegisterBank::put(t, 70, &f32_words(50.0));
-        RegisterBank::put(t, 72, &f32_words(self.import_kwh as f32));
+        let kwh = ((self.import_kwh * 1000.0).round() / 1000.0) as f32;
+        RegisterBank::put(t, 72, &f32_words(kwh));
         RegisterBank::put(t, 74, &f32_words(0.0));
-        RegisterBank::put(t, 342, &f32_words(self.import_kwh as f32));
+        RegisterBank::put(t, 342, &f32_words(kwh));
     }
 }
 
@@ -96,7 +103,7 @@ mod tests {
         let noon = 12.0 * 3600.0;
         m.update(noon, &mut bank);
         m.update(noon + 3600.0, &mut bank);
-        assert_eq!(f32_at(&bank, 12), 1500.0);
+        assert_eq!(f32_at(&bank, 12), 1500.25);
         assert!((f32_at(&bank, 72) - 1236.0).abs() < 0.01);
         assert_eq!(f32_at(&bank, 70), 50.0);
         m.update(noon + 12.0 * 3600.0, &mut bank);

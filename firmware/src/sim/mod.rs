@@ -81,7 +81,7 @@ pub struct SimDevice {
 /// What a simulated device measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeviceKind {
-    /// PV plant energy meter (S0 pulses): `energy` (Wh counter), `power` (W).
+    /// PV plant energy meter (S0 pulses): `energy` (Wh counter), `power` (mW, the mean over the sample interval).
     SolarMeter,
     /// Solar irrigation pump: `energy` (Wh counter), `water` (mL counter),
     /// `run` (status).

@@ -186,6 +186,24 @@ pub struct SimNode {
     last_status: Option<AckStatus>,
 }
 
+/// Mean power in mW over `dt_s` seconds in which `wh` Wh were counted:
+/// `wh * 3.6e9 / dt_ms`, exact, rounded half away from zero and flagged
+/// `ROUNDED` when the division leaves a remainder (see
+/// `mrv_shared::conversion`). No interval (first sample): 0 mW, exact.
+fn mean_power_mw(wh: i64, dt_s: f64) -> (i64, Quality) {
+    let dt_ms = (dt_s * 1000.0).round();
+    if dt_ms < 1.0 {
+        return (0, Quality::GOOD);
+    }
+    let per_ms = mrv_shared::conversion::Conversion::new(3_600_000_000, dt_ms as i128)
+        .expect("both factors are positive");
+    match per_ms.apply_int(i128::from(wh)) {
+        Ok(c) if c.rounded => (c.value, Quality::ROUNDED),
+        Ok(c) => (c.value, Quality::GOOD),
+        Err(_) => (0, Quality::UNAVAILABLE),
+    }
+}
+
 fn channel_table(kind: DeviceKind) -> Vec<Channel> {
     let ch = |id: &str, quantity, kind| Channel {
         id: ChannelId::new(id).expect("channel names here are valid ids"),
@@ -500,9 +518,8 @@ impl SimNode {
                 let pulses = b.pulses[0].0.pulses();
                 let delta = pulses.saturating_sub(b.last_energy_pulses);
                 b.last_energy_pulses = pulses;
-                let wh = b.pulses[0].1.to_base(delta) as f64;
-                let power = if dt_s > 0.0 { wh * 3600.0 / dt_s } else { 0.0 };
-                vec![counter(b, 0), (power.round() as i64, Quality::GOOD)]
+                let wh = b.pulses[0].1.to_base(delta);
+                vec![counter(b, 0), mean_power_mw(wh, dt_s)]
             }
             DeviceKind::IrrigationPump => {
                 let e = counter(b, 0);
@@ -687,8 +704,19 @@ mod tests {
         assert!(fs.iter().all(|f| verify_frame(f, &vk).is_ok()));
         let energy: Vec<i64> = fs.iter().map(|f| f.samples[0].value).collect();
         assert!(energy.windows(2).all(|w| w[1] > w[0]), "{energy:?}");
-        // ~50 kW * 60 s = ~833 Wh per sample at noon, clouds permitting.
-        assert!(fs[4].samples[1].value > 5_000, "{:?}", fs[4].samples[1]);
+        // ~50 kW * 60 s = ~833 Wh per sample at noon, clouds permitting;
+        // power is in mW.
+        assert!(fs[4].samples[1].value > 5_000_000, "{:?}", fs[4].samples[1]);
+        assert!(fs[4].samples[1].quality.is_usable());
+    }
+
+    #[test]
+    fn mean_power_is_exact_milliwatts_or_flagged() {
+        // 1 Wh in 60 s is 60 W exactly.
+        assert_eq!(mean_power_mw(1, 60.0), (60_000, Quality::GOOD));
+        // 1 Wh in 7 s is 514.285714... W.
+        assert_eq!(mean_power_mw(1, 7.0), (514_286, Quality::ROUNDED));
+        assert_eq!(mean_power_mw(5, 0.0), (0, Quality::GOOD));
     }
 
     #[test]

@@ -360,12 +360,15 @@ async fn print_map(
         let line = match (words_at(i, def.address, def.data_type.width()), sf) {
             (Err(e), _) | (_, Err(e)) => format!("unavailable: {e}"),
             (Ok(w), Ok(sf)) => match decode_value(def, &w, sf) {
-                Ok(v) => {
-                    let flag = if def.limits.contains(v) {
-                        ""
-                    } else {
-                        "  (out of range)"
-                    };
+                Ok(c) => {
+                    let v = c.value;
+                    let mut flag = String::new();
+                    if c.rounded {
+                        flag.push_str("  (rounded to the base unit)");
+                    }
+                    if !def.limits.contains(v) {
+                        flag.push_str("  (out of range)");
+                    }
                     format!("{v} {}{flag}", def.quantity.unit())
                 }
                 Err(e) => format!("unavailable: {e}"),

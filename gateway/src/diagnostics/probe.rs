@@ -94,7 +94,14 @@ pub async fn probe(req: &ProbeRequest, config_dir: &Path) -> ProbeResult {
             let text = match decode_raw(r.data_type, r.order, slice)
                 .and_then(|raw| to_base_units(&raw, r.scale, r.offset))
             {
-                Ok(v) => format!("{} @{} = {v} {}", r.name, r.address, r.quantity.unit()),
+                Ok(c) => format!(
+                    "{} @{} = {} {}{}",
+                    r.name,
+                    r.address,
+                    c.value,
+                    r.quantity.unit(),
+                    if c.rounded { " (rounded)" } else { "" }
+                ),
                 Err(e) => format!("{} @{}: {e}", r.name, r.address),
             };
             let note = if r.scale_factor_at.is_some() {

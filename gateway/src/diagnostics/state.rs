@@ -428,7 +428,7 @@ mod tests {
         let all = s.tail(&d, 0);
         assert_eq!(all.len(), TAIL_LEN);
         assert!(all[0].summary.starts_with("seq 6 "), "{}", all[0].summary);
-        assert!(all[0].summary.contains("p=1 (W)"), "{}", all[0].summary);
+        assert!(all[0].summary.contains("p=1 (mW)"), "{}", all[0].summary);
         let newest = all.last().expect("entries").time_ms;
         assert!(s.tail(&d, newest).is_empty());
         assert_eq!(s.last(&d).map(|l| l.seq), Some(TAIL_LEN as u64 + 5));

@@ -24,17 +24,35 @@
 //! address = 342
 //! type = "f32"                # bool u16 i16 u32 i32 u64 i64 f32 f64 (string: CLI only)
 //! byte_order = "ABCD"         # ABCD | DCBA | BADC | CDAB
-//! scale = 1000                # kWh -> Wh
 //! quantity = "energy"
+//! unit = "kWh"                # what the register holds (after `scale`)
 //! kind = "counter"
+//!
+//! [[modbus.devices.registers]]
+//! name = "power"
+//! function = "holding"
+//! address = 100
+//! type = "i32"
+//! scale = 0.1                 # the register counts 0.1 W
+//! quantity = "power"
+//! unit = "W"                  # required for power (stored in mW)
 //! ```
+//!
+//! `unit` names the register's unit after `scale` (the table in
+//! `mrv_shared::quantity`: `W`, `kW`, `kWh`, `V`, `A`, `Hz`, `degC`, ...);
+//! its exact factor to the quantity's base unit is folded into the scale.
+//! Without `unit`, `scale` converts straight to the base unit, except for
+//! `power`: its base unit became mW, so a power register must say its unit
+//! rather than be read 1000 times too small.
 //!
 //! Where this follows Telegraf's modbus input (`register`/`function`,
 //! `address`, `type`, `byte_order` letters, `scale`, `offset`) and where it
 //! deliberately differs, fixing what its users report:
 //! - scales are exact decimal fractions applied in integer arithmetic, so a
 //!   32- or 64-bit energy counter keeps every digit (no float round trip);
-//! - values land in integer base units with a declared `quantity`; a value
+//! - values land in integer base units with a declared `quantity` and
+//!   `unit`, converted exactly; a value finer than its base unit is rounded
+//!   (half away from zero) and flagged `rounded`, never silently; a value
 //!   that cannot be decoded (NaN, SunSpec "not implemented", overflow) is
 //!   recorded as unavailable, never as 0 or as the previous value;
 //! - `unreadable` ranges are never read, and a coalesced read that the device
@@ -231,9 +249,13 @@ pub struct RegisterSection {
     /// `ABCD` (default), `DCBA`, `BADC`, `CDAB`.
     #[serde(default)]
     pub byte_order: Option<String>,
-    /// Multiplier from raw value to base units (exact decimal, e.g. `0.1`).
+    /// Multiplier from the raw value to `unit` (exact decimal, e.g. `0.1`).
     #[serde(default)]
     pub scale: Option<f64>,
+    /// Unit of the value after `scale` (`W`, `kWh`, `V`, ...); default: the
+    /// quantity's base unit (required for `power`, see the module doc).
+    #[serde(default)]
+    pub unit: Option<String>,
     /// Added after scaling, base units.
     #[serde(default)]
     pub offset: i64,
@@ -329,9 +351,13 @@ pub struct PointSection {
     /// Offset of the point's scale-factor register, if it has one.
     #[serde(default)]
     pub scale_factor_offset: Option<u16>,
-    /// Static multiplier on top of the scale factor (unit conversion).
+    /// Static multiplier on top of the scale factor.
     #[serde(default)]
     pub scale: Option<f64>,
+    /// Unit of the point (SunSpec units: `W`, `Wh`, `A`, `V`, `Hz`,
+    /// `degC`); default: the base unit (required for `power`).
+    #[serde(default)]
+    pub unit: Option<String>,
     /// Quantity.
     pub quantity: String,
     /// `instant`, `counter` or `delta`.
@@ -547,6 +573,52 @@ fn parse_scale(at: &At<'_>, scale: Option<f64>) -> Result<Scale, ConfigError> {
     }
 }
 
+/// Folds the stated `unit` of a value of `quantity` into `scale` (see the
+/// module doc); errors name `unit` (or `quantity` for power without one).
+fn apply_unit(
+    at: &At<'_>,
+    quantity: Quantity,
+    unit: Option<&str>,
+    scale: Scale,
+) -> Result<Scale, ConfigError> {
+    let names = || {
+        quantity
+            .units()
+            .iter()
+            .map(|(n, _, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let conv = match unit {
+        Some(u) => quantity.conversion_from(u).ok_or_else(|| {
+            at.err(
+                "unit",
+                format!(
+                    "{u:?} is not a unit of {}; use one of {}",
+                    quantity.name(),
+                    names()
+                ),
+            )
+        })?,
+        None if quantity == Quantity::Power => {
+            return Err(at.err(
+                "unit",
+                format!(
+                    "power is stored in mW: say which unit the register holds after `scale` (unit = \"W\"; one of {})",
+                    names()
+                ),
+            ));
+        }
+        None => return Ok(scale),
+    };
+    scale.then_unit(conv).ok_or_else(|| {
+        at.err(
+            "scale",
+            "scale times the unit's factor is too large to keep exact",
+        )
+    })
+}
+
 impl RegisterSection {
     /// Validates one register; `allow_strings` for CLI reads.
     fn validate(&self, at: &At<'_>, allow_strings: bool) -> Result<RegisterDef, ConfigError> {
@@ -597,7 +669,6 @@ impl RegisterSection {
                 )
             })?,
         };
-        let scale = parse_scale(at, self.scale)?;
         let quantity = parse_quantity(&self.quantity).ok_or_else(|| {
             at.err(
                 "quantity",
@@ -608,6 +679,12 @@ impl RegisterSection {
                 ),
             )
         })?;
+        let scale = apply_unit(
+            at,
+            quantity,
+            self.unit.as_deref(),
+            parse_scale(at, self.scale)?,
+        )?;
         let kind = parse_kind(self.kind.as_deref())
             .ok_or_else(|| at.err("kind", "unknown kind; use instant, counter or delta"))?;
         let rollover_bits = match (kind, self.rollover_bits) {
@@ -713,12 +790,18 @@ impl SunSpecSection {
                 let kind = parse_kind(p.kind.as_deref()).ok_or_else(|| {
                     pat.err("kind", "unknown kind; use instant, counter or delta")
                 })?;
+                let scale = apply_unit(
+                    &pat,
+                    quantity,
+                    p.unit.as_deref(),
+                    parse_scale(&pat, p.scale)?,
+                )?;
                 points.push(PointProfile {
                     name: p.name.clone(),
                     offset: p.offset,
                     data_type,
                     scale_factor_offset: p.scale_factor_offset,
-                    scale: parse_scale(&pat, p.scale)?,
+                    scale,
                     quantity,
                     kind,
                     limits: Limits {
@@ -1102,6 +1185,7 @@ function = "holding"
 address = 0
 type = "float"
 quantity = "power"
+unit = "W"
 "#,
         )
         .expect_err("bad type");
@@ -1140,6 +1224,7 @@ function = "holding"
 address = 2
 type = "u16"
 quantity = "power"
+unit = "W"
 "#,
         )
         .expect("valid");
@@ -1147,6 +1232,34 @@ quantity = "power"
         let c = validate("[[modbus.devices]]\nid = \"s\"\nhost = \"h\"\nprofile = \"sunspec\"\n")
             .expect("valid");
         assert_eq!(c.devices[0].counter_modulus(), None);
+    }
+
+    #[test]
+    fn units_fold_into_the_scale_and_power_must_name_its_unit() {
+        let dev = |reg: &str| {
+            format!(
+                "[[modbus.devices]]\nid = \"m\"\nhost = \"h\"\n[[modbus.devices.registers]]\nname = \"p\"\nfunction = \"holding\"\naddress = 0\ntype = \"i32\"\n{reg}"
+            )
+        };
+        let c = validate(&dev("scale = 0.1\nquantity = \"power\"\nunit = \"W\"\n")).expect("valid");
+        assert_eq!(
+            c.devices[0].map.registers[0].scale,
+            Scale { num: 100, den: 1 }
+        );
+        let c = validate(&dev(
+            "quantity = \"energy\"\nunit = \"kWh\"\nkind = \"counter\"\n",
+        ))
+        .expect("valid");
+        assert_eq!(
+            c.devices[0].map.registers[0].scale,
+            Scale { num: 1000, den: 1 }
+        );
+        let e = validate(&dev("quantity = \"power\"\n")).expect_err("no unit");
+        assert_eq!(e.key, "modbus.devices[0].registers[0].unit");
+        assert!(e.problem.contains("mW"), "{e}");
+        let e = validate(&dev("quantity = \"power\"\nunit = \"kWh\"\n")).expect_err("wrong unit");
+        assert_eq!(e.key, "modbus.devices[0].registers[0].unit");
+        assert!(e.problem.contains("mW, W, kW, MW"), "{e}");
     }
 
     #[test]
@@ -1194,6 +1307,7 @@ function = "holding"
 address = 10
 type = "u32"
 quantity = "power"
+unit = "W"
 [[modbus.devices.unreadable]]
 function = "holding"
 start = 11
@@ -1213,6 +1327,7 @@ function = "holding"
 address = 0
 type = "u16"
 quantity = "power"
+unit = "W"
 "#;
         let text = format!("[[modbus.devices]]\nid = \"m\"\nhost = \"h\"\n{reg}{reg}");
         let e = validate(&text).expect_err("duplicate");

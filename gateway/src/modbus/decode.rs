@@ -5,14 +5,19 @@
 //!    interpret them as the [`DataType`] (a [`RawValue`]);
 //! 2. sentinel check (SunSpec "not implemented"), NaN/infinity check;
 //! 3. counters: reduce modulo `2^rollover_bits`;
-//! 4. [`to_base_units`]: `raw * scale * 10^sf + offset`, rounded half away
-//!    from zero. Integer registers scale in `i128` arithmetic (exact); float
-//!    registers in `f64`.
+//! 4. [`to_base_units`]: `raw * scale * 10^sf + offset`, where `scale`
+//!    already includes the register's unit (W to mW, kWh to Wh), computed
+//!    exactly by [`mrv_shared::conversion`]: integer registers as integers,
+//!    float registers as the shortest decimal of their `f32`/`f64` value.
+//!    A result with a fraction is rounded half away from zero and comes back
+//!    with `rounded = true`; the poller flags that sample
+//!    `Quality::ROUNDED`. Nothing is rounded silently.
 //!
 //! Every failure is a [`DecodeError`]; the poller records it as a sample
 //! with `Quality::UNAVAILABLE`, never as a guessed number.
 
 use super::register_map::{ByteOrder, DataType, RegisterDef, Scale, Sentinel};
+use mrv_shared::conversion::{ConversionError, Converted, Decimal};
 use mrv_shared::quantity::ValueKind;
 
 /// Why a value could not be decoded.
@@ -52,7 +57,9 @@ pub enum RawValue {
     Bool(bool),
     /// Any integer type (wide enough for u64 and i64).
     Int(i128),
-    /// A float type.
+    /// A single-precision float register.
+    Float32(f32),
+    /// A double-precision float register.
     Float(f64),
     /// A string (NUL and trailing spaces trimmed).
     Text(String),
@@ -63,6 +70,7 @@ impl std::fmt::Display for RawValue {
         match self {
             RawValue::Bool(b) => write!(f, "{b}"),
             RawValue::Int(i) => write!(f, "{i}"),
+            RawValue::Float32(x) => write!(f, "{x}"),
             RawValue::Float(x) => write!(f, "{x}"),
             RawValue::Text(s) => write!(f, "{s:?}"),
         }
@@ -130,7 +138,7 @@ pub fn decode_raw(
         DataType::I32 => RawValue::Int(i128::from(i32::from_be_bytes(arr4(&b)))),
         DataType::U64 => RawValue::Int(i128::from(u64::from_be_bytes(arr8(&b)))),
         DataType::I64 => RawValue::Int(i128::from(i64::from_be_bytes(arr8(&b)))),
-        DataType::F32 => RawValue::Float(f64::from(f32::from_be_bytes(arr4(&b)))),
+        DataType::F32 => RawValue::Float32(f32::from_be_bytes(arr4(&b))),
         DataType::F64 => RawValue::Float(f64::from_be_bytes(arr8(&b))),
         DataType::String(_) => unreachable!("strings returned above"),
     })
@@ -158,47 +166,40 @@ pub fn is_sunspec_sentinel(data_type: DataType, kind: ValueKind, raw: &RawValue)
     }
 }
 
-/// Divides rounding half away from zero (`den > 0`).
-fn div_round(n: i128, den: i128) -> i128 {
-    let q = n / den;
-    let r = n % den;
-    if 2 * r.abs() >= den {
-        q + n.signum()
-    } else {
-        q
-    }
+fn not_a_number(x: f64) -> DecodeError {
+    DecodeError::NotANumber(if x.is_nan() { "NaN" } else { "infinity" })
 }
 
-/// Scales a raw value into base units: `raw * scale + offset`.
-pub fn to_base_units(raw: &RawValue, scale: Scale, offset: i64) -> Result<i64, DecodeError> {
-    let value: i128 = match raw {
-        RawValue::Bool(b) => i128::from(*b),
-        RawValue::Int(v) => {
-            let n = v
-                .checked_mul(i128::from(scale.num))
-                .ok_or(DecodeError::Overflow)?;
-            div_round(n, i128::from(scale.den.max(1)))
+/// Scales a raw value into base units: `raw * scale + offset`, exactly,
+/// with the rounding rule of [`mrv_shared::conversion`] (the result says
+/// whether it rounded).
+pub fn to_base_units(raw: &RawValue, scale: Scale, offset: i64) -> Result<Converted, DecodeError> {
+    let conv = scale.conversion();
+    let overflow = |e: ConversionError| match e {
+        ConversionError::Overflow => DecodeError::Overflow,
+        ConversionError::NotFinite => DecodeError::NotANumber("NaN"),
+    };
+    let c = match raw {
+        RawValue::Bool(b) => Converted {
+            value: i64::from(*b),
+            rounded: false,
+        },
+        RawValue::Int(v) => conv.apply_int(*v).map_err(overflow)?,
+        RawValue::Float32(x) => {
+            let d = Decimal::from_f32(*x).map_err(|_| not_a_number(f64::from(*x)))?;
+            conv.apply_decimal(d).map_err(overflow)?
         }
         RawValue::Float(x) => {
-            if x.is_nan() {
-                return Err(DecodeError::NotANumber("NaN"));
-            }
-            if x.is_infinite() {
-                return Err(DecodeError::NotANumber("infinity"));
-            }
-            let y = (x * scale.num as f64 / scale.den as f64).round();
-            // Values beyond i64 become Overflow below; the cast saturates.
-            if y.abs() >= 9.2e18 {
-                return Err(DecodeError::Overflow);
-            }
-            y as i128
+            let d = Decimal::from_f64(*x).map_err(|_| not_a_number(*x))?;
+            conv.apply_decimal(d).map_err(overflow)?
         }
         RawValue::Text(_) => return Err(DecodeError::NotNumeric),
     };
-    let total = value
-        .checked_add(i128::from(offset))
-        .ok_or(DecodeError::Overflow)?;
-    i64::try_from(total).map_err(|_| DecodeError::Overflow)
+    let value = c.value.checked_add(offset).ok_or(DecodeError::Overflow)?;
+    Ok(Converted {
+        value,
+        rounded: c.rounded,
+    })
 }
 
 /// Decodes a scale-factor register (`i16` power of ten).
@@ -217,7 +218,7 @@ pub fn decode_value(
     def: &RegisterDef,
     words: &[u16],
     scale_factor_word: Option<u16>,
-) -> Result<i64, DecodeError> {
+) -> Result<Converted, DecodeError> {
     let mut raw = decode_raw(def.data_type, def.order, words)?;
     if def.sentinel == Sentinel::SunSpec && is_sunspec_sentinel(def.data_type, def.kind, &raw) {
         return Err(DecodeError::NotImplemented);
@@ -245,6 +246,20 @@ mod tests {
     use crate::modbus::register_map::{Limits, Table};
     use mrv_shared::ids::ChannelId;
     use mrv_shared::quantity::Quantity;
+
+    fn exact(value: i64) -> Converted {
+        Converted {
+            value,
+            rounded: false,
+        }
+    }
+
+    fn rounded(value: i64) -> Converted {
+        Converted {
+            value,
+            rounded: true,
+        }
+    }
 
     fn def(data_type: DataType, order: ByteOrder, scale: Scale) -> RegisterDef {
         RegisterDef {
@@ -276,7 +291,7 @@ mod tests {
         for (order, words) in cases {
             assert_eq!(
                 decode_raw(DataType::F32, order, &words),
-                Ok(RawValue::Float(10.0)),
+                Ok(RawValue::Float32(10.0)),
                 "{order:?}"
             );
         }
@@ -365,7 +380,7 @@ mod tests {
             (v >> 16) as u16,
             v as u16,
         ];
-        assert_eq!(decode_value(&d, &words, None), Ok(v as i64));
+        assert_eq!(decode_value(&d, &words, None), Ok(exact(v as i64)));
     }
 
     #[test]
@@ -375,22 +390,65 @@ mod tests {
             ByteOrder::ABCD,
             Scale::from_decimal(0.1).expect("exact"),
         );
-        assert_eq!(decode_value(&d, &[15], None), Ok(2));
-        assert_eq!(decode_value(&d, &[14], None), Ok(1));
-        assert_eq!(decode_value(&d, &[(-15_i16) as u16], None), Ok(-2));
+        assert_eq!(decode_value(&d, &[15], None), Ok(rounded(2)));
+        assert_eq!(decode_value(&d, &[14], None), Ok(rounded(1)));
+        assert_eq!(decode_value(&d, &[20], None), Ok(exact(2)));
+        assert_eq!(decode_value(&d, &[(-15_i16) as u16], None), Ok(rounded(-2)));
+    }
+
+    fn f32_words(x: f32) -> [u16; 2] {
+        let bits = x.to_bits();
+        [(bits >> 16) as u16, bits as u16]
     }
 
     #[test]
-    fn float_kwh_becomes_integer_wh() {
-        // 1234.5678 kWh as f32 ABCD, scale 1000 -> 1234568 Wh.
+    fn float_kwh_becomes_integer_wh_and_says_it_rounded() {
+        // 1234.5678 kWh is the f32 1234.5677 (its shortest decimal):
+        // 1234567.7 Wh, rounded to 1234568 Wh and flagged.
         let d = def(
             DataType::F32,
             ByteOrder::ABCD,
             Scale::from_decimal(1000.0).expect("exact"),
         );
-        let bits = 1234.5678_f32.to_bits();
-        let words = [(bits >> 16) as u16, bits as u16];
-        assert_eq!(decode_value(&d, &words, None), Ok(1_234_568));
+        assert_eq!(
+            decode_value(&d, &f32_words(1234.5678), None),
+            Ok(rounded(1_234_568))
+        );
+        assert_eq!(
+            decode_value(&d, &f32_words(1234.5), None),
+            Ok(exact(1_234_500))
+        );
+    }
+
+    #[test]
+    fn fractional_watts_are_exact_milliwatts() {
+        // The technician's meter: -1500.25 W.
+        let mut d = def(DataType::F32, ByteOrder::ABCD, Scale::ONE);
+        d.quantity = Quantity::Power;
+        d.scale = Scale::ONE
+            .then_unit(Quantity::Power.conversion_from("W").expect("a power unit"))
+            .expect("fits");
+        assert_eq!(
+            decode_value(&d, &f32_words(-1500.25), None),
+            Ok(exact(-1_500_250))
+        );
+        // 230.1 V in an f32 is 230100 mV, not 230100.006.
+        d.quantity = Quantity::Voltage;
+        assert_eq!(
+            decode_value(&d, &f32_words(230.1), None),
+            Ok(exact(230_100))
+        );
+        // A SunSpec i16 W register with W_SF = -2: 0.01 W resolution, exact.
+        let mut s = def(DataType::I16, ByteOrder::ABCD, d.scale);
+        s.scale_factor_at = Some(1);
+        assert_eq!(
+            decode_value(&s, &[(-15_002_i16) as u16], Some((-2_i16) as u16)),
+            Ok(exact(-150_020))
+        );
+        assert_eq!(
+            decode_value(&s, &[12345], Some((-2_i16) as u16)),
+            Ok(exact(123_450))
+        );
     }
 
     #[test]
@@ -407,8 +465,11 @@ mod tests {
         let mut d = def(DataType::I16, ByteOrder::ABCD, Scale::ONE);
         d.sentinel = Sentinel::SunSpec;
         // 1234 with SF -1 -> 123.4 -> 123.
-        assert_eq!(decode_value(&d, &[1234], Some((-1_i16) as u16)), Ok(123));
-        assert_eq!(decode_value(&d, &[1234], Some(2)), Ok(123_400));
+        assert_eq!(
+            decode_value(&d, &[1234], Some((-1_i16) as u16)),
+            Ok(rounded(123))
+        );
+        assert_eq!(decode_value(&d, &[1234], Some(2)), Ok(exact(123_400)));
         assert_eq!(
             decode_value(&d, &[0x8000], Some(0)),
             Err(DecodeError::NotImplemented)
@@ -479,8 +540,8 @@ mod tests {
             let w32 = encode(&y.to_bits().to_be_bytes(), order);
             let w64 = encode(&x.to_bits().to_be_bytes(), order);
             match (decode_raw(DataType::F32, order, &w32), decode_raw(DataType::F64, order, &w64)) {
-                (Ok(RawValue::Float(a)), Ok(RawValue::Float(b))) => {
-                    proptest::prop_assert_eq!(a.to_bits(), f64::from(y).to_bits());
+                (Ok(RawValue::Float32(a)), Ok(RawValue::Float(b))) => {
+                    proptest::prop_assert_eq!(a.to_bits(), y.to_bits());
                     proptest::prop_assert_eq!(b.to_bits(), x.to_bits());
                 }
                 other => proptest::prop_assert!(false, "{:?}", other),
@@ -496,11 +557,11 @@ mod tests {
             proptest::prop_assume!(num != 0);
             let den = 10_i64.pow(den_exp);
             let got = to_base_units(&RawValue::Int(i128::from(raw)), Scale { num, den }, 0);
-            let exact = i128::from(raw) * i128::from(num);
-            let q = exact / i128::from(den);
-            let r = exact % i128::from(den);
-            let want = if 2 * r.abs() >= i128::from(den) { q + exact.signum() } else { q };
-            proptest::prop_assert_eq!(got, Ok(i64::try_from(want).expect("fits")));
+            let e = i128::from(raw) * i128::from(num);
+            let q = e / i128::from(den);
+            let r = e % i128::from(den);
+            let want = if 2 * r.abs() >= i128::from(den) { q + e.signum() } else { q };
+            proptest::prop_assert_eq!(got, Ok(Converted { value: i64::try_from(want).expect("fits"), rounded: r != 0 }));
         }
     }
 
@@ -510,16 +571,19 @@ mod tests {
         d.kind = ValueKind::Counter;
         d.rollover_bits = Some(32);
         // An i32 counter past 2^31 reads negative; as a counter it is unsigned.
-        assert_eq!(decode_value(&d, &[0xFFFF, 0xFFFF], None), Ok(0xFFFF_FFFF));
+        assert_eq!(
+            decode_value(&d, &[0xFFFF, 0xFFFF], None),
+            Ok(exact(0xFFFF_FFFF))
+        );
         d.rollover_bits = Some(16);
-        assert_eq!(decode_value(&d, &[0x0001, 0x0002], None), Ok(2));
+        assert_eq!(decode_value(&d, &[0x0001, 0x0002], None), Ok(exact(2)));
     }
 
     #[test]
     fn offsets_are_base_units_and_overflow_is_reported() {
         let mut d = def(DataType::U16, ByteOrder::ABCD, Scale::ONE);
         d.offset = -273;
-        assert_eq!(decode_value(&d, &[300], None), Ok(27));
+        assert_eq!(decode_value(&d, &[300], None), Ok(exact(27)));
         let big = def(
             DataType::U64,
             ByteOrder::ABCD,

@@ -7,7 +7,8 @@
 //! - a poll yields exactly one [`Frame`] with one sample per configured
 //!   register, in map order; a register whose request failed (exception,
 //!   timeout, link fault), whose scale factor failed, or that does not decode
-//!   has `Quality::UNAVAILABLE` and value 0: never the previous value;
+//!   has `Quality::UNAVAILABLE` and value 0: never the previous value; a
+//!   value the decoder had to round to its base unit has `Quality::ROUNDED`;
 //! - `seq` is 0 (the durable writer assigns the next gap-free number) and
 //!   `base_time_ms` is the gateway clock at the start of the poll;
 //! - after a link fault that survives the retries, the remaining requests
@@ -145,11 +146,21 @@ pub fn assemble(
         };
         let (value, quality) = match decoded {
             None => (0, Quality::UNAVAILABLE),
-            Some(v) if def.quantity == Quantity::Status && !(0..=1).contains(&v) => {
-                (0, Quality::UNAVAILABLE.with(Quality::OUT_OF_RANGE))
+            Some(c) => {
+                let q = if c.rounded {
+                    Quality::ROUNDED
+                } else {
+                    Quality::GOOD
+                };
+                let v = c.value;
+                if def.quantity == Quantity::Status && !(0..=1).contains(&v) {
+                    (0, Quality::UNAVAILABLE.with(Quality::OUT_OF_RANGE))
+                } else if !def.limits.contains(v) {
+                    (v, q.with(Quality::OUT_OF_RANGE))
+                } else {
+                    (v, q)
+                }
             }
-            Some(v) if !def.limits.contains(v) => (v, Quality::OUT_OF_RANGE),
-            Some(v) => (v, Quality::GOOD),
         };
         samples.push(Sample {
             channel: u8::try_from(i).expect("validated maps have at most 255 registers"),

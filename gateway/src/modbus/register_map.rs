@@ -18,6 +18,7 @@
 //! operations (byte swap in each word, reverse word order) extend to four
 //! words; for 16-bit values only the byte swap applies.
 
+use mrv_shared::conversion::Conversion;
 use mrv_shared::ids::ChannelId;
 use mrv_shared::quantity::{Quantity, ValueKind};
 use serde::{Deserialize, Serialize};
@@ -193,17 +194,19 @@ impl ByteOrder {
     }
 }
 
-/// An exact scale factor `num / den` (both positive or `num` negative).
+/// An exact scale factor `num / den` (`den` positive, `num` carries the
+/// sign) from the raw register value to base units.
 ///
-/// Config files write scales as decimals (`0.001`, `1000`, `0.1`); they are
-/// kept as a fraction so that integer registers (32- and 64-bit energy
-/// counters) scale without going through `f64` and losing digits, a
-/// frequent complaint about float-based scaling.
+/// Config files write scales as decimals (`0.001`, `1000`, `0.1`) and a
+/// `unit` (`W`, `kWh`); validation folds the unit's exact factor into the
+/// scale ([`Scale::then_unit`]). Kept as a fraction so that integer
+/// registers (32- and 64-bit energy counters) scale without going through
+/// `f64` and losing digits, a frequent complaint about float-based scaling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Scale {
     /// Numerator.
     pub num: i64,
-    /// Denominator, a power of ten, at least 1.
+    /// Denominator, at least 1.
     pub den: i64,
 }
 
@@ -253,9 +256,25 @@ impl Scale {
         }
     }
 
-    /// The scale as a float (for float registers).
+    /// The scale as a float (display only; decoding is exact).
     pub fn as_f64(self) -> f64 {
         self.num as f64 / self.den as f64
+    }
+
+    /// The same factor as an exact [`Conversion`].
+    pub fn conversion(self) -> Conversion {
+        Conversion::new(i128::from(self.num), i128::from(self.den.max(1)))
+            .unwrap_or(Conversion::ONE)
+    }
+
+    /// This scale followed by a unit's factor to the base unit, reduced;
+    /// `None` if the result does not fit `i64` numerator and denominator.
+    pub fn then_unit(self, unit: Conversion) -> Option<Scale> {
+        let c = self.conversion().then(unit)?;
+        Some(Scale {
+            num: i64::try_from(c.num).ok()?,
+            den: i64::try_from(c.den).ok()?,
+        })
     }
 }
 
@@ -392,6 +411,19 @@ mod tests {
         assert_eq!(Scale::from_decimal(0.0), None);
         assert_eq!(Scale::from_decimal(f64::NAN), None);
         assert_eq!(Scale::from_decimal(1.0 / 3.0), None);
+    }
+
+    #[test]
+    fn units_fold_into_the_scale_exactly() {
+        let w = Conversion::new(1000, 1).expect("W to mW");
+        assert_eq!(
+            Scale::from_decimal(0.1).and_then(|s| s.then_unit(w)),
+            Some(Scale { num: 100, den: 1 })
+        );
+        assert_eq!(
+            Scale::from_decimal(0.001).and_then(|s| s.then_unit(w)),
+            Some(Scale::ONE)
+        );
     }
 
     #[test]

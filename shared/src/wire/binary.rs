@@ -429,7 +429,7 @@ mod tests {
             1u64..u64::MAX,
             any::<u32>(),
             proptest::option::of(any::<u64>()),
-            proptest::collection::vec((any::<u32>(), any::<i64>(), 0u8..0x40), 1..50),
+            proptest::collection::vec((any::<u32>(), any::<i64>(), 0u8..0x80), 1..50),
             any::<bool>(),
         )
             .prop_map(|(seq, boot, base, samples, signed)| {

@@ -11,7 +11,7 @@
 //!   "time_ms": 1764115200000,
 //!   "readings": [
 //!     {"channel": "energy", "quantity": "energy", "kind": "counter", "value": 123456},
-//!     {"channel": "power", "quantity": "power", "value": 870, "offset_ms": 500, "quality": 4}
+//!     {"channel": "power", "quantity": "power", "value": 870250, "offset_ms": 500, "quality": 4}
 //!   ]
 //! }
 //! ```
@@ -231,14 +231,14 @@ mod tests {
     const EXAMPLE: &str = r#"{"v":1,"site":"site-a","device":"th-logger-3","seq":42,"boot":1,"fw":"acme-2.1",
         "time_ms":1764115200000,"readings":[
         {"channel":"energy","quantity":"energy","kind":"counter","value":123456},
-        {"channel":"power","quantity":"power","value":870,"offset_ms":500,"quality":4}]}"#;
+        {"channel":"power","quantity":"power","value":870250,"offset_ms":500,"quality":4}]}"#;
 
     #[test]
     fn decodes_the_documented_example() {
         let f = decode_frame(EXAMPLE.as_bytes()).unwrap();
         assert_eq!(f.seq, 42);
         assert_eq!(f.channels.len(), 2);
-        assert_eq!(f.samples[1].value, 870);
+        assert_eq!(f.samples[1].value, 870_250); // mW
         assert_eq!(f.samples[1].quality, Quality::SUSPECT);
         assert_eq!(f.sample_time_ms(&f.samples[1]), Some(1_764_115_200_500));
     }
