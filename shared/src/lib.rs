@@ -11,6 +11,8 @@
 //!   digester, rice AWD) over exact rationals, with their parameters.
 //! - [`report`]: the signed monitoring report: model, RFC 8785 canonical
 //!   JSON, RFC 6962 Merkle tree, JWS (Ed25519) and verification.
+//! - [`tlog`]: the backend's public log of accepted reports (RFC 6962
+//!   tree, C2SP signed-note checkpoints, receipts and their checks).
 //! - [`quantity`]: the physical quantities we measure and their integer base
 //!   units (Wh, mW, mL, mm, Pa, 0.01 degC, 0.01 vol%), and the units a
 //!   config or payload may state. No floats cross a wire.
@@ -42,4 +44,5 @@ pub mod methodology;
 pub mod quantity;
 pub mod reading;
 pub mod report;
+pub mod tlog;
 pub mod wire;
