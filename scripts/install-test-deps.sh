@@ -35,3 +35,8 @@ fi
 # Diagnostics (tests/tests/diagnostics_browser.rs): the page in a real
 # headless browser (Debian's chromium; no browser download).
 apt_install chromium
+
+# Receiver (receiver/tests/*, benches): a throwaway PostgreSQL server that
+# the tests start themselves (receiver/src/throwaway_postgres.rs) from
+# Debian's server binaries, as the unprivileged `postgres` user.
+apt_install postgresql

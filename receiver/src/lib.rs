@@ -3,19 +3,27 @@
 //! What an MRV backend needs to accept the gateway's uploads, and what the
 //! tests and the demo upload to. An axum service that
 //!
-//! - verifies each report's JWS and contents against registered gateway
-//!   keys ([`mrv_shared::report::verify_report`]);
-//! - checks each gateway's chain (gap-free seq, `prev_hash`, periods,
-//!   counter baselines; [`mrv_shared::report::verify::check_link`]);
-//! - accepts byte-identical duplicates idempotently, rejects and flags
-//!   equivocations (same seq, different bytes);
-//! - stores reports verbatim and durably (fsync before answering 2xx);
-//! - serves listing, fetching and per-gateway chain status.
+//! - verifies each report's JWS and contents ([`verification`]: the one
+//!   call into `mrv_shared::report` verification);
+//! - decides on each gateway's chain (gap-free seq, `prev_hash`, periods,
+//!   counter baselines), idempotent for byte-identical duplicates,
+//!   rejecting and flagging equivocations with the evidence kept
+//!   ([`archive::decision`]);
+//! - stores reports verbatim and durably before answering `2xx`, in files
+//!   (one process) or PostgreSQL (any number of stateless receivers on one
+//!   database) behind one interface ([`archive`]);
+//! - appends every accepted report's hash to its RFC 6962 log and answers
+//!   every `2xx` with a receipt: inclusion proof plus a C2SP signed
+//!   checkpoint ([`mrv_shared::tlog`], [`log_key`]);
+//! - keeps hostile clients from exhausting memory or connections
+//!   ([`limits`], [`serve`]).
 //!
-//! Layout: [`archive`] (storage and chain decisions), [`routes`] (HTTP API,
-//! see `docs/openapi.yaml`), [`tls`] (rustls with ring, optional mTLS), and
-//! here [`start`], which serves on a given listener (the binary, the demo
-//! and the tests all use it).
+//! Layout: [`archive`] (storage, chain decisions, the log), [`routes`]
+//! (HTTP API, normative in `docs/RECEIVER-API.md` and
+//! `docs/openapi.yaml`), [`serve`] (connections), [`tls`] (rustls with
+//! ring, optional mTLS), [`throwaway_postgres`] (a private PostgreSQL for
+//! tests and benchmarks), and here [`start`], which serves on a given
+//! listener (the binary, the demo and the tests all use it).
 //!
 //! Running it:
 //!
@@ -23,23 +31,33 @@
 //! mrv-receiver --listen 0.0.0.0:8443 --data-dir /var/lib/mrv-receiver \
 //!     --gateway-key gw-th-01.pub.jwk --token "$TOKEN" \
 //!     --tls-cert server.pem --tls-key server.key [--client-ca gateways-ca.pem]
+//!     [--database-url postgres://... --log-key log.jwk]
 //! ```
 //!
 //! It prints `listening on https://<addr>` once it accepts connections.
 
 pub mod archive;
+pub mod limits;
+pub mod log_key;
 pub mod routes;
+pub mod serve;
+pub mod throwaway_postgres;
 pub mod tls;
+pub mod verification;
 
-use archive::{Archive, ArchiveError};
+use archive::file::FileArchive;
+use archive::postgres::PgArchive;
+use archive::{AnyArchive, ArchiveError, LogIdentity};
+use limits::Limits;
 use mrv_shared::report::KeySet;
 use routes::{AppState, ReceiverStats};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
+use verification::Trust;
 
 /// Why the receiver could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +65,9 @@ pub enum ReceiverError {
     /// The archive could not be opened.
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    /// The log key could not be loaded or created.
+    #[error(transparent)]
+    LogKey(#[from] log_key::LogKeyError),
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
@@ -55,17 +76,53 @@ pub enum ReceiverError {
     Io(#[from] std::io::Error),
 }
 
+/// Where reports are stored.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// Files under this directory (one receiver process).
+    Files(PathBuf),
+    /// PostgreSQL at this connection string (`postgres://...` or
+    /// `host=... port=... user=... dbname=...`), with at most `pool`
+    /// connections from this process.
+    Postgres {
+        /// Connection string.
+        url: String,
+        /// Connection pool size.
+        pool: usize,
+    },
+}
+
 /// How to run a receiver.
 #[derive(Debug)]
 pub struct ReceiverConfig {
     /// Where reports are stored.
-    pub data_dir: PathBuf,
+    pub store: Store,
+    /// The log's identity; `None`: load or create `<dir>/log-key.jwk`
+    /// (file store only).
+    pub log: Option<LogIdentity>,
     /// Registered gateway keys.
     pub keys: KeySet,
     /// Bearer token required on upload routes (`None`: open).
     pub token: Option<String>,
     /// TLS (`None`: plain HTTP, for local use only).
     pub tls: Option<tls::TlsSettings>,
+    /// Bounds on connections, bodies and work.
+    pub limits: Limits,
+}
+
+impl ReceiverConfig {
+    /// A file-store receiver under `data_dir` trusting `keys`: no token, no
+    /// TLS, default limits, the log key in the data directory.
+    pub fn files(data_dir: impl Into<PathBuf>, keys: KeySet) -> ReceiverConfig {
+        ReceiverConfig {
+            store: Store::Files(data_dir.into()),
+            log: None,
+            keys,
+            token: None,
+            tls: None,
+            limits: Limits::default(),
+        }
+    }
 }
 
 /// Control of a running receiver. Cheap to clone.
@@ -81,8 +138,12 @@ impl ReceiverHandle {
         self.addr
     }
     /// The archive (read it to check what was stored).
-    pub fn archive(&self) -> &Archive {
+    pub fn archive(&self) -> &AnyArchive {
         &self.state.archive
+    }
+    /// The log's identity.
+    pub fn log(&self) -> &LogIdentity {
+        &self.state.identity
     }
     /// Counters.
     pub fn stats(&self) -> &ReceiverStats {
@@ -120,10 +181,30 @@ impl RunningReceiver {
             .unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
     /// Stops at once, dropping connections (a crash, as far as clients see;
-    /// what was acknowledged is on disk).
+    /// what was acknowledged is durable).
     pub fn abort(self) {
         self.task.abort();
     }
+}
+
+/// Opens the store named in `config`.
+pub async fn open_archive(
+    store: &Store,
+    identity: LogIdentity,
+) -> Result<AnyArchive, ReceiverError> {
+    Ok(match store {
+        Store::Files(dir) => {
+            let dir = dir.clone();
+            AnyArchive::File(
+                tokio::task::spawn_blocking(move || FileArchive::open(&dir, identity))
+                    .await
+                    .map_err(std::io::Error::other)??,
+            )
+        }
+        Store::Postgres { url, pool } => {
+            AnyArchive::Postgres(PgArchive::connect(url, *pool, identity).await?)
+        }
+    })
 }
 
 /// Opens the archive and serves on `listener` until stopped.
@@ -131,36 +212,51 @@ pub async fn start(
     listener: TcpListener,
     config: ReceiverConfig,
 ) -> Result<RunningReceiver, ReceiverError> {
-    let dir = config.data_dir.clone();
-    let archive = tokio::task::spawn_blocking(move || Archive::open(&dir))
-        .await
-        .map_err(std::io::Error::other)??;
+    let identity = match (config.log, &config.store) {
+        (Some(l), _) => l,
+        (None, Store::Files(dir)) => {
+            let path = dir.join("log-key.jwk");
+            tokio::task::spawn_blocking(move || log_key::load_or_create(&path, None))
+                .await
+                .map_err(std::io::Error::other)??
+        }
+        (None, Store::Postgres { .. }) => {
+            return Err(ReceiverError::LogKey(log_key::LogKeyError::Invalid {
+                path: String::from("(none)"),
+                why: String::from(
+                    "a PostgreSQL store needs the log key every receiver shares (--log-key)",
+                ),
+            }));
+        }
+    };
+    let archive = open_archive(&config.store, identity.clone()).await?;
+    let limits = Arc::new(config.limits);
+    let budget_kib = usize::try_from(limits.body_budget_bytes.div_ceil(1024))
+        .unwrap_or(Semaphore::MAX_PERMITS)
+        .clamp(1, Semaphore::MAX_PERMITS);
     let state = AppState {
         archive: Arc::new(archive),
-        keys: Arc::new(config.keys),
+        trust: Arc::new(Trust { keys: config.keys }),
+        identity: Arc::new(identity),
         token: config.token.map(Arc::from),
         maintenance: Arc::new(Mutex::new(None)),
         stats: Arc::new(ReceiverStats::default()),
+        body_budget: Arc::new(Semaphore::new(budget_kib)),
+        verify_slots: Arc::new(Semaphore::new(limits.verify_slots.max(1))),
+        limits: limits.clone(),
     };
     if state.token.is_none() {
         tracing::warn!("no upload token configured: anyone who can connect may upload");
     }
     let addr = listener.local_addr()?;
     let app = routes::router(state.clone());
-    let (shutdown, mut rx) = watch::channel(false);
-    let signal = async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let (shutdown, rx) = watch::channel(false);
     let task = match config.tls {
         Some(t) => {
             let l = tls::TlsListener::new(listener, t.server_config()?)?;
-            tokio::spawn(async move { axum::serve(l, app).with_graceful_shutdown(signal).await })
+            tokio::spawn(serve::serve(l, app, limits, rx))
         }
-        None => tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(signal)
-                .await
-        }),
+        None => tokio::spawn(serve::serve(listener, app, limits, rx)),
     };
     Ok(RunningReceiver {
         handle: ReceiverHandle { addr, state },

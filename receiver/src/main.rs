@@ -6,23 +6,39 @@
 
 use anyhow::Context;
 use clap::Parser;
-use mrv_receiver::{ReceiverConfig, tls::TlsSettings};
+use mrv_receiver::limits::Limits;
+use mrv_receiver::{ReceiverConfig, Store, tls::TlsSettings};
 use mrv_shared::report::KeySet;
 use mrv_shared::report::jwk::Jwk;
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Reference MRV backend receiver: verifies, chains and stores signed
-/// monitoring reports.
+/// monitoring reports, and logs every accepted one in a public,
+/// append-only log.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8443")]
     listen: String,
-    /// Directory for stored reports and flags.
+    /// Directory for stored reports and flags (file store), and for the
+    /// log key when none is given.
+    #[arg(long, required_unless_present = "database_url")]
+    data_dir: Option<PathBuf>,
+    /// PostgreSQL connection string (`postgres://user@host/db` or
+    /// `host=... dbname=...`): store there instead of files; any number
+    /// of receivers may share one database. Needs --log-key.
+    #[arg(long, env = "MRV_RECEIVER_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Database connections this process may open.
+    #[arg(long, default_value_t = 16)]
+    db_pool: usize,
+    /// The log's private signing key (JWK, `kid` = the log origin). File
+    /// store default: `<data-dir>/log-key.jwk`, created at first start.
     #[arg(long)]
-    data_dir: PathBuf,
+    log_key: Option<PathBuf>,
     /// A gateway's public JWK file (with `kid`); repeatable.
     #[arg(long = "gateway-key", required = true)]
     gateway_keys: Vec<PathBuf>,
@@ -38,6 +54,19 @@ struct Args {
     /// CA (PEM) that client certificates must chain to: enables mTLS.
     #[arg(long, requires = "tls_cert")]
     client_ca: Option<PathBuf>,
+    /// Most connections served at once (more wait in the accept queue).
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+    /// Seconds a client may take to send a request head (and may stay idle
+    /// between requests).
+    #[arg(long, default_value_t = Limits::default().header_timeout.as_secs())]
+    header_timeout_secs: u64,
+    /// Seconds a client may take to send a body.
+    #[arg(long, default_value_t = Limits::default().body_timeout.as_secs())]
+    body_timeout_secs: u64,
+    /// MiB all upload bodies in flight may hold together.
+    #[arg(long, default_value_t = Limits::default().body_budget_bytes >> 20)]
+    body_budget_mib: u64,
 }
 
 #[tokio::main]
@@ -67,6 +96,25 @@ async fn main() -> anyhow::Result<()> {
         )?),
         _ => None,
     };
+    let store = match (&args.database_url, &args.data_dir) {
+        (Some(url), _) => Store::Postgres {
+            url: url.clone(),
+            pool: args.db_pool,
+        },
+        (None, Some(dir)) => Store::Files(dir.clone()),
+        (None, None) => anyhow::bail!("give --data-dir or --database-url"),
+    };
+    let log = match &args.log_key {
+        Some(p) => Some(mrv_receiver::log_key::load(p, None)?),
+        None => None,
+    };
+    let limits = Limits {
+        max_connections: args.max_connections,
+        header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
+        body_timeout: Duration::from_secs(args.body_timeout_secs.max(1)),
+        body_budget_bytes: args.body_budget_mib.max(1) << 20,
+        ..Limits::default()
+    };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -74,13 +122,16 @@ async fn main() -> anyhow::Result<()> {
     let running = mrv_receiver::start(
         listener,
         ReceiverConfig {
-            data_dir: args.data_dir.clone(),
+            store,
+            log,
             keys,
             token: args.token.clone(),
             tls,
+            limits,
         },
     )
     .await?;
+    tracing::info!(log_key = %running.handle.log().verifier(), "the log's verifier key");
     println!("listening on {scheme}://{}", running.addr());
     std::io::stdout().flush().context("stdout")?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -1,57 +1,72 @@
-//! The HTTP API (documented in `docs/openapi.yaml`; a test checks the two
-//! agree): upload (batch and single), fetch, listing and chain status.
+//! The HTTP API (normative: `docs/RECEIVER-API.md` and `docs/openapi.yaml`;
+//! a test checks the routes and the document agree).
 //!
 //! | method | path | job |
 //! |---|---|---|
 //! | `POST` | `/v1/reports` | upload a batch: JWS compact reports, one per line, in chain order |
-//! | `PUT` | `/v1/reports/{report_id}` | upload one report (idempotent by id) |
+//! | `PUT` | `/v1/reports/{report_id}` | upload one report (idempotent by bytes) |
 //! | `GET` | `/v1/reports/{report_id}` | the stored bytes (`application/jose`) |
+//! | `GET` | `/v1/reports/{report_id}/receipt` | a receipt against the current checkpoint |
 //! | `GET` | `/v1/gateways` | chain status of every gateway |
 //! | `GET` | `/v1/gateways/{gateway}/chain` | chain status of one gateway |
 //! | `GET` | `/v1/gateways/{gateway}/reports` | stored reports, `?after=<seq>&limit=<n>` |
+//! | `GET` | `/v1/equivocations` | every equivocation flag |
+//! | `GET` | `/v1/equivocations/{offered_hash}` | the evidence: the refused bytes |
+//! | `GET` | `/v1/log/checkpoint` | the current signed checkpoint (`text/plain`) |
+//! | `GET` | `/v1/log/consistency` | consistency proof, `?old=<size>&new=<size>` |
+//! | `GET` | `/v1/log/key` | the log's note verifier key (`text/plain`) |
 //! | `GET` | `/v1/health` | liveness |
 //!
-//! Upload bodies may be `Content-Encoding: gzip`. Upload routes need
-//! `Authorization: Bearer <token>` when a token is configured. While the
-//! receiver is in maintenance ([`crate::ReceiverHandle::set_maintenance`])
-//! uploads get `503` with `Retry-After`.
+//! Upload bodies may be `Content-Encoding: gzip`; they are decoded and
+//! processed one report (line) at a time, so a batch never sits decoded in
+//! memory as a whole. Bounds ([`crate::limits::Limits`]): body bytes on the
+//! wire, bytes of one decoded report, decoded bytes of a batch, time to
+//! receive a body, and the memory all bodies in flight may hold together
+//! (over it: `503` with `Retry-After`). Verification runs on at most
+//! `verify_slots` reports at once.
 //!
 //! Status codes of `PUT`: `201` stored, `200` duplicate (same bytes already
-//! stored), `400` malformed or id mismatch, `401` token, `409` chain
-//! conflict (`seq_gap`, `prev_hash_mismatch`, `period_discontinuity`,
-//! `baseline_mismatch`, `equivocation`), `413` too large, `415` encoding,
-//! `422` verification failure (`bad_signature`, `unknown_kid`,
-//! `merkle_mismatch`, ...), `500` storage, `503` maintenance. `POST` answers
-//! `200` with one result per report, in order, stopping after the first
-//! rejection; whole-request problems use the same codes as `PUT`.
+//! stored), `400` malformed or id mismatch, `401` token, `408` body too
+//! slow, `409` chain conflict (`seq_gap`, `prev_hash_mismatch`,
+//! `period_discontinuity`, `baseline_mismatch`, `equivocation`,
+//! `kid_gateway_mismatch`), `413` too large, `415` encoding, `422`
+//! verification failure (`bad_signature`, `unknown_kid`,
+//! `merkle_mismatch`, ...), `500` storage, `503` maintenance or busy.
+//! `POST` answers `200` with one result per report, in order, stopping
+//! after the first rejection; whole-request problems use the same codes as
+//! `PUT`. Every `accepted` and `duplicate` result carries a receipt.
 
-use crate::archive::{Archive, ItemResult, ItemStatus};
+use crate::archive::{AnyArchive, Archive, ArchiveError, ItemResult, ItemStatus, LogIdentity};
+use crate::limits::Limits;
+use crate::verification::{Trust, verify_offered};
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use mrv_shared::report::KeySet;
 use serde::{Deserialize, Serialize};
-use std::io::Read;
+use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Largest upload body on the wire.
-pub const MAX_BODY_BYTES: usize = 64 << 20;
-/// Largest upload body after gzip decoding.
-pub const MAX_DECODED_BYTES: u64 = 256 << 20;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Every route, as `(method, path)`, in axum path syntax.
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/reports"),
     ("PUT", "/v1/reports/{report_id}"),
     ("GET", "/v1/reports/{report_id}"),
+    ("GET", "/v1/reports/{report_id}/receipt"),
     ("GET", "/v1/gateways"),
     ("GET", "/v1/gateways/{gateway}/chain"),
     ("GET", "/v1/gateways/{gateway}/reports"),
+    ("GET", "/v1/equivocations"),
+    ("GET", "/v1/equivocations/{offered_hash}"),
+    ("GET", "/v1/log/checkpoint"),
+    ("GET", "/v1/log/consistency"),
+    ("GET", "/v1/log/key"),
     ("GET", "/v1/health"),
 ];
 
@@ -68,21 +83,31 @@ pub struct ReceiverStats {
     pub rejected: AtomicU64,
     /// Upload body bytes received (on the wire, before decoding).
     pub wire_bytes: AtomicU64,
+    /// Uploads refused as a whole (token, size, encoding, slow body, busy).
+    pub refused: AtomicU64,
 }
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
     /// The archive.
-    pub archive: Arc<Archive>,
-    /// Registered gateway keys.
-    pub keys: Arc<KeySet>,
+    pub archive: Arc<AnyArchive>,
+    /// What verification trusts.
+    pub trust: Arc<Trust>,
+    /// The log's identity (its verifier key is served).
+    pub identity: Arc<LogIdentity>,
     /// Upload token (`None`: uploads are open).
     pub token: Option<Arc<str>>,
     /// `Some(seconds)`: maintenance, uploads get 503 with this Retry-After.
     pub maintenance: Arc<Mutex<Option<u64>>>,
     /// Counters.
     pub stats: Arc<ReceiverStats>,
+    /// Bounds on bodies and work.
+    pub limits: Arc<Limits>,
+    /// Memory budget of bodies in flight, one permit per KiB.
+    pub body_budget: Arc<Semaphore>,
+    /// Reports being verified at once.
+    pub verify_slots: Arc<Semaphore>,
 }
 
 /// The router over `state`.
@@ -90,11 +115,16 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/reports", post(upload_batch))
         .route("/v1/reports/{report_id}", get(fetch).put(upload_one))
+        .route("/v1/reports/{report_id}/receipt", get(receipt))
         .route("/v1/gateways", get(gateways))
         .route("/v1/gateways/{gateway}/chain", get(chain))
         .route("/v1/gateways/{gateway}/reports", get(list))
+        .route("/v1/equivocations", get(equivocations))
+        .route("/v1/equivocations/{offered_hash}", get(evidence))
+        .route("/v1/log/checkpoint", get(checkpoint))
+        .route("/v1/log/consistency", get(consistency))
+        .route("/v1/log/key", get(log_key))
         .route("/v1/health", get(health))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
@@ -118,6 +148,19 @@ fn problem(code: StatusCode, reason: &str, detail: impl Into<String>) -> Respons
         .into_response()
 }
 
+fn with_retry_after(mut r: Response, secs: u64) -> Response {
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_str(&secs.to_string()).expect("digits are a valid header value"),
+    );
+    r
+}
+
+fn storage_problem(e: &ArchiveError) -> Response {
+    tracing::error!(error = %e, "storage failed");
+    problem(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -125,13 +168,21 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Token, maintenance and body decoding shared by both upload routes.
-fn admit(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>, Box<Response>> {
+/// A received upload body and the budget it holds while it is processed.
+struct Admitted {
+    body: bytes::Bytes,
+    gzip: bool,
+    _budget: OwnedSemaphorePermit,
+}
+
+/// Token, maintenance, encoding, size, time and memory budget: everything
+/// decided about an upload before its first report is looked at.
+async fn admit(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Admitted, Response> {
     state.stats.requests.fetch_add(1, Ordering::Relaxed);
-    state
-        .stats
-        .wire_bytes
-        .fetch_add(body.len() as u64, Ordering::Relaxed);
+    let refuse = |r: Response| {
+        state.stats.refused.fetch_add(1, Ordering::Relaxed);
+        r
+    };
     if let Some(token) = &state.token {
         let given = headers
             .get(header::AUTHORIZATION)
@@ -145,7 +196,7 @@ fn admit(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>,
                     == 0
         });
         if !ok {
-            return Err(Box::new(problem(
+            return Err(refuse(problem(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "missing or wrong bearer token",
@@ -154,49 +205,207 @@ fn admit(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>,
     }
     let maintenance = *state.maintenance.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(secs) = maintenance {
-        let mut r = problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "maintenance",
-            "the receiver is in maintenance; retry later",
-        );
-        r.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from_str(&secs.to_string()).expect("digits are a valid header value"),
-        );
-        return Err(Box::new(r));
+        return Err(refuse(with_retry_after(
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "maintenance",
+                "the receiver is in maintenance; retry later",
+            ),
+            secs,
+        )));
     }
-    match headers
+    let gzip = match headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
         .as_deref()
     {
-        None | Some("identity") => Ok(body.to_vec()),
-        Some("gzip") => {
-            let mut out = Vec::with_capacity(body.len() * 4);
-            flate2::read::GzDecoder::new(&body[..])
-                .take(MAX_DECODED_BYTES + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| {
-                    Box::new(problem(
-                        StatusCode::BAD_REQUEST,
-                        "malformed",
-                        format!("gzip: {e}"),
-                    ))
-                })?;
-            if out.len() as u64 > MAX_DECODED_BYTES {
-                return Err(Box::new(problem(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    format!("decoded body exceeds {MAX_DECODED_BYTES} bytes"),
+        None | Some("identity") => false,
+        Some("gzip") => true,
+        Some(other) => {
+            return Err(refuse(problem(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                format!("content-encoding {other:?}: use gzip or none"),
+            )));
+        }
+    };
+    let limits = &state.limits;
+    let too_large = || {
+        problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("body exceeds {} bytes", limits.max_body_bytes),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body_bytes) {
+        return Err(refuse(too_large()));
+    }
+    // Memory budget: what the body may occupy (its declared length, or the
+    // maximum when it is chunked).
+    let kib = declared
+        .unwrap_or(limits.max_body_bytes)
+        .div_ceil(1024)
+        .max(1);
+    let kib = u32::try_from(kib).unwrap_or(u32::MAX);
+    let budget = match tokio::time::timeout(
+        limits.budget_wait,
+        state.body_budget.clone().acquire_many_owned(kib),
+    )
+    .await
+    {
+        Ok(Ok(p)) => p,
+        _ => {
+            return Err(refuse(with_retry_after(
+                problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "too many uploads in progress; retry later",
+                ),
+                limits.busy_retry_after_secs,
+            )));
+        }
+    };
+    let limit = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
+    let body =
+        match tokio::time::timeout(limits.body_timeout, axum::body::to_bytes(body, limit)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                // Over the limit, or the connection broke mid-body.
+                let too_big = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+                return Err(refuse(if too_big {
+                    too_large()
+                } else {
+                    problem(StatusCode::BAD_REQUEST, "malformed", format!("body: {e}"))
+                }));
+            }
+            Err(_) => {
+                return Err(refuse(problem(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!(
+                        "the body did not arrive within {} s",
+                        limits.body_timeout.as_secs()
+                    ),
                 )));
             }
-            Ok(out)
+        };
+    state
+        .stats
+        .wire_bytes
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
+    Ok(Admitted {
+        body,
+        gzip,
+        _budget: budget,
+    })
+}
+
+/// Decoded reports of a body, one line at a time, each at most
+/// `max_report` bytes, `max_total` together.
+struct Lines {
+    reader: BufReader<Box<dyn Read + Send>>,
+    max_report: u64,
+    left: u64,
+}
+
+/// Why a body's next report could not be read.
+enum LineError {
+    TooLarge(String),
+    Malformed(String),
+}
+
+impl Lines {
+    fn new(a: &Admitted, limits: &Limits) -> Lines {
+        let raw = std::io::Cursor::new(a.body.clone());
+        let inner: Box<dyn Read + Send> = if a.gzip {
+            Box::new(flate2::read::GzDecoder::new(raw))
+        } else {
+            Box::new(raw)
+        };
+        Lines {
+            reader: BufReader::with_capacity(64 * 1024, inner),
+            max_report: limits.max_report_bytes,
+            left: limits.max_decoded_bytes,
         }
-        Some(other) => Err(Box::new(problem(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_encoding",
-            format!("content-encoding {other:?}: use gzip or none"),
-        ))),
+    }
+
+    /// The next non-empty line (without `\n` / `\r\n`), `None` at the end.
+    fn next_line(&mut self) -> Option<Result<Vec<u8>, LineError>> {
+        loop {
+            let mut line = Vec::new();
+            let cap = self.max_report.min(self.left) + 1;
+            let n = match (&mut self.reader).take(cap).read_until(b'\n', &mut line) {
+                Ok(n) => n,
+                Err(e) => return Some(Err(LineError::Malformed(format!("gzip: {e}")))),
+            };
+            if n == 0 {
+                return None;
+            }
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            } else if n as u64 >= cap {
+                return Some(Err(LineError::TooLarge(if self.left < self.max_report {
+                    format!(
+                        "decoded body exceeds {} bytes",
+                        self.left + (n as u64) - cap + 1
+                    )
+                } else {
+                    format!("a report exceeds {} bytes decoded", self.max_report)
+                })));
+            }
+            self.left = self.left.saturating_sub(n as u64);
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            if !line.is_empty() {
+                return Some(Ok(line));
+            }
+        }
+    }
+}
+
+/// Reads the next line on a blocking thread (gzip decoding is CPU work).
+async fn next_line(mut lines: Lines) -> (Lines, Option<Result<Vec<u8>, LineError>>) {
+    tokio::task::spawn_blocking(move || {
+        let l = lines.next_line();
+        (lines, l)
+    })
+    .await
+    .expect("line reading does not panic")
+}
+
+/// Duplicate check, verification, chain decision and storage of one
+/// offered report: the single path every upload takes.
+async fn offer(state: &AppState, bytes: Vec<u8>) -> Result<ItemResult, ArchiveError> {
+    let hash: [u8; 32] = Sha256::digest(&bytes).into();
+    if let Some(r) = state.archive.duplicate(hash).await? {
+        return Ok(r);
+    }
+    let slot = state
+        .verify_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the semaphore is never closed");
+    let trust = state.trust.clone();
+    let (bytes, verified) = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        let v = verify_offered(&bytes, &trust);
+        (bytes, v)
+    })
+    .await
+    .expect("verification does not panic");
+    match verified {
+        Ok(v) => state.archive.commit(&bytes, &v, now_ms()).await,
+        Err(e) => {
+            let v = crate::archive::file::parse_stored(&bytes, "offered report").ok();
+            Ok(ItemResult::rejected(v.as_ref(), e.label(), e.to_string()))
+        }
     }
 }
 
@@ -216,72 +425,87 @@ pub struct BatchResults {
     pub results: Vec<ItemResult>,
 }
 
-async fn upload_batch(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let decoded = match admit(&state, &headers, &body) {
-        Ok(d) => d,
-        Err(r) => return *r,
+async fn upload_batch(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let admitted = match admit(&state, &headers, body).await {
+        Ok(a) => a,
+        Err(r) => return r,
     };
-    let st = state.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let mut results = Vec::new();
-        let now = now_ms();
-        for line in decoded.split(|&b| b == b'\n') {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() {
-                continue;
-            }
-            match st.archive.offer(line, &st.keys, now) {
-                Ok(r) => {
-                    count(&st, &r);
-                    let stop = r.status == ItemStatus::Rejected;
-                    results.push(r);
-                    if stop {
-                        break;
-                    }
+    let mut lines = Lines::new(&admitted, &state.limits);
+    let mut results = Vec::new();
+    loop {
+        let (back, next) = next_line(lines).await;
+        lines = back;
+        let line = match next {
+            None => break,
+            Some(Ok(l)) => l,
+            Some(Err(e)) => {
+                state.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                let (reason, detail) = match e {
+                    LineError::TooLarge(d) => ("too_large", d),
+                    LineError::Malformed(d) => ("malformed", d),
+                };
+                if results.is_empty() {
+                    let code = if reason == "too_large" {
+                        StatusCode::PAYLOAD_TOO_LARGE
+                    } else {
+                        StatusCode::BAD_REQUEST
+                    };
+                    return problem(code, reason, detail);
                 }
-                Err(e) => return (results, Some(e.to_string())),
+                results.push(ItemResult::rejected(None, reason, detail));
+                break;
+            }
+        };
+        match offer(&state, line).await {
+            Ok(r) => {
+                count(&state, &r);
+                let stop = r.status == ItemStatus::Rejected;
+                results.push(r);
+                if stop {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "storage failed during a batch upload");
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    axum::Json(BatchResults { results }),
+                )
+                    .into_response();
             }
         }
-        (results, None)
-    })
-    .await;
-    match outcome {
-        Ok((results, None)) => {
-            (StatusCode::OK, axum::Json(BatchResults { results })).into_response()
-        }
-        Ok((results, Some(e))) => {
-            tracing::error!(error = %e, "storage failed during a batch upload");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                axum::Json(BatchResults { results }),
-            )
-                .into_response()
-        }
-        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }
+    drop(admitted);
+    (StatusCode::OK, axum::Json(BatchResults { results })).into_response()
 }
 
 async fn upload_one(
     State(state): State<AppState>,
     Path(report_id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let decoded = match admit(&state, &headers, &body) {
-        Ok(d) => d,
-        Err(r) => return *r,
+    let admitted = match admit(&state, &headers, body).await {
+        Ok(a) => a,
+        Err(r) => return r,
     };
-    let st = state.clone();
-    let outcome =
-        tokio::task::spawn_blocking(move || st.archive.offer(&decoded, &st.keys, now_ms())).await;
-    let r = match outcome {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "storage failed during an upload");
-            return problem(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string());
+    let lines = Lines::new(&admitted, &state.limits);
+    let (_, first) = next_line(lines).await;
+    let bytes = match first {
+        Some(Ok(b)) => b,
+        None => return problem(StatusCode::BAD_REQUEST, "malformed", "empty body"),
+        Some(Err(LineError::TooLarge(d))) => {
+            return problem(StatusCode::PAYLOAD_TOO_LARGE, "too_large", d);
         }
-        Err(e) => return problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        Some(Err(LineError::Malformed(d))) => {
+            return problem(StatusCode::BAD_REQUEST, "malformed", d);
+        }
     };
+    let r = match offer(&state, bytes).await {
+        Ok(r) => r,
+        Err(e) => return storage_problem(&e),
+    };
+    drop(admitted);
     count(&state, &r);
     if r.status != ItemStatus::Rejected && r.report_id.as_deref() != Some(report_id.as_str()) {
         // Stored (or already stored) under its own id; the path was wrong.
@@ -305,7 +529,7 @@ async fn upload_one(
 }
 
 async fn fetch(State(state): State<AppState>, Path(report_id): Path<String>) -> Response {
-    match state.archive.fetch(&report_id) {
+    match state.archive.fetch(&report_id).await {
         Ok(Some(bytes)) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/jose")],
@@ -313,24 +537,39 @@ async fn fetch(State(state): State<AppState>, Path(report_id): Path<String>) -> 
         )
             .into_response(),
         Ok(None) => problem(StatusCode::NOT_FOUND, "not_found", "no such report"),
-        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()),
+        Err(e) => storage_problem(&e),
+    }
+}
+
+async fn receipt(State(state): State<AppState>, Path(report_id): Path<String>) -> Response {
+    match state.archive.receipt(&report_id).await {
+        Ok(Some(r)) => axum::Json(r).into_response(),
+        Ok(None) => problem(StatusCode::NOT_FOUND, "not_found", "no such report"),
+        Err(e) => storage_problem(&e),
     }
 }
 
 async fn gateways(State(state): State<AppState>) -> Response {
-    let all: Vec<_> = state
-        .archive
-        .gateways()
-        .iter()
-        .filter_map(|g| state.archive.chain_status(g))
-        .collect();
+    let names = match state.archive.gateways().await {
+        Ok(n) => n,
+        Err(e) => return storage_problem(&e),
+    };
+    let mut all = Vec::with_capacity(names.len());
+    for g in names {
+        match state.archive.chain_status(&g).await {
+            Ok(Some(s)) => all.push(s),
+            Ok(None) => {}
+            Err(e) => return storage_problem(&e),
+        }
+    }
     axum::Json(all).into_response()
 }
 
 async fn chain(State(state): State<AppState>, Path(gateway): Path<String>) -> Response {
-    match state.archive.chain_status(&gateway) {
-        Some(s) => axum::Json(s).into_response(),
-        None => problem(StatusCode::NOT_FOUND, "not_found", "no such gateway"),
+    match state.archive.chain_status(&gateway).await {
+        Ok(Some(s)) => axum::Json(s).into_response(),
+        Ok(None) => problem(StatusCode::NOT_FOUND, "not_found", "no such gateway"),
+        Err(e) => storage_problem(&e),
     }
 }
 
@@ -352,10 +591,71 @@ async fn list(
     Path(gateway): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    match state.archive.list(&gateway, q.after, q.limit.min(10_000)) {
-        Some(v) => axum::Json(v).into_response(),
-        None => problem(StatusCode::NOT_FOUND, "not_found", "no such gateway"),
+    match state
+        .archive
+        .list(&gateway, q.after, q.limit.min(10_000))
+        .await
+    {
+        Ok(Some(v)) => axum::Json(v).into_response(),
+        Ok(None) => problem(StatusCode::NOT_FOUND, "not_found", "no such gateway"),
+        Err(e) => storage_problem(&e),
     }
+}
+
+async fn equivocations(State(state): State<AppState>) -> Response {
+    match state.archive.flags().await {
+        Ok(f) => axum::Json(f).into_response(),
+        Err(e) => storage_problem(&e),
+    }
+}
+
+async fn evidence(State(state): State<AppState>, Path(hash): Path<String>) -> Response {
+    match state.archive.evidence(&hash).await {
+        Ok(Some(bytes)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/jose")],
+            bytes,
+        )
+            .into_response(),
+        Ok(None) => problem(StatusCode::NOT_FOUND, "not_found", "no such evidence"),
+        Err(e) => storage_problem(&e),
+    }
+}
+
+async fn checkpoint(State(state): State<AppState>) -> Response {
+    match state.archive.checkpoint().await {
+        Ok(note) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            note,
+        )
+            .into_response(),
+        Err(e) => storage_problem(&e),
+    }
+}
+
+/// Query of the consistency route.
+#[derive(Debug, Deserialize)]
+struct ConsistencyQuery {
+    old: u64,
+    new: u64,
+}
+
+async fn consistency(State(state): State<AppState>, Query(q): Query<ConsistencyQuery>) -> Response {
+    match state.archive.consistency(q.old, q.new).await {
+        Ok(p) => axum::Json(p).into_response(),
+        Err(ArchiveError::Log(why)) => problem(StatusCode::BAD_REQUEST, "bad_range", why),
+        Err(e) => storage_problem(&e),
+    }
+}
+
+async fn log_key(State(state): State<AppState>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{}\n", state.identity.verifier()),
+    )
+        .into_response()
 }
 
 async fn health() -> Response {

@@ -4,6 +4,8 @@
 
 mod upload_support;
 
+use mrv_receiver::archive::Archive;
+
 use ed25519_dalek::SigningKey;
 use std::io::Write;
 use upload_support::{TestChain, init, start_receiver};
@@ -243,7 +245,13 @@ async fn uploads_are_judged_with_the_right_reason() {
     };
     let (code, v) = c.put(&id(4), &a.reports[3]).await;
     assert_eq!((code, v["status"].as_str()), (201, Some("accepted")), "{v}");
-    let st = rx.handle.archive().chain_status("gw-test").expect("known");
+    let st = rx
+        .handle
+        .archive()
+        .chain_status("gw-test")
+        .await
+        .expect("io")
+        .expect("known");
     assert_eq!((st.head_seq, st.equivocations.len()), (4, 1));
     rx.stop().await.expect("stops");
 }

@@ -5,6 +5,8 @@
 mod report_support;
 mod upload_support;
 
+use mrv_receiver::archive::Archive;
+
 use mrv_gateway::buffer::{CursorName, FrameKey};
 use mrv_gateway::upload::task::apply_delivery;
 use report_support::TestSite;
@@ -101,6 +103,8 @@ async fn readings_are_pruned_only_after_every_report_covering_them_is_delivered(
         rx.handle
             .archive()
             .chain_status("gw-th-01")
+            .await
+            .expect("io")
             .map(|s| s.head_seq),
         Some(3)
     );

@@ -12,6 +12,7 @@ use mrv_shared::report::verify::Chain;
 use mrv_shared::report::verify_report;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use mrv_receiver::archive::Archive;
 use upload_support::{
     Fault, FaultProxy, Pki, TestChain, Uploader, init, start_receiver, start_tls_receiver,
 };
@@ -19,10 +20,14 @@ use upload_support::{
 const TEN_YEARS: Duration = Duration::from_secs(10 * 365 * 86_400);
 
 /// Exactly once, in order, verbatim, chain valid; nothing lost locally.
-fn assert_delivered_exactly_once(rx: &RunningReceiver, chain: &TestChain) {
+async fn assert_delivered_exactly_once(rx: &RunningReceiver, chain: &TestChain) {
     let a = rx.handle.archive();
     let n = chain.reports.len() as u64;
-    let status = a.chain_status("gw-test").expect("gateway known");
+    let status = a
+        .chain_status("gw-test")
+        .await
+        .expect("io")
+        .expect("gateway known");
     assert_eq!((status.reports, status.head_seq), (n, n));
     assert!(status.equivocations.is_empty());
     assert_eq!(
@@ -35,6 +40,7 @@ fn assert_delivered_exactly_once(rx: &RunningReceiver, chain: &TestChain) {
     for (i, r) in chain.reports.iter().enumerate() {
         let stored = a
             .fetch(&format!("gw-test-{:012}", i + 1))
+            .await
             .expect("read")
             .expect("stored");
         assert_eq!(&stored, r);
@@ -83,7 +89,7 @@ async fn receiver_down_then_up() {
     let s = up.wait(30, |s| s.delivered_upto == 9).await;
     assert!(s.last_error.is_none(), "progress clears the error: {s:?}");
     up.stop().await;
-    assert_delivered_exactly_once(&rx, &chain);
+    assert_delivered_exactly_once(&rx, &chain).await;
     rx.stop().await.expect("stops");
 }
 
@@ -109,7 +115,7 @@ async fn service_unavailable_with_retry_after_is_honoured() {
     rx.handle.set_maintenance(None);
     up.wait(30, |s| s.delivered_upto == 6).await;
     up.stop().await;
-    assert_delivered_exactly_once(&rx, &chain);
+    assert_delivered_exactly_once(&rx, &chain).await;
     rx.stop().await.expect("stops");
 }
 
@@ -136,7 +142,7 @@ async fn answers_slower_than_the_timeout_are_retried_and_answered_as_duplicates(
         rx.handle.stats().duplicates.load(Ordering::SeqCst) >= 1,
         "the backend stored the first batch and answered its resend as duplicate"
     );
-    assert_delivered_exactly_once(&rx, &chain);
+    assert_delivered_exactly_once(&rx, &chain).await;
     rx.stop().await.expect("stops");
 }
 
@@ -164,7 +170,7 @@ async fn connections_reset_mid_body_are_retried() {
         s.bytes_sent / s.requests > 2500,
         "bodies are longer than the reset point: {s:?}"
     );
-    assert_delivered_exactly_once(&rx, &chain);
+    assert_delivered_exactly_once(&rx, &chain).await;
     rx.stop().await.expect("stops");
 }
 
@@ -190,6 +196,6 @@ async fn a_gateway_that_lost_its_delivery_record_resends_and_gets_duplicates() {
     assert!(s.alarms == 0 && s.rejected.is_none(), "{s:?}");
     assert_eq!(rx.handle.stats().duplicates.load(Ordering::SeqCst), 6);
     assert_eq!(reopened.delivered_upto(), 6);
-    assert_delivered_exactly_once(&rx, &chain);
+    assert_delivered_exactly_once(&rx, &chain).await;
     rx.stop().await.expect("stops");
 }

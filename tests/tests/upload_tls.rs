@@ -4,6 +4,8 @@
 
 mod upload_support;
 
+use mrv_receiver::archive::Archive;
+
 use std::time::Duration;
 use upload_support::{
     Pki, TestChain, Uploader, https_url, init, start_receiver, start_tls_receiver,
@@ -46,6 +48,8 @@ async fn a_backlog_goes_over_tls_in_order_and_new_reports_follow() {
         .handle
         .archive()
         .chain_status("gw-test")
+        .await
+        .expect("io")
         .expect("gateway known");
     assert_eq!((status.reports, status.head_seq), (13, 13));
     assert!(status.equivocations.is_empty());
@@ -56,6 +60,7 @@ async fn a_backlog_goes_over_tls_in_order_and_new_reports_follow() {
             .handle
             .archive()
             .fetch(&id)
+            .await
             .expect("read")
             .expect("stored");
         assert_eq!(&stored, r, "stored verbatim");
@@ -109,7 +114,12 @@ async fn mtls_needs_the_client_certificate() {
     let s = up.wait(30, |s| s.consecutive_failures >= 2).await;
     up.stop().await;
     assert_eq!(s.delivered_upto, 0, "{s:?}");
-    assert!(rx.handle.archive().chain_status("gw-test").is_none());
+    assert!(rx.handle
+            .archive()
+            .chain_status("gw-test")
+            .await
+            .expect("io")
+            .is_none());
 
     let mut cfg = pki.upload_config(&url, None, true);
     cfg.keep_delivered = TEN_YEARS;
@@ -120,6 +130,8 @@ async fn mtls_needs_the_client_certificate() {
         rx.handle
             .archive()
             .chain_status("gw-test")
+            .await
+            .expect("io")
             .map(|s| s.head_seq),
         Some(3)
     );
@@ -156,7 +168,12 @@ async fn hostname_verification_and_the_ca_bundle_are_enforced() {
     let s = up.wait(30, |s| s.consecutive_failures >= 2).await;
     up.stop().await;
     assert_eq!(s.delivered_upto, 0);
-    assert!(rx.handle.archive().chain_status("gw-test").is_none());
+    assert!(rx.handle
+            .archive()
+            .chain_status("gw-test")
+            .await
+            .expect("io")
+            .is_none());
     rx.stop().await.expect("stops");
 }
 

@@ -252,17 +252,11 @@ async fn start_site_peers(data_dir: &std::path::Path) -> anyhow::Result<SitePeer
     let public = crate::keys::load_public_keys(std::slice::from_ref(&key))
         .context("cannot read the gateway public key")?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let receiver = mrv_receiver::start(
-        listener,
-        mrv_receiver::ReceiverConfig {
-            data_dir: data_dir.join("receiver"),
-            keys: public,
-            token: Some(DEMO_TOKEN.into()),
-            tls: None,
-        },
-    )
-    .await
-    .context("cannot start the reference receiver")?;
+    let mut rx_config = mrv_receiver::ReceiverConfig::files(data_dir.join("receiver"), public);
+    rx_config.token = Some(DEMO_TOKEN.into());
+    let receiver = mrv_receiver::start(listener, rx_config)
+        .await
+        .context("cannot start the reference receiver")?;
     let clock = SimClock::real_time();
     let inverter = meters::serve(
         tokio::net::TcpListener::bind("127.0.0.1:0").await?,

@@ -116,6 +116,11 @@ impl TestChain {
         self.identity.gateway = gateway.to_string();
     }
 
+    /// The gateway the reports claim to come from.
+    pub fn reports_gateway(&self) -> &str {
+        &self.identity.gateway
+    }
+
     /// Readings per report.
     pub fn readings_per_report(&self) -> u64 {
         self.site.devices as u64 * (self.period_ms / self.site.interval_ms)
@@ -293,17 +298,12 @@ pub async fn start_receiver(
     let listener = TcpListener::bind(addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))))
         .await
         .expect("bind receiver");
-    mrv_receiver::start(
-        listener,
-        ReceiverConfig {
-            data_dir: data_dir.to_path_buf(),
-            keys,
-            token: token.map(str::to_string),
-            tls,
-        },
-    )
-    .await
-    .expect("receiver starts")
+    let mut cfg = ReceiverConfig::files(data_dir, keys);
+    cfg.token = token.map(str::to_string);
+    cfg.tls = tls;
+    mrv_receiver::start(listener, cfg)
+        .await
+        .expect("receiver starts")
 }
 
 /// Starts a receiver on `127.0.0.1:0` with TLS from `pki` (client

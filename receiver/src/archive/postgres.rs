@@ -1,0 +1,764 @@
+//! The PostgreSQL archive: any number of stateless receiver processes on
+//! one database.
+//!
+//! ## Schema (version 1, created at first connect)
+//!
+//! ```text
+//! meta(key PK, value)                          schema_version, log_origin, log_verifier
+//! gateways(id PK, head text, head_seq, reports, readings)
+//!                                              head: JSON StoredHead of the last accepted report
+//! reports(gateway, seq, PK(gateway, seq), report_id UNIQUE, hash bytea UNIQUE, kid,
+//!         period_start_ms, period_end_ms, readings, log_index UNIQUE, accepted_ms, bytes bytea)
+//! kids(kid PK, gateway)                        which gateway a key signs for
+//! equivocations(offered_hash PK, gateway, seq, stored_hash, time_ms, evidence bytea)
+//! log_nodes(level, idx, PK(level, idx), hash)  every complete subtree of the log
+//! log_head(id = 1 PK, size, frontier bytea, checkpoint text)
+//! ```
+//!
+//! ## One transaction per offered report
+//!
+//! ```text
+//! INSERT gateways(id) ON CONFLICT DO NOTHING; SELECT head ... FOR UPDATE   -- one decider per gateway
+//! SELECT hash FROM reports WHERE (gateway, seq); SELECT gateway FROM kids  -- the ChainView
+//! decide()                                                                  -- pure
+//! accepted:     bind the kid (upsert, re-checked), SELECT log_head FOR UPDATE,
+//!               INSERT report, INSERT completed nodes, UPDATE log_head (new signed
+//!               checkpoint), UPDATE gateways head; COMMIT
+//! equivocation: INSERT equivocations (evidence); COMMIT
+//! otherwise:    ROLLBACK (nothing stored)
+//! ```
+//!
+//! Locks are always taken in the order gateway row, then log head, so two
+//! transactions never deadlock. The log head lock is held only from the
+//! report insert to commit: acceptances of different gateways serialise
+//! only there. A receiver killed mid-transaction leaves nothing (the
+//! database rolls it back): the database never holds a half-accepted
+//! report, and every accepted report has its log entry in the same commit.
+
+use super::decision::{ChainView, Decision, StoredHead, decide};
+use super::{Archive, ArchiveError, ChainStatus, Entry, Flag, ItemResult, ItemStatus, LogIdentity};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use mrv_shared::report::merkle::Hash;
+use mrv_shared::report::verify::ChainHead;
+use mrv_shared::report::{VerifiedReport, hex};
+use mrv_shared::tlog::receipt::{ConsistencyProof, Receipt, hex_hashes, parse_hash};
+use mrv_shared::tlog::tree::{
+    Frontier, NodeId, consistency_ranges, entry_leaf_hash, hash_ranges, inclusion_ranges, nodes_for,
+};
+use std::collections::BTreeMap;
+use tokio_postgres::NoTls;
+
+/// The schema version this code writes and reads.
+pub const SCHEMA_VERSION: &str = "1";
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE IF NOT EXISTS gateways (
+    id text PRIMARY KEY,
+    head text,
+    head_seq bigint NOT NULL DEFAULT 0,
+    reports bigint NOT NULL DEFAULT 0,
+    readings bigint NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS reports (
+    gateway text NOT NULL,
+    seq bigint NOT NULL,
+    report_id text NOT NULL UNIQUE,
+    hash bytea NOT NULL UNIQUE,
+    kid text NOT NULL,
+    period_start_ms bigint NOT NULL,
+    period_end_ms bigint NOT NULL,
+    readings bigint NOT NULL,
+    log_index bigint NOT NULL UNIQUE,
+    accepted_ms bigint NOT NULL,
+    bytes bytea NOT NULL,
+    PRIMARY KEY (gateway, seq)
+);
+CREATE TABLE IF NOT EXISTS kids (kid text PRIMARY KEY, gateway text NOT NULL);
+CREATE TABLE IF NOT EXISTS equivocations (
+    offered_hash bytea PRIMARY KEY,
+    gateway text NOT NULL,
+    seq bigint NOT NULL,
+    stored_hash bytea NOT NULL,
+    time_ms bigint NOT NULL,
+    evidence bytea NOT NULL
+);
+CREATE INDEX IF NOT EXISTS equivocations_gateway ON equivocations (gateway, seq);
+CREATE TABLE IF NOT EXISTS log_nodes (
+    level smallint NOT NULL,
+    idx bigint NOT NULL,
+    hash bytea NOT NULL,
+    PRIMARY KEY (level, idx)
+);
+CREATE TABLE IF NOT EXISTS log_head (
+    id int PRIMARY KEY CHECK (id = 1),
+    size bigint NOT NULL,
+    frontier bytea NOT NULL,
+    checkpoint text NOT NULL
+);
+"#;
+
+/// Arbitrary constant key of the advisory lock that serialises schema
+/// creation among receivers starting at once.
+const MIGRATION_LOCK: i64 = 0x6d72_765f_7363_6831;
+
+fn db(e: impl std::fmt::Display) -> ArchiveError {
+    ArchiveError::Database(e.to_string())
+}
+
+fn i64_of(n: u64, what: &str) -> Result<i64, ArchiveError> {
+    i64::try_from(n).map_err(|_| ArchiveError::Corrupt {
+        what: what.to_string(),
+        why: format!("{n} does not fit a bigint"),
+    })
+}
+
+fn u64_of(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn hash_of(b: &[u8], what: &str) -> Result<Hash, ArchiveError> {
+    b.try_into().map_err(|_| ArchiveError::Corrupt {
+        what: what.to_string(),
+        why: format!("a hash of {} bytes", b.len()),
+    })
+}
+
+fn frontier_of(size: i64, bytes: &[u8]) -> Result<Frontier, ArchiveError> {
+    let hashes: Vec<Hash> = bytes
+        .chunks_exact(32)
+        .map(|c| c.try_into().expect("chunks of 32"))
+        .collect();
+    Frontier::from_parts(u64_of(size), hashes).ok_or_else(|| ArchiveError::Corrupt {
+        what: String::from("log_head"),
+        why: String::from("frontier does not match the size"),
+    })
+}
+
+/// The PostgreSQL archive (see the module doc). Cheap to clone.
+#[derive(Clone)]
+pub struct PgArchive {
+    pool: Pool,
+    identity: LogIdentity,
+}
+
+impl std::fmt::Debug for PgArchive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgArchive")
+            .field("origin", &self.identity.origin())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgArchive {
+    /// Connects (a pool of at most `pool` connections), creates the schema
+    /// if needed, and checks that the log in the database is this key's.
+    pub async fn connect(
+        url: &str,
+        pool: usize,
+        identity: LogIdentity,
+    ) -> Result<PgArchive, ArchiveError> {
+        let cfg: tokio_postgres::Config = url.parse().map_err(db)?;
+        let mgr = Manager::from_config(
+            cfg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(pool.max(1))
+            .build()
+            .map_err(db)?;
+        let a = PgArchive { pool, identity };
+        a.migrate().await?;
+        Ok(a)
+    }
+
+    async fn migrate(&self) -> Result<(), ArchiveError> {
+        let mut c = self.pool.get().await.map_err(db)?;
+        let tx = c.transaction().await.map_err(db)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(db)?;
+        tx.batch_execute(SCHEMA).await.map_err(db)?;
+        let meta: BTreeMap<String, String> = tx
+            .query("SELECT key, value FROM meta", &[])
+            .await
+            .map_err(db)?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let verifier = self.identity.verifier().to_string();
+        match meta.get("schema_version") {
+            None => {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', $1), ('log_origin', $2), ('log_verifier', $3)",
+                    &[&SCHEMA_VERSION, &self.identity.origin(), &verifier],
+                )
+                .await
+                .map_err(db)?;
+                let empty = self.identity.sign(0, Frontier::new().root());
+                tx.execute(
+                    "INSERT INTO log_head (id, size, frontier, checkpoint) VALUES (1, 0, ''::bytea, $1)",
+                    &[&empty],
+                )
+                .await
+                .map_err(db)?;
+            }
+            Some(v) if v == SCHEMA_VERSION => {
+                if meta.get("log_verifier") != Some(&verifier) {
+                    return Err(ArchiveError::Corrupt {
+                        what: String::from("meta.log_verifier"),
+                        why: format!(
+                            "the database's log is signed by {:?}, this receiver's key is {verifier:?}: every receiver of one database must use the same log key",
+                            meta.get("log_verifier")
+                        ),
+                    });
+                }
+            }
+            Some(v) => {
+                return Err(ArchiveError::Corrupt {
+                    what: String::from("meta.schema_version"),
+                    why: format!("database schema {v}, this receiver knows {SCHEMA_VERSION}"),
+                });
+            }
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    /// Fetches the stored nodes `ids`.
+    async fn nodes(
+        c: &impl GenericClient,
+        ids: &[NodeId],
+    ) -> Result<BTreeMap<NodeId, Hash>, ArchiveError> {
+        if ids.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let levels: Vec<i16> = ids.iter().map(|i| i16::from(i.level)).collect();
+        let idxs: Vec<i64> = ids
+            .iter()
+            .map(|i| i64_of(i.index, "node index"))
+            .collect::<Result<_, _>>()?;
+        let rows = c
+            .query(
+                "SELECT n.level, n.idx, n.hash FROM log_nodes n \
+                 JOIN unnest($1::smallint[], $2::bigint[]) AS q(level, idx) \
+                 ON n.level = q.level AND n.idx = q.idx",
+                &[&levels, &idxs],
+            )
+            .await
+            .map_err(db)?;
+        let mut out = BTreeMap::new();
+        for r in rows {
+            let level: i16 = r.get(0);
+            let idx: i64 = r.get(1);
+            let hash: &[u8] = r.get(2);
+            out.insert(
+                NodeId {
+                    level: u8::try_from(level).unwrap_or(u8::MAX),
+                    index: u64_of(idx),
+                },
+                hash_of(hash, "log_nodes.hash")?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The proof hashes of `ranges` from the database.
+    async fn proof(
+        c: &impl GenericClient,
+        ranges: &[(u64, u64)],
+    ) -> Result<Vec<Hash>, ArchiveError> {
+        let nodes = Self::nodes(c, &nodes_for(ranges)).await?;
+        hash_ranges(ranges, &nodes).ok_or_else(|| ArchiveError::Corrupt {
+            what: String::from("log_nodes"),
+            why: String::from("a node of the tree is missing"),
+        })
+    }
+
+    /// A receipt for the report `hash` at `index` against the current head.
+    async fn receipt_at(
+        c: &impl GenericClient,
+        hash: &Hash,
+        index: u64,
+    ) -> Result<Receipt, ArchiveError> {
+        let row = c
+            .query_one("SELECT size, checkpoint FROM log_head WHERE id = 1", &[])
+            .await
+            .map_err(db)?;
+        let size = u64_of(row.get(0));
+        let checkpoint: String = row.get(1);
+        let proof = Self::proof(c, &inclusion_ranges(index, size)).await?;
+        Ok(Receipt {
+            report_hash: hex(hash),
+            log_index: index,
+            tree_size: size,
+            inclusion_proof: hex_hashes(&proof),
+            checkpoint,
+        })
+    }
+
+    async fn commit_tx(
+        &self,
+        bytes: &[u8],
+        v: &VerifiedReport,
+        now_ms: u64,
+    ) -> Result<ItemResult, ArchiveError> {
+        let gw = v.gateway();
+        let seq = i64_of(v.seq(), "seq")?;
+        let mut c = self.pool.get().await.map_err(db)?;
+        let tx = c.transaction().await.map_err(db)?;
+        let ins = tx
+            .prepare_cached("INSERT INTO gateways (id) VALUES ($1) ON CONFLICT DO NOTHING")
+            .await
+            .map_err(db)?;
+        tx.execute(&ins, &[&gw]).await.map_err(db)?;
+        let lock = tx
+            .prepare_cached("SELECT head FROM gateways WHERE id = $1 FOR UPDATE")
+            .await
+            .map_err(db)?;
+        let head: Option<String> = tx.query_one(&lock, &[&gw]).await.map_err(db)?.get(0);
+        let head: Option<ChainHead> = match head {
+            None => None,
+            Some(text) => {
+                let s: StoredHead =
+                    serde_json::from_str(&text).map_err(|e| ArchiveError::Corrupt {
+                        what: format!("gateways.head of {gw}"),
+                        why: e.to_string(),
+                    })?;
+                Some(ChainHead::try_from(s).map_err(|e| ArchiveError::Corrupt {
+                    what: format!("gateways.head of {gw}"),
+                    why: e.to_string(),
+                })?)
+            }
+        };
+        let at_seq = tx
+            .prepare_cached(
+                "SELECT hash, report_id, log_index FROM reports WHERE gateway = $1 AND seq = $2",
+            )
+            .await
+            .map_err(db)?;
+        let stored = tx.query_opt(&at_seq, &[&gw, &seq]).await.map_err(db)?;
+        let stored_at_seq = match &stored {
+            Some(r) => Some(hash_of(r.get::<_, &[u8]>(0), "reports.hash")?),
+            None => None,
+        };
+        let kid_q = tx
+            .prepare_cached("SELECT gateway FROM kids WHERE kid = $1")
+            .await
+            .map_err(db)?;
+        let kid_gateway: Option<String> = tx
+            .query_opt(&kid_q, &[&v.kid])
+            .await
+            .map_err(db)?
+            .map(|r| r.get(0));
+        let view = ChainView {
+            head,
+            stored_at_seq,
+            kid_gateway,
+        };
+        match decide(&view, v) {
+            Decision::Duplicate => {
+                let row = stored.expect("a duplicate is stored");
+                let index = u64_of(row.get(2));
+                let report_id: String = row.get(1);
+                let receipt = Self::receipt_at(&tx, &v.hash, index).await?;
+                tx.rollback().await.map_err(db)?;
+                Ok(ItemResult::stored(
+                    ItemStatus::Duplicate,
+                    &report_id,
+                    v.seq(),
+                    receipt,
+                ))
+            }
+            Decision::Equivocation { stored } => {
+                let flag = Flag::equivocation(v, &stored, now_ms);
+                tx.execute(
+                    "INSERT INTO equivocations (offered_hash, gateway, seq, stored_hash, time_ms, evidence) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (offered_hash) DO NOTHING",
+                    &[
+                        &v.hash.as_slice(),
+                        &gw,
+                        &seq,
+                        &stored.as_slice(),
+                        &i64_of(now_ms, "time")?,
+                        &bytes,
+                    ],
+                )
+                .await
+                .map_err(db)?;
+                tx.commit().await.map_err(db)?;
+                tracing::error!(gateway = %gw, seq = v.seq(), stored = %flag.stored_hash, offered = %flag.offered_hash,
+                    "EQUIVOCATION: gateway signed two different reports with one seq; rejected and flagged");
+                Ok(ItemResult::equivocation(v))
+            }
+            Decision::Reject { reason, detail } => {
+                tx.rollback().await.map_err(db)?;
+                Ok(ItemResult::rejected(Some(v), reason, detail))
+            }
+            Decision::Accept { head, bind_kid } => {
+                if bind_kid {
+                    let bound: String = tx
+                        .query_one(
+                            "INSERT INTO kids (kid, gateway) VALUES ($1, $2) \
+                             ON CONFLICT (kid) DO UPDATE SET kid = EXCLUDED.kid RETURNING gateway",
+                            &[&v.kid, &gw],
+                        )
+                        .await
+                        .map_err(db)?
+                        .get(0);
+                    if bound != gw {
+                        // Another gateway's first report with this key won the race.
+                        tx.rollback().await.map_err(db)?;
+                        return Ok(ItemResult::rejected(
+                            Some(v),
+                            "kid_gateway_mismatch",
+                            format!("key {:?} signs for gateway {bound:?}, not {gw:?}", v.kid),
+                        ));
+                    }
+                }
+                let log = tx
+                    .prepare_cached("SELECT size, frontier FROM log_head WHERE id = 1 FOR UPDATE")
+                    .await
+                    .map_err(db)?;
+                let row = tx.query_one(&log, &[]).await.map_err(db)?;
+                let mut frontier = frontier_of(row.get(0), row.get(1))?;
+                let index = frontier.size();
+                let mut known = frontier.known_nodes();
+                let done = frontier.append(entry_leaf_hash(&v.hash));
+                let insert = tx
+                    .prepare_cached(
+                        "INSERT INTO reports (gateway, seq, report_id, hash, kid, period_start_ms, \
+                         period_end_ms, readings, log_index, accepted_ms, bytes) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                    )
+                    .await
+                    .map_err(db)?;
+                let p = v.report.header.period;
+                tx.execute(
+                    &insert,
+                    &[
+                        &gw,
+                        &seq,
+                        &v.id(),
+                        &v.hash.as_slice(),
+                        &v.kid,
+                        &i64_of(p.start_ms, "period")?,
+                        &i64_of(p.end_ms, "period")?,
+                        &i64_of(v.report.readings.count, "readings")?,
+                        &i64_of(index, "log index")?,
+                        &i64_of(now_ms, "time")?,
+                        &bytes,
+                    ],
+                )
+                .await
+                .map_err(db)?;
+                let levels: Vec<i16> = done.iter().map(|(id, _)| i16::from(id.level)).collect();
+                let idxs: Vec<i64> = done
+                    .iter()
+                    .map(|(id, _)| i64_of(id.index, "node index"))
+                    .collect::<Result<_, _>>()?;
+                let hashes: Vec<&[u8]> = done.iter().map(|(_, h)| h.as_slice()).collect();
+                let nodes = tx
+                    .prepare_cached(
+                        "INSERT INTO log_nodes (level, idx, hash) \
+                         SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",
+                    )
+                    .await
+                    .map_err(db)?;
+                tx.execute(&nodes, &[&levels, &idxs, &hashes])
+                    .await
+                    .map_err(db)?;
+                let size = frontier.size();
+                let checkpoint = self.identity.sign(size, frontier.root());
+                let flat: Vec<u8> = frontier.hashes().concat();
+                let upd = tx
+                    .prepare_cached(
+                        "UPDATE log_head SET size = $1, frontier = $2, checkpoint = $3 WHERE id = 1",
+                    )
+                    .await
+                    .map_err(db)?;
+                tx.execute(&upd, &[&i64_of(size, "log size")?, &flat, &checkpoint])
+                    .await
+                    .map_err(db)?;
+                let stored_head =
+                    serde_json::to_string(&StoredHead::from(&head)).expect("a head serialises");
+                let upd_gw = tx
+                    .prepare_cached(
+                        "UPDATE gateways SET head = $2, head_seq = $3, reports = reports + 1, \
+                         readings = readings + $4 WHERE id = $1",
+                    )
+                    .await
+                    .map_err(db)?;
+                tx.execute(
+                    &upd_gw,
+                    &[
+                        &gw,
+                        &stored_head,
+                        &seq,
+                        &i64_of(v.report.readings.count, "readings")?,
+                    ],
+                )
+                .await
+                .map_err(db)?;
+                tx.commit().await.map_err(db)?;
+                known.extend(done);
+                let proof = hash_ranges(&inclusion_ranges(index, size), &known)
+                    .expect("the last leaf's path lies in the old frontier");
+                Ok(ItemResult::stored(
+                    ItemStatus::Accepted,
+                    v.id(),
+                    v.seq(),
+                    Receipt {
+                        report_hash: v.hash_hex(),
+                        log_index: index,
+                        tree_size: size,
+                        inclusion_proof: hex_hashes(&proof),
+                        checkpoint,
+                    },
+                ))
+            }
+        }
+    }
+
+    /// Bytes the database occupies (`pg_database_size`), for benchmarks.
+    pub async fn database_bytes(&self) -> Result<u64, ArchiveError> {
+        let c = self.pool.get().await.map_err(db)?;
+        let n: i64 = c
+            .query_one("SELECT pg_database_size(current_database())", &[])
+            .await
+            .map_err(db)?
+            .get(0);
+        Ok(u64_of(n))
+    }
+}
+
+fn flag_of(r: &tokio_postgres::Row) -> Flag {
+    Flag {
+        gateway: r.get(0),
+        seq: u64_of(r.get(1)),
+        stored_hash: hex(r.get::<_, &[u8]>(2)),
+        offered_hash: hex(r.get::<_, &[u8]>(3)),
+        time_ms: u64_of(r.get(4)),
+        reason: String::from("equivocation"),
+    }
+}
+
+const FLAG_COLUMNS: &str = "gateway, seq, stored_hash, offered_hash, time_ms";
+
+impl Archive for PgArchive {
+    async fn duplicate(&self, hash: Hash) -> Result<Option<ItemResult>, ArchiveError> {
+        let c = self.pool.get().await.map_err(db)?;
+        let q = c
+            .prepare_cached("SELECT report_id, seq, log_index FROM reports WHERE hash = $1")
+            .await
+            .map_err(db)?;
+        let Some(row) = c.query_opt(&q, &[&hash.as_slice()]).await.map_err(db)? else {
+            return Ok(None);
+        };
+        let report_id: String = row.get(0);
+        let receipt = Self::receipt_at(&c, &hash, u64_of(row.get(2))).await?;
+        Ok(Some(ItemResult::stored(
+            ItemStatus::Duplicate,
+            &report_id,
+            u64_of(row.get(1)),
+            receipt,
+        )))
+    }
+
+    async fn commit(
+        &self,
+        bytes: &[u8],
+        v: &VerifiedReport,
+        now_ms: u64,
+    ) -> Result<ItemResult, ArchiveError> {
+        if !super::file::safe_gateway(v.gateway()) {
+            return Ok(ItemResult::rejected(
+                Some(v),
+                "malformed",
+                format!("gateway id {:?} is not a valid id", v.gateway()),
+            ));
+        }
+        self.commit_tx(bytes, v, now_ms).await
+    }
+
+    async fn fetch(&self, report_id: &str) -> Result<Option<Vec<u8>>, ArchiveError> {
+        let c = self.pool.get().await.map_err(db)?;
+        Ok(c.query_opt(
+            "SELECT bytes FROM reports WHERE report_id = $1",
+            &[&report_id],
+        )
+        .await
+        .map_err(db)?
+        .map(|r| r.get(0)))
+    }
+
+    async fn receipt(&self, report_id: &str) -> Result<Option<Receipt>, ArchiveError> {
+        let c = self.pool.get().await.map_err(db)?;
+        let Some(row) = c
+            .query_opt(
+                "SELECT hash, log_index FROM reports WHERE report_id = $1",
+                &[&report_id],
+            )
+            .await
+            .map_err(db)?
+        else {
+            return Ok(None);
+        };
+        let hash = hash_of(row.get::<_, &[u8]>(0), "reports.hash")?;
+        Self::receipt_at(&c, &hash, u64_of(row.get(1)))
+            .await
+            .map(Some)
+    }
+
+    async fn gateways(&self) -> Result<Vec<String>, ArchiveError> {
+        let c = self.pool.get().await.map_err(db)?;
+        Ok(c.query("SELECT id FROM gateways ORDER BY id", &[])
+            .await
+            .map_err(db)?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    async fn chain_status(&self, gateway: &str) -> Result<Option<ChainStatus>, ArchiveError> {
+        let c = self.pool.get().await.map_err(db)?;
+        let Some(row) = c
+            .query_opt(
+                "SELECT head, reports, readings FROM gateways WHERE id = $1",
+                &[&gateway],
+            )
+            .await
+            .map_err(db)?
+        else {
+            return Ok(None);
+        };
+        let head: Option<StoredHead> = row
+            .get::<_, Option<String>>(0)
+            .map(|t| serde_json::from_str(&t))
+            .transpose()
+            .map_err(|e| ArchiveError::Corrupt {
+                what: format!("gateways.head of {gateway}"),
+                why: e.to_string(),
+            })?;
+        let flags = c
+            .query(
+                &format!(
+                    "SELECT {FLAG_COLUMNS} FROM equivocations WHERE gateway = $1 ORDER BY seq, time_ms"
+                ),
+                &[&gateway],
+            )
+            .await
+            .map_err(db)?;
+        Ok(Some(ChainStatus {
+            gateway: gateway.to_string(),
+            reports: u64_of(row.get(1)),
+            head_seq: head.as_ref().map_or(0, |h| h.seq),
+            head_hash: head.as_ref().map(|h| h.hash.clone()),
+            head_period_end_ms: head.as_ref().map(|h| h.period_end_ms),
+            readings: u64_of(row.get(2)),
+            equivocations: flags.iter().map(flag_of).collect(),
+        }))
+    }
+
+    async fn list(
+        &self,
+        gateway: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<Entry>>, ArchiveError> {
+        let c = self.pool.get().await.map_err(db)?;
+        let known = c
+            .query_opt("SELECT 1 FROM gateways WHERE id = $1", &[&gateway])
+            .await
+            .map_err(db)?;
+        if known.is_none() {
+            return Ok(None);
+        }
+        let rows = c
+            .query(
+                "SELECT seq, report_id, hash, octet_length(bytes), period_start_ms, period_end_ms, \
+                 readings, log_index FROM reports WHERE gateway = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                &[
+                    &gateway,
+                    &i64_of(after.min(i64::MAX as u64), "after")?,
+                    &i64_of(limit as u64, "limit")?,
+                ],
+            )
+            .await
+            .map_err(db)?;
+        Ok(Some(
+            rows.iter()
+                .map(|r| Entry {
+                    seq: u64_of(r.get(0)),
+                    report_id: r.get(1),
+                    hash: hex(r.get::<_, &[u8]>(2)),
+                    bytes: u64_of(i64::from(r.get::<_, i32>(3))),
+                    period_start_ms: u64_of(r.get(4)),
+                    period_end_ms: u64_of(r.get(5)),
+                    readings: u64_of(r.get(6)),
+                    log_index: u64_of(r.get(7)),
+                })
+                .collect(),
+        ))
+    }
+
+    async fn flags(&self) -> Result<Vec<Flag>, ArchiveError> {
+        let c = self.pool.get().await.map_err(db)?;
+        Ok(c.query(
+            &format!("SELECT {FLAG_COLUMNS} FROM equivocations ORDER BY gateway, seq, time_ms"),
+            &[],
+        )
+        .await
+        .map_err(db)?
+        .iter()
+        .map(flag_of)
+        .collect())
+    }
+
+    async fn evidence(&self, offered_hash: &str) -> Result<Option<Vec<u8>>, ArchiveError> {
+        let Ok(h) = parse_hash(offered_hash) else {
+            return Ok(None);
+        };
+        let c = self.pool.get().await.map_err(db)?;
+        Ok(c.query_opt(
+            "SELECT evidence FROM equivocations WHERE offered_hash = $1",
+            &[&h.as_slice()],
+        )
+        .await
+        .map_err(db)?
+        .map(|r| r.get(0)))
+    }
+
+    async fn checkpoint(&self) -> Result<String, ArchiveError> {
+        let c = self.pool.get().await.map_err(db)?;
+        Ok(
+            c.query_one("SELECT checkpoint FROM log_head WHERE id = 1", &[])
+                .await
+                .map_err(db)?
+                .get(0),
+        )
+    }
+
+    async fn consistency(&self, old: u64, new: u64) -> Result<ConsistencyProof, ArchiveError> {
+        let c = self.pool.get().await.map_err(db)?;
+        let size: i64 = c
+            .query_one("SELECT size FROM log_head WHERE id = 1", &[])
+            .await
+            .map_err(db)?
+            .get(0);
+        let size = u64_of(size);
+        if old > new || new > size {
+            return Err(ArchiveError::Log(format!(
+                "no consistency proof from {old} to {new}: the log has {size} entries"
+            )));
+        }
+        let proof = Self::proof(&c, &consistency_ranges(old, new)).await?;
+        Ok(ConsistencyProof {
+            old_size: old,
+            new_size: new,
+            proof: hex_hashes(&proof),
+        })
+    }
+}

@@ -1,0 +1,344 @@
+//! The archive contract (`receiver/src/archive/mod.rs`), run against both
+//! stores: the file archive in a temporary directory and the PostgreSQL
+//! archive on a throwaway server (one per test binary, a fresh database per
+//! test).
+
+#[path = "../../tests/tests/upload_support/mod.rs"]
+mod upload_support;
+
+use ed25519_dalek::SigningKey;
+use mrv_receiver::archive::file::FileArchive;
+use mrv_receiver::archive::postgres::PgArchive;
+use mrv_receiver::archive::{AnyArchive, Archive, ItemResult, ItemStatus, LogIdentity};
+use mrv_receiver::throwaway_postgres::fresh_database;
+use mrv_receiver::verification::{Trust, verify_offered};
+use mrv_shared::tlog::checkpoint::Checkpoint;
+use mrv_shared::tlog::receipt::{verify_consistency_between, verify_receipt};
+use std::path::PathBuf;
+use upload_support::TestChain;
+
+fn identity() -> LogIdentity {
+    LogIdentity::new("mrv.test/log", SigningKey::from_bytes(&[5; 32])).expect("identity")
+}
+
+/// How to (re)open one store of each kind.
+enum Kind {
+    Files(tempfile::TempDir),
+    Postgres(String),
+}
+
+impl Kind {
+    async fn files() -> Kind {
+        Kind::Files(tempfile::tempdir().expect("tempdir"))
+    }
+    async fn postgres() -> Kind {
+        Kind::Postgres(fresh_database("contract").await)
+    }
+    async fn open(&self) -> AnyArchive {
+        match self {
+            Kind::Files(d) => {
+                let dir: PathBuf = d.path().to_path_buf();
+                AnyArchive::File(
+                    tokio::task::spawn_blocking(move || FileArchive::open(&dir, identity()))
+                        .await
+                        .expect("join")
+                        .expect("open"),
+                )
+            }
+            Kind::Postgres(url) => AnyArchive::Postgres(
+                PgArchive::connect(url, 4, identity())
+                    .await
+                    .expect("connect"),
+            ),
+        }
+    }
+}
+
+async fn offer(a: &AnyArchive, bytes: &[u8], trust: &Trust) -> ItemResult {
+    let hash: [u8; 32] =
+        sha2::Digest::finalize(sha2::Digest::chain_update(sha2::Sha256::default(), bytes)).into();
+    if let Some(r) = a.duplicate(hash).await.expect("io") {
+        return r;
+    }
+    match verify_offered(bytes, trust) {
+        Ok(v) => a.commit(bytes, &v, 1).await.expect("io"),
+        Err(e) => ItemResult::rejected(None, e.label(), e.to_string()),
+    }
+}
+
+fn trust(chain: &TestChain) -> Trust {
+    Trust { keys: chain.keys() }
+}
+
+/// Runs `$body` (an async block using `$kind`) against both stores.
+macro_rules! both {
+    ($name:ident, |$kind:ident| $body:block) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn files() {
+                let $kind = Kind::files().await;
+                $body
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let $kind = Kind::postgres().await;
+                $body
+            }
+        }
+    };
+}
+
+both!(
+    a_chain_is_stored_verbatim_with_receipts_that_verify_offline,
+    |kind| {
+        let mut chain = TestChain::new(1, 60_000, 600_000);
+        chain.extend(5);
+        let t = trust(&chain);
+        let a = kind.open().await;
+        let log = identity();
+        let mut last: Option<Checkpoint> = None;
+        for (i, r) in chain.reports.iter().enumerate() {
+            let res = offer(&a, r, &t).await;
+            assert_eq!(res.status, ItemStatus::Accepted, "{res:?}");
+            assert_eq!(res.seq, Some(i as u64 + 1));
+            let receipt = res.receipt.expect("a receipt with every acceptance");
+            assert_eq!(
+                (receipt.log_index, receipt.tree_size),
+                (i as u64, i as u64 + 1)
+            );
+            let cp = verify_receipt(&receipt, Some(r), log.verifier()).expect("receipt verifies");
+            if let Some(prev) = &last {
+                let proof = a.consistency(prev.size, cp.size).await.expect("proof");
+                verify_consistency_between(prev, &cp, &proof).expect("consistent");
+            }
+            last = Some(cp);
+        }
+        // Same bytes again: duplicate, nothing changes, a receipt against today's tree.
+        let dup = offer(&a, &chain.reports[1], &t).await;
+        assert_eq!(dup.status, ItemStatus::Duplicate);
+        let receipt = dup.receipt.expect("duplicates carry a receipt");
+        assert_eq!((receipt.log_index, receipt.tree_size), (1, 5));
+        verify_receipt(&receipt, Some(&chain.reports[1]), log.verifier()).expect("verifies");
+        assert!(verify_receipt(&receipt, Some(&chain.reports[2]), log.verifier()).is_err());
+        // Fetch, list, status, receipt by id, checkpoint.
+        for (i, r) in chain.reports.iter().enumerate() {
+            let id = format!("gw-test-{:012}", i + 1);
+            assert_eq!(
+                a.fetch(&id).await.expect("io").as_deref(),
+                Some(r.as_slice())
+            );
+            let rc = a.receipt(&id).await.expect("io").expect("known");
+            verify_receipt(&rc, Some(r), log.verifier()).expect("verifies");
+        }
+        assert_eq!(a.fetch("gw-test-000000000099").await.expect("io"), None);
+        let listed = a.list("gw-test", 2, 2).await.expect("io").expect("known");
+        assert_eq!(listed.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4]);
+        assert_eq!(listed[0].log_index, 2);
+        let st = a.chain_status("gw-test").await.expect("io").expect("known");
+        assert_eq!((st.reports, st.head_seq, st.readings), (5, 5, 50));
+        assert_eq!(
+            a.gateways().await.expect("io"),
+            vec![String::from("gw-test")]
+        );
+        let cp =
+            Checkpoint::open(&a.checkpoint().await.expect("io"), log.verifier()).expect("signed");
+        assert_eq!(Some(cp), last);
+        assert!(a.consistency(3, 9).await.is_err(), "beyond the log");
+    }
+);
+
+both!(
+    an_equivocation_is_rejected_flagged_and_its_bytes_kept,
+    |kind| {
+        let mut chain = TestChain::new(1, 60_000, 600_000);
+        chain.extend(2);
+        // Same gateway, key and seqs, different readings.
+        let mut other = TestChain::new(2, 60_000, 600_000);
+        other.extend(1);
+        let t = trust(&chain);
+        let a = kind.open().await;
+        assert_eq!(
+            offer(&a, &chain.reports[0], &t).await.status,
+            ItemStatus::Accepted
+        );
+        let eq = offer(&a, &other.reports[0], &t).await;
+        assert_eq!(eq.status, ItemStatus::Rejected);
+        assert_eq!(eq.reason.as_deref(), Some("equivocation"));
+        assert!(eq.receipt.is_none());
+        let flags = a.flags().await.expect("io");
+        assert_eq!(flags.len(), 1);
+        let f = &flags[0];
+        assert_eq!((f.gateway.as_str(), f.seq), ("gw-test", 1));
+        let stored = mrv_shared::report::verify_jws(&chain.reports[0], &chain.keys()).expect("ok");
+        let offered = mrv_shared::report::verify_jws(&other.reports[0], &chain.keys()).expect("ok");
+        assert_eq!(
+            (f.stored_hash.clone(), f.offered_hash.clone()),
+            (stored.hash_hex(), offered.hash_hex())
+        );
+        assert_eq!(
+            a.evidence(&f.offered_hash).await.expect("io").as_deref(),
+            Some(other.reports[0].as_slice()),
+            "the refused bytes are the evidence"
+        );
+        assert_eq!(a.evidence(&f.stored_hash).await.expect("io"), None);
+        // The chain goes on from the stored report; the log holds only it.
+        assert_eq!(
+            offer(&a, &chain.reports[1], &t).await.status,
+            ItemStatus::Accepted
+        );
+        let st = a.chain_status("gw-test").await.expect("io").expect("known");
+        assert_eq!((st.head_seq, st.equivocations.len()), (2, 1));
+        let cp = Checkpoint::open(&a.checkpoint().await.expect("io"), identity().verifier())
+            .expect("ok");
+        assert_eq!(cp.size, 2);
+    }
+);
+
+both!(chain_breaks_are_rejected_and_store_nothing, |kind| {
+    let mut chain = TestChain::new(1, 60_000, 600_000);
+    chain.extend(3);
+    let t = trust(&chain);
+    let a = kind.open().await;
+    let r = offer(&a, &chain.reports[1], &t).await;
+    assert_eq!(r.reason.as_deref(), Some("seq_gap"), "seq 2 first");
+    assert_eq!(
+        a.gateways().await.expect("io"),
+        Vec::<String>::new(),
+        "nothing stored"
+    );
+    assert_eq!(
+        offer(&a, &chain.reports[0], &t).await.status,
+        ItemStatus::Accepted
+    );
+    let r = offer(&a, &chain.reports[2], &t).await;
+    assert_eq!(r.reason.as_deref(), Some("seq_gap"));
+    // An unknown key: refused by verification, nothing stored.
+    let mut stranger = TestChain::new(1, 60_000, 600_000);
+    stranger.set_signer(SigningKey::from_bytes(&[77; 32]), "stranger");
+    stranger.set_gateway("gw-stranger");
+    stranger.extend(1);
+    let r = offer(&a, &stranger.reports[0], &t).await;
+    assert_eq!(r.reason.as_deref(), Some("unknown_kid"));
+    let st = a.chain_status("gw-test").await.expect("io").expect("known");
+    assert_eq!((st.reports, st.head_seq), (1, 1));
+    assert!(a.chain_status("gw-stranger").await.expect("io").is_none());
+    let cp =
+        Checkpoint::open(&a.checkpoint().await.expect("io"), identity().verifier()).expect("ok");
+    assert_eq!(cp.size, 1, "only the accepted report is logged");
+});
+
+both!(a_key_signs_for_one_gateway_only, |kind| {
+    let mut chain = TestChain::new(1, 60_000, 600_000);
+    chain.extend(1);
+    let mut other = TestChain::new(1, 60_000, 600_000);
+    other.set_gateway("gw-other");
+    other.extend(1);
+    let t = trust(&chain);
+    let a = kind.open().await;
+    assert_eq!(
+        offer(&a, &chain.reports[0], &t).await.status,
+        ItemStatus::Accepted
+    );
+    let r = offer(&a, &other.reports[0], &t).await;
+    assert_eq!(r.reason.as_deref(), Some("kid_gateway_mismatch"), "{r:?}");
+    assert!(a.chain_status("gw-other").await.expect("io").is_none());
+});
+
+both!(
+    reopening_keeps_everything_and_the_chain_and_log_continue,
+    |kind| {
+        let mut chain = TestChain::new(1, 60_000, 600_000);
+        chain.extend(4);
+        let mut other = TestChain::new(2, 60_000, 600_000);
+        other.extend(1);
+        let t = trust(&chain);
+        let first_cp = {
+            let a = kind.open().await;
+            for r in &chain.reports[..3] {
+                assert_eq!(offer(&a, r, &t).await.status, ItemStatus::Accepted);
+            }
+            assert_eq!(
+                offer(&a, &other.reports[0], &t).await.reason.as_deref(),
+                Some("equivocation")
+            );
+            Checkpoint::open(&a.checkpoint().await.expect("io"), identity().verifier()).expect("ok")
+        };
+        let a = kind.open().await;
+        let st = a.chain_status("gw-test").await.expect("io").expect("known");
+        assert_eq!((st.reports, st.head_seq, st.equivocations.len()), (3, 3, 1));
+        let r = offer(&a, &chain.reports[3], &t).await;
+        assert_eq!(r.status, ItemStatus::Accepted);
+        let cp = verify_receipt(
+            r.receipt.as_ref().expect("receipt"),
+            Some(&chain.reports[3]),
+            identity().verifier(),
+        )
+        .expect("verifies");
+        assert_eq!(cp.size, 4);
+        let proof = a.consistency(first_cp.size, cp.size).await.expect("proof");
+        verify_consistency_between(&first_cp, &cp, &proof)
+            .expect("the reopened log extends the old one");
+        assert_eq!(
+            offer(&a, &chain.reports[0], &t).await.status,
+            ItemStatus::Duplicate
+        );
+    }
+);
+
+both!(
+    concurrent_offers_for_many_gateways_each_get_one_log_entry,
+    |kind| {
+        let a = std::sync::Arc::new(kind.open().await);
+        let mut chains = Vec::new();
+        for g in 0..12 {
+            let mut c = TestChain::new(1, 60_000, 600_000);
+            c.set_gateway(&format!("gw-{g}"));
+            c.set_signer(SigningKey::from_bytes(&[42; 32]), &format!("kid-{g}"));
+            c.extend(3);
+            chains.push(c);
+        }
+        let mut keys = mrv_shared::report::KeySet::new();
+        for g in 0..12 {
+            keys.insert(
+                &format!("kid-{g}"),
+                SigningKey::from_bytes(&[42; 32]).verifying_key(),
+            );
+        }
+        let t = std::sync::Arc::new(Trust { keys });
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in &chains {
+            let (a, t, reports) = (a.clone(), t.clone(), c.reports.clone());
+            tasks.spawn(async move {
+                let mut indexes = Vec::new();
+                for r in &reports {
+                    let res = offer(&a, r, &t).await;
+                    assert_eq!(res.status, ItemStatus::Accepted, "{res:?}");
+                    indexes.push(res.receipt.expect("receipt").log_index);
+                }
+                indexes
+            });
+        }
+        let mut all: Vec<u64> = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            all.extend(r.expect("task"));
+        }
+        all.sort_unstable();
+        assert_eq!(
+            all,
+            (0..36).collect::<Vec<u64>>(),
+            "every entry once, no gaps"
+        );
+        let cp = Checkpoint::open(&a.checkpoint().await.expect("io"), identity().verifier())
+            .expect("ok");
+        assert_eq!(cp.size, 36);
+        for c in &chains {
+            for (i, r) in c.reports.iter().enumerate() {
+                let id = format!("{}-{:012}", c.reports_gateway(), i + 1);
+                let rc = a.receipt(&id).await.expect("io").expect("known");
+                let got = verify_receipt(&rc, Some(r), identity().verifier()).expect("verifies");
+                assert_eq!(got, cp);
+            }
+        }
+    }
+);
