@@ -28,10 +28,9 @@
 //! Status codes of `PUT`: `201` stored, `200` duplicate (same bytes already
 //! stored), `400` malformed or id mismatch, `401` token, `408` body too
 //! slow, `409` chain conflict (`seq_gap`, `prev_hash_mismatch`,
-//! `period_discontinuity`, `baseline_mismatch`, `equivocation`,
-//! `kid_gateway_mismatch`), `413` too large, `415` encoding, `422`
-//! verification failure (`bad_signature`, `unknown_kid`,
-//! `merkle_mismatch`, ...), `500` storage, `503` maintenance or busy.
+//! `period_discontinuity`, `baseline_mismatch`, `equivocation`), `413` too
+//! large, `415` encoding, `422` verification failure (`bad_signature`,
+//! `unknown_kid`, `merkle_mismatch`, `kid_gateway_mismatch`, ...), `500` storage, `503` maintenance or busy.
 //! `POST` answers `200` with one result per report, in order, stopping
 //! after the first rejection; whole-request problems use the same codes as
 //! `PUT`. Every `accepted` and `duplicate` result carries a receipt.

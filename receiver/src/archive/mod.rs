@@ -158,7 +158,6 @@ impl ItemResult {
                     | "period_discontinuity"
                     | "baseline_mismatch"
                     | "equivocation"
-                    | "kid_gateway_mismatch"
             )
         )
     }
