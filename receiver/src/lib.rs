@@ -202,7 +202,7 @@ pub async fn open_archive(
             )
         }
         Store::Postgres { url, pool } => {
-            AnyArchive::Postgres(PgArchive::connect(url, *pool, identity).await?)
+            AnyArchive::Postgres(Box::new(PgArchive::connect(url, *pool, identity).await?))
         }
     })
 }

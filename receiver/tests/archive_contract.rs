@@ -45,11 +45,11 @@ impl Kind {
                         .expect("open"),
                 )
             }
-            Kind::Postgres(url) => AnyArchive::Postgres(
+            Kind::Postgres(url) => AnyArchive::Postgres(Box::new(
                 PgArchive::connect(url, 4, identity())
                     .await
                     .expect("connect"),
-            ),
+            )),
         }
     }
 }

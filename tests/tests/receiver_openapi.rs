@@ -206,7 +206,13 @@ async fn the_documented_operations_answer_on_a_live_receiver_with_documented_cod
             None,
             false,
         ),
-        ("GET", "/v1/log/key", String::from("/v1/log/key"), None, false),
+        (
+            "GET",
+            "/v1/log/key",
+            String::from("/v1/log/key"),
+            None,
+            false,
+        ),
         ("GET", "/v1/health", String::from("/v1/health"), None, false),
     ];
     let mut seen = BTreeSet::new();

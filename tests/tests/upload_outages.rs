@@ -8,11 +8,11 @@
 mod upload_support;
 
 use mrv_receiver::RunningReceiver;
+use mrv_receiver::archive::Archive;
 use mrv_shared::report::verify::Chain;
 use mrv_shared::report::verify_report;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use mrv_receiver::archive::Archive;
 use upload_support::{
     Fault, FaultProxy, Pki, TestChain, Uploader, init, start_receiver, start_tls_receiver,
 };

@@ -114,12 +114,14 @@ async fn mtls_needs_the_client_certificate() {
     let s = up.wait(30, |s| s.consecutive_failures >= 2).await;
     up.stop().await;
     assert_eq!(s.delivered_upto, 0, "{s:?}");
-    assert!(rx.handle
+    assert!(
+        rx.handle
             .archive()
             .chain_status("gw-test")
             .await
             .expect("io")
-            .is_none());
+            .is_none()
+    );
 
     let mut cfg = pki.upload_config(&url, None, true);
     cfg.keep_delivered = TEN_YEARS;
@@ -168,12 +170,14 @@ async fn hostname_verification_and_the_ca_bundle_are_enforced() {
     let s = up.wait(30, |s| s.consecutive_failures >= 2).await;
     up.stop().await;
     assert_eq!(s.delivered_upto, 0);
-    assert!(rx.handle
+    assert!(
+        rx.handle
             .archive()
             .chain_status("gw-test")
             .await
             .expect("io")
-            .is_none());
+            .is_none()
+    );
     rx.stop().await.expect("stops");
 }
 

@@ -365,7 +365,7 @@ pub enum AnyArchive {
     /// Files.
     File(file::FileArchive),
     /// PostgreSQL.
-    Postgres(postgres::PgArchive),
+    Postgres(Box<postgres::PgArchive>),
 }
 
 macro_rules! delegate {
