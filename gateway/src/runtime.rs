@@ -126,6 +126,7 @@ pub async fn start(
         time_ms: clock.now_ms(),
         kind: EventKind::GatewayStarted,
         device: None,
+        seqs: None,
         detail: format!(
             "mrv-gateway {} started; buffer holds {} frames, {} unreported readings",
             env!("CARGO_PKG_VERSION"),
@@ -152,6 +153,7 @@ pub async fn start(
         WriterSettings {
             window: config.buffer.commit_window,
             max_frames: config.buffer.max_commit_frames,
+            give_up_after: config.buffer.give_up_after,
         },
         now.clone(),
     );
@@ -318,6 +320,7 @@ impl RunningGateway {
             time_ms: self.state.clock.now_ms(),
             kind: EventKind::GatewayStopped,
             device: None,
+            seqs: None,
             detail: "clean shutdown".into(),
         });
         let _ = self.shutdown.send(true);

@@ -42,6 +42,11 @@ pub enum EventKind {
     /// The buffer's storage files needed a repair at open (detail: which
     /// file, why; e.g. an unfinished sled snapshot after a full disk).
     BufferRepaired,
+    /// Frames of a device will never arrive and were given up, so its
+    /// sequence may continue past them (`seqs`: the range; `detail` starts
+    /// with the cause: `operator`, `timeout`, `missing_from_buffer`,
+    /// `left_out`). Reports account for these seqs as given up.
+    FramesGivenUp,
 }
 
 impl EventKind {
@@ -62,12 +67,24 @@ impl EventKind {
             EventKind::ModbusTimeout => "modbus_timeout",
             EventKind::UploadRejected => "upload_rejected",
             EventKind::BufferRepaired => "buffer_repaired",
+            EventKind::FramesGivenUp => "frames_given_up",
         }
     }
 }
 
+/// An inclusive range of one device's frame sequence numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeqRange {
+    /// First seq of the range.
+    pub first: u64,
+    /// Last seq of the range (`>= first`).
+    pub last: u64,
+}
+
 /// One event.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Event {
     /// Gateway clock when it happened (Unix ms).
     pub time_ms: u64,
@@ -76,6 +93,27 @@ pub struct Event {
     /// The device concerned, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<DeviceId>,
+    /// The device's frames concerned (`frames_given_up`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seqs: Option<SeqRange>,
     /// Human-readable detail (never secrets).
     pub detail: String,
+}
+
+impl Event {
+    /// An event without a seq range.
+    pub fn new(
+        time_ms: u64,
+        kind: EventKind,
+        device: Option<DeviceId>,
+        detail: impl Into<String>,
+    ) -> Event {
+        Event {
+            time_ms,
+            kind,
+            device,
+            seqs: None,
+            detail: detail.into(),
+        }
+    }
 }

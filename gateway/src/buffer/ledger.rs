@@ -1,12 +1,22 @@
 //! Per-device sequence bookkeeping: decides, for one frame `(device, seq,
-//! boot)`, whether it is new (store it), a duplicate (re-ack it) or a
-//! regression (the device lost its counter). Pure: no I/O, no clock.
+//! boot)`, whether it is new (store it), a duplicate (re-ack it), out of
+//! order (refuse it: the device re-sends from the hole), or a regression
+//! (the device lost its counter). Pure: no I/O, no clock.
+//!
+//! **Go-back-N.** The buffer stores a device's frames in seq order with no
+//! hole: a frame above a hole is not stored, so every seq a report covers
+//! is either a stored frame or a hole explicitly *given up* (see
+//! [`SeqState::give_up`] and the `frames_given_up` event). This is what lets
+//! a report state, per device, one contiguous range of seqs, and a verifier
+//! reject any omission (docs/REPORT-FORMAT.md, "Continuity").
 //!
 //! Invariants of a [`SeqState`]:
-//! - every seq in `1..=contiguous` has been stored (or was stored and pruned);
-//! - every seq in `above` (kept as ranges) is stored, and every element is
-//!   `> contiguous + 1` (a range starting at `contiguous + 1` is folded into
-//!   `contiguous` at once);
+//! - every seq in `1..=contiguous` has been stored (or was stored and
+//!   pruned), was given up, or lies below the device's first stored frame
+//!   (a device's numbering starts wherever its first frame is);
+//! - `above` (out-of-order seqs stored by layout-1 buffers before go-back-N;
+//!   new appends never add to it) holds stored seqs, every one
+//!   `> contiguous + 1`;
 //! - `boot` is the highest boot counter of any stored frame.
 //!
 //! Decision rules, in order, for a frame with `seq >= 1`:
@@ -15,12 +25,16 @@
 //!    so the device's counter went backwards. Nothing is stored.
 //! 2. `seq <= contiguous` or `seq` in `above` => [`Decision::Duplicate`]:
 //!    a retransmission; the device gets its ack again.
-//! 3. otherwise => [`Decision::Store`]: a new frame, possibly out of order
-//!    (holes below it stay open until they are filled).
+//! 3. nothing stored yet for the device => [`Decision::Store`]: its first
+//!    frame starts its numbering.
+//! 4. `seq > contiguous + 1` => [`Decision::OutOfOrder`]: a hole below it;
+//!    nothing is stored, the ack (`acked_seq = contiguous`) tells the device
+//!    where to resume.
+//! 5. otherwise (`seq == contiguous + 1`) => [`Decision::Store`].
 //!
 //! A frame with `seq == 0` asks the gateway to number it (the Modbus poller
-//! does this): it is always stored, as `highest stored + 1`, so numbering is
-//! gap-free per device.
+//! and third-party mappings do this): it is always stored, as
+//! `highest stored + 1`, so numbering is gap-free per device.
 //!
 //! [`SeqRanges`] is a small sorted interval set, used by `verify` and
 //! `inspect` to describe which seqs are present without one entry per frame.
@@ -34,6 +48,9 @@ pub enum Decision {
     Duplicate,
     /// Later boot re-using a stored seq: refuse, tell the device.
     Regressed,
+    /// Above a hole (`seq > contiguous + 1`): refuse; the device re-sends
+    /// from `contiguous + 1`.
+    OutOfOrder,
 }
 
 /// One device's sequence state (see the module doc for its invariants).
@@ -114,16 +131,50 @@ impl SeqState {
         if self.contains(seq) {
             return Decision::Duplicate;
         }
+        if self.is_empty() {
+            return Decision::Store(seq);
+        }
+        if seq > self.contiguous + 1 {
+            return Decision::OutOfOrder;
+        }
         Decision::Store(seq)
     }
 
-    /// Records that `seq` (from boot `boot`) is now stored.
+    /// True before the device's first stored frame.
+    pub fn is_empty(&self) -> bool {
+        self.contiguous == 0 && self.above.is_empty()
+    }
+
+    /// Records that `seq` (from boot `boot`) is now stored. The first seq
+    /// of a device starts its numbering: everything below it counts as
+    /// accounted for (it was never this gateway's to store).
     pub fn record(&mut self, seq: u64, boot: u32) {
         self.boot = self.boot.max(boot);
+        if self.is_empty() {
+            self.contiguous = seq;
+            return;
+        }
         if seq > self.contiguous {
             self.above.insert(seq);
             self.fold();
         }
+    }
+
+    /// Gives up every missing seq up to and including `through`: they will
+    /// never be stored, so the device's ack may move past them. Returns the
+    /// inclusive range given up (`contiguous + 1 ..= through`), or `None`
+    /// when there is nothing to give up (`through <= contiguous`, or no
+    /// frame stored yet: a device's numbering starts at its first frame).
+    /// Layout-1 out-of-order seqs at or below `through` count as stored.
+    pub fn give_up(&mut self, through: u64) -> Option<(u64, u64)> {
+        if self.is_empty() || through <= self.contiguous {
+            return None;
+        }
+        let range = (self.contiguous + 1, through);
+        self.contiguous = through;
+        self.above.remove_through(through);
+        self.fold();
+        Some(range)
     }
 
     fn fold(&mut self) {
@@ -187,6 +238,14 @@ impl SeqRanges {
         self.ranges.splice(start..end, [(nlo, nhi)]);
     }
 
+    /// Removes every value `<= v`.
+    pub fn remove_through(&mut self, v: u64) {
+        self.ranges.retain(|&(_, hi)| hi > v);
+        if let Some(first) = self.ranges.first_mut() {
+            first.0 = first.0.max(v.saturating_add(1));
+        }
+    }
+
     /// Removes the first range if it starts at `lo`; returns its end.
     pub fn pop_first_if_starts_at(&mut self, lo: u64) -> Option<u64> {
         match self.ranges.first() {
@@ -246,19 +305,53 @@ mod tests {
     }
 
     #[test]
-    fn out_of_order_frames_are_stored_and_holes_close_when_filled() {
+    fn a_frame_above_a_hole_is_refused_until_the_hole_fills() {
         let mut s = SeqState::default();
         s.record(1, 0);
-        s.record(4, 0);
-        s.record(6, 0);
-        assert_eq!(s.contiguous(), 1);
-        assert_eq!(s.gaps(), vec![(2, 3), (5, 5)]);
-        assert_eq!(s.decide(4, 0), Decision::Duplicate);
-        assert_eq!(s.decide(3, 0), Decision::Store(3));
-        s.record(3, 0);
+        assert_eq!(s.decide(3, 0), Decision::OutOfOrder);
+        assert_eq!(s.decide(2, 0), Decision::Store(2));
         s.record(2, 0);
-        assert_eq!(s.contiguous(), 4);
-        assert_eq!(s.gaps(), vec![(5, 5)]);
+        assert_eq!(s.decide(3, 0), Decision::Store(3));
+        assert_eq!(s.gaps(), vec![]);
+    }
+
+    #[test]
+    fn the_first_frame_of_a_device_starts_its_numbering_anywhere() {
+        let mut s = SeqState::default();
+        assert!(s.is_empty());
+        assert_eq!(s.decide(5000, 2), Decision::Store(5000));
+        s.record(5000, 2);
+        assert_eq!(s.contiguous(), 5000);
+        // Below the start counts as accounted for: re-acked, never stored.
+        assert_eq!(s.decide(4999, 2), Decision::Duplicate);
+        assert_eq!(s.decide(5002, 2), Decision::OutOfOrder);
+        assert_eq!(s.decide(5001, 2), Decision::Store(5001));
+    }
+
+    #[test]
+    fn giving_up_a_hole_moves_the_ack_past_it_once() {
+        let mut s = SeqState::default();
+        assert_eq!(
+            s.give_up(9),
+            None,
+            "nothing to give up before the first frame"
+        );
+        s.record(1, 0);
+        assert_eq!(s.decide(4, 0), Decision::OutOfOrder);
+        assert_eq!(s.give_up(3), Some((2, 3)));
+        assert_eq!(s.contiguous(), 3);
+        assert_eq!(s.give_up(3), None);
+        assert_eq!(s.give_up(1), None);
+        assert_eq!(s.decide(2, 0), Decision::Duplicate);
+        assert_eq!(s.decide(4, 0), Decision::Store(4));
+    }
+
+    #[test]
+    fn giving_up_folds_layout_1_out_of_order_ranges() {
+        let mut s = SeqState::from_parts(1, 0, [(4, 6), (9, 9)]);
+        assert_eq!(s.give_up(4), Some((2, 4)));
+        assert_eq!(s.contiguous(), 6);
+        assert_eq!(s.above(), &[(9, 9)]);
     }
 
     #[test]
@@ -336,26 +429,37 @@ mod tests {
         }
 
         #[test]
-        fn contiguous_is_the_longest_stored_prefix(seqs in proptest::collection::vec(1u64..40, 0..60)) {
+        fn go_back_n_stores_exactly_the_next_seq(
+            seqs in proptest::collection::vec(1u64..40, 0..60),
+            give_ups in proptest::collection::vec(proptest::option::of(0u64..45), 0..60),
+        ) {
+            // Model: the accounted prefix ends at `next - 1`; nothing is
+            // stored above it.
             let mut s = SeqState::default();
-            let mut stored = BTreeSet::new();
-            for q in seqs {
-                match s.decide(q, 0) {
-                    Decision::Store(got) => {
-                        prop_assert_eq!(got, q);
-                        prop_assert!(stored.insert(q));
-                        s.record(q, 0);
-                    }
-                    Decision::Duplicate => prop_assert!(stored.contains(&q)),
-                    Decision::Regressed => prop_assert!(false, "same boot never regresses"),
+            let mut next: Option<u64> = None;
+            for (i, q) in seqs.into_iter().enumerate() {
+                let expect = match next {
+                    None => Decision::Store(q),
+                    Some(n) if q < n => Decision::Duplicate,
+                    Some(n) if q == n => Decision::Store(q),
+                    Some(_) => Decision::OutOfOrder,
+                };
+                prop_assert_eq!(s.decide(q, 0), expect);
+                if let Decision::Store(got) = expect {
+                    s.record(got, 0);
+                    next = Some(got + 1);
                 }
+                if let Some(Some(through)) = give_ups.get(i) {
+                    let want = next.filter(|n| *through >= *n).map(|n| (n, *through));
+                    prop_assert_eq!(s.give_up(*through), want);
+                    if want.is_some() {
+                        next = Some(through + 1);
+                    }
+                }
+                prop_assert_eq!(s.contiguous(), next.map_or(0, |n| n - 1));
+                prop_assert_eq!(s.highest(), s.contiguous());
+                prop_assert!(s.gaps().is_empty());
             }
-            let mut c = 0;
-            while stored.contains(&(c + 1)) {
-                c += 1;
-            }
-            prop_assert_eq!(s.contiguous(), c);
-            prop_assert_eq!(s.highest(), stored.last().copied().unwrap_or(0));
         }
     }
 }

@@ -30,9 +30,12 @@
 //!   missing.
 //! - **Never drop silently.** A frame is refused only as `Duplicate` (it is
 //!   already stored), `Regressed` (the device's counter went backwards; the
-//!   ack says so) or `BufferFull` (the buffer holds `max_bytes` or more; the
-//!   device keeps the frame and retries). Full-buffer transitions are logged
-//!   at WARN once, counted (`full_events`), visible in [`BufferStats`] and
+//!   ack says so), `OutOfOrder` (a hole below it: go-back-N, the ack tells
+//!   the device where to resume; see `ledger`) or `BufferFull` (the buffer
+//!   holds `max_bytes` or more; the device keeps the frame and retries).
+//!   A hole is closed only by its frames or by [`Buffer::give_up`], which
+//!   records a `frames_given_up` event in the same atomic batch.
+//!   Full-buffer transitions are logged at WARN once, counted (`full_events`), visible in [`BufferStats`] and
 //!   recorded as `buffer_full` / `buffer_recovered` events.
 //! - **Kept data is a suffix.** Batch ids grow by one per batch and pruning
 //!   removes a prefix of batches, each fully at or below the "delivered"
@@ -191,6 +194,9 @@ pub enum AppendOutcome {
     Regressed,
     /// The buffer is full; not stored (the device keeps it).
     BufferFull,
+    /// Above a hole in the device's sequence; not stored (go-back-N: the
+    /// ack says `acked_seq`, the device re-sends from there).
+    OutOfOrder,
 }
 
 /// The result of one append.

@@ -1,6 +1,6 @@
-//! Model-based tests: random sequences of appends (duplicates, out of order,
-//! regressions, gateway-numbered frames), cursor moves, event records,
-//! prunes and crash/reopen, run against the real sled buffer and against a
+//! Model-based tests: random sequences of appends (duplicates, out of order
+//! refused by go-back-N, regressions, gateway-numbered frames), give-ups,
+//! cursor moves, event records, prunes and crash/reopen, run against the real sled buffer and against a
 //! simple in-memory model; every observable (outcomes, acks, device
 //! bookkeeping, scans, cursors, stats, events) must match after each step.
 //!
@@ -11,7 +11,7 @@
 //! logical byte count (the full policy is then predicted from it).
 
 use super::*;
-use mrv_shared::event::{Event, EventKind};
+use mrv_shared::event::{Event, EventKind, SeqRange};
 use mrv_shared::ids::{ChannelId, DeviceId, SiteId};
 use mrv_shared::quantity::{Quantity, ValueKind};
 use mrv_shared::reading::{Channel, Quality, Sample};
@@ -29,7 +29,7 @@ fn frame(device: usize, seq: u64, boot: u32, samples: usize) -> Frame {
         seq,
         boot,
         firmware: "fw-1.0".into(),
-        base_time_ms: Some(1_700_000_000_000 + seq * 60_000),
+        base_time_ms: Some(1_700_000_000_000 + seq.saturating_mul(60_000) % 1_000_000_000_000),
         channels: vec![Channel {
             id: ChannelId::new("energy").expect("valid id"),
             quantity: Quantity::Energy,
@@ -53,8 +53,11 @@ fn dev(i: usize) -> DeviceId {
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// (device, seq, boot, samples); seq 0 = gateway numbers it.
+    /// (device, seq, boot, samples); seq 0 = gateway numbers it; seq
+    /// [`NEXT`] = the device's next seq in order (resolved at run time).
     Append(Vec<(usize, u64, u32, usize)>),
+    /// Give up device's missing frames through `contiguous + n`.
+    GiveUp(usize, u64),
     /// Cursor, position as a fraction (per mille) of all stored frames;
     /// 1000 = one past the end (must fail).
     SetCursor(CursorName, u16),
@@ -80,10 +83,15 @@ enum SnapshotDamage {
     NoneLeft,
 }
 
+/// Stands for "the device's next seq in order" in generated appends.
+const NEXT: u64 = u64::MAX;
+
 fn op() -> impl Strategy<Value = Op> {
-    let item = (0usize..3, 0u64..14, 0u32..3, 1usize..4);
+    let seq = prop_oneof![3 => 0u64..14, 2 => Just(NEXT)];
+    let item = (0usize..3, seq, 0u32..3, 1usize..4);
     prop_oneof![
         6 => prop::collection::vec(item, 1..8).prop_map(Op::Append),
+        1 => (0usize..3, 0u64..4).prop_map(|(d, n)| Op::GiveUp(d, n)),
         3 => (prop_oneof![Just(CursorName::Reported), Just(CursorName::Delivered)], 0u16..=1000)
             .prop_map(|(c, p)| Op::SetCursor(c, p)),
         1 => Just(Op::Event),
@@ -102,16 +110,24 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Debug, Default)]
 struct ModelDevice {
     stored: BTreeSet<u64>,
+    /// Seqs given up.
+    given_up: BTreeSet<u64>,
+    /// Seqs below the first stored frame count as accounted for.
+    start: Option<u64>,
     boot: u32,
 }
 
 impl ModelDevice {
     fn highest(&self) -> u64 {
-        self.stored.last().copied().unwrap_or(0)
+        self.contiguous()
+    }
+    fn accounted(&self, q: u64) -> bool {
+        self.start.is_some_and(|s| q < s) || self.stored.contains(&q) || self.given_up.contains(&q)
     }
     fn contiguous(&self) -> u64 {
-        let mut c = 0;
-        while self.stored.contains(&(c + 1)) {
+        let Some(s) = self.start else { return 0 };
+        let mut c = s - 1;
+        while self.accounted(c + 1) {
             c += 1;
         }
         c
@@ -202,6 +218,7 @@ impl Harness {
                     time_ms: self.m.now,
                     kind: EventKind::DeviceOnline,
                     device: Some(dev(0)),
+                    seqs: None,
                     detail: format!("event at {}", self.m.now),
                 };
                 self.buf()
@@ -223,6 +240,38 @@ impl Harness {
                 Ok(())
             }
             Op::Prune(advance) => self.prune(*advance),
+            Op::GiveUp(d, n) => {
+                self.m.now += 1;
+                let device = dev(*d);
+                let md = self.m.devices.entry(device.clone()).or_default();
+                let through = md.contiguous() + n;
+                let want = (md.start.is_some() && *n > 0).then(|| SeqRange {
+                    first: md.contiguous() + 1,
+                    last: through,
+                });
+                let got = self
+                    .buf
+                    .as_ref()
+                    .expect("buffer is open")
+                    .give_up(&device, through, "operator: model test", self.m.now)
+                    .expect("give up");
+                prop_assert_eq!(got, want);
+                if let Some(r) = want {
+                    md.given_up.extend(r.first..=r.last);
+                    self.m.events.push((
+                        self.m.next_event,
+                        Event {
+                            time_ms: self.m.now,
+                            kind: EventKind::FramesGivenUp,
+                            device: Some(device),
+                            seqs: Some(r),
+                            detail: String::new(),
+                        },
+                    ));
+                    self.m.next_event += 1;
+                }
+                Ok(())
+            }
             Op::Crash => {
                 self.reopen();
                 Ok(())
@@ -258,7 +307,13 @@ impl Harness {
         let mut expected = Vec::new();
         let mut stored_frames = Vec::new();
         let mut order: Vec<(DeviceId, bool, bool)> = Vec::new();
-        for inc in &incoming {
+        let mut incoming = incoming;
+        for inc in incoming.iter_mut() {
+            if inc.frame.seq == NEXT {
+                let md = self.m.devices.entry(inc.frame.device.clone()).or_default();
+                inc.frame.seq = md.contiguous() + 1;
+                inc.frame.base_time_ms = Some(1_700_000_000_000 + inc.frame.seq * 60_000);
+            }
             let f = &inc.frame;
             let pos = match order.iter().position(|(d, _, _)| *d == f.device) {
                 Some(p) => p,
@@ -272,13 +327,16 @@ impl Harness {
             let outcome = if f.seq != 0 && f.boot > md.boot && f.seq <= md.highest() {
                 order[pos].1 = true;
                 AppendOutcome::Regressed
-            } else if f.seq != 0 && md.stored.contains(&f.seq) {
+            } else if f.seq != 0 && md.accounted(f.seq) {
                 AppendOutcome::Duplicate
+            } else if f.seq != 0 && md.start.is_some() && f.seq > md.contiguous() + 1 {
+                AppendOutcome::OutOfOrder
             } else if was_full {
                 order[pos].2 = true;
                 AppendOutcome::BufferFull
             } else {
                 md.stored.insert(seq);
+                md.start.get_or_insert(seq);
                 md.boot = md.boot.max(f.boot);
                 let mut stored = f.clone();
                 stored.seq = seq;
@@ -324,6 +382,7 @@ impl Harness {
                     time_ms: rx,
                     kind: EventKind::BufferFull,
                     device: None,
+                    seqs: None,
                     detail: String::new(),
                 },
             ));
@@ -426,6 +485,7 @@ impl Harness {
                     time_ms: self.m.now,
                     kind: EventKind::BufferRecovered,
                     device: None,
+                    seqs: None,
                     detail: String::new(),
                 },
             ));
@@ -515,6 +575,7 @@ impl Harness {
             prop_assert_eq!(id, mid);
             prop_assert_eq!(ev.kind, mev.kind);
             prop_assert_eq!(ev.time_ms, mev.time_ms);
+            prop_assert_eq!(ev.seqs, mev.seqs);
             if !mev.detail.is_empty() {
                 prop_assert_eq!(&ev.detail, &mev.detail);
             }

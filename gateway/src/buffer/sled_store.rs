@@ -368,6 +368,11 @@ impl Buffer {
                     stored_seqs.push(None);
                     continue;
                 }
+                Decision::OutOfOrder => {
+                    outcomes.push(AppendOutcome::OutOfOrder);
+                    stored_seqs.push(None);
+                    continue;
+                }
                 Decision::Store(_) if full => {
                     order[pos].2 = true;
                     outcomes.push(AppendOutcome::BufferFull);
@@ -504,6 +509,7 @@ impl Buffer {
             time_ms,
             kind: EventKind::BufferFull,
             device: None,
+            seqs: None,
             detail: format!(
                 "buffer holds {} bytes, limit {}: new frames are refused until delivered data is pruned",
                 totals.kept_bytes, self.inner.cfg.max_bytes
@@ -675,6 +681,50 @@ impl Buffer {
         Ok(())
     }
 
+    /// Gives up `device`'s missing frames up to and including `through`
+    /// (see [`super::SeqState::give_up`]): in one atomic, flushed sled
+    /// batch, the device record moves past them and a `frames_given_up`
+    /// event (cause and detail from `why`, e.g. `operator: replaced meter`)
+    /// is recorded. Returns the range given up, or `None` when nothing below
+    /// `through` was missing (then nothing is written).
+    pub fn give_up(
+        &self,
+        device: &DeviceId,
+        through: u64,
+        why: &str,
+        now_ms: u64,
+    ) -> Result<Option<mrv_shared::event::SeqRange>, StoreError> {
+        let mut st = self.lock();
+        if st.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        let Some(mut entry) = st.devices.get(device).cloned() else {
+            return Ok(None);
+        };
+        let Some((first, last)) = entry.seq.give_up(through) else {
+            return Ok(None);
+        };
+        let range = mrv_shared::event::SeqRange { first, last };
+        let mut totals = st.totals;
+        let ev = Event {
+            time_ms: now_ms,
+            kind: EventKind::FramesGivenUp,
+            device: Some(device.clone()),
+            seqs: Some(range),
+            detail: format!("{why}; seqs {first}..={last} will never be stored"),
+        };
+        let mut b = sled::Batch::default();
+        b.insert(record::device_key(device), entry.to_record().encode());
+        b.insert(&record::event_key(totals.next_event_id), encode_event(&ev));
+        totals.next_event_id += 1;
+        b.insert(record::TOTALS_KEY, totals.encode());
+        self.commit(&mut st, b)?;
+        st.totals = totals;
+        st.devices.insert(device.clone(), entry);
+        warn!(%device, first, last, why, "frames given up: the device's sequence continues past them");
+        Ok(Some(range))
+    }
+
     /// Events with id greater than `after` (None = from the first kept), by id.
     pub fn events_after(&self, after: Option<u64>) -> EventIter {
         let from = after.map_or(0, |a| a.saturating_add(1));
@@ -826,6 +876,7 @@ impl Buffer {
                 time_ms: now_ms,
                 kind: EventKind::BufferRecovered,
                 device: None,
+                seqs: None,
                 detail: format!(
                     "buffer holds {} bytes, limit {}: frames are accepted again",
                     totals.kept_bytes, self.inner.cfg.max_bytes

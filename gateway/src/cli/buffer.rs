@@ -583,7 +583,16 @@ mod tests {
                 },
                 received_ms: 1_764_115_200_000 + seq,
             });
-            b.append(frames.to_vec()).expect("append");
+            let r = b.append(frames.to_vec()).expect("append");
+            assert_eq!(
+                r.outcomes[2],
+                crate::buffer::AppendOutcome::OutOfOrder,
+                "go-back-N: 4 waits for 3"
+            );
+            let pv = DeviceId::new("pv-1").expect("id");
+            b.give_up(&pv, 3, "operator: test", 1_764_115_200_100)
+                .expect("give up");
+            b.append(vec![frames[2].clone()]).expect("append 4");
             let t = target(dir.path(), false);
             drop(b);
             inspect(&t).expect("inspect text");

@@ -138,6 +138,12 @@ pub struct BufferSection {
     pub commit_window_ms: u64,
     /// Most frames in one group commit.
     pub max_commit_frames: usize,
+    /// Give up a device's missing frames after it has been sending frames
+    /// above the hole for this many minutes (the device lost them for good;
+    /// its later frames are otherwise never acked). Each give-up is a
+    /// `frames_given_up` event carried into the report. Unset (default):
+    /// only an operator gives frames up (`mrv-gateway buffer give-up`).
+    pub give_up_after_minutes: Option<u32>,
 }
 
 impl Default for BufferSection {
@@ -148,6 +154,7 @@ impl Default for BufferSection {
             keep_delivered_days: 30,
             commit_window_ms: 2,
             max_commit_frames: 2048,
+            give_up_after_minutes: None,
         }
     }
 }
@@ -167,6 +174,8 @@ pub struct BufferSettings {
     pub commit_window: Duration,
     /// See [`BufferSection::max_commit_frames`].
     pub max_commit_frames: usize,
+    /// See [`BufferSection::give_up_after_minutes`].
+    pub give_up_after: Option<Duration>,
 }
 
 /// Site identity as used in reports.
@@ -286,7 +295,17 @@ pub fn validate(file: ConfigFile, path: &Path) -> Result<GatewayConfig, ConfigEr
         keep_delivered: Duration::from_secs(u64::from(b.keep_delivered_days) * 86_400),
         commit_window: Duration::from_millis(b.commit_window_ms),
         max_commit_frames: b.max_commit_frames,
+        give_up_after: b
+            .give_up_after_minutes
+            .map(|m| Duration::from_secs(u64::from(m) * 60)),
     };
+    if b.give_up_after_minutes == Some(0) {
+        return Err(ConfigError::new(
+            path,
+            "buffer.give_up_after_minutes",
+            "must be at least 1 (leave it out to give frames up only by hand)",
+        ));
+    }
     let mqtt = file.mqtt.validate(path, base)?;
     let mut devices = DeviceRegistry::from_sections(&file.devices, path)?;
     let modbus = file.modbus.validate_in(base, path)?;

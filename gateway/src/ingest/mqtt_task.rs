@@ -174,6 +174,7 @@ pub async fn run_mqtt_ingest(
                                 time_ms: now,
                                 kind: EventKind::SignatureRejected,
                                 device: r.device.clone(),
+                                seqs: None,
                                 detail: r.detail.clone(),
                             });
                         } else if r.device.is_some() {
@@ -181,6 +182,7 @@ pub async fn run_mqtt_ingest(
                                 time_ms: now,
                                 kind: EventKind::FrameRejected,
                                 device: r.device.clone(),
+                                seqs: None,
                                 detail: format!("{}: {}", r.reason, r.detail),
                             });
                         }

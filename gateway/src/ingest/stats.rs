@@ -17,6 +17,11 @@ pub struct IngestStats {
     pub duplicates: AtomicU64,
     /// Frames refused because the buffer is full.
     pub refused_buffer_full: AtomicU64,
+    /// Frames refused because they lie above a hole (go-back-N: the device
+    /// re-sends from its acked seq).
+    pub out_of_order: AtomicU64,
+    /// Holes given up after `buffer.give_up_after_minutes`.
+    pub given_up_by_timeout: AtomicU64,
     /// Group commits done.
     pub commits: AtomicU64,
     /// Application acks published.

@@ -8,6 +8,13 @@
 //!
 //! Invariant: a request's reply (and its device's application ack) is sent
 //! only after `Buffer::append` returned, i.e. after the flush.
+//!
+//! Holes (go-back-N, see `buffer::ledger`): a frame above a hole is refused
+//! as `OutOfOrder` and the device re-sends from its acked seq. When
+//! `give_up_after` is set, [`HoleWatch`] (pure) notices a device that has
+//! been sending only frames above the same hole for that long, and the
+//! writer gives the missing seqs up ([`Buffer::give_up`], a recorded
+//! `frames_given_up` event) so the device's later frames are stored again.
 
 use super::admit::WireFormat;
 use super::stats::IngestStats;
@@ -85,6 +92,47 @@ pub struct WriterSettings {
     pub window: Duration,
     /// Most frames per commit.
     pub max_frames: usize,
+    /// Give a hole up once a device has sent only frames above it for this
+    /// long (`None`: only an operator gives frames up).
+    pub give_up_after: Option<Duration>,
+}
+
+/// Which devices are stuck above a hole, and since when. Pure: the writer
+/// feeds it outcomes and the time, and asks which holes are due.
+#[derive(Debug, Default)]
+pub struct HoleWatch {
+    /// Device -> (first refusal ms, lowest seq refused as out of order).
+    stuck: HashMap<DeviceId, (u64, u64)>,
+}
+
+impl HoleWatch {
+    /// A frame `seq` of `device` was refused as out of order at `now_ms`.
+    pub fn out_of_order(&mut self, device: &DeviceId, seq: u64, now_ms: u64) {
+        let e = self.stuck.entry(device.clone()).or_insert((now_ms, seq));
+        e.1 = e.1.min(seq);
+    }
+
+    /// A frame of `device` was stored: its hole (if any) is closed.
+    pub fn stored(&mut self, device: &DeviceId) {
+        self.stuck.remove(device);
+    }
+
+    /// Devices stuck for at least `after` at `now_ms`, with the last seq to
+    /// give up (one below the lowest seq they sent above the hole); they are
+    /// forgotten (a give-up that finds nothing missing is harmless).
+    pub fn due(&mut self, now_ms: u64, after: Duration) -> Vec<(DeviceId, u64)> {
+        let after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        let due: Vec<(DeviceId, u64)> = self
+            .stuck
+            .iter()
+            .filter(|(_, (since, _))| now_ms.saturating_sub(*since) >= after_ms)
+            .map(|(d, (_, lowest))| (d.clone(), lowest.saturating_sub(1)))
+            .collect();
+        for (d, _) in &due {
+            self.stuck.remove(d);
+        }
+        due
+    }
 }
 
 /// Runs until every sender of `requests` is dropped (`Ok`), or until a
@@ -99,6 +147,7 @@ pub async fn run_writer(
     settings: WriterSettings,
     now_ms: impl Fn() -> u64 + Send + 'static,
 ) -> Result<(), crate::buffer::StoreError> {
+    let mut holes = HoleWatch::default();
     while let Some(first) = requests.recv().await {
         let mut batch = vec![first];
         gather(&mut requests, &mut batch, settings).await;
@@ -143,6 +192,12 @@ pub async fn run_writer(
                 AppendOutcome::Stored => {
                     IngestStats::add(&stats.frames_stored, 1);
                     IngestStats::add(&stats.readings_stored, n as u64);
+                    holes.stored(&device);
+                }
+                AppendOutcome::OutOfOrder => {
+                    IngestStats::add(&stats.out_of_order, 1);
+                    holes.out_of_order(&device, seq, now_ms());
+                    tracing::debug!(%device, seq, "frame above a hole refused; the device re-sends from its acked seq");
                 }
                 AppendOutcome::Duplicate => IngestStats::add(&stats.duplicates, 1),
                 AppendOutcome::BufferFull => IngestStats::add(&stats.refused_buffer_full, 1),
@@ -153,6 +208,7 @@ pub async fn run_writer(
                         time_ms: now_ms(),
                         kind: EventKind::FrameRejected,
                         device: Some(device.clone()),
+                        seqs: None,
                         detail: format!("seq_regressed: seq {seq} re-used after a device reset"),
                     });
                 }
@@ -171,6 +227,27 @@ pub async fn run_writer(
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!(error = %e, "could not record events"),
                 Err(e) => tracing::error!(error = %e, "event write task failed"),
+            }
+        }
+        if let Some(after) = settings.give_up_after {
+            for (device, through) in holes.due(now_ms(), after) {
+                let buf = buffer.clone();
+                let why = format!(
+                    "timeout: the device sent only frames above the hole for {} min",
+                    after.as_secs() / 60
+                );
+                let at = now_ms();
+                let d = device.clone();
+                match tokio::task::spawn_blocking(move || buf.give_up(&d, through, &why, at)).await
+                {
+                    Ok(Ok(Some(_))) => IngestStats::add(&stats.given_up_by_timeout, 1),
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, %device, "giving up missing frames failed");
+                        return Err(e);
+                    }
+                    Err(e) => tracing::error!(error = %e, "give-up task failed"),
+                }
             }
         }
         for (device, ack) in result.acks {
@@ -205,5 +282,25 @@ async fn gather(
                 _ => break,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_stuck_above_a_hole_is_due_after_the_timeout_and_only_then() {
+        let d = DeviceId::new("d").expect("valid id");
+        let e = DeviceId::new("e").expect("valid id");
+        let mut w = HoleWatch::default();
+        let after = Duration::from_secs(60);
+        w.out_of_order(&d, 9, 1_000);
+        w.out_of_order(&d, 7, 30_000);
+        w.out_of_order(&e, 4, 1_000);
+        w.stored(&e);
+        assert!(w.due(60_999, after).is_empty());
+        assert_eq!(w.due(61_000, after), vec![(d.clone(), 6)]);
+        assert!(w.due(1_000_000, after).is_empty(), "forgotten once due");
     }
 }

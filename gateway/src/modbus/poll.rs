@@ -295,6 +295,7 @@ impl DevicePoller {
                 time_ms: now_ms,
                 kind: p.kind,
                 device: Some(self.device.id.clone()),
+                seqs: None,
                 detail: p.detail.clone(),
             })
             .collect();

@@ -120,12 +120,14 @@ fn device_presence_events(
                 time_ms: period.start_ms,
                 kind: EventKind::DeviceOffline,
                 device: Some(d.id.clone()),
+                seqs: None,
                 detail: String::from("no frames received in this period"),
             }),
             Some(&t) if silent_before.contains(&d.id) => events.push(Event {
                 time_ms: t,
                 kind: EventKind::DeviceOnline,
                 device: Some(d.id.clone()),
+                seqs: None,
                 detail: String::from("frames received again after a period without any"),
             }),
             Some(_) => {}
@@ -197,6 +199,7 @@ pub fn build(input: BuildInput<'_>) -> Result<Report, BuildError> {
                 time_ms: received_ms,
                 kind: EventKind::FrameRejected,
                 device: Some(frame.device.clone()),
+                seqs: None,
                 detail: format!(
                     "frame {} is for site {}, left out of the report",
                     frame.seq, frame.site
@@ -210,6 +213,7 @@ pub fn build(input: BuildInput<'_>) -> Result<Report, BuildError> {
                     time_ms: received_ms,
                     kind: EventKind::SignatureRejected,
                     device: Some(frame.device.clone()),
+                    seqs: None,
                     detail: format!(
                         "frame {} has no valid device signature, left out of the report",
                         frame.seq
@@ -505,6 +509,7 @@ mod tests {
             time_ms: T0 + 1000,
             kind: EventKind::GatewayStarted,
             device: None,
+            seqs: None,
             detail: String::from("mrv-gateway 0.1.0"),
         });
         let report = build(inp).expect("builds");

@@ -338,6 +338,7 @@ pub fn build_due_reports(ctx: &ReportContext, now_ms: u64) -> Result<Vec<ReportI
                         time_ms: period.end_ms - 1,
                         kind: EventKind::FrameRejected,
                         device: None,
+                        seqs: None,
                         detail: format!("damaged buffer record skipped: {e}"),
                     });
                 }
