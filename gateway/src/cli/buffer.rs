@@ -43,6 +43,29 @@ pub enum BufferCommand {
     Inspect(BufferTarget),
     /// Checksums, decoding, counters and per-device sequence gaps.
     Verify(BufferTarget),
+    /// Give up a device's missing frames (they will never arrive), so its
+    /// later frames are stored and acked again. Recorded as a
+    /// `frames_given_up` event that the next report carries. Works on a
+    /// stopped gateway's buffer; for a running gateway use
+    /// `POST /api/devices/<id>/give-up` (see docs/PROTOCOL.md).
+    GiveUp(GiveUpArgs),
+}
+
+/// Arguments of `buffer give-up`.
+#[derive(Debug, clap::Args)]
+pub struct GiveUpArgs {
+    /// Gateway data dir (holding `buffer/`) or the buffer dir itself.
+    #[arg(long, env = "MRV_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// The device.
+    #[arg(long)]
+    pub device: String,
+    /// Give up every missing seq up to and including this one.
+    #[arg(long)]
+    pub through: u64,
+    /// Why (recorded in the event and in every report that carries it).
+    #[arg(long)]
+    pub reason: String,
 }
 
 /// Where the buffer is and how to print.
@@ -73,6 +96,48 @@ pub fn run(args: BufferArgs) -> anyhow::Result<()> {
                 bail!("buffer verify found {} problem(s)", rep.problems.len());
             }
             Ok(())
+        }
+        BufferCommand::GiveUp(g) => give_up(&g),
+    }
+}
+
+/// `buffer give-up`: see [`BufferCommand::GiveUp`].
+pub fn give_up(g: &GiveUpArgs) -> anyhow::Result<()> {
+    let device = DeviceId::new(&g.device).with_context(|| format!("device id {:?}", g.device))?;
+    if g.reason.trim().is_empty() {
+        bail!("--reason must say why the frames are given up");
+    }
+    let b = open(&BufferTarget {
+        data_dir: g.data_dir.clone(),
+        json: false,
+        progress: false,
+    })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    match b.give_up(&device, g.through, &format!("operator: {}", g.reason.trim()), now)? {
+        Some(r) => {
+            println!(
+                "{device}: seqs {}..={} given up (recorded as a frames_given_up event)",
+                r.first, r.last
+            );
+            Ok(())
+        }
+        None => {
+            let acked = b
+                .devices()
+                .into_iter()
+                .find(|d| d.device == device)
+                .map(|d| d.acked_seq);
+            match acked {
+                Some(a) => bail!(
+                    "nothing to give up: {device} has every seq up to {a} accounted for (--through {} is not above it)",
+                    g.through
+                ),
+                None => bail!(
+                    "nothing to give up: the buffer has no frame of {device} (its numbering starts at its first frame)"
+                ),
+            }
         }
     }
 }

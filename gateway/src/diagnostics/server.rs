@@ -489,6 +489,61 @@ async fn api_probe(
     axum::Json(super::probe::probe(&req, &dir).await)
 }
 
+/// Body of `POST /api/devices/{id}/give-up`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GiveUpRequest {
+    /// Give up every missing seq up to and including this one.
+    through: u64,
+    /// Why (recorded in the event and every report that carries it).
+    reason: String,
+}
+
+/// The one write the diagnostics API allows: an operator gives up a
+/// device's missing frames (see `buffer::Buffer::give_up`). 200 with the
+/// range given up; 409 when nothing below `through` is missing; 400 for a
+/// bad device id or an empty reason.
+async fn api_give_up(
+    State(ctx): State<DiagContext>,
+    Path(id): Path<String>,
+    axum::Json(req): axum::Json<GiveUpRequest>,
+) -> Response {
+    let err = |code: StatusCode, msg: String| {
+        (code, axum::Json(serde_json::json!({ "error": msg }))).into_response()
+    };
+    let device = match DeviceId::new(&id) {
+        Ok(d) => d,
+        Err(e) => return err(StatusCode::BAD_REQUEST, format!("device id {id:?}: {e}")),
+    };
+    let reason = req.reason.trim().to_string();
+    if reason.is_empty() {
+        return err(
+            StatusCode::BAD_REQUEST,
+            String::from("say why the frames are given up (\"reason\")"),
+        );
+    }
+    let buffer = ctx.gw.buffer.clone();
+    let now = ctx.gw.clock.now_ms();
+    let why = format!("operator: {reason}");
+    let d = device.clone();
+    match tokio::task::spawn_blocking(move || buffer.give_up(&d, req.through, &why, now)).await {
+        Ok(Ok(Some(r))) => axum::Json(serde_json::json!({
+            "device": device,
+            "given_up": { "first": r.first, "last": r.last },
+        }))
+        .into_response(),
+        Ok(Ok(None)) => err(
+            StatusCode::CONFLICT,
+            format!(
+                "nothing to give up: {device} has no missing frame at or below seq {}",
+                req.through
+            ),
+        ),
+        Ok(Err(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 async fn metrics_text(State(ctx): State<DiagContext>) -> Response {
     let s = ctx.snapshot();
     let rows = ctx.rows(&s);
@@ -547,6 +602,7 @@ pub fn router(ctx: DiagContext) -> Router {
         .route("/api/logs", get(api_logs))
         .route("/api/config", get(api_config))
         .route("/api/modbus/probe", post(api_probe))
+        .route("/api/devices/{id}/give-up", post(api_give_up))
         .layer(middleware::from_fn_with_state(ctx.clone(), require_token))
         .with_state(ctx)
 }
