@@ -10,10 +10,17 @@
 //! a report state, per device, one contiguous range of seqs, and a verifier
 //! reject any omission (docs/REPORT-FORMAT.md, "Continuity").
 //!
+//! A device's numbering starts at 1: a device the gateway has never stored
+//! a frame of, whose first frame is seq 5000 (it was acked by a gateway
+//! whose buffer is gone, or it is not new), waits like any other device
+//! above a hole until seqs 1..=4999 are given up. That keeps the rule
+//! simple and leaves a record: no frame is ever skipped silently, not even
+//! the first ones (a frame lost in transit before the first one arrives
+//! would otherwise be taken as "before this device's start").
+//!
 //! Invariants of a [`SeqState`]:
 //! - every seq in `1..=contiguous` has been stored (or was stored and
-//!   pruned), was given up, or lies below the device's first stored frame
-//!   (a device's numbering starts wherever its first frame is);
+//!   pruned) or was given up;
 //! - `above` (out-of-order seqs stored by layout-1 buffers before go-back-N;
 //!   new appends never add to it) holds stored seqs, every one
 //!   `> contiguous + 1`;
@@ -25,12 +32,10 @@
 //!    so the device's counter went backwards. Nothing is stored.
 //! 2. `seq <= contiguous` or `seq` in `above` => [`Decision::Duplicate`]:
 //!    a retransmission; the device gets its ack again.
-//! 3. nothing stored yet for the device => [`Decision::Store`]: its first
-//!    frame starts its numbering.
-//! 4. `seq > contiguous + 1` => [`Decision::OutOfOrder`]: a hole below it;
+//! 3. `seq > contiguous + 1` => [`Decision::OutOfOrder`]: a hole below it;
 //!    nothing is stored, the ack (`acked_seq = contiguous`) tells the device
 //!    where to resume.
-//! 5. otherwise (`seq == contiguous + 1`) => [`Decision::Store`].
+//! 4. otherwise (`seq == contiguous + 1`) => [`Decision::Store`].
 //!
 //! A frame with `seq == 0` asks the gateway to number it (the Modbus poller
 //! and third-party mappings do this): it is always stored, as
@@ -131,9 +136,6 @@ impl SeqState {
         if self.contains(seq) {
             return Decision::Duplicate;
         }
-        if self.is_empty() {
-            return Decision::Store(seq);
-        }
         if seq > self.contiguous + 1 {
             return Decision::OutOfOrder;
         }
@@ -145,15 +147,9 @@ impl SeqState {
         self.contiguous == 0 && self.above.is_empty()
     }
 
-    /// Records that `seq` (from boot `boot`) is now stored. The first seq
-    /// of a device starts its numbering: everything below it counts as
-    /// accounted for (it was never this gateway's to store).
+    /// Records that `seq` (from boot `boot`) is now stored.
     pub fn record(&mut self, seq: u64, boot: u32) {
         self.boot = self.boot.max(boot);
-        if self.is_empty() {
-            self.contiguous = seq;
-            return;
-        }
         if seq > self.contiguous {
             self.above.insert(seq);
             self.fold();
@@ -163,11 +159,10 @@ impl SeqState {
     /// Gives up every missing seq up to and including `through`: they will
     /// never be stored, so the device's ack may move past them. Returns the
     /// inclusive range given up (`contiguous + 1 ..= through`), or `None`
-    /// when there is nothing to give up (`through <= contiguous`, or no
-    /// frame stored yet: a device's numbering starts at its first frame).
+    /// when there is nothing to give up (`through <= contiguous`).
     /// Layout-1 out-of-order seqs at or below `through` count as stored.
     pub fn give_up(&mut self, through: u64) -> Option<(u64, u64)> {
-        if self.is_empty() || through <= self.contiguous {
+        if through <= self.contiguous {
             return None;
         }
         let range = (self.contiguous + 1, through);
@@ -316,16 +311,15 @@ mod tests {
     }
 
     #[test]
-    fn the_first_frame_of_a_device_starts_its_numbering_anywhere() {
+    fn a_device_starts_at_seq_1_or_after_a_give_up() {
         let mut s = SeqState::default();
         assert!(s.is_empty());
+        assert_eq!(s.decide(5000, 2), Decision::OutOfOrder);
+        assert_eq!(s.give_up(4999), Some((1, 4999)));
+        assert_eq!(s.decide(4999, 2), Decision::Duplicate);
         assert_eq!(s.decide(5000, 2), Decision::Store(5000));
         s.record(5000, 2);
         assert_eq!(s.contiguous(), 5000);
-        // Below the start counts as accounted for: re-acked, never stored.
-        assert_eq!(s.decide(4999, 2), Decision::Duplicate);
-        assert_eq!(s.decide(5002, 2), Decision::OutOfOrder);
-        assert_eq!(s.decide(5001, 2), Decision::Store(5001));
     }
 
     #[test]
@@ -436,27 +430,28 @@ mod tests {
             // Model: the accounted prefix ends at `next - 1`; nothing is
             // stored above it.
             let mut s = SeqState::default();
-            let mut next: Option<u64> = None;
+            let mut next: u64 = 1;
             for (i, q) in seqs.into_iter().enumerate() {
-                let expect = match next {
-                    None => Decision::Store(q),
-                    Some(n) if q < n => Decision::Duplicate,
-                    Some(n) if q == n => Decision::Store(q),
-                    Some(_) => Decision::OutOfOrder,
+                let expect = if q < next {
+                    Decision::Duplicate
+                } else if q == next {
+                    Decision::Store(q)
+                } else {
+                    Decision::OutOfOrder
                 };
                 prop_assert_eq!(s.decide(q, 0), expect);
                 if let Decision::Store(got) = expect {
                     s.record(got, 0);
-                    next = Some(got + 1);
+                    next = got + 1;
                 }
                 if let Some(Some(through)) = give_ups.get(i) {
-                    let want = next.filter(|n| *through >= *n).map(|n| (n, *through));
+                    let want = (*through >= next).then_some((next, *through));
                     prop_assert_eq!(s.give_up(*through), want);
                     if want.is_some() {
-                        next = Some(through + 1);
+                        next = through + 1;
                     }
                 }
-                prop_assert_eq!(s.contiguous(), next.map_or(0, |n| n - 1));
+                prop_assert_eq!(s.contiguous(), next - 1);
                 prop_assert_eq!(s.highest(), s.contiguous());
                 prop_assert!(s.gaps().is_empty());
             }

@@ -112,8 +112,6 @@ struct ModelDevice {
     stored: BTreeSet<u64>,
     /// Seqs given up.
     given_up: BTreeSet<u64>,
-    /// Seqs below the first stored frame count as accounted for.
-    start: Option<u64>,
     boot: u32,
 }
 
@@ -122,11 +120,10 @@ impl ModelDevice {
         self.contiguous()
     }
     fn accounted(&self, q: u64) -> bool {
-        self.start.is_some_and(|s| q < s) || self.stored.contains(&q) || self.given_up.contains(&q)
+        self.stored.contains(&q) || self.given_up.contains(&q)
     }
     fn contiguous(&self) -> u64 {
-        let Some(s) = self.start else { return 0 };
-        let mut c = s - 1;
+        let mut c = 0;
         while self.accounted(c + 1) {
             c += 1;
         }
@@ -245,7 +242,7 @@ impl Harness {
                 let device = dev(*d);
                 let md = self.m.devices.entry(device.clone()).or_default();
                 let through = md.contiguous() + n;
-                let want = (md.start.is_some() && *n > 0).then(|| SeqRange {
+                let want = (*n > 0).then(|| SeqRange {
                     first: md.contiguous() + 1,
                     last: through,
                 });
@@ -329,14 +326,13 @@ impl Harness {
                 AppendOutcome::Regressed
             } else if f.seq != 0 && md.accounted(f.seq) {
                 AppendOutcome::Duplicate
-            } else if f.seq != 0 && md.start.is_some() && f.seq > md.contiguous() + 1 {
+            } else if f.seq != 0 && f.seq > md.contiguous() + 1 {
                 AppendOutcome::OutOfOrder
             } else if was_full {
                 order[pos].2 = true;
                 AppendOutcome::BufferFull
             } else {
                 md.stored.insert(seq);
-                md.start.get_or_insert(seq);
                 md.boot = md.boot.max(f.boot);
                 let mut stored = f.clone();
                 stored.seq = seq;
@@ -518,7 +514,7 @@ impl Harness {
             .m
             .devices
             .iter()
-            .filter(|(_, md)| !md.stored.is_empty())
+            .filter(|(_, md)| !md.stored.is_empty() || !md.given_up.is_empty())
             .collect();
         prop_assert_eq!(summaries.len(), with_frames.len());
         for (s, (d, md)) in summaries.iter().zip(with_frames) {

@@ -698,9 +698,7 @@ impl Buffer {
         if st.poisoned {
             return Err(StoreError::Poisoned);
         }
-        let Some(mut entry) = st.devices.get(device).cloned() else {
-            return Ok(None);
-        };
+        let mut entry = st.devices.get(device).cloned().unwrap_or_default();
         let Some((first, last)) = entry.seq.give_up(through) else {
             return Ok(None);
         };

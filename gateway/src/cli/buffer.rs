@@ -134,9 +134,7 @@ pub fn give_up(g: &GiveUpArgs) -> anyhow::Result<()> {
                     "nothing to give up: {device} has every seq up to {a} accounted for (--through {} is not above it)",
                     g.through
                 ),
-                None => bail!(
-                    "nothing to give up: the buffer has no frame of {device} (its numbering starts at its first frame)"
-                ),
+                None => bail!("nothing to give up: --through must be at least 1"),
             }
         }
     }
