@@ -41,6 +41,7 @@ fn main() {
         interval_ms: 1000,
         samples_per_frame: 60,
         wh_per_sample: 2,
+        epoch_ms: T0,
     };
     let period = Period {
         start_ms: T0,

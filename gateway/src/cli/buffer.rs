@@ -115,7 +115,12 @@ pub fn give_up(g: &GiveUpArgs) -> anyhow::Result<()> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    match b.give_up(&device, g.through, &format!("operator: {}", g.reason.trim()), now)? {
+    match b.give_up(
+        &device,
+        g.through,
+        &format!("operator: {}", g.reason.trim()),
+        now,
+    )? {
         Some(r) => {
             println!(
                 "{device}: seqs {}..={} given up (recorded as a frames_given_up event)",

@@ -319,6 +319,7 @@ mod tests {
         interval_ms: 1000,
         samples_per_frame: 60,
         wh_per_sample: 2,
+        epoch_ms: T0,
     };
 
     fn gateway_key() -> SigningKey {
@@ -492,6 +493,7 @@ mod tests {
             interval_ms: 10_000,
             samples_per_frame: 6,
             wh_per_sample: 25,
+            epoch_ms: T0,
         };
         let devices = pv_devices(&site);
         let params = params();

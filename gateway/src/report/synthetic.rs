@@ -34,6 +34,10 @@ pub struct PvSite {
     pub samples_per_frame: usize,
     /// Watt-hours added per sample (all meters alike).
     pub wh_per_sample: i64,
+    /// When the meters first sampled (Unix ms): their frames are numbered
+    /// from seq 1 there, as real devices number theirs. Periods must not
+    /// start before it.
+    pub epoch_ms: u64,
 }
 
 /// The device records of the site (`pv-0000`, `pv-0001`, ...), all signed.
@@ -67,6 +71,7 @@ pub fn pv_devices(site: &PvSite) -> Vec<DeviceRecord> {
 pub fn pv_frames(site: &PvSite, site_id: &SiteId, period: Period) -> Vec<InputFrame> {
     let per_period = period.len_ms() / site.interval_ms;
     let index0 = period.start_ms / site.interval_ms;
+    let epoch_index = site.epoch_ms / site.interval_ms;
     let mut out = Vec::new();
     let channel = Channel {
         id: ChannelId::new("energy").expect("valid id"),
@@ -96,7 +101,7 @@ pub fn pv_frames(site: &PvSite, site_id: &SiteId, period: Period) -> Vec<InputFr
             let mut frame = Frame {
                 site: site_id.clone(),
                 device: device.clone(),
-                seq: (index0 + k) / site.samples_per_frame as u64 + 1,
+                seq: (index0 - epoch_index + k) / site.samples_per_frame as u64 + 1,
                 boot: 1,
                 firmware: String::from("mrv-fw 0.1.0"),
                 base_time_ms: Some(base),

@@ -30,6 +30,7 @@ pub const SITE: PvSite = PvSite {
     interval_ms: 10_000,
     samples_per_frame: 6,
     wh_per_sample: 25,
+    epoch_ms: T0,
 };
 
 /// The `n`-th period (0-based) from [`T0`].

@@ -98,6 +98,7 @@ impl TestChain {
                 interval_ms,
                 samples_per_frame: 60,
                 wh_per_sample: 2,
+                epoch_ms: T0,
             },
             period_ms,
             baselines: BTreeMap::new(),
