@@ -139,6 +139,7 @@ pub async fn start(
             time_ms: clock.now_ms(),
             kind: EventKind::BufferRepaired,
             device: None,
+            seqs: None,
             detail: r.to_string(),
         });
     }

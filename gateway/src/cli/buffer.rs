@@ -107,10 +107,21 @@ pub fn give_up(g: &GiveUpArgs) -> anyhow::Result<()> {
     if g.reason.trim().is_empty() {
         bail!("--reason must say why the frames are given up");
     }
-    let b = open(&BufferTarget {
-        data_dir: g.data_dir.clone(),
-        json: false,
-        progress: false,
+    // The one buffer command that writes: it opens the buffer itself (the
+    // inspection commands only ever read a private copy).
+    let path = locate(&g.data_dir)?;
+    let b = Buffer::open(BufferConfig {
+        path: path.clone(),
+        max_bytes: u64::MAX,
+        cache_bytes: 16 << 20,
+        keep_delivered: Duration::from_secs(u64::MAX / 4),
+    })
+    .with_context(|| {
+        format!(
+            "opening the buffer at {} (a running gateway holds it: use POST /api/devices/{}/give-up on its diagnostics API instead)",
+            path.display(),
+            g.device
+        )
     })?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
