@@ -5,6 +5,7 @@
 //! need `std`.
 //!
 //! Layout:
+//! - [`display`]: how a person reads a base-unit value (`5843` -> `58.43 %`).
 //! - [`event`]: events a report carries besides readings.
 //! - [`ids`]: validated identifiers for sites, devices and channels.
 //! - [`methodology`]: pure emission-reduction calculators (PV, pump,
@@ -38,6 +39,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod conversion;
+pub mod display;
 pub mod event;
 pub mod ids;
 pub mod methodology;
