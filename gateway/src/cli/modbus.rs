@@ -323,11 +323,13 @@ async fn read(a: ReadArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads a map and prints every value; returns the number of failed requests.
-async fn print_map(
+/// Reads a map and prints every value (in display units, with the exact
+/// base-unit value beside it); returns the number of failed requests. Also
+/// behind the diagnostics page's probe form.
+pub(crate) async fn print_map<W: Write + ?Sized>(
     reader: &mut ModbusReader,
     map: &RegisterMap,
-    out: &mut dyn Write,
+    out: &mut W,
 ) -> anyhow::Result<usize> {
     let p = plan(&map.spans(), &map.unreadable, PlanLimits::default())
         .map_err(|e| anyhow::anyhow!("the map cannot be read: {e}"))?;
@@ -369,7 +371,11 @@ async fn print_map(
                     if !def.limits.contains(v) {
                         flag.push_str("  (out of range)");
                     }
-                    format!("{v} {}{flag}", def.quantity.unit())
+                    format!(
+                        "{}  ({v} {}){flag}",
+                        mrv_shared::display::display(def.quantity, v),
+                        def.quantity.unit()
+                    )
                 }
                 Err(e) => format!("unavailable: {e}"),
             },

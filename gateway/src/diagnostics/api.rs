@@ -9,7 +9,8 @@
 //! |---|---|
 //! | `/api/status` | [`StatusView`]: site, buffer, ingest, uploads, Modbus, device counts |
 //! | `/api/devices` | `[`[`DeviceRow`]`]` |
-//! | `/api/devices/{id}` | [`DeviceDetail`]: the row plus the last hour per channel |
+//! | `/api/devices/{id}?range=1h\|24h\|7d` | [`DeviceDetail`]: the row plus each channel's points (1 h) or buckets (24 h, 7 d) |
+//! | `/api/quarantine?device=` | `[`[`QuarantineEntry`]`]`: rejected payloads, hex and text, newest last |
 //! | `/api/devices/{id}/tail?after_ms=` | [`TailView`]: stored frames and rejected payloads |
 //! | `/api/buffer` | [`BufferView`] |
 //! | `/api/uploads` | [`UploadsView`] |
@@ -18,12 +19,16 @@
 //! | `/api/config` | [`ConfigView`]: the config file with secrets replaced |
 //! | `POST /api/modbus/probe` | [`ProbeRequest`] -> [`ProbeResult`] |
 //!
+//! Values: every value stays an exact integer in its base unit (`value`,
+//! `unit`), and each carries its `display` form (`58.43 %`) from
+//! [`mrv_shared::display`] beside it.
+//!
 //! Invariant: no view carries a secret. Device public keys are shown only as
 //! their key id; the config is redacted by [`super::bundle::redact_config`].
 
 use super::config::ValidDiagnosticsConfig;
 use super::logs::LogLine;
-use super::state::{LiveStore, Point, TailEntry};
+use super::state::{Bucket, LiveStore, Point, Range, TailEntry};
 use crate::buffer::{BufferStats, DeviceSummary};
 use crate::config::GatewayConfig;
 use crate::ingest::quarantine::Quarantined;
@@ -62,6 +67,9 @@ pub struct DeviceCounts {
     pub failing: usize,
     /// Registered but never heard from.
     pub silent: usize,
+    /// Reporting, but some of its payloads were rejected recently.
+    #[serde(default)]
+    pub degraded: usize,
 }
 
 /// Buffer summary.
@@ -198,6 +206,9 @@ pub struct StatusView {
     pub uploads: UploadsView,
     /// Modbus devices (absent when no poller is attached).
     pub modbus: Option<BTreeMap<String, ModbusView>>,
+    /// Overall health: ingest, buffer, reports, upload, clock.
+    #[serde(default)]
+    pub health: HealthView,
 }
 
 /// The latest value of a channel.
@@ -211,10 +222,21 @@ pub struct ChannelValue {
     pub unit: String,
     /// Value in base units.
     pub value: i64,
+    /// How a person reads it (`58.43 %`, `on`), or `unavailable` when its
+    /// quality makes it unusable.
+    #[serde(default)]
+    pub display: String,
+    /// False when the quality flags make the value unusable.
+    #[serde(default = "yes")]
+    pub available: bool,
     /// Reading time, Unix ms.
     pub t_ms: u64,
     /// Quality flag names (empty = good).
     pub quality: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One row of the site overview.
@@ -226,7 +248,8 @@ pub struct DeviceRow {
     pub kind: String,
     /// Serial number (registry).
     pub serial: String,
-    /// `ok`, `stale`, `failing` or `silent`.
+    /// `ok`, `degraded` (reporting, but payloads rejected recently),
+    /// `stale`, `failing` or `silent`.
     pub status: String,
     /// Why it has that status.
     pub status_reason: String,
@@ -250,13 +273,19 @@ pub struct DeviceRow {
     pub key_id: Option<String>,
     /// Rejected payloads from this device in the staleness window.
     pub recent_rejects: u64,
+    /// Rejected payloads naming this device since the gateway started.
+    #[serde(default)]
+    pub rejects: u64,
+    /// The same by reason.
+    #[serde(default)]
+    pub rejects_by_reason: BTreeMap<String, u64>,
     /// Latest value per channel.
     pub values: Vec<ChannelValue>,
     /// Last Modbus error, if polled by the gateway.
     pub modbus_error: Option<String>,
 }
 
-/// A channel's last hour.
+/// A channel's values over a chart range.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelSeries {
     /// Channel id.
@@ -265,8 +294,73 @@ pub struct ChannelSeries {
     pub quantity: String,
     /// Base unit.
     pub unit: String,
-    /// Points, oldest first.
+    /// The unit values are displayed in at a typical size.
+    #[serde(default)]
+    pub display_unit: String,
+    /// The range: `1h`, `24h` or `7d`.
+    #[serde(default)]
+    pub range: Range,
+    /// Window start, Unix ms (the range's length before `to_ms`).
+    #[serde(default)]
+    pub from_ms: u64,
+    /// Window end (now), Unix ms.
+    #[serde(default)]
+    pub to_ms: u64,
+    /// Longest pause still drawn as a line, ms (longer is a gap).
+    #[serde(default)]
+    pub gap_ms: u64,
+    /// The newest value as a person reads it.
+    #[serde(default)]
+    pub latest_display: Option<String>,
+    /// Raw points, oldest first (range `1h`).
     pub points: Vec<Point>,
+    /// Buckets, oldest first (ranges `24h`: one minute, `7d`: ten minutes).
+    #[serde(default)]
+    pub buckets: Vec<Bucket>,
+}
+
+/// One rejected payload (`/api/quarantine`, the quarantine page).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineEntry {
+    /// Gateway receipt time, Unix ms.
+    pub received_ms: u64,
+    /// MQTT topic.
+    pub topic: String,
+    /// Device, if it could be told.
+    pub device: Option<String>,
+    /// Reason label (as in `mrv_ingest_rejects_total{reason}`).
+    pub reason: String,
+    /// What was wrong.
+    pub detail: String,
+    /// Original payload length, bytes.
+    pub len: usize,
+    /// The kept bytes (at most 1024), lower-case hex.
+    pub payload_hex: String,
+    /// The kept bytes as text: UTF-8 where valid, `\xNN` for other bytes,
+    /// control characters escaped.
+    pub payload_text: String,
+    /// True when the payload was longer than what is kept.
+    pub truncated: bool,
+}
+
+/// One line of the health banner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthItem {
+    /// `ingest`, `buffer`, `reports`, `upload` or `clock`.
+    pub name: String,
+    /// `ok`, `warn`, `fail` or `off` (not configured).
+    pub status: String,
+    /// One sentence: why.
+    pub detail: String,
+}
+
+/// The overall health banner.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthView {
+    /// The worst status of the items (`off` counts as `ok`).
+    pub overall: String,
+    /// One item per part of the gateway.
+    pub items: Vec<HealthItem>,
 }
 
 /// `/api/devices/{id}`.
@@ -304,6 +398,11 @@ pub struct EventView {
     pub device: Option<String>,
     /// Detail.
     pub detail: String,
+    /// True for events recorded in the buffer (and carried into reports);
+    /// false for gateway activity shown beside them (`report_signed` from
+    /// the report store, `upload_failed` seen by the diagnostics server).
+    #[serde(default = "yes")]
+    pub recorded: bool,
 }
 
 impl EventView {
@@ -315,6 +414,7 @@ impl EventView {
             kind: e.kind.name().to_string(),
             device: e.device.as_ref().map(|d| d.to_string()),
             detail: e.detail.clone(),
+            recorded: true,
         }
     }
 }
@@ -331,7 +431,12 @@ pub struct ConfigView {
 /// `POST /api/modbus/probe`: read registers from a Modbus TCP device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeRequest {
+    /// A configured Modbus TCP device: its address, unit and register map
+    /// are used (`address` and `unit` are then ignored).
+    #[serde(default)]
+    pub device: Option<String>,
     /// `host:port` of the device.
+    #[serde(default)]
     pub address: String,
     /// Unit id.
     #[serde(default = "default_unit")]
@@ -340,11 +445,14 @@ pub struct ProbeRequest {
     #[serde(default = "default_table")]
     pub table: String,
     /// First register address (0-based).
+    #[serde(default)]
     pub start: u16,
-    /// Number of registers (1-125).
+    /// Number of registers (0-125; 0 = decode only).
+    #[serde(default)]
     pub count: u16,
-    /// Name of a profile in the Modbus config: its registers within the
-    /// range are decoded.
+    /// Name of a profile (`profiles/<name>.toml` beside the config, or a
+    /// built-in one such as `sunspec`): the whole profile is read and
+    /// decoded, after SunSpec discovery for SunSpec profiles.
     #[serde(default)]
     pub profile: Option<String>,
 }
@@ -362,7 +470,8 @@ fn default_table() -> String {
 pub struct ProbeResult {
     /// Raw words read, or empty on failure.
     pub words: Vec<u16>,
-    /// Decoded values (`name = value unit`) for profile registers in range.
+    /// Decoded values of the profile or device map, one line each
+    /// (`name  58.43 %  (5843 0.01%vol)`), as `modbus read --profile` prints.
     pub decoded: Vec<String>,
     /// The failure, if any (exception with its meaning, timeout, link).
     pub error: Option<String>,
@@ -384,6 +493,8 @@ pub struct Inputs<'a> {
     pub live: &'a LiveStore,
     /// Rejected payloads, oldest first.
     pub quarantine: &'a [Quarantined],
+    /// Rejected payloads since start by (device, reason).
+    pub reject_counts: &'a BTreeMap<(Option<String>, &'static str), u64>,
     /// Modbus status, if pollers run.
     pub modbus: Option<&'a BTreeMap<DeviceId, ModbusDeviceStatus>>,
     /// Now, Unix ms.
@@ -591,20 +702,46 @@ pub fn device_row(i: &Inputs<'_>, id: &DeviceId) -> DeviceRow {
                 quality_names(quality_bits).join(", ")
             ),
         )
+    } else if let Some(q) = recent.last() {
+        (
+            "degraded",
+            format!(
+                "reporting, but {} payload(s) rejected in the last {} s; latest: {} ({})",
+                recent.len(),
+                stale_ms / 1000,
+                q.reason,
+                q.detail
+            ),
+        )
     } else {
         ("ok", "reporting".to_string())
     };
+    let rejects_by_reason: BTreeMap<String, u64> = i
+        .reject_counts
+        .iter()
+        .filter(|((d, _), _)| d.as_deref() == Some(id.as_str()))
+        .map(|((_, r), n)| (r.to_string(), *n))
+        .collect();
     let values = i
         .live
         .latest(id)
         .into_iter()
-        .map(|(ch, q, p)| ChannelValue {
-            channel: ch.to_string(),
-            quantity: quantity_name(q),
-            unit: q.unit().to_string(),
-            value: p.value,
-            t_ms: p.t_ms,
-            quality: quality_names(p.quality),
+        .map(|(ch, q, p)| {
+            let available = Quality(p.quality).is_usable();
+            ChannelValue {
+                channel: ch.to_string(),
+                quantity: quantity_name(q),
+                unit: q.unit().to_string(),
+                value: p.value,
+                display: if available {
+                    mrv_shared::display::display(q, p.value).to_string()
+                } else {
+                    "unavailable".to_string()
+                },
+                available,
+                t_ms: p.t_ms,
+                quality: quality_names(p.quality),
+            }
         })
         .collect();
     DeviceRow {
@@ -637,6 +774,8 @@ pub fn device_row(i: &Inputs<'_>, id: &DeviceId) -> DeviceRow {
         signature: signature.to_string(),
         key_id: info.and_then(|d| d.key_id()),
         recent_rejects: recent.len() as u64,
+        rejects: rejects_by_reason.values().sum(),
+        rejects_by_reason,
         values,
         modbus_error: modbus.and_then(|m| m.last_error.clone()),
     }
@@ -653,15 +792,40 @@ pub fn device_counts(rows: &[DeviceRow]) -> DeviceCounts {
             "ok" => c.ok += 1,
             "stale" => c.stale += 1,
             "failing" => c.failing += 1,
+            "degraded" => c.degraded += 1,
             _ => c.silent += 1,
         }
     }
     c
 }
 
-/// A device's detail: row plus series.
-pub fn device_detail(i: &Inputs<'_>, id: &DeviceId) -> DeviceDetail {
+/// The interval a device is expected to sample at: the report's
+/// `sample_interval_ms` for it, else its Modbus poll interval.
+pub fn expected_interval_ms(config: &GatewayConfig, id: &DeviceId) -> Option<u64> {
+    config
+        .report
+        .as_ref()
+        .and_then(|r| r.devices.get(id.as_str()))
+        .and_then(|d| d.sample_interval_ms)
+        .or_else(|| {
+            config
+                .modbus
+                .devices
+                .iter()
+                .find(|d| &d.id == id)
+                .map(|d| d.poll_interval.as_millis() as u64)
+        })
+}
+
+/// A device's detail: row plus each channel over `range`.
+pub fn device_detail(i: &Inputs<'_>, id: &DeviceId, range: Range) -> DeviceDetail {
     let last = i.live.last(id);
+    let expected = expected_interval_ms(i.config, id);
+    let to_ms = i.now_ms;
+    let from_ms = to_ms.saturating_sub(match range {
+        Range::Hour => i.live.window_ms().min(Range::Hour.ms()),
+        r => r.ms(),
+    });
     DeviceDetail {
         row: device_row(i, id),
         firmware: last.map(|l| l.firmware.clone()),
@@ -670,14 +834,238 @@ pub fn device_detail(i: &Inputs<'_>, id: &DeviceId) -> DeviceDetail {
             .live
             .channels(id)
             .into_iter()
-            .map(|(ch, s)| ChannelSeries {
-                channel: ch.to_string(),
-                quantity: quantity_name(s.quantity),
-                unit: s.quantity.unit().to_string(),
-                points: s.points.into_iter().collect(),
+            .map(|(ch, s)| {
+                let (points, buckets): (Vec<Point>, Vec<Bucket>) = match range {
+                    Range::Hour => (
+                        s.points.iter().filter(|p| p.t_ms >= from_ms).copied().collect(),
+                        Vec::new(),
+                    ),
+                    r => (
+                        Vec::new(),
+                        s.buckets(r)
+                            .iter()
+                            .filter(|b| b.t_ms + r.bucket_ms().unwrap_or(0) > from_ms)
+                            .copied()
+                            .collect(),
+                    ),
+                };
+                let chart_points = match range {
+                    Range::Hour => super::chart::from_points(&points),
+                    _ => super::chart::from_buckets(&buckets),
+                };
+                let latest_display = s.points.back().map(|p| {
+                    if Quality(p.quality).is_usable() {
+                        mrv_shared::display::display(s.quantity, p.value).to_string()
+                    } else {
+                        "unavailable".to_string()
+                    }
+                });
+                ChannelSeries {
+                    channel: ch.to_string(),
+                    quantity: quantity_name(s.quantity),
+                    unit: s.quantity.unit().to_string(),
+                    display_unit: mrv_shared::display::display_unit(s.quantity).to_string(),
+                    range,
+                    from_ms,
+                    to_ms,
+                    gap_ms: super::chart::gap_threshold_ms(range, expected, &chart_points),
+                    latest_display,
+                    points,
+                    buckets,
+                }
             })
             .collect(),
     }
+}
+
+/// Text of a payload: UTF-8 where valid, `\xNN` for other bytes, control
+/// characters (except newline and tab) as `\xNN` too.
+pub fn payload_text(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() && c != '\n' && c != '\t' {
+                for b in c.to_string().bytes() {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// The quarantine, optionally of one device, oldest first (pure).
+pub fn quarantine_view(q: &[Quarantined], device: Option<&str>) -> Vec<QuarantineEntry> {
+    q.iter()
+        .filter(|e| device.is_none_or(|d| e.device.as_deref() == Some(d)))
+        .map(|e| QuarantineEntry {
+            received_ms: e.received_ms,
+            topic: e.topic.clone(),
+            device: e.device.clone(),
+            reason: e.reason.to_string(),
+            detail: e.detail.clone(),
+            len: e.len,
+            payload_hex: e.payload.iter().map(|b| format!("{b:02x}")).collect(),
+            payload_text: payload_text(&e.payload),
+            truncated: e.len > e.payload.len(),
+        })
+        .collect()
+}
+
+/// Facts the health banner needs beyond the status view.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HealthFacts {
+    /// The MQTT ingest has subscribed at least once.
+    pub ingest_subscribed: bool,
+    /// Report period plus grace, ms, when reports are built.
+    pub report_period_ms: Option<u64>,
+    /// Clock jumps recorded in the last 24 h.
+    pub clock_jumps_24h: u64,
+}
+
+fn item(name: &str, status: &str, detail: String) -> HealthItem {
+    HealthItem {
+        name: name.into(),
+        status: status.into(),
+        detail,
+    }
+}
+
+/// The health banner (pure): one item per part, and the worst of them.
+pub fn health(s: &StatusView, f: HealthFacts) -> HealthView {
+    let mut items = Vec::new();
+    let d = &s.devices;
+    let i = &s.ingest;
+    items.push(if !f.ingest_subscribed {
+        item(
+            "ingest",
+            "fail",
+            "not subscribed to the MQTT broker: no device data can arrive".into(),
+        )
+    } else if d.failing + d.degraded + d.stale > 0 {
+        item(
+            "ingest",
+            "warn",
+            format!(
+                "{} failing, {} degraded, {} stale of {} devices; {} payloads rejected since start",
+                d.failing, d.degraded, d.stale, d.total, i.rejects_total
+            ),
+        )
+    } else {
+        item(
+            "ingest",
+            "ok",
+            format!(
+                "{} frames stored, {} rejected since start",
+                i.frames_stored, i.rejects_total
+            ),
+        )
+    });
+    let b = &s.buffer;
+    items.push(match (&b.alarm, b.full) {
+        (Some(a), true) => item("buffer", "fail", a.clone()),
+        (Some(a), false) => item("buffer", "warn", a.clone()),
+        (None, _) => item(
+            "buffer",
+            "ok",
+            format!(
+                "{:.1} % full, {} frames waiting for a report",
+                b.fill_percent, b.depth_frames
+            ),
+        ),
+    });
+    let u = &s.uploads;
+    items.push(match (u.reports_configured, f.report_period_ms) {
+        (false, _) | (_, None) => item("reports", "off", "no [report] section".into()),
+        (true, Some(period)) => match u.head_period_end_ms {
+            Some(end) if s.now_ms.saturating_sub(end) > 2 * period => item(
+                "reports",
+                "warn",
+                format!(
+                    "newest report #{} ends {} ago (more than two periods)",
+                    u.head_seq.unwrap_or(0),
+                    super::page::age(s.now_ms.saturating_sub(end) / 1000)
+                ),
+            ),
+            Some(_) => item(
+                "reports",
+                "ok",
+                format!("newest report #{} signed", u.head_seq.unwrap_or(0)),
+            ),
+            None if s.uptime_s * 1000 > 2 * period => item(
+                "reports",
+                "warn",
+                "no report signed yet, though two periods have passed".into(),
+            ),
+            None => item(
+                "reports",
+                "ok",
+                "first report is signed when its period ends".into(),
+            ),
+        },
+    });
+    let field = |k: &str| u.upload.as_ref().and_then(|v| v.get(k)).filter(|v| !v.is_null());
+    items.push(if !u.upload_configured {
+        item("upload", "off", "no backend configured".into())
+    } else if let Some(r) = field("rejected") {
+        item("upload", "fail", format!("the backend refused a report: {r}"))
+    } else if let Some(e) = field("last_error") {
+        item(
+            "upload",
+            "warn",
+            format!(
+                "last attempt failed: {}",
+                e.as_str().map_or_else(|| e.to_string(), str::to_string)
+            ),
+        )
+    } else {
+        item(
+            "upload",
+            "ok",
+            format!(
+                "delivered up to #{}, backlog {}",
+                u.delivered_upto.unwrap_or(0),
+                u.backlog.unwrap_or(0)
+            ),
+        )
+    });
+    // 2024-01-01: a gateway clock before this was never set.
+    items.push(if s.now_ms < 1_704_067_200_000 {
+        item(
+            "clock",
+            "fail",
+            format!("gateway clock reads {} UTC: not set", super::page::utc(s.now_ms)),
+        )
+    } else if f.clock_jumps_24h > 0 {
+        item(
+            "clock",
+            "warn",
+            format!("{} clock jump(s) in the last 24 h", f.clock_jumps_24h),
+        )
+    } else {
+        item(
+            "clock",
+            "ok",
+            format!("{} UTC", super::page::utc(s.now_ms)),
+        )
+    });
+    let rank = |st: &str| match st {
+        "fail" => 2,
+        "warn" => 1,
+        _ => 0,
+    };
+    let overall = items
+        .iter()
+        .map(|i| i.status.as_str())
+        .max_by_key(|s| rank(s))
+        .map_or("ok", |s| if rank(s) == 0 { "ok" } else { s })
+        .to_string();
+    HealthView { overall, items }
 }
 
 /// Tail of a device: stored frames from the live store merged with the

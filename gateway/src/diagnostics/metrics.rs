@@ -12,6 +12,8 @@
 //! | `mrv_buffer_bytes`, `mrv_buffer_disk_bytes`, `mrv_buffer_max_bytes`, `mrv_buffer_depth_frames`, `mrv_buffer_unreported_readings`, `mrv_buffer_full`, `mrv_buffer_oldest_unreported_age_seconds` | |
 //! | `mrv_report_head_seq`, `mrv_upload_backlog_reports`, `mrv_upload_lag_seconds`, `mrv_upload_errors_total` | |
 //! | `mrv_device_last_frame_age_seconds`, `mrv_device_up` | `device` |
+//! | `mrv_device_status` | `device`, `status` (1 for the device's current status) |
+//! | `mrv_device_rejects_total` | `device`, `reason` (payloads naming a device; the rest only in `mrv_ingest_rejects_total`) |
 //! | `mrv_modbus_polls_total`, `mrv_modbus_errors_total` | `device` (+ `kind` for errors) |
 //!
 //! `mrv_upload_lag_seconds` is the time since the uploader's last success
@@ -104,7 +106,7 @@ pub fn render(s: &StatusView, rows: &[DeviceRow]) -> String {
     o.one(
         "mrv_broker_warnings_total",
         "counter",
-        "WARN/ERROR lines of the embedded MQTT broker (it reports lost messages only this way).",
+        "WARN/ERROR lines of the embedded MQTT broker.",
         i.broker_warnings,
     );
     o.family(
@@ -254,6 +256,32 @@ pub fn render(s: &StatusView, rows: &[DeviceRow]) -> String {
             &[("device", &r.id)],
             u8::from(r.status == "ok"),
         );
+    }
+    o.family(
+        "mrv_device_status",
+        "gauge",
+        "1 for the device's status (ok, degraded, stale, failing, silent).",
+    );
+    for r in rows {
+        o.sample(
+            "mrv_device_status",
+            &[("device", &r.id), ("status", &r.status)],
+            1,
+        );
+    }
+    o.family(
+        "mrv_device_rejects_total",
+        "counter",
+        "Rejected payloads naming the device, by reason, since start.",
+    );
+    for r in rows {
+        for (reason, n) in &r.rejects_by_reason {
+            o.sample(
+                "mrv_device_rejects_total",
+                &[("device", &r.id), ("reason", reason)],
+                n,
+            );
+        }
     }
     if let Some(m) = &s.modbus {
         o.family(

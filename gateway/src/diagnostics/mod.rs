@@ -8,11 +8,15 @@
 //!
 //! - [`config`]: the `[diagnostics]` section (loopback by default; any other
 //!   address needs a token, else the gateway refuses to start);
-//! - [`state`]: the live store (last hour per channel, last frame and MQTT
-//!   tail per device), fed from the writer's broadcast of stored frames;
+//! - [`state`]: the live store (last hour per channel, one-minute buckets
+//!   for 24 h, ten-minute buckets for 7 days, last frame and MQTT tail per
+//!   device), fed from the writer's broadcast of stored frames and refilled
+//!   from the buffer after a restart;
+//! - [`chart`]: the SVG charts (time and value axes, gaps, unavailable values);
 //! - [`api`]: JSON view types and their pure assembly from the state;
-//! - [`page`]: server-rendered HTML with inline SVG charts, assets compiled
-//!   in (`assets/`); [`metrics`]: Prometheus text;
+//! - [`page`]: server-rendered HTML (overview with health banner, device
+//!   pages, events, logs, Modbus probe, quarantine), assets compiled in
+//!   (`assets/`); [`metrics`]: Prometheus text;
 //! - [`server`]: the axum router, the token check, [`serve_diagnostics`];
 //! - [`logs`]: in-memory log ring (a tracing layer) with secret scrubbing;
 //! - [`bundle`]: config redaction and the `diag bundle` tar.gz;
@@ -24,6 +28,7 @@
 
 pub mod api;
 pub mod bundle;
+pub mod chart;
 pub mod config;
 pub mod logs;
 pub mod metrics;

@@ -1,20 +1,28 @@
 //! Server-side HTML of the diagnostics pages (pure functions of the API views).
 //!
-//! Every page is complete without JavaScript: the device table, values and
-//! charts (inline SVG) are rendered here, so a technician's browser with no
+//! Every page is complete without JavaScript: the device table, values (in
+//! display units, see [`mrv_shared::display`]) and charts (inline SVG, see
+//! [`super::chart`]) are rendered here, so a technician's browser with no
 //! internet (and a headless test browser) sees the data at once. The small
 //! script in `assets/app.js` only refreshes the live part every few seconds,
 //! appends the MQTT tail and submits the Modbus probe form. No CDN, no
 //! external font: the CSS and script are compiled into the binary.
 //!
+//! Layout: usable from 400 px wide (a phone) to a desktop; at narrow widths
+//! the device table turns into one card per device and wide tables scroll
+//! inside their own box, so the page itself never scrolls sideways.
+//!
 //! Invariant: every piece of text that came from outside (device ids,
-//! details, log lines, config) goes through [`esc`].
+//! details, log lines, config, rejected payloads) goes through [`esc`].
 
 use super::api::{
-    BufferView, ChannelSeries, DeviceDetail, DeviceRow, EventView, StatusView, UploadsView,
+    BufferView, ChannelSeries, DeviceDetail, DeviceRow, EventView, HealthView, QuarantineEntry,
+    StatusView, UploadsView,
 };
+use super::chart::{self, ChartSpec};
 use super::logs::LogLine;
-use super::state::Point;
+use super::probe::ProbeTarget;
+use super::state::Range;
 use std::fmt::Write as _;
 
 /// The stylesheet (`/assets/style.css`).
@@ -75,6 +83,7 @@ fn layout(title: &str, site: &str, active: &str, body: &str) -> String {
         ("/events", "Events"),
         ("/logs", "Logs"),
         ("/modbus", "Modbus"),
+        ("/quarantine", "Quarantine"),
         ("/metrics", "Metrics"),
     ] {
         let cls = if href == active {
@@ -105,19 +114,51 @@ fn status_badge(status: &str) -> String {
     )
 }
 
-fn value_text(v: i64, unit: &str) -> String {
-    format!("{v} {}", esc(unit))
+fn value_html(v: &super::api::ChannelValue) -> String {
+    if v.available {
+        format!(
+            "<b title=\"{} {}\">{}</b>",
+            v.value,
+            esc(&v.unit),
+            esc(&v.display)
+        )
+    } else {
+        format!(
+            "<b class=\"unavailable\" title=\"{}\">unavailable</b>",
+            esc(&v.quality.join(", "))
+        )
+    }
+}
+
+/// The health banner: one chip per part, coloured by status.
+pub fn health_banner(h: &HealthView) -> String {
+    let mut b = format!(
+        "<section class=\"health h-{}\" id=\"health\" aria-label=\"gateway health\">",
+        esc(&h.overall)
+    );
+    for i in &h.items {
+        let _ = write!(
+            b,
+            "<div class=\"hitem h-{st}\" data-part=\"{n}\"><b>{n}</b> <span class=\"hst\">{st}</span>\
+             <div class=\"small\">{}</div></div>",
+            esc(&i.detail),
+            n = esc(&i.name),
+            st = esc(&i.status),
+        );
+    }
+    b.push_str("</section>");
+    b
 }
 
 fn device_table(rows: &[DeviceRow]) -> String {
     let mut t = String::from(
         "<table id=\"devices\" class=\"devices\"><thead><tr><th>Device</th><th>Kind</th>\
          <th>Status</th><th>Last frame</th><th>Values</th><th>Quality</th>\
-         <th>Signature</th><th>Acked seq</th><th>Missing</th></tr></thead><tbody>",
+         <th>Signature</th><th>Acked seq</th><th>Missing</th><th>Rejects</th></tr></thead><tbody>",
     );
     if rows.is_empty() {
         t.push_str(
-            "<tr><td colspan=\"9\" class=\"muted\">no devices registered or seen yet</td></tr>",
+            "<tr><td colspan=\"10\" class=\"muted\">no devices registered or seen yet</td></tr>",
         );
     }
     for r in rows {
@@ -126,10 +167,10 @@ fn device_table(rows: &[DeviceRow]) -> String {
             .iter()
             .map(|v| {
                 format!(
-                    "<span class=\"val\" data-channel=\"{}\">{}&nbsp;<b>{}</b></span>",
+                    "<span class=\"val\" data-channel=\"{}\">{}&nbsp;{}</span>",
                     esc(&v.channel),
                     esc(&v.channel),
-                    value_text(v.value, &v.unit)
+                    value_html(v)
                 )
             })
             .collect();
@@ -141,10 +182,13 @@ fn device_table(rows: &[DeviceRow]) -> String {
         let _ = write!(
             t,
             "<tr class=\"device-row st-{st}\" data-device=\"{id}\" title=\"{reason}\">\
-             <td><a href=\"/devices/{id}\">{id}</a><div class=\"muted small\">{serial}</div></td>\
-             <td>{kind}</td><td>{badge}<div class=\"small\">{reason}</div></td><td>{last}</td>\
-             <td class=\"values\">{values}</td><td>{quality}</td><td class=\"sig-{sig}\">{sig}</td>\
-             <td>{acked}</td><td>{missing}</td></tr>",
+             <td data-label=\"Device\"><a href=\"/devices/{id}\">{id}</a><div class=\"muted small\">{serial}</div></td>\
+             <td data-label=\"Kind\">{kind}</td><td data-label=\"Status\">{badge}<div class=\"small\">{reason}</div></td>\
+             <td data-label=\"Last frame\">{last}</td>\
+             <td class=\"values\" data-label=\"Values\">{values}</td><td data-label=\"Quality\">{quality}</td>\
+             <td class=\"sig-{sig}\" data-label=\"Signature\">{sig}</td>\
+             <td data-label=\"Acked seq\">{acked}</td><td data-label=\"Missing\">{missing}</td>\
+             <td class=\"rejects\" data-label=\"Rejects\">{rejects}</td></tr>",
             st = esc(&r.status),
             id = esc(&r.id),
             serial = esc(&r.serial),
@@ -162,6 +206,15 @@ fn device_table(rows: &[DeviceRow]) -> String {
             sig = esc(&r.signature),
             acked = r.acked_seq,
             missing = r.missing_frames,
+            rejects = if r.rejects == 0 {
+                "0".to_string()
+            } else {
+                format!(
+                    "<a class=\"bad\" href=\"/quarantine?device={}\">{}</a>",
+                    esc(&r.id),
+                    r.rejects
+                )
+            },
         );
     }
     t.push_str("</tbody></table>");
@@ -300,30 +353,36 @@ fn uploads_card(u: &UploadsView, now_ms: u64) -> String {
 
 fn events_table(events: &[EventView]) -> String {
     let mut t = String::from(
-        "<table class=\"events\" id=\"events\"><thead><tr><th>#</th><th>Time (UTC)</th>\
+        "<div class=\"scroll\"><table class=\"events\" id=\"events\"><thead><tr><th>#</th><th>Time (UTC)</th>\
          <th>Kind</th><th>Device</th><th>Detail</th></tr></thead><tbody>",
     );
     if events.is_empty() {
         t.push_str("<tr><td colspan=\"5\" class=\"muted\">no events</td></tr>");
     }
     for e in events.iter().rev() {
+        // Activity that is not a recorded event: signed reports, failed uploads.
         let _ = write!(
             t,
             "<tr class=\"ev-{k}\"><td>{}</td><td>{}</td><td>{k}</td><td>{}</td><td>{}</td></tr>",
-            e.id,
+            if e.recorded {
+                e.id.to_string()
+            } else {
+                "-".into()
+            },
             utc(e.time_ms),
             e.device.as_deref().map(esc).unwrap_or_default(),
             esc(&e.detail),
             k = esc(&e.kind),
         );
     }
-    t.push_str("</tbody></table>");
+    t.push_str("</tbody></table></div>");
     t
 }
 
 /// The site overview page (`/`).
 pub fn overview(s: &StatusView, rows: &[DeviceRow], events: &[EventView]) -> String {
     let mut b = String::from("<div id=\"live\" data-refresh=\"5000\">");
+    b.push_str(&health_banner(&s.health));
     if let Some(a) = &s.buffer.alarm {
         let _ = write!(b, "<div class=\"alarm banner\">{}</div>", esc(a));
     }
@@ -331,10 +390,11 @@ pub fn overview(s: &StatusView, rows: &[DeviceRow], events: &[EventView]) -> Str
     let _ = write!(
         b,
         "<section class=\"summary\"><div><b>{}</b> devices</div><div class=\"st-ok\"><b>{}</b> ok</div>\
-         <div class=\"st-stale\"><b>{}</b> stale</div><div class=\"st-failing\"><b>{}</b> failing</div>\
+         <div class=\"st-degraded\"><b>{}</b> degraded</div><div class=\"st-stale\"><b>{}</b> stale</div><div class=\"st-failing\"><b>{}</b> failing</div>\
          <div class=\"st-silent\"><b>{}</b> silent</div><div class=\"muted\">{} · gateway {} · v{} · up {} · {} UTC</div></section>",
         d.total,
         d.ok,
+        d.degraded,
         d.stale,
         d.failing,
         d.silent,
@@ -355,7 +415,7 @@ pub fn overview(s: &StatusView, rows: &[DeviceRow], events: &[EventView]) -> Str
         "<section class=\"card\" id=\"ingest\"><h2>Ingest</h2><dl><dt>Messages</dt><dd>{}</dd>\
          <dt>Frames stored</dt><dd>{}</dd><dt>Readings stored</dt><dd>{}</dd><dt>Duplicates</dt><dd>{}</dd>\
          <dt>Signatures verified</dt><dd>{}</dd><dt>Refused (buffer full)</dt><dd>{}</dd>\
-         <dt>Rejected</dt><dd>{}</dd></dl>",
+         <dt>Rejected</dt><dd><a href=\"/quarantine\">{}</a></dd></dl>",
         i.messages,
         i.frames_stored,
         i.readings_stored,
@@ -401,118 +461,43 @@ pub fn overview(s: &StatusView, rows: &[DeviceRow], events: &[EventView]) -> Str
     layout("Overview", &s.site.id, "/", &b)
 }
 
-/// Downsamples to at most `max` points keeping each bucket's min and max.
-pub fn downsample(points: &[Point], max: usize) -> Vec<Point> {
-    if points.len() <= max || max < 2 {
-        return points.to_vec();
-    }
-    let buckets = max / 2;
-    let per = points.len().div_ceil(buckets);
-    let mut out = Vec::with_capacity(max);
-    for chunk in points.chunks(per) {
-        let lo = chunk
-            .iter()
-            .min_by_key(|p| p.value)
-            .expect("chunks are non-empty");
-        let hi = chunk
-            .iter()
-            .max_by_key(|p| p.value)
-            .expect("chunks are non-empty");
-        if lo.t_ms <= hi.t_ms {
-            out.push(*lo);
-            if hi != lo {
-                out.push(*hi);
-            }
-        } else {
-            out.push(*hi);
-            out.push(*lo);
-        }
-    }
-    out
-}
-
-/// An inline SVG line chart of `points` over `[now - window, now]`.
-pub fn chart_svg(points: &[Point], now_ms: u64, window_ms: u64, unit: &str) -> String {
-    const W: f64 = 600.0;
-    const H: f64 = 120.0;
-    const PAD: f64 = 4.0;
-    let pts = downsample(points, 600);
-    // Zoom to the data while there is less than the window of it (a fresh
-    // start), but never below one minute.
-    let first = pts.first().map_or(now_ms, |p| p.t_ms);
-    let start = now_ms
-        .saturating_sub(window_ms)
-        .max(first.min(now_ms.saturating_sub(60_000)));
-    let window_ms = now_ms.saturating_sub(start).max(1);
-    let mut svg = format!(
-        "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" preserveAspectRatio=\"none\" \
-         role=\"img\" aria-label=\"last hour\"><rect class=\"bg\" x=\"0\" y=\"0\" width=\"{W}\" height=\"{H}\"/>"
-    );
-    if pts.is_empty() {
-        svg.push_str("<text x=\"10\" y=\"20\" class=\"muted\">no data in the window</text></svg>");
-        return svg;
-    }
-    let min = pts.iter().map(|p| p.value).min().expect("non-empty");
-    let max = pts.iter().map(|p| p.value).max().expect("non-empty");
-    let span = (max - min).max(1) as f64;
-    let x =
-        |t: u64| PAD + (t.saturating_sub(start) as f64 / window_ms.max(1) as f64) * (W - 2.0 * PAD);
-    // The top 16 px are kept for the max/min labels.
-    let y = |v: i64| H - PAD - ((v - min) as f64 / span) * (H - 2.0 * PAD - 16.0);
-    let mut d = String::new();
-    for (k, p) in pts.iter().enumerate() {
-        let _ = write!(
-            d,
-            "{}{:.1} {:.1}",
-            if k == 0 { "M" } else { " L" },
-            x(p.t_ms).clamp(0.0, W),
-            y(p.value)
-        );
-    }
-    if pts.len() == 1 {
-        let _ = write!(
-            d,
-            " L{:.1} {:.1}",
-            (x(pts[0].t_ms) + 2.0).min(W),
-            y(pts[0].value)
-        );
-    }
-    let _ = write!(
-        svg,
-        "<path class=\"line\" d=\"{d}\"/>\
-         <text x=\"{}\" y=\"14\" class=\"axis\" text-anchor=\"end\">max {max} {u}</text>\
-         <text x=\"{}\" y=\"{}\" class=\"axis\" text-anchor=\"end\">min {min} {u}</text>\
-         <text x=\"6\" y=\"14\" class=\"axis\">last {}</text></svg>",
-        W - 6.0,
-        W - 6.0,
-        H - 6.0,
-        age(window_ms / 1000),
-        u = esc(unit)
-    );
-    svg
-}
-
-fn channel_block(c: &ChannelSeries, now_ms: u64, window_ms: u64) -> String {
-    let last = c.points.last();
+fn channel_block(c: &ChannelSeries) -> String {
+    let quantity: mrv_shared::quantity::Quantity =
+        serde_json::from_value(serde_json::Value::String(c.quantity.clone()))
+            .unwrap_or(mrv_shared::quantity::Quantity::Count);
+    let points = match c.range {
+        Range::Hour => chart::from_points(&c.points),
+        _ => chart::from_buckets(&c.buckets),
+    };
+    let svg = chart::render(&ChartSpec {
+        quantity,
+        range: c.range,
+        from_ms: c.from_ms,
+        to_ms: c.to_ms,
+        points: &points,
+        gap_ms: c.gap_ms,
+    });
     format!(
-        "<section class=\"channel\" data-channel=\"{ch}\"><h3>{ch} <span class=\"muted small\">{q}</span> \
-         <span class=\"current\">{}</span></h3>{}</section>",
-        last.map_or_else(|| "-".to_string(), |p| value_text(p.value, &c.unit)),
-        chart_svg(&c.points, now_ms, window_ms, &c.unit),
+        "<section class=\"channel\" data-channel=\"{ch}\"><h3>{ch} <span class=\"muted small\">{q}, {u}</span> \
+         <span class=\"current\">{}</span></h3>{svg}</section>",
+        esc(c.latest_display.as_deref().unwrap_or("-")),
         ch = esc(&c.channel),
         q = esc(&c.quantity),
+        u = esc(&c.display_unit),
     )
 }
 
-/// A device page (`/devices/{id}`): facts, charts of the last hour, live tail.
-pub fn device_page(site: &str, d: &DeviceDetail, now_ms: u64, window_ms: u64) -> String {
+/// A device page (`/devices/{id}?range=`): facts, charts over the range
+/// (1 h, 24 h, 7 d), live tail.
+pub fn device_page(site: &str, d: &DeviceDetail, range: Range) -> String {
     let r = &d.row;
     let mut b = format!(
         "<h1>{id} {}</h1><div id=\"live\" data-refresh=\"5000\"><dl class=\"facts\">\
          <dt>Kind</dt><dd>{}</dd><dt>Serial</dt><dd>{}</dd><dt>Status</dt><dd>{}</dd>\
          <dt>Last frame</dt><dd>{}</dd><dt>Firmware</dt><dd>{}</dd><dt>Boot</dt><dd>{}</dd>\
          <dt>Signature</dt><dd>{}</dd><dt>Acked seq</dt><dd>{}</dd><dt>Frames kept</dt><dd>{}</dd>\
-         <dt>Missing frames</dt><dd>{}</dd><dt>Recent rejects</dt><dd>{}</dd></dl>",
+         <dt>Missing frames</dt><dd>{}</dd><dt>Rejects</dt><dd>{} since start, {} recently \
+         (<a href=\"/quarantine?device={id}\">quarantine</a>)</dd></dl>",
         status_badge(&r.status),
         esc(&r.kind),
         esc(&r.serial),
@@ -527,18 +512,41 @@ pub fn device_page(site: &str, d: &DeviceDetail, now_ms: u64, window_ms: u64) ->
         r.acked_seq,
         r.frames,
         r.missing_frames,
+        r.rejects,
         r.recent_rejects,
         id = esc(&r.id),
     );
     if let Some(e) = &r.modbus_error {
         let _ = write!(b, "<div class=\"alarm\">Modbus: {}</div>", esc(e));
     }
-    b.push_str("<h2>Last hour</h2><div class=\"charts\">");
+    let _ = write!(b, "<h2 id=\"range-title\">{}</h2><nav class=\"ranges\">", range.title());
+    for x in Range::ALL {
+        let _ = write!(
+            b,
+            "<a href=\"?range={c}\"{}>{}</a>",
+            if x == range {
+                " class=\"active\" aria-current=\"page\""
+            } else {
+                ""
+            },
+            match x {
+                Range::Hour => "1 h",
+                Range::Day => "24 h",
+                Range::Week => "7 d",
+            },
+            c = x.code(),
+        );
+    }
+    b.push_str(
+        "</nav><p class=\"muted small legend\"><span class=\"key-gap\"></span> no data \
+         <span class=\"key-unavail\"></span> unavailable (quality flags) \
+         <span class=\"key-band\"></span> min to max</p><div class=\"charts\">",
+    );
     if d.channels.is_empty() {
-        b.push_str("<p class=\"muted\">no values received since the gateway started</p>");
+        b.push_str("<p class=\"muted\">no values received in the last 7 days</p>");
     }
     for c in &d.channels {
-        b.push_str(&channel_block(c, now_ms, window_ms));
+        b.push_str(&channel_block(c));
     }
     b.push_str("</div></div>");
     let _ = write!(
@@ -548,6 +556,71 @@ pub fn device_page(site: &str, d: &DeviceDetail, now_ms: u64, window_ms: u64) ->
         esc(&r.id)
     );
     layout(&r.id, site, "", &b)
+}
+
+/// A classic hex dump: offset, 16 bytes in hex, the same as ASCII.
+pub fn hex_dump(bytes: &[u8]) -> String {
+    let mut o = String::new();
+    for (i, chunk) in bytes.chunks(16).enumerate() {
+        let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+        let ascii: String = chunk
+            .iter()
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    b as char
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        let _ = writeln!(o, "{:08x}  {:<47}  |{}|", i * 16, hex.join(" "), ascii);
+    }
+    o
+}
+
+/// The quarantine page: rejected payloads, newest first, hex and text.
+pub fn quarantine_page(
+    site: &str,
+    entries: &[QuarantineEntry],
+    device: Option<&str>,
+    capacity: usize,
+) -> String {
+    let mut b = format!(
+        "<h1>Quarantine{}</h1><p class=\"muted small\">The last {capacity} payloads the gateway \
+         rejected, kept raw (at most 1024 bytes each) in memory. Counts since start are in \
+         <a href=\"/metrics\">/metrics</a> (<code>mrv_device_rejects_total</code>); the same as JSON: \
+         <a href=\"/api/quarantine{}\">/api/quarantine</a>.</p><div id=\"live\" data-refresh=\"10000\">",
+        device.map_or_else(String::new, |d| format!(" of {}", esc(d))),
+        device.map_or_else(String::new, |d| format!("?device={}", esc(d))),
+    );
+    if entries.is_empty() {
+        b.push_str("<p class=\"muted\" id=\"quarantine-empty\">no rejected payloads</p>");
+    }
+    for e in entries.iter().rev() {
+        let bytes: Vec<u8> = (0..e.payload_hex.len() / 2)
+            .filter_map(|i| u8::from_str_radix(&e.payload_hex[2 * i..2 * i + 2], 16).ok())
+            .collect();
+        let _ = write!(
+            b,
+            "<section class=\"card qentry\" data-reason=\"{reason}\"><h3>{} UTC · <span class=\"bad\">{reason}</span> · {}</h3>\
+             <dl><dt>Topic</dt><dd>{}</dd><dt>Why</dt><dd>{}</dd><dt>Length</dt><dd>{} bytes{}</dd></dl>\
+             <details open><summary>hex</summary><pre class=\"hex\">{}</pre></details>\
+             <details><summary>text</summary><pre class=\"text\">{}</pre></details></section>",
+            utc(e.received_ms),
+            e.device
+                .as_deref()
+                .map_or_else(|| "unknown device".to_string(), |d| format!("<a href=\"/devices/{0}\">{0}</a>", esc(d))),
+            esc(&e.topic),
+            esc(&e.detail),
+            e.len,
+            if e.truncated { " (first 1024 kept)" } else { "" },
+            esc(&hex_dump(&bytes)),
+            esc(&e.payload_text),
+            reason = esc(&e.reason),
+        );
+    }
+    b.push_str("</div>");
+    layout("Quarantine", site, "/quarantine", &b)
 }
 
 /// The events page.
@@ -562,7 +635,7 @@ pub fn events_page(site: &str, events: &[EventView]) -> String {
 /// The logs page.
 pub fn logs_page(site: &str, lines: &[LogLine]) -> String {
     let mut t = String::from(
-        "<h1>Recent log lines</h1><div id=\"live\" data-refresh=\"10000\"><table class=\"logs\"><thead><tr>\
+        "<h1>Recent log lines</h1><div id=\"live\" data-refresh=\"10000\"><div class=\"scroll\"><table class=\"logs\"><thead><tr>\
          <th>Time (UTC)</th><th>Level</th><th>Target</th><th>Message</th></tr></thead><tbody>",
     );
     for l in lines.iter().rev() {
@@ -575,29 +648,36 @@ pub fn logs_page(site: &str, lines: &[LogLine]) -> String {
             lv = esc(&l.level)
         );
     }
-    t.push_str("</tbody></table></div>");
+    t.push_str("</tbody></table></div></div>");
     layout("Logs", site, "/logs", &t)
 }
 
-/// The Modbus page: poll status and the probe form.
-pub fn modbus_page(site: &str, s: &StatusView) -> String {
+/// The Modbus page: poll status and the probe form (offering the
+/// configured TCP devices).
+pub fn modbus_page(site: &str, s: &StatusView, targets: &[ProbeTarget]) -> String {
     let mut b = String::from("<h1>Modbus</h1>");
     match &s.modbus {
         None => b.push_str("<p class=\"muted\">Modbus polling: not configured</p>"),
         Some(m) => {
             b.push_str(
-                "<table><thead><tr><th>Device</th><th>Polls</th><th>Errors</th><th>Last success</th>\
+                "<div class=\"scroll\"><table id=\"modbus-status\"><thead><tr><th>Device</th><th>Polls</th><th>Errors</th><th>Last success</th>\
                  <th>Last error</th><th>Requests/poll</th></tr></thead><tbody>",
             );
             for (dev, st) in m {
+                let total: u64 = st.errors.values().sum();
                 let errs: Vec<String> =
                     st.errors.iter().map(|(k, v)| format!("{k}: {v}")).collect();
                 let _ = write!(
                     b,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    "<tr><td>{}</td><td>{}</td><td class=\"errors\">{}{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                     esc(dev),
                     st.polls,
-                    esc(&errs.join(", ")),
+                    total,
+                    if errs.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" <span class=\"small\">({})</span>", esc(&errs.join(", ")))
+                    },
                     st.last_success_ms.map_or_else(
                         || "never".into(),
                         |t| format!("{} ago", age(s.now_ms.saturating_sub(t) / 1000))
@@ -606,19 +686,41 @@ pub fn modbus_page(site: &str, s: &StatusView) -> String {
                     st.requests_per_poll
                 );
             }
-            b.push_str("</tbody></table>");
+            b.push_str("</tbody></table></div>");
         }
     }
-    b.push_str(
-        "<h2>Probe</h2><p class=\"muted small\">Reads registers from a Modbus TCP device once \
-         (nothing is stored). With a profile name, the profile's registers in the range are decoded.</p>\
-         <form id=\"probe\" class=\"probe\"><label>Address <input name=\"address\" value=\"127.0.0.1:502\" required></label>\
-         <label>Unit <input name=\"unit\" type=\"number\" min=\"0\" max=\"255\" value=\"1\"></label>\
+    let first = targets.first();
+    let mut options = String::from("<option value=\"\">other address (below)</option>");
+    for t in targets {
+        let _ = write!(
+            options,
+            "<option value=\"{id}\" data-address=\"{a}\" data-unit=\"{u}\" data-profile=\"{p}\"{sel}>{id} ({a}, unit {u}{ss})</option>",
+            id = esc(&t.id),
+            a = esc(&t.address),
+            u = t.unit,
+            p = esc(t.profile.as_deref().unwrap_or("")),
+            sel = if Some(t) == first { " selected" } else { "" },
+            ss = if t.sunspec { ", SunSpec" } else { "" },
+        );
+    }
+    let _ = write!(
+        b,
+        "<h2>Probe</h2><p class=\"muted small\">Reads a Modbus TCP device once (nothing is stored, \
+         the poller is not disturbed). A configured device is read with its own address, unit and \
+         register map, SunSpec models discovered first; a profile name (e.g. <code>sunspec</code>) \
+         decodes that profile instead. Count 0 skips the raw read. The same as \
+         <code>mrv-gateway modbus read --profile</code>.</p>\
+         <form id=\"probe\" class=\"probe\"><label>Device <select name=\"device\">{options}</select></label>\
+         <label>Address <input name=\"address\" value=\"{}\" placeholder=\"host:502\"></label>\
+         <label>Unit <input name=\"unit\" type=\"number\" min=\"0\" max=\"255\" value=\"{}\"></label>\
          <label>Table <select name=\"table\"><option>holding</option><option>input</option></select></label>\
          <label>Start <input name=\"start\" type=\"number\" min=\"0\" max=\"65535\" value=\"0\"></label>\
-         <label>Count <input name=\"count\" type=\"number\" min=\"1\" max=\"125\" value=\"10\"></label>\
-         <label>Profile <input name=\"profile\" placeholder=\"optional\"></label>\
+         <label>Count <input name=\"count\" type=\"number\" min=\"0\" max=\"125\" value=\"{}\"></label>\
+         <label>Profile <input name=\"profile\" placeholder=\"optional\" value=\"\"></label>\
          <button type=\"submit\">Read</button></form><pre id=\"probe-result\" class=\"tail\"></pre>",
+        esc(&first.map_or_else(|| "127.0.0.1:502".to_string(), |t| t.address.clone())),
+        first.map_or(1, |t| t.unit),
+        if first.is_some() { 0 } else { 10 },
     );
     layout("Modbus", site, "/modbus", &b)
 }
@@ -646,14 +748,6 @@ pub fn login_page(failed: bool) -> String {
 mod tests {
     use super::*;
 
-    fn p(t: u64, v: i64) -> Point {
-        Point {
-            t_ms: t,
-            value: v,
-            quality: 0,
-        }
-    }
-
     #[test]
     fn escapes_markup() {
         assert_eq!(
@@ -675,35 +769,11 @@ mod tests {
     }
 
     #[test]
-    fn chart_has_one_path_point_per_input_and_scales_into_the_box() {
-        let svg = chart_svg(&[p(0, 0), p(500, 10), p(1000, 5)], 1000, 1000, "W");
-        assert!(
-            svg.contains("<path class=\"line\" d=\"M4.0 116.0 L300.0 20.0 L596.0 68.0\""),
-            "{svg}"
-        );
-        assert!(svg.contains("max 10 W") && svg.contains("min 0 W"));
-        assert!(svg.contains(">last 1 s</text>"), "{svg}");
-    }
-
-    #[test]
-    fn a_short_history_fills_the_chart_instead_of_a_sliver() {
-        let now = 10_000_000;
-        let svg = chart_svg(&[p(now - 120_000, 0), p(now, 1)], now, 3_600_000, "W");
-        assert!(svg.contains("d=\"M4.0 116.0 L596.0 20.0\""), "{svg}");
-    }
-
-    #[test]
-    fn empty_chart_says_so() {
-        assert!(chart_svg(&[], 1000, 1000, "W").contains("no data"));
-    }
-
-    #[test]
-    fn downsampling_keeps_extremes_and_bounds_the_size() {
-        let pts: Vec<Point> = (0..10_000).map(|i| p(i, (i % 97) as i64)).collect();
-        let d = downsample(&pts, 600);
-        assert!(d.len() <= 600, "{}", d.len());
-        assert_eq!(d.iter().map(|x| x.value).max(), Some(96));
-        assert_eq!(d.iter().map(|x| x.value).min(), Some(0));
-        assert!(d.windows(2).all(|w| w[0].t_ms <= w[1].t_ms));
+    fn hex_dump_shows_offsets_hex_and_ascii() {
+        let d = hex_dump(b"{\"seq\":1}\x00\xff more than sixteen");
+        let first = d.lines().next().expect("a line");
+        assert!(first.starts_with("00000000  7b 22 73 65 71 22 3a 31 7d 00 ff"), "{d}");
+        assert!(first.ends_with("|{\"seq\":1}.. more|"), "{d}");
+        assert!(d.lines().nth(1).is_some_and(|l| l.starts_with("00000010")));
     }
 }

@@ -1,7 +1,7 @@
 //! The diagnostics HTTP server (axum): routes, token check, handlers.
 //!
-//! Routes: pages `/`, `/devices/{id}`, `/events`, `/logs`, `/modbus`,
-//! `/login`; assets `/assets/style.css`, `/assets/app.js`; the JSON API
+//! Routes: pages `/`, `/devices/{id}?range=`, `/events`, `/logs`, `/modbus`,
+//! `/quarantine`, `/login`; assets `/assets/style.css`, `/assets/app.js`; the JSON API
 //! (see [`super::api`]); `/metrics` (see [`super::metrics`]).
 //!
 //! Access rule: with no token configured (only allowed on loopback, see
@@ -19,7 +19,7 @@ use super::bundle::redact_config;
 use super::config::ValidDiagnosticsConfig;
 use super::logs::LogRing;
 use super::page;
-use super::state::{LiveStore, SharedLive, run_live_feed};
+use super::state::{LiveStore, Range, SharedLive, run_live_feed};
 use super::{DiagnosticsError, metrics};
 use crate::buffer::{BufferStats, DeviceSummary};
 use crate::ingest::quarantine::Quarantined;
@@ -51,7 +51,11 @@ pub struct DiagContext {
     started_ms: u64,
     logs: &'static LogRing,
     session: Option<Arc<String>>,
+    activity: Arc<Mutex<std::collections::VecDeque<EventView>>>,
 }
+
+/// Upload failures kept in memory for the events list (newest last).
+pub const ACTIVITY_LEN: usize = 200;
 
 /// One consistent copy of the state a view is built from.
 struct Snapshot {
@@ -59,6 +63,7 @@ struct Snapshot {
     buffer: BufferStats,
     devices: Vec<DeviceSummary>,
     quarantine: Vec<Quarantined>,
+    reject_counts: BTreeMap<(Option<String>, &'static str), u64>,
     modbus: Option<BTreeMap<DeviceId, ModbusDeviceStatus>>,
 }
 
@@ -82,6 +87,7 @@ impl DiagContext {
             cfg: Arc::new(cfg),
             logs,
             session,
+            activity: Arc::new(Mutex::new(std::collections::VecDeque::new())),
         }
     }
 
@@ -91,18 +97,13 @@ impl DiagContext {
     }
 
     fn snapshot(&self) -> Snapshot {
+        let q = self.gw.quarantine.lock().unwrap_or_else(|p| p.into_inner());
         Snapshot {
             now_ms: self.gw.clock.now_ms(),
             buffer: self.gw.buffer.stats(),
             devices: self.gw.buffer.devices(),
-            quarantine: self
-                .gw
-                .quarantine
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entries()
-                .cloned()
-                .collect(),
+            quarantine: q.entries().cloned().collect(),
+            reject_counts: q.counts().clone(),
             modbus: self.gw.modbus_status.as_ref().map(|m| m.snapshot()),
         }
     }
@@ -116,6 +117,7 @@ impl DiagContext {
             buffer_devices: &s.devices,
             live: &live,
             quarantine: &s.quarantine,
+            reject_counts: &s.reject_counts,
             modbus: s.modbus.as_ref(),
             now_ms: s.now_ms,
         };
@@ -137,7 +139,7 @@ impl DiagContext {
 
     fn status(&self, s: &Snapshot, rows: &[DeviceRow]) -> StatusView {
         let c = &self.gw.config;
-        StatusView {
+        let mut v = StatusView {
             site: api::SiteView {
                 id: c.site.id.to_string(),
                 name: c.site.name.clone(),
@@ -158,20 +160,126 @@ impl DiagContext {
                     .map(|(k, v)| (k.to_string(), v.clone().into()))
                     .collect()
             }),
-        }
+            health: api::HealthView::default(),
+        };
+        let facts = api::HealthFacts {
+            ingest_subscribed: crate::ingest::stats::IngestStats::get(&self.gw.ingest.subscribed)
+                > 0,
+            report_period_ms: c.report.as_ref().map(|r| r.period_ms() + r.grace_ms()),
+            clock_jumps_24h: self.clock_jumps_24h(s.now_ms),
+        };
+        v.health = api::health(&v, facts);
+        v
     }
 
+    fn clock_jumps_24h(&self, now_ms: u64) -> u64 {
+        // Events are few; the newest 200 are enough to see a recent jump.
+        let next = self.gw.buffer.stats().next_event_id;
+        self.gw
+            .buffer
+            .events_after(next.checked_sub(201))
+            .filter_map(Result::ok)
+            .filter(|(_, e)| {
+                e.kind == mrv_shared::event::EventKind::ClockJump
+                    && now_ms.saturating_sub(e.time_ms) <= 86_400_000
+            })
+            .count() as u64
+    }
+
+    /// Signed reports as events (newest `limit`), from the report store.
+    fn report_events(&self, limit: usize) -> Vec<EventView> {
+        let Some(store) = self.gw.reports.as_ref() else {
+            return Vec::new();
+        };
+        let Some(head) = store.head() else {
+            return Vec::new();
+        };
+        let first = head.seq.saturating_sub(limit as u64 - 1).max(1);
+        (first..=head.seq)
+            .filter_map(|seq| store.meta(seq).ok())
+            .map(|m| {
+                let path = store.path(m.seq);
+                let time_ms = std::fs::metadata(&path)
+                    .and_then(|md| md.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(m.period.end_ms, |d| d.as_millis() as u64);
+                EventView {
+                    id: 0,
+                    time_ms,
+                    kind: "report_signed".into(),
+                    device: None,
+                    detail: format!(
+                        "report #{} signed: period {} to {} UTC, {} readings",
+                        m.seq,
+                        page::utc(m.period.start_ms),
+                        page::utc(m.period.end_ms),
+                        m.readings
+                    ),
+                    recorded: false,
+                }
+            })
+            .collect()
+    }
+
+    /// Records a failed upload attempt when the uploader's error count grew.
+    fn watch_upload(&self, last_errors: &mut u64) {
+        let Some(v) = self.gw.upload_status.as_ref().map(|p| p()) else {
+            return;
+        };
+        let errors = v.get("errors").and_then(serde_json::Value::as_u64).unwrap_or(0);
+        if errors > *last_errors {
+            let text = v
+                .get("last_error")
+                .and_then(|e| e.as_str())
+                .map(str::to_string)
+                .or_else(|| v.get("rejected").filter(|r| !r.is_null()).map(|r| r.to_string()))
+                .unwrap_or_else(|| "upload attempt failed".into());
+            let mut a = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+            a.push_back(EventView {
+                id: 0,
+                time_ms: self.gw.clock.now_ms(),
+                kind: "upload_failed".into(),
+                device: None,
+                detail: format!(
+                    "{} failed attempt(s): {}",
+                    errors - *last_errors,
+                    super::bundle::redact_url_credentials(&text)
+                ),
+                recorded: false,
+            });
+            while a.len() > ACTIVITY_LEN {
+                a.pop_front();
+            }
+        }
+        *last_errors = errors;
+    }
+
+    /// The newest `limit` events: those recorded in the buffer, merged with
+    /// signed reports and failed upload attempts, in time order.
     async fn events(&self, limit: usize) -> Vec<EventView> {
-        let buffer = self.gw.buffer.clone();
+        let ctx = self.clone();
         let limit = limit.clamp(1, 10_000);
         tokio::task::spawn_blocking(move || {
+            let buffer = &ctx.gw.buffer;
             let next = buffer.stats().next_event_id;
             let after = next.checked_sub(limit as u64 + 1);
-            buffer
+            let mut all: Vec<EventView> = buffer
                 .events_after(after)
                 .filter_map(Result::ok)
                 .map(|(id, e)| EventView::new(id, &e))
-                .collect::<Vec<_>>()
+                .collect();
+            all.extend(ctx.report_events(limit.min(50)));
+            all.extend(
+                ctx.activity
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .cloned(),
+            );
+            all.sort_by_key(|e| e.time_ms);
+            let cut = all.len().saturating_sub(limit);
+            all.split_off(cut)
         })
         .await
         .unwrap_or_default()
@@ -319,6 +427,22 @@ struct LimitQuery {
 }
 
 #[derive(serde::Deserialize)]
+struct RangeQuery {
+    range: Option<String>,
+}
+
+impl RangeQuery {
+    fn range(&self) -> Range {
+        self.range.as_deref().and_then(Range::parse).unwrap_or_default()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct DeviceQuery {
+    device: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
 struct TailQuery {
     after_ms: Option<u64>,
 }
@@ -355,7 +479,11 @@ async fn overview(State(ctx): State<DiagContext>) -> Html<String> {
     Html(page::overview(&status, &rows, &events))
 }
 
-async fn device_page(State(ctx): State<DiagContext>, Path(id): Path<String>) -> Response {
+async fn device_page(
+    State(ctx): State<DiagContext>,
+    Path(id): Path<String>,
+    Query(q): Query<RangeQuery>,
+) -> Response {
     let id = match parse_device(&id) {
         Ok(id) => id,
         Err(r) => return *r,
@@ -369,14 +497,31 @@ async fn device_page(State(ctx): State<DiagContext>, Path(id): Path<String>) -> 
         )
             .into_response();
     }
-    let d = ctx.with_inputs(&s, |i| api::device_detail(i, &id));
-    Html(page::device_page(
+    let range = q.range();
+    let d = ctx.with_inputs(&s, |i| api::device_detail(i, &id, range));
+    Html(page::device_page(ctx.gw.config.site.id.as_str(), &d, range)).into_response()
+}
+
+async fn quarantine_page(
+    State(ctx): State<DiagContext>,
+    Query(q): Query<DeviceQuery>,
+) -> Html<String> {
+    let s = ctx.snapshot();
+    let entries = api::quarantine_view(&s.quarantine, q.device.as_deref());
+    Html(page::quarantine_page(
         ctx.gw.config.site.id.as_str(),
-        &d,
-        s.now_ms,
-        ctx.cfg.chart_window.as_millis() as u64,
+        &entries,
+        q.device.as_deref(),
+        ctx.gw.config.mqtt.quarantine_len,
     ))
-    .into_response()
+}
+
+async fn api_quarantine(
+    State(ctx): State<DiagContext>,
+    Query(q): Query<DeviceQuery>,
+) -> axum::Json<Vec<api::QuarantineEntry>> {
+    let s = ctx.snapshot();
+    axum::Json(api::quarantine_view(&s.quarantine, q.device.as_deref()))
 }
 
 async fn events_page(State(ctx): State<DiagContext>) -> Html<String> {
@@ -395,7 +540,12 @@ async fn modbus_page(State(ctx): State<DiagContext>) -> Html<String> {
     let s = ctx.snapshot();
     let rows = ctx.rows(&s);
     let status = ctx.status(&s, &rows);
-    Html(page::modbus_page(ctx.gw.config.site.id.as_str(), &status))
+    let targets = super::probe::targets(&ctx.gw.config);
+    Html(page::modbus_page(
+        ctx.gw.config.site.id.as_str(),
+        &status,
+        &targets,
+    ))
 }
 
 async fn api_status(State(ctx): State<DiagContext>) -> axum::Json<StatusView> {
@@ -409,7 +559,11 @@ async fn api_devices(State(ctx): State<DiagContext>) -> axum::Json<Vec<DeviceRow
     axum::Json(ctx.rows(&s))
 }
 
-async fn api_device(State(ctx): State<DiagContext>, Path(id): Path<String>) -> Response {
+async fn api_device(
+    State(ctx): State<DiagContext>,
+    Path(id): Path<String>,
+    Query(q): Query<RangeQuery>,
+) -> Response {
     let id = match parse_device(&id) {
         Ok(id) => id,
         Err(r) => return *r,
@@ -418,7 +572,8 @@ async fn api_device(State(ctx): State<DiagContext>, Path(id): Path<String>) -> R
     if !known(&ctx.rows(&s), &id) {
         return not_found("no such device");
     }
-    axum::Json(ctx.with_inputs(&s, |i| api::device_detail(i, &id))).into_response()
+    let range = q.range();
+    axum::Json(ctx.with_inputs(&s, |i| api::device_detail(i, &id, range))).into_response()
 }
 
 async fn api_tail(
@@ -486,7 +641,7 @@ async fn api_probe(
         .parent()
         .map(std::path::Path::to_path_buf)
         .unwrap_or_default();
-    axum::Json(super::probe::probe(&req, &dir).await)
+    axum::Json(super::probe::probe(&req, &dir, &ctx.gw.config).await)
 }
 
 /// Body of `POST /api/devices/{id}/give-up`.
@@ -588,6 +743,8 @@ pub fn router(ctx: DiagContext) -> Router {
         .route("/events", get(events_page))
         .route("/logs", get(logs_page))
         .route("/modbus", get(modbus_page))
+        .route("/quarantine", get(quarantine_page))
+        .route("/api/quarantine", get(api_quarantine))
         .route("/login", get(login_form).post(login))
         .route("/assets/style.css", get(style))
         .route("/assets/app.js", get(script))
@@ -655,28 +812,42 @@ async fn serve_subscribed(
     let clock = state.clock.clone();
     let buffer = state.buffer.clone();
     let ctx = DiagContext::new(state, cfg, logs);
-    // Charts survive a restart: refill from the buffer before live frames
-    // (which the subscription holds meanwhile) are recorded.
+    // Charts survive a restart: refill from the buffer (in the background,
+    // so the page answers at once), then record live frames, which the
+    // subscription holds meanwhile.
     let live = ctx.live();
-    let now = clock.now_ms();
-    let refilled = tokio::task::spawn_blocking(move || {
-        let mut l = live.lock().unwrap_or_else(|p| p.into_inner());
-        super::state::prefill(&mut l, &buffer, now, super::state::PREFILL_BATCHES)
-    })
-    .await
-    .unwrap_or(0);
-    if refilled > 0 {
-        tracing::info!(
-            frames = refilled,
-            "diagnostics charts refilled from the buffer"
-        );
-    }
-    let feed = tokio::spawn(run_live_feed(
-        ctx.live(),
-        frames,
-        move || clock.now_ms(),
-        shutdown.clone(),
-    ));
+    let feed_shutdown = shutdown.clone();
+    let feed = tokio::spawn(async move {
+        let now = clock.now_ms();
+        let l = live.clone();
+        let refilled = tokio::task::spawn_blocking(move || {
+            super::state::prefill(&l, &buffer, now, super::state::PREFILL_BATCHES)
+        })
+        .await
+        .unwrap_or(0);
+        if refilled > 0 {
+            tracing::info!(
+                frames = refilled,
+                "diagnostics charts refilled from the buffer"
+            );
+        }
+        run_live_feed(live, frames, move || clock.now_ms(), feed_shutdown).await;
+    });
+    let watcher = {
+        let ctx = ctx.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut errors = 0u64;
+            ctx.watch_upload(&mut errors);
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => ctx.watch_upload(&mut errors),
+                    _ = shutdown.changed() => if *shutdown.borrow() { break },
+                }
+            }
+        })
+    };
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(
         addr = %addr.map_or_else(|| "?".to_string(), |a| a.to_string()),
@@ -695,6 +866,7 @@ async fn serve_subscribed(
         .await
         .map_err(DiagnosticsError::Serve);
     feed.abort();
+    watcher.abort();
     result
 }
 

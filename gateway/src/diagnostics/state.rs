@@ -1,6 +1,12 @@
-//! Live state for the diagnostics page: the last hour of values per (device,
-//! channel) for the charts, the last frame of each device, and a short tail
-//! of frames and rejected payloads per device (the "MQTT tail").
+//! Live state for the diagnostics page: recent values per (device, channel)
+//! for the charts, the last frame of each device, and a short tail of frames
+//! and rejected payloads per device (the "MQTT tail").
+//!
+//! A series keeps three tiers, one per chart range ([`Range`]): the raw
+//! points of the chart window (1 h by default), one-minute [`Bucket`]s for
+//! 24 h and ten-minute buckets for 7 days. A bucket keeps the min, max and
+//! mean of its usable values and counts the unusable ones, so a chart can
+//! draw a band, a line, and "unavailable" apart from "no data".
 //!
 //! [`LiveStore`] is a pure structure (time comes in as `now_ms`); one task,
 //! [`run_live_feed`], feeds it from the writer's broadcast of stored frames.
@@ -9,7 +15,8 @@
 //!
 //! Invariants:
 //! - a series holds only points younger than the chart window (relative to
-//!   the newest `now_ms` seen) and at most [`MAX_POINTS`] of them;
+//!   the newest `now_ms` seen) and at most [`MAX_POINTS`] of them; its
+//!   bucket tiers only buckets younger than their range, in time order;
 //! - a device tail holds at most [`TAIL_LEN`] entries, oldest first;
 //! - the store never writes anything back into the data path.
 
@@ -38,6 +45,114 @@ pub struct Point {
     pub quality: u8,
 }
 
+/// A chart range a technician can pick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Range {
+    /// The last hour, raw points.
+    #[default]
+    #[serde(rename = "1h")]
+    Hour,
+    /// The last 24 hours, one-minute buckets.
+    #[serde(rename = "24h")]
+    Day,
+    /// The last 7 days, ten-minute buckets.
+    #[serde(rename = "7d")]
+    Week,
+}
+
+impl Range {
+    /// Every range, shortest first.
+    pub const ALL: [Range; 3] = [Range::Hour, Range::Day, Range::Week];
+
+    /// Its length, ms.
+    pub fn ms(self) -> u64 {
+        match self {
+            Range::Hour => 3_600_000,
+            Range::Day => 86_400_000,
+            Range::Week => 7 * 86_400_000,
+        }
+    }
+
+    /// Width of its buckets, ms (`None`: raw points).
+    pub fn bucket_ms(self) -> Option<u64> {
+        match self {
+            Range::Hour => None,
+            Range::Day => Some(60_000),
+            Range::Week => Some(600_000),
+        }
+    }
+
+    /// `1h`, `24h`, `7d` (query parameter and API field).
+    pub fn code(self) -> &'static str {
+        match self {
+            Range::Hour => "1h",
+            Range::Day => "24h",
+            Range::Week => "7d",
+        }
+    }
+
+    /// Parses [`Range::code`].
+    pub fn parse(s: &str) -> Option<Range> {
+        Range::ALL.into_iter().find(|r| r.code() == s)
+    }
+
+    /// Heading text: `Last hour`, `Last 24 hours`, `Last 7 days`.
+    pub fn title(self) -> &'static str {
+        match self {
+            Range::Hour => "Last hour",
+            Range::Day => "Last 24 hours",
+            Range::Week => "Last 7 days",
+        }
+    }
+}
+
+/// Values of one channel within `[t_ms, t_ms + width)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bucket {
+    /// Bucket start, Unix ms.
+    pub t_ms: u64,
+    /// Smallest usable value (base units; meaningless when `n == 0`).
+    pub min: i64,
+    /// Largest usable value.
+    pub max: i64,
+    /// Mean of the usable values, rounded half away from zero.
+    pub mean: i64,
+    /// Usable values.
+    pub n: u32,
+    /// Values flagged unusable (unavailable, out of range).
+    pub unavailable: u32,
+    #[serde(skip)]
+    sum: i128,
+}
+
+impl Bucket {
+    fn new(t_ms: u64) -> Self {
+        Self {
+            t_ms,
+            min: i64::MAX,
+            max: i64::MIN,
+            mean: 0,
+            n: 0,
+            unavailable: 0,
+            sum: 0,
+        }
+    }
+
+    fn add(&mut self, p: &Point) {
+        if !Quality(p.quality).is_usable() {
+            self.unavailable += 1;
+            return;
+        }
+        self.min = self.min.min(p.value);
+        self.max = self.max.max(p.value);
+        self.n += 1;
+        self.sum += i128::from(p.value);
+        let n = i128::from(self.n);
+        let half = if self.sum < 0 { -n / 2 } else { n / 2 };
+        self.mean = ((self.sum + half) / n) as i64;
+    }
+}
+
 /// The points of one (device, channel).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Series {
@@ -45,6 +160,41 @@ pub struct Series {
     pub quantity: Quantity,
     /// Points, oldest first.
     pub points: VecDeque<Point>,
+    /// One-minute buckets of the last 24 h, oldest first.
+    pub minutes: VecDeque<Bucket>,
+    /// Ten-minute buckets of the last 7 days, oldest first.
+    pub ten_minutes: VecDeque<Bucket>,
+}
+
+impl Series {
+    fn new(quantity: Quantity) -> Self {
+        Self {
+            quantity,
+            points: VecDeque::new(),
+            minutes: VecDeque::new(),
+            ten_minutes: VecDeque::new(),
+        }
+    }
+
+    /// The buckets of a bucketed range (empty for [`Range::Hour`]).
+    pub fn buckets(&self, range: Range) -> &VecDeque<Bucket> {
+        match range {
+            Range::Week => &self.ten_minutes,
+            _ => &self.minutes,
+        }
+    }
+}
+
+fn add_to_tier(tier: &mut VecDeque<Bucket>, width: u64, p: &Point) {
+    let start = p.t_ms - p.t_ms % width;
+    match tier.iter().rposition(|b| b.t_ms <= start) {
+        Some(i) if tier[i].t_ms == start => tier[i].add(p),
+        pos => {
+            let mut b = Bucket::new(start);
+            b.add(p);
+            tier.insert(pos.map_or(0, |i| i + 1), b);
+        }
+    }
 }
 
 /// What the last stored frame of a device said.
@@ -108,10 +258,10 @@ impl LiveStore {
         for r in frame.readings(incoming.received_ms) {
             quality |= r.quality.0;
             let key = (r.device.clone(), r.channel.clone());
-            let s = self.series.entry(key).or_insert_with(|| Series {
-                quantity: r.quantity,
-                points: VecDeque::new(),
-            });
+            let s = self
+                .series
+                .entry(key)
+                .or_insert_with(|| Series::new(r.quantity));
             s.quantity = r.quantity;
             let p = Point {
                 t_ms: r.time_ms(),
@@ -128,6 +278,8 @@ impl LiveStore {
             while s.points.len() > MAX_POINTS {
                 s.points.pop_front();
             }
+            add_to_tier(&mut s.minutes, 60_000, &p);
+            add_to_tier(&mut s.ten_minutes, 600_000, &p);
         }
         for s in &frame.samples {
             if let Some(ch) = frame.channels.get(usize::from(s.channel)) {
@@ -164,7 +316,7 @@ impl LiveStore {
             }
         );
         for (ch, (v, q)) in values {
-            summary.push_str(&format!(" {ch}={v} ({})", q.unit()));
+            summary.push_str(&format!(" {ch}={}", mrv_shared::display::display(q, v)));
         }
         if quality != 0 {
             let names: Vec<_> = Quality(quality).names().collect();
@@ -182,14 +334,28 @@ impl LiveStore {
         self.expire(now_ms);
     }
 
-    /// Drops points older than the window before `now_ms`.
+    /// Drops points older than the window, and buckets older than their
+    /// range, before `now_ms`.
     pub fn expire(&mut self, now_ms: u64) {
         let cutoff = now_ms.saturating_sub(self.window_ms);
+        let day = now_ms.saturating_sub(Range::Day.ms() + 60_000);
+        let week = now_ms.saturating_sub(Range::Week.ms() + 600_000);
         for s in self.series.values_mut() {
             while s.points.front().is_some_and(|p| p.t_ms < cutoff) {
                 s.points.pop_front();
             }
+            while s.minutes.front().is_some_and(|b| b.t_ms < day) {
+                s.minutes.pop_front();
+            }
+            while s.ten_minutes.front().is_some_and(|b| b.t_ms < week) {
+                s.ten_minutes.pop_front();
+            }
         }
+    }
+
+    /// The raw-point window, ms.
+    pub fn window_ms(&self) -> u64 {
+        self.window_ms
     }
 
     /// Channels of a device with their series.
@@ -240,13 +406,34 @@ fn min_channel() -> ChannelId {
 }
 
 /// Most buffer batches read back at start-up to refill the charts.
-pub const PREFILL_BATCHES: u64 = 2000;
+pub const PREFILL_BATCHES: u64 = 200_000;
 
-/// Refills `live` after a restart from the newest `max_batches` buffer
-/// batches (frames received within the window). Blocking (sled reads): run
-/// it on a blocking thread. Returns the frames recorded.
+/// The first batch id whose frames were received at or after `since_ms`
+/// (binary search over batch ids: batches are stored in receipt order).
+fn first_batch_since(buffer: &crate::buffer::Buffer, lo: u64, hi: u64, since_ms: u64) -> u64 {
+    let (mut lo, mut hi) = (lo, hi);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let after = crate::buffer::FrameKey {
+            batch: mid,
+            index: u32::MAX,
+        };
+        // The first frame after `mid`: its batch and receipt time.
+        match buffer.scan(Some(after)).flatten().next() {
+            Some(f) if f.received_ms < since_ms => lo = f.key.batch + 1,
+            _ => hi = mid,
+        }
+    }
+    lo
+}
+
+/// Refills `live` after a restart from the buffer: every frame received
+/// within the longest chart range ([`Range::Week`]), but at most the newest
+/// `max_batches` batches. Blocking (sled reads): run it on a blocking
+/// thread. Locks `live` once per frame, so the page answers meanwhile.
+/// Returns the frames recorded.
 pub fn prefill(
-    live: &mut LiveStore,
+    live: &Mutex<LiveStore>,
     buffer: &crate::buffer::Buffer,
     now_ms: u64,
     max_batches: u64,
@@ -254,18 +441,20 @@ pub fn prefill(
     let Some(last) = buffer.stats().last_key else {
         return 0;
     };
-    let after = last
-        .batch
-        .checked_sub(max_batches)
-        .map(|b| crate::buffer::FrameKey {
-            batch: b,
-            index: u32::MAX,
-        });
-    let cutoff = now_ms.saturating_sub(live.window_ms);
+    let cutoff = now_ms.saturating_sub(Range::Week.ms());
+    let floor = last.batch.saturating_sub(max_batches) + 1;
+    let first = first_batch_since(buffer, floor, last.batch + 1, cutoff);
+    let after = first.checked_sub(1).map(|b| crate::buffer::FrameKey {
+        batch: b,
+        index: u32::MAX,
+    });
     let mut n = 0;
     for f in buffer.scan(after).flatten() {
+        if f.key > last {
+            break;
+        }
         if f.received_ms >= cutoff {
-            live.record(
+            live.lock().unwrap_or_else(|p| p.into_inner()).record(
                 &Incoming {
                     frame: f.frame,
                     received_ms: f.received_ms,
@@ -350,7 +539,7 @@ mod tests {
     }
 
     #[test]
-    fn prefill_reads_the_recent_frames_back_from_the_buffer() {
+    fn prefill_reads_the_last_week_back_from_the_buffer() {
         let dir = tempfile::tempdir().expect("tempdir");
         let buffer = crate::buffer::Buffer::open(crate::buffer::BufferConfig {
             path: dir.path().join("b"),
@@ -359,27 +548,68 @@ mod tests {
             keep_delivered: std::time::Duration::from_secs(3600),
         })
         .expect("open");
-        for i in 0..5u64 {
+        // One frame a day for ten days, then five a minute apart.
+        let day = 86_400_000u64;
+        let mut seq = 0;
+        for i in 0..10u64 {
+            seq += 1;
             buffer
-                .append(vec![frame("a", i + 1, i * 60_000, &[i as i64])])
+                .append(vec![frame("a", seq, i * day, &[i as i64])])
                 .expect("append");
         }
-        // Frames received at 5 s, 65 s, ... 245 s; window 100 s before 250 s.
-        let mut live = LiveStore::new(100_000);
-        assert_eq!(prefill(&mut live, &buffer, 250_000, 1000), 2);
+        let base = 10 * day;
+        for i in 0..5u64 {
+            seq += 1;
+            buffer
+                .append(vec![frame("a", seq, base + i * 60_000, &[100 + i as i64])])
+                .expect("append");
+        }
+        let now = base + 300_000;
+        let live = Mutex::new(LiveStore::new(3_600_000));
+        // Days 4..9 (received within 7 days of `now`) and the five recent ones.
+        assert_eq!(prefill(&live, &buffer, now, 1000), 6 + 5);
+        let l = live.lock().expect("lock");
         let d = DeviceId::new("a").expect("id");
-        assert_eq!(live.last(&d).map(|l| l.seq), Some(5));
-        let mut live = LiveStore::new(1_000_000);
-        assert_eq!(
-            prefill(&mut live, &buffer, 250_000, 2),
-            2,
-            "only the newest batches"
-        );
+        assert_eq!(l.last(&d).map(|l| l.seq), Some(15));
+        let ch = l.channels(&d);
+        assert_eq!(ch[0].1.points.len(), 5, "raw points: last hour only");
+        assert_eq!(ch[0].1.minutes.len(), 5, "minute buckets: last 24 h");
+        assert_eq!(ch[0].1.ten_minutes.len(), 6 + 1, "ten-minute buckets: 7 days");
+        drop(l);
+        let live = Mutex::new(LiveStore::new(1_000_000));
+        assert_eq!(prefill(&live, &buffer, now, 2), 2, "only the newest batches");
         // A live frame recorded earlier is not replaced by an older one.
-        let mut live = LiveStore::new(1_000_000);
-        live.record(&frame("a", 9, 900_000, &[9]), 900_000);
-        prefill(&mut live, &buffer, 900_000, 1000);
-        assert_eq!(live.last(&d).map(|l| l.seq), Some(9));
+        let live = Mutex::new(LiveStore::new(1_000_000));
+        live.lock()
+            .expect("lock")
+            .record(&frame("a", 99, now + 1000, &[9]), now + 1000);
+        prefill(&live, &buffer, now + 1000, 1000);
+        assert_eq!(live.lock().expect("lock").last(&d).map(|l| l.seq), Some(99));
+    }
+
+    #[test]
+    fn buckets_keep_min_max_mean_and_count_unusable_values_apart() {
+        let mut s = LiveStore::new(1_000_000);
+        let mut f = frame("a", 1, 120_000, &[10, 20, -7]);
+        f.frame.samples[2].quality = Quality::UNAVAILABLE;
+        s.record(&f, 130_000);
+        s.record(&frame("a", 2, 185_000, &[4]), 190_000);
+        let ch = s.channels(&DeviceId::new("a").expect("id"));
+        let m: Vec<_> = ch[0].1.minutes.iter().collect();
+        assert_eq!(m.len(), 2);
+        assert_eq!((m[0].t_ms, m[0].min, m[0].max, m[0].mean), (120_000, 10, 20, 15));
+        assert_eq!((m[0].n, m[0].unavailable), (2, 1));
+        assert_eq!((m[1].t_ms, m[1].n, m[1].mean), (180_000, 1, 4));
+        assert_eq!(ch[0].1.ten_minutes.len(), 1);
+        assert_eq!(ch[0].1.ten_minutes[0].n, 3);
+    }
+
+    #[test]
+    fn ranges_round_trip_their_codes() {
+        for r in Range::ALL {
+            assert_eq!(Range::parse(r.code()), Some(r));
+        }
+        assert_eq!(Range::parse("2h"), None);
     }
 
     #[test]
@@ -428,7 +658,8 @@ mod tests {
         let all = s.tail(&d, 0);
         assert_eq!(all.len(), TAIL_LEN);
         assert!(all[0].summary.starts_with("seq 6 "), "{}", all[0].summary);
-        assert!(all[0].summary.contains("p=1 (mW)"), "{}", all[0].summary);
+        // Values in the tail are in display units: 1 mW reads 0.001 W.
+        assert!(all[0].summary.contains(" p=0.001 W"), "{}", all[0].summary);
         let newest = all.last().expect("entries").time_ms;
         assert!(s.tail(&d, newest).is_empty());
         assert_eq!(s.last(&d).map(|l| l.seq), Some(TAIL_LEN as u64 + 5));

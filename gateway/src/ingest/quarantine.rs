@@ -1,10 +1,18 @@
 //! A bounded quarantine of rejected payloads, kept raw for diagnosis.
 //!
 //! Invariant: never holds more than its capacity; the oldest entry goes first.
+//! Besides the ring, it counts every payload it was given by (device,
+//! reason) since start, for at most [`MAX_COUNTED_DEVICES`] devices (payloads
+//! naming more devices are counted under "no device"), so `/metrics` and the
+//! device table show rejects per device even after the ring moved on.
 //! Payloads are kept at most [`MAX_KEPT_BYTES`] long (the rest is cut and the
 //! original length recorded), so an attacker cannot fill memory.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+
+/// Most distinct devices counted per reason (an attacker inventing device
+/// ids cannot grow the counters without bound).
+pub const MAX_COUNTED_DEVICES: usize = 1024;
 
 /// Longest payload prefix kept per entry.
 pub const MAX_KEPT_BYTES: usize = 1024;
@@ -41,6 +49,8 @@ mod hex_bytes {
 pub struct Quarantine {
     capacity: usize,
     entries: VecDeque<Quarantined>,
+    counts: BTreeMap<(Option<String>, &'static str), u64>,
+    devices_counted: usize,
 }
 
 impl Quarantine {
@@ -49,11 +59,48 @@ impl Quarantine {
         Self {
             capacity,
             entries: VecDeque::with_capacity(capacity.min(1024)),
+            counts: BTreeMap::new(),
+            devices_counted: 0,
         }
+    }
+
+    fn count(&mut self, device: Option<&str>, reason: &'static str) {
+        let known = device.is_some_and(|d| {
+            self.counts
+                .range((Some(d.to_string()), "")..)
+                .next()
+                .is_some_and(|((k, _), _)| k.as_deref() == Some(d))
+        });
+        let device = match device {
+            Some(d) if known || self.devices_counted < MAX_COUNTED_DEVICES => {
+                if !known {
+                    self.devices_counted += 1;
+                }
+                Some(d.to_string())
+            }
+            _ => None,
+        };
+        *self.counts.entry((device, reason)).or_insert(0) += 1;
+    }
+
+    /// Rejected payloads since start by (device, reason); `None` = the
+    /// device could not be told (or too many devices).
+    pub fn counts(&self) -> &BTreeMap<(Option<String>, &'static str), u64> {
+        &self.counts
+    }
+
+    /// Rejected payloads since start naming `device`.
+    pub fn count_for(&self, device: &str) -> u64 {
+        self.counts
+            .iter()
+            .filter(|((d, _), _)| d.as_deref() == Some(device))
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// Keeps a rejected payload, dropping the oldest entry when full.
     pub fn keep(&mut self, mut entry: Quarantined) {
+        self.count(entry.device.as_deref(), entry.reason);
         if self.capacity == 0 {
             return;
         }
@@ -111,5 +158,21 @@ mod tests {
             q.entries()
                 .all(|e| e.payload.len() == MAX_KEPT_BYTES && e.len == 5000)
         );
+        assert_eq!(q.counts().get(&(None, "bad_magic")), Some(&5));
+    }
+
+    #[test]
+    fn rejects_are_counted_per_device_beyond_the_ring_and_bounded() {
+        let mut q = Quarantine::new(1);
+        for i in 0..(MAX_COUNTED_DEVICES + 10) {
+            let mut e = entry(i, 1);
+            e.device = Some(format!("d{i}"));
+            q.keep(e.clone());
+            q.keep(e);
+        }
+        assert_eq!(q.count_for("d0"), 2);
+        assert_eq!(q.count_for(&format!("d{MAX_COUNTED_DEVICES}")), 0);
+        assert_eq!(q.counts().get(&(None, "bad_magic")), Some(&20));
+        assert_eq!(q.counts().len(), MAX_COUNTED_DEVICES + 1);
     }
 }

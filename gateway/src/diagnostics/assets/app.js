@@ -44,15 +44,28 @@
 
   function probe(form) {
     var out = document.getElementById("probe-result");
+    var pick = form.elements.device;
+    function fill() {
+      var o = pick.options[pick.selectedIndex];
+      var configured = !!o.value;
+      if (configured) {
+        form.elements.address.value = o.getAttribute("data-address");
+        form.elements.unit.value = o.getAttribute("data-unit");
+      }
+      form.elements.address.disabled = configured;
+      form.elements.unit.disabled = configured;
+    }
+    if (pick) { pick.addEventListener("change", fill); fill(); }
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
       var f = new FormData(form);
       var body = {
-        address: f.get("address"),
-        unit: parseInt(f.get("unit"), 10) || 0,
+        device: f.get("device") ? f.get("device") : null,
+        address: form.elements.address.value,
+        unit: parseInt(form.elements.unit.value, 10) || 0,
         table: f.get("table"),
         start: parseInt(f.get("start"), 10) || 0,
-        count: parseInt(f.get("count"), 10) || 1,
+        count: parseInt(f.get("count"), 10) || 0,
         profile: f.get("profile") ? f.get("profile") : null
       };
       out.textContent = "reading...";
