@@ -1,11 +1,9 @@
-//! `mrv-gateway` binary: parses the command line, sets up logging and the TLS
-//! provider, and hands over to [`mrv_gateway::cli`].
+//! `mrv-gateway` binary: parses the command line and hands over to
+//! [`mrv_gateway::cli::main_with`] (logging, TLS provider, dispatch, one
+//! plain error line and the exit status).
 
 use clap::Parser;
-use mrv_gateway::cli::{Cli, dispatch, init_process};
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    init_process(&cli)?;
-    dispatch(cli)
+fn main() -> std::process::ExitCode {
+    mrv_gateway::cli::main_with(mrv_gateway::cli::Cli::parse())
 }

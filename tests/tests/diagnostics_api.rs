@@ -53,6 +53,11 @@ async fn api_pages_metrics_and_cli_show_a_running_site() {
     assert_eq!(ok["missing_frames"], 0);
     assert!(ok["quality"].as_array().expect("quality").is_empty());
     assert!(!ok["values"].as_array().expect("values").is_empty(), "{ok}");
+    // Exact integers stay; the display form is beside them.
+    for v in ok["values"].as_array().expect("values") {
+        assert!(v["value"].is_i64(), "{v}");
+        assert!(!v["display"].as_str().expect("display").is_empty(), "{v}");
+    }
     let bad = row(&rows, "dev-002");
     assert_eq!(bad["status"], "failing", "{bad}");
     assert!(
@@ -238,7 +243,25 @@ async fn rejected_payloads_show_in_the_tail_the_row_and_the_metrics() {
         "oldest first: {t}"
     );
     let rows = get_json(&format!("{b}/api/devices"), None).await;
-    assert!(row(&rows, "dev-000")["recent_rejects"].as_u64().expect("n") >= 2);
+    let r = row(&rows, "dev-000");
+    assert!(r["recent_rejects"].as_u64().expect("n") >= 2);
+    // Frames still arrive, some are rejected: degraded, not a green "ok".
+    assert_eq!(r["status"], "degraded", "{r}");
+    assert!(r["rejects"].as_u64().expect("rejects") >= 2, "{r}");
+    // The quarantine shows the raw payloads, as hex and as text.
+    let q = get_json(&format!("{b}/api/quarantine?device=dev-000"), None).await;
+    let q = q.as_array().expect("entries");
+    assert!(q.len() >= 2, "{q:?}");
+    for e in q {
+        assert_eq!(e["device"], "dev-000");
+        let hex = e["payload_hex"].as_str().expect("hex");
+        assert!(!hex.is_empty() && hex.len() % 2 == 0 && hex.chars().all(|c| c.is_ascii_hexdigit()));
+        assert!(e["payload_text"].is_string());
+    }
+    let (code, page) = get(&format!("{b}/quarantine"), None).await;
+    assert_eq!(code, 200);
+    assert!(page.contains("<pre class=\"hex\">00000000  "), "{page}");
+    assert!(page.contains("class=\"card qentry\""), "{page}");
     let s = get_json(&format!("{b}/api/status"), None).await;
     let total = s["ingest"]["rejects_total"].as_u64().expect("total");
     assert!(total >= 2, "{s}");
@@ -249,5 +272,12 @@ async fn rejected_payloads_show_in_the_tail_the_row_and_the_metrics() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum();
     assert!(in_metrics >= 2, "{m}");
+    let by_device: u64 = m
+        .lines()
+        .filter(|l| l.starts_with("mrv_device_rejects_total{device=\"dev-000\",reason="))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(by_device >= 2, "{m}");
+    assert!(m.contains("mrv_device_status{device=\"dev-000\",status=\"degraded\"} 1"), "{m}");
     run.stop().await;
 }

@@ -1,12 +1,14 @@
 //! The Modbus probe behind the diagnostics form, against a simulated
-//! DIN-rail meter (a real Modbus TCP server on 127.0.0.1): raw words, words
-//! decoded with the built-in profile, and failures that say whether the
-//! device answered with an exception or the link failed.
+//! DIN-rail meter and a SunSpec inverter (real Modbus TCP servers on
+//! 127.0.0.1): raw words, a profile decoded in display units (SunSpec
+//! discovered first), a configured device picked by id, and failures that
+//! say whether the device answered with an exception or the link failed.
 
 mod diagnostics_support;
 
 use diagnostics_support::{DIAG_LOOPBACK, client};
 use mrv_firmware::meters::{self, SimClock, SimMeter, din_meter::DinMeterParams};
+use mrv_firmware::meters::sunspec_inverter::InverterParams;
 use mrv_gateway::clock::SystemClock;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -46,13 +48,32 @@ async fn probe_reads_decodes_and_tells_exceptions_from_link_faults() {
     .await;
     assert!(v["error"].is_null(), "{v}");
     assert_eq!(v["words"].as_array().expect("words").len(), 2, "{v}");
-    let decoded = v["decoded"][0].as_str().expect("decoded line");
-    let mv: i64 = decoded
-        .strip_prefix("voltage_l1 @0 = ")
-        .and_then(|r| r.strip_suffix(" mV"))
+    // The whole profile, as `modbus read --profile` prints it: display
+    // units first, the exact base-unit value beside them.
+    let decoded: Vec<&str> = v["decoded"]
+        .as_array()
+        .expect("decoded")
+        .iter()
+        .filter_map(|l| l.as_str())
+        .collect();
+    let line = decoded
+        .iter()
+        .find(|l| l.starts_with("voltage_l1 "))
+        .unwrap_or_else(|| panic!("no voltage line: {v}"));
+    let (shown, exact) = line
+        .trim_start_matches("voltage_l1")
+        .trim()
+        .split_once("  (")
+        .unwrap_or_else(|| panic!("unexpected decode: {line}"));
+    assert!(shown.ends_with(" V"), "{line}");
+    let mv: i64 = exact
+        .strip_suffix(" mV)")
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected decode: {decoded}"));
-    assert!((200_000..=260_000).contains(&mv), "{decoded}");
+        .unwrap_or_else(|| panic!("unexpected decode: {line}"));
+    assert!((200_000..=260_000).contains(&mv), "{line}");
+    let volts: f64 = shown.trim_end_matches(" V").parse().expect("volts");
+    assert!((volts - mv as f64 / 1000.0).abs() < 0.051, "{line}");
+    assert!(decoded.iter().any(|l| l.starts_with("frequency ") && l.contains(" Hz  (")), "{v}");
 
     // A register the meter does not have: the device answers "no".
     let v = probe(
@@ -79,7 +100,33 @@ async fn probe_reads_decodes_and_tells_exceptions_from_link_faults() {
         serde_json::json!({"address": addr, "start": 0, "count": 200}),
     )
     .await;
-    assert!(v["error"].as_str().expect("error").contains("1 to 125"));
+    assert!(v["error"].as_str().expect("error").contains("0 to 125"));
+    let v = probe(&base, serde_json::json!({"address": addr, "count": 0})).await;
+    assert!(v["error"].as_str().expect("error").contains("nothing to do"), "{v}");
+
+    // SunSpec: discovery first, then the models decoded (no more "no
+    // profile register lies wholly in the range").
+    let inv = meters::serve(
+        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        SimMeter::SunSpecInverter(InverterParams::default()),
+        1,
+        SimClock::real_time(),
+    )
+    .expect("inverter serves");
+    let v = probe(
+        &base,
+        serde_json::json!({"address": inv.addr.to_string(), "count": 0, "profile": "sunspec"}),
+    )
+    .await;
+    assert!(v["error"].is_null(), "{v}");
+    let text = v["decoded"].to_string();
+    assert!(text.contains("SunSpec marker at 40000"), "{v}");
+    assert!(text.contains("SIM-INV-0001"), "{v}");
+    assert!(
+        text.contains("inverter_ac_frequency") && text.contains("50.00 Hz  (50000 mHz)"),
+        "{v}"
+    );
+    inv.stop();
     meter.stop();
     gw.shutdown().await;
 }
@@ -148,7 +195,9 @@ async fn polled_meters_show_status_values_and_errors_by_device() {
             .as_array()
             .expect("values")
             .iter()
-            .any(|v| v["channel"] == "voltage_l1" && v["unit"] == "mV"),
+            .any(|v| v["channel"] == "voltage_l1"
+                && v["unit"] == "mV"
+                && v["display"].as_str().is_some_and(|d| d.ends_with(" V"))),
         "{m}"
     );
     let g = row("gone");
@@ -178,6 +227,26 @@ async fn polled_meters_show_status_values_and_errors_by_device() {
         page.contains("<td>gone</td>") && page.contains("id=\"probe\""),
         "{page}"
     );
+    // Errors column: 0, not blank, for the healthy meter.
+    assert!(
+        page.contains("<tr><td>meter</td>") && page.contains("<td class=\"errors\">0</td>"),
+        "{page}"
+    );
+    // The form offers the configured devices, the first one preselected.
+    assert!(
+        page.contains(&format!(
+            "<option value=\"meter\" data-address=\"127.0.0.1:{}\" data-unit=\"1\" data-profile=\"din_meter\" selected>",
+            meter.addr.port()
+        )),
+        "{page}"
+    );
+    assert!(page.contains("<option value=\"gone\""), "{page}");
+    // Picking a configured device probes it with its own map.
+    let v = probe(&base, serde_json::json!({"device": "meter", "count": 0})).await;
+    assert!(v["error"].is_null(), "{v}");
+    assert!(v["decoded"].to_string().contains("voltage_l1"), "{v}");
+    let v = probe(&base, serde_json::json!({"device": "nope", "count": 0})).await;
+    assert!(v["error"].as_str().expect("error").contains("no configured Modbus device"), "{v}");
     meter.stop();
     gw.shutdown().await;
 }

@@ -1,8 +1,23 @@
-//! `check-config`: validates a config file and prints what it configures, or
-//! the first problem with file, key and reason. Exit status 0 / 1.
+//! `check-config`: validates a config file, then runs the pre-flight checks
+//! ([`crate::config::preflight`]: data dir, buffer, signing key, serial
+//! ports, listen ports) and prints what it configures. A problem is printed
+//! with file, line and column, key and a plain sentence.
+//!
+//! Exit status: 0 when `run` would start (warnings allowed), [`EX_CONFIG`]
+//! (78) when it would not: the shipped systemd unit does not restart on 78
+//! (`RestartPreventExitStatus=78`), so a config problem is not a restart loop.
 
 use crate::config;
+use crate::config::preflight::{self, Severity};
 use std::path::PathBuf;
+
+/// The exit status for "configuration error" (sysexits.h `EX_CONFIG`).
+pub const EX_CONFIG: u8 = 78;
+
+/// A config that `run` cannot start with: the message, and exit status 78.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigProblem(pub String);
 
 /// Arguments of `check-config`.
 #[derive(Debug, clap::Args)]
@@ -17,10 +32,35 @@ pub struct CheckConfigArgs {
     pub config: PathBuf,
 }
 
-/// Checks the file; an invalid file is an error (exit status 1).
+/// Loads and pre-flight checks a config: the config, and the warnings; a
+/// [`ConfigProblem`] when `run` cannot start with it.
+pub fn load_checked(
+    path: &std::path::Path,
+) -> anyhow::Result<(config::GatewayConfig, Vec<preflight::Finding>)> {
+    let c = config::load(path).map_err(|e| ConfigProblem(e.to_string()))?;
+    let findings = preflight::check(&c);
+    let errors: Vec<String> = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .map(|f| format!("{}: key `{}`: {}", path.display(), f.key, f.problem))
+        .collect();
+    if !errors.is_empty() {
+        return Err(ConfigProblem(errors.join("\n")).into());
+    }
+    let warnings = findings
+        .into_iter()
+        .filter(|f| f.severity == Severity::Warning)
+        .collect();
+    Ok((c, warnings))
+}
+
+/// Checks the file; see the module doc for the exit status.
 pub fn run(args: CheckConfigArgs) -> anyhow::Result<()> {
-    let c = config::load(&args.config)?;
+    let (c, warnings) = load_checked(&args.config)?;
     println!("{}: OK", args.config.display());
+    for w in &warnings {
+        println!("  WARNING      {}: {}", w.key, w.problem);
+    }
     println!(
         "  site         {} ({})",
         c.site.id,
@@ -66,10 +106,12 @@ pub fn run(args: CheckConfigArgs) -> anyhow::Result<()> {
     );
     match &c.report {
         Some(r) => println!(
-            "  reports      every {} min, methodology {:?}, key {}",
+            "  reports      every {} min, methodology {}, key {}",
             r.period_minutes,
-            r.methodology,
-            r.key_file.display()
+            r.methodology.name(),
+            preflight::report_key_path(&c)
+                .unwrap_or_else(|| r.key_file.clone())
+                .display()
         ),
         None => println!("  reports      off (no [report] section)"),
     }

@@ -88,7 +88,7 @@ pub fn run(args: DiagArgs) -> anyhow::Result<()> {
 }
 
 fn bundle(a: BundleArgs) -> anyhow::Result<()> {
-    let c = DiagClient::new(&a.api.url, a.api.token.clone())?;
+    let c = a.api.client()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -58,19 +58,71 @@ pub enum Command {
     // Helpers add their variants here, one line each, keeping alphabetical order.
 }
 
+/// An error and its causes as one line, each cause once: a cause whose text
+/// is already part of the message (`reports: x` caused by `x`) is not
+/// repeated.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if out.contains(&c) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&c);
+    }
+    out
+}
+
+/// True when log lines may carry colour codes: stderr is a terminal, not the
+/// journal (`JOURNAL_STREAM`, set by systemd), and `NO_COLOR` is not set.
+pub fn log_colours() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::env::var_os("JOURNAL_STREAM").is_none()
+}
+
 /// Process set-up shared by every binary that runs the gateway's command
-/// line: logging to stderr (journald under systemd) plus the in-memory ring
-/// the diagnostics page and `diag bundle` show, and the one TLS stack
-/// (rustls with the ring provider).
+/// line: logging to stderr (journald under systemd; colour only on a
+/// terminal, see [`log_colours`]) plus the in-memory ring the diagnostics
+/// page and `diag bundle` show, and the one TLS stack (rustls with the ring
+/// provider).
 pub fn init_process(cli: &Cli) -> anyhow::Result<()> {
     use tracing_subscriber::prelude::*;
     tracing_subscriber::registry()
         .with(tracing_subscriber::EnvFilter::try_new(&cli.log)?)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(log_colours())
+                .with_writer(std::io::stderr),
+        )
         .with(crate::diagnostics::logs::layer())
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     Ok(())
+}
+
+/// The whole command line: set-up, dispatch, and the error printed once,
+/// as one plain line (never a backtrace, whatever `RUST_BACKTRACE` says: a
+/// missing config file is not a crash). Exit status: 0; 1 on an error; 78
+/// (`EX_CONFIG`) for a config that `run` cannot start with.
+pub fn main_with(cli: Cli) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let result = init_process(&cli).and_then(|()| dispatch(cli));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", error_text(&e));
+            if e.is::<check_config::ConfigProblem>() {
+                ExitCode::from(check_config::EX_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
 }
 
 /// Runs the parsed command.

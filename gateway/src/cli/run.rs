@@ -2,7 +2,6 @@
 //! runs until SIGINT or SIGTERM, then stops cleanly.
 
 use crate::clock::SystemClock;
-use crate::config;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,7 +21,12 @@ pub struct RunArgs {
 
 /// Runs the gateway until a stop signal.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let config = config::load(&args.config)?;
+    // The same checks as `check-config`: a problem a restart cannot fix is
+    // said once, plainly, with exit status 78.
+    let (config, warnings) = crate::cli::check_config::load_checked(&args.config)?;
+    for w in &warnings {
+        tracing::warn!(key = %w.key, "{}", w.problem);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -1,25 +1,107 @@
 //! `status` and `devices`: the running gateway's state as readable tables
 //! (or `--json`), read from its diagnostics API over HTTP.
 //!
-//! Both talk to `--url` (default `http://127.0.0.1:8080`, the default
-//! diagnostics listener) with `--token` (or `MRV_DIAG_TOKEN`) when the
-//! gateway requires one. [`DiagClient`] is shared with `diag bundle`.
+//! Both talk to the gateway's diagnostics listener. Where it is and the
+//! token come from, in this order: `--url` / `--token` (or `MRV_DIAG_URL` /
+//! `MRV_DIAG_TOKEN`); the `[diagnostics]` section of `--config` (or
+//! `MRV_CONFIG`, default `/etc/mrv-gateway/gateway.toml` when it exists);
+//! `http://127.0.0.1:8080` without a token. [`DiagClient`] is shared with
+//! `diag bundle`.
 
 use crate::diagnostics::api::{DeviceRow, StatusView};
 use crate::diagnostics::config::DEFAULT_PORT;
 use crate::diagnostics::page::{age, bytes, utc};
 use anyhow::{Context, bail};
 use serde::de::DeserializeOwned;
+use std::path::{Path, PathBuf};
+
+/// The config file `status`, `devices` and `diag bundle` read when no
+/// `--config` is given (and it exists).
+pub const DEFAULT_CONFIG: &str = "/etc/mrv-gateway/gateway.toml";
 
 /// Where the gateway's API is and how to get in.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct ApiArgs {
-    /// Base URL of the gateway's diagnostics listener.
-    #[arg(long, env = "MRV_DIAG_URL", default_value_t = format!("http://127.0.0.1:{DEFAULT_PORT}"))]
-    pub url: String,
-    /// Access token (when `diagnostics.token` is set).
+    /// Base URL of the gateway's diagnostics listener (default: from the
+    /// config's `[diagnostics] listen`, else http://127.0.0.1:8080).
+    #[arg(long, env = "MRV_DIAG_URL")]
+    pub url: Option<String>,
+    /// Access token (default: the config's `diagnostics.token` or `token_file`).
     #[arg(long, env = "MRV_DIAG_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Gateway config file to take the URL and token from (default
+    /// /etc/mrv-gateway/gateway.toml when it exists).
+    #[arg(short, long, env = "MRV_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The URL and token to use, and where they came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTarget {
+    /// Base URL.
+    pub url: String,
+    /// Token.
+    pub token: Option<String>,
+    /// The config file read, if one was.
+    pub from_config: Option<PathBuf>,
+}
+
+impl ApiArgs {
+    /// Resolves flags, config file and defaults (see the module doc).
+    pub fn resolve(&self) -> anyhow::Result<ApiTarget> {
+        self.resolve_with_default(Path::new(DEFAULT_CONFIG))
+    }
+
+    /// [`ApiArgs::resolve`] with another default config path (tests).
+    pub fn resolve_with_default(&self, default: &Path) -> anyhow::Result<ApiTarget> {
+        let path = match &self.config {
+            Some(p) => Some(p.clone()),
+            None if self.url.is_none() || self.token.is_none() => {
+                default.is_file().then(|| default.to_path_buf())
+            }
+            None => None,
+        };
+        let mut target = ApiTarget {
+            url: format!("http://127.0.0.1:{DEFAULT_PORT}"),
+            token: None,
+            from_config: None,
+        };
+        if let Some(p) = path {
+            let c = crate::config::load(&p).with_context(|| {
+                format!(
+                    "reading the diagnostics address and token from {} (give --url and --token to skip it)",
+                    p.display()
+                )
+            })?;
+            let d = &c.diagnostics;
+            if !d.enabled {
+                bail!(
+                    "{}: the diagnostics page is disabled ([diagnostics] enabled = false), so there is no API to ask",
+                    p.display()
+                );
+            }
+            let mut addr = d.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            target.url = format!("http://{addr}");
+            target.token = d.token.as_ref().map(|t| t.expose().to_string());
+            target.from_config = Some(p);
+        }
+        if let Some(u) = &self.url {
+            target.url = u.clone();
+        }
+        if let Some(t) = &self.token {
+            target.token = Some(t.clone());
+        }
+        Ok(target)
+    }
+
+    /// A client for the resolved target.
+    pub fn client(&self) -> anyhow::Result<DiagClient> {
+        let t = self.resolve()?;
+        DiagClient::new(&t.url, t.token)
+    }
 }
 
 /// Arguments of `status`.
@@ -75,11 +157,13 @@ impl DiagClient {
             req = req.bearer_auth(t);
         }
         let resp = req.send().await.with_context(|| {
-            format!("cannot reach the gateway at {url} (is it running? see --url)")
+            format!("cannot reach the gateway at {url} (is it running? see --url or --config)")
         })?;
         match resp.status().as_u16() {
             200..=299 => Ok(resp),
-            401 => bail!("{url}: 401 unauthorized: missing or wrong token (see --token)"),
+            401 => bail!(
+                "{url}: 401 unauthorized: missing or wrong token (see --token, or --config for the gateway's config file)"
+            ),
             s => bail!("{url}: HTTP {s}"),
         }
     }
@@ -157,6 +241,18 @@ fn when(ms: Option<u64>, now_ms: u64) -> String {
     )
 }
 
+/// A value as a person reads it (the display form; older gateways that send
+/// none get the base-unit value).
+pub fn value_text(v: &crate::diagnostics::api::ChannelValue) -> String {
+    if !v.available {
+        "unavailable".into()
+    } else if v.display.is_empty() {
+        format!("{} {}", v.value, v.unit)
+    } else {
+        v.display.clone()
+    }
+}
+
 /// The device table.
 pub fn render_devices(rows: &[DeviceRow]) -> String {
     let body: Vec<Vec<String>> = rows
@@ -171,10 +267,10 @@ pub fn render_devices(rows: &[DeviceRow]) -> String {
                 cut(
                     &r.values
                         .iter()
-                        .map(|v| format!("{}={} {}", v.channel, v.value, v.unit))
+                        .map(|v| format!("{}={}", v.channel, value_text(v)))
                         .collect::<Vec<_>>()
                         .join(" "),
-                    60,
+                    72,
                 ),
                 if r.quality.is_empty() {
                     "good".into()
@@ -183,6 +279,7 @@ pub fn render_devices(rows: &[DeviceRow]) -> String {
                 },
                 r.signature.clone(),
                 r.acked_seq.to_string(),
+                r.rejects.to_string(),
                 r.status_reason.clone(),
             ]
         })
@@ -197,6 +294,7 @@ pub fn render_devices(rows: &[DeviceRow]) -> String {
             "QUALITY",
             "SIGNATURE",
             "ACKED",
+            "REJECTS",
             "WHY",
         ],
         &body,
@@ -211,7 +309,7 @@ pub fn render_status(s: &StatusView, rows: &[DeviceRow]) -> String {
     let d = &s.devices;
     let mut out = format!(
         "site      {} ({}) gateway {} v{}, up {}\n\
-         devices   {} total: {} ok, {} stale, {} failing, {} silent\n\
+         devices   {} total: {} ok, {} degraded, {} stale, {} failing, {} silent\n\
          buffer    depth {} frames ({} readings unreported), {} of {} ({:.1} %), oldest unreported {}{}\n\
          ingest    {} messages, {} frames / {} readings stored, {} duplicates, {} rejected, {} refused (full)\n",
         s.site.id,
@@ -221,6 +319,7 @@ pub fn render_status(s: &StatusView, rows: &[DeviceRow]) -> String {
         age(s.uptime_s),
         d.total,
         d.ok,
+        d.degraded,
         d.stale,
         d.failing,
         d.silent,
@@ -242,6 +341,19 @@ pub fn render_status(s: &StatusView, rows: &[DeviceRow]) -> String {
         i.rejects_total,
         i.refused_buffer_full,
     );
+    if !s.health.items.is_empty() {
+        let parts: Vec<String> = s
+            .health
+            .items
+            .iter()
+            .map(|h| format!("{} {}", h.name, h.status.to_uppercase()))
+            .collect();
+        let mut line = format!("health    {}: {}\n", s.health.overall.to_uppercase(), parts.join(", "));
+        for h in s.health.items.iter().filter(|h| h.status == "warn" || h.status == "fail") {
+            line.push_str(&format!("          {}: {}\n", h.name, h.detail));
+        }
+        out = line + &out;
+    }
     if !i.rejects.is_empty() {
         let r: Vec<String> = i.rejects.iter().map(|(k, v)| format!("{k}={v}")).collect();
         out.push_str(&format!("          rejects: {}\n", r.join(" ")));
@@ -302,7 +414,7 @@ pub fn render_status(s: &StatusView, rows: &[DeviceRow]) -> String {
 
 /// Runs `status`.
 pub fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let c = DiagClient::new(&args.api.url, args.api.token.clone())?;
+    let c = args.api.client()?;
     runtime()?.block_on(async {
         if args.json {
             let v: serde_json::Value = c.json("/api/status").await?;
@@ -318,7 +430,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
 
 /// Runs `devices`.
 pub fn run_devices(args: DevicesArgs) -> anyhow::Result<()> {
-    let c = DiagClient::new(&args.api.url, args.api.token.clone())?;
+    let c = args.api.client()?;
     runtime()?.block_on(async {
         if args.json {
             let v: serde_json::Value = c.json("/api/devices").await?;
@@ -334,6 +446,39 @@ pub fn run_devices(args: DevicesArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_url_and_token_come_from_flags_then_the_config_then_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("gateway.toml");
+        std::fs::write(
+            &cfg,
+            "[site]\nid = \"s\"\n[gateway]\nid = \"g\"\ndata_dir = \"d\"\n\
+             [diagnostics]\nlisten = \"0.0.0.0:9090\"\ntoken = \"0123456789abcdef-token\"\n",
+        )
+        .expect("write");
+        let missing = dir.path().join("none.toml");
+        let a = ApiArgs::default();
+        let t = a.resolve_with_default(&missing).expect("defaults");
+        assert_eq!(t.url, "http://127.0.0.1:8080");
+        assert_eq!(t.token, None);
+        let t = a.resolve_with_default(&cfg).expect("default config");
+        assert_eq!(t.url, "http://127.0.0.1:9090", "unspecified -> loopback");
+        assert_eq!(t.token.as_deref(), Some("0123456789abcdef-token"));
+        let a = ApiArgs {
+            url: Some("http://10.0.0.1:1".into()),
+            ..ApiArgs::default()
+        };
+        let t = a.resolve_with_default(&cfg).expect("flags win");
+        assert_eq!(t.url, "http://10.0.0.1:1");
+        assert_eq!(t.token.as_deref(), Some("0123456789abcdef-token"));
+        let a = ApiArgs {
+            config: Some(missing.clone()),
+            ..ApiArgs::default()
+        };
+        let e = a.resolve_with_default(&cfg).expect_err("a named config must exist");
+        assert!(format!("{e:#}").contains("none.toml"), "{e:#}");
+    }
 
     #[test]
     fn long_cells_are_cut() {

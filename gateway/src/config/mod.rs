@@ -4,8 +4,11 @@
 //! Invariants:
 //! - unknown keys are errors (`deny_unknown_fields` on every section), so a
 //!   typo never silently falls back to a default;
-//! - every error names the file, the key path (`mqtt.listen`,
-//!   `devices[2].public_key`) and the problem ([`ConfigError`]);
+//! - every error names the file, the line and column where the text has
+//!   them, the key path (`mqtt.listen`, `devices[2].public_key`) and the
+//!   problem in a plain sentence ([`ConfigError`], [`error_text`]): a typo
+//!   of a key gets "did you mean", a value of the wrong type says what to
+//!   write instead;
 //! - nothing runs before [`load`] has turned the file into a [`GatewayConfig`];
 //! - relative paths in the file are relative to the file's directory.
 //!
@@ -13,7 +16,11 @@
 //! code (e.g. `modbus::config`) and is referenced from [`ConfigFile`].
 
 mod device;
+mod error_text;
 mod mqtt;
+pub mod preflight;
+
+pub use error_text::{locate_key, plain_problem};
 
 pub use device::{Calibration, DeviceInfo, DeviceKind, DeviceRegistry, DeviceSection};
 pub use mqtt::{BrokerMode, MqttConfig, MqttSection, MqttUser};
@@ -33,6 +40,8 @@ pub struct ConfigError {
     pub key: String,
     /// What is wrong, and where useful what would be right.
     pub problem: String,
+    /// Line and column (1-based) in the file, when known.
+    pub at: Option<(usize, usize)>,
 }
 
 impl ConfigError {
@@ -42,22 +51,28 @@ impl ConfigError {
             file: file.to_path_buf(),
             key: key.into(),
             problem: problem.into(),
+            at: None,
         }
+    }
+
+    /// The same problem placed at a line and column.
+    #[must_use]
+    pub fn at(mut self, at: Option<(usize, usize)>) -> Self {
+        self.at = self.at.or(at);
+        self
     }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, col)) = self.at {
+            write!(f, ":{line}:{col}")?;
+        }
         if self.key.is_empty() {
-            write!(f, "{}: {}", self.file.display(), self.problem)
+            write!(f, ": {}", self.problem)
         } else {
-            write!(
-                f,
-                "{}: key `{}`: {}",
-                self.file.display(),
-                self.key,
-                self.problem
-            )
+            write!(f, ": key `{}`: {}", self.key, self.problem)
         }
     }
 }
@@ -230,20 +245,35 @@ pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
 /// Parses and validates config text; `path` names it in errors and anchors
 /// relative paths.
 pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
-    let value: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+    let de = toml::de::Deserializer::parse(text).map_err(|e| {
         ConfigError::new(
             path,
             "",
-            format!("not valid TOML: {}", e.to_string().trim_end()),
+            format!("not valid TOML: {}", e.message().trim_end()),
         )
+        .at(e.span().map(|s| error_text::line_col(text, s.start)))
     })?;
-    let file: ConfigFile =
-        serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
-            let key = e.path().to_string();
-            let key = if key == "." { String::new() } else { key };
-            ConfigError::new(path, key, e.inner().to_string())
-        })?;
-    validate(file, path)
+    let file: ConfigFile = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { String::new() } else { key };
+        let message = e.inner().message();
+        // An unknown key: point at the key itself, not at its table.
+        let unknown = message
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next())
+            .map(|f| if key.is_empty() { f.to_string() } else { format!("{key}.{f}") });
+        let at = unknown
+            .as_deref()
+            .and_then(|k| locate_key(text, k))
+            .or_else(|| e.inner().span().map(|s| error_text::line_col(text, s.start)))
+            .or_else(|| locate_key(text, &key));
+        let problem = plain_problem(&key, message);
+        ConfigError::new(path, key, problem).at(at)
+    })?;
+    validate(file, path).map_err(|e| {
+        let at = locate_key(text, &e.key);
+        e.at(at)
+    })
 }
 
 /// Turns a parsed file into a typed config.
@@ -384,7 +414,7 @@ data_dir = "data"
         assert_eq!(e.file, Path::new("g.toml"));
         assert!(e.key.starts_with("buffer"), "{}", e.key);
         assert!(
-            e.problem.contains("unknown field `max_byte`"),
+            e.problem.contains("unknown key `max_byte`"),
             "{}",
             e.problem
         );
@@ -401,8 +431,46 @@ data_dir = "data"
     }
 
     #[test]
-    fn syntax_error_says_line() {
-        let e = parse("[site\nid=1", Path::new("g.toml")).unwrap_err();
-        assert!(e.problem.contains("line 1"), "{}", e.problem);
+    fn syntax_error_says_line_and_column() {
+        let e = parse("[site]\nid = \"a\"\nname = \n", Path::new("g.toml")).unwrap_err();
+        assert_eq!(e.at.map(|a| a.0), Some(3), "{e}");
+        assert!(e.to_string().starts_with("g.toml:3:"), "{e}");
+    }
+
+    #[test]
+    fn a_typo_of_a_key_gets_did_you_mean_and_its_line() {
+        let text = format!("{MINIMAL}\n[buffer]\nmax_byte = 5000000\n");
+        let e = parse(&text, Path::new("g.toml")).unwrap_err();
+        assert!(e.problem.contains("did you mean `max_bytes`?"), "{e}");
+        assert_eq!(e.at, Some((9, 1)), "{e}");
+        let text = MINIMAL.replace("data_dir", "datadir");
+        let e = parse(&text, Path::new("g.toml")).unwrap_err();
+        assert!(e.problem.contains("did you mean `data_dir`?"), "{e}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_a_plain_sentence() {
+        let text = format!("{MINIMAL}\n[buffer]\nmax_commit_frames = \"65536\"\n");
+        let e = parse(&text, Path::new("g.toml")).unwrap_err();
+        assert_eq!(e.key, "buffer.max_commit_frames");
+        assert_eq!(
+            e.problem,
+            "must be a whole number of 0 or more, but it is text in quotes (\"65536\"): write 65536 without the quotes"
+        );
+        assert_eq!(e.at, Some((9, 21)), "{e}");
+        let text = format!("{MINIMAL}\n[buffer]\nmax_bytes = -1\n");
+        let e = parse(&text, Path::new("g.toml")).unwrap_err();
+        assert!(e.problem.contains("must be a whole number of 0 or more"), "{e}");
+        let e = parse("[site]\n[gateway]\nid = \"g\"\ndata_dir = \"d\"\n", Path::new("g.toml"))
+            .unwrap_err();
+        assert_eq!(e.problem, "the required key `id` is missing", "{e}");
+        assert_eq!(e.at, Some((1, 1)), "{e}");
+    }
+
+    #[test]
+    fn validation_errors_point_at_their_line() {
+        let text = MINIMAL.replace("\"site-a\"", "\"site a\"");
+        let e = parse(&text, Path::new("g.toml")).unwrap_err();
+        assert_eq!(e.at, Some((3, 1)), "{e}");
     }
 }

@@ -3,10 +3,7 @@
 //! `env!("CARGO_BIN_EXE_mrv-e2e-gateway")`. Same code path as `mrv-gateway`.
 
 use clap::Parser;
-use mrv_gateway::cli::{Cli, dispatch, init_process};
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    init_process(&cli)?;
-    dispatch(cli)
+fn main() -> std::process::ExitCode {
+    mrv_gateway::cli::main_with(mrv_gateway::cli::Cli::parse())
 }
