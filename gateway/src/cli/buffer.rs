@@ -1,7 +1,8 @@
-//! `buffer inspect` and `buffer verify`: look inside a gateway's durable
-//! buffer from the command line.
+//! `buffer inspect`, `buffer verify` and `buffer dump`: look inside a
+//! gateway's durable buffer from the command line (`dump` prints the stored
+//! readings themselves, in display units beside the exact values).
 //!
-//! Both are read-only: they never write to the buffer directory. sled 0.34
+//! All are read-only: they never write to the buffer directory. sled 0.34
 //! has no read-only mode (opening rewrites a snapshot, may rewrite `conf`
 //! and zeroes a torn log tail), so they copy the buffer's files into a
 //! private temporary directory (`--scratch`, default the system temp dir;
@@ -49,6 +50,8 @@ pub enum BufferCommand {
     /// stopped gateway's buffer; for a running gateway use
     /// `POST /api/devices/<id>/give-up` (see docs/PROTOCOL.md).
     GiveUp(GiveUpArgs),
+    /// The stored readings, one line each (time, device, channel, value).
+    Dump(DumpArgs),
 }
 
 /// Arguments of `buffer give-up`.
@@ -66,6 +69,30 @@ pub struct GiveUpArgs {
     /// Why (recorded in the event and in every report that carries it).
     #[arg(long)]
     pub reason: String,
+}
+
+/// Arguments of `buffer dump`.
+#[derive(Debug, clap::Args)]
+pub struct DumpArgs {
+    /// Where the buffer is.
+    #[command(flatten)]
+    pub target: BufferTarget,
+    /// Only this device.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Only this channel.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// Readings at or after this time: RFC 3339 UTC (`2025-11-26T10:00:00Z`),
+    /// Unix ms, or an age (`30m`, `2h`, `7d` ago).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Readings before this time (same forms as `--from`).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Stop after this many readings.
+    #[arg(long, default_value_t = 1000)]
+    pub limit: usize,
 }
 
 /// Where the buffer is and how to print.
@@ -90,6 +117,7 @@ pub struct BufferTarget {
 pub fn run(args: BufferArgs) -> anyhow::Result<()> {
     match args.command {
         BufferCommand::Inspect(t) => inspect(&t),
+        BufferCommand::Dump(d) => dump(&d, &mut std::io::stdout().lock()),
         BufferCommand::Verify(t) => {
             let rep = verify(&t)?;
             if !rep.is_ok() {
@@ -192,11 +220,18 @@ fn open(t: &BufferTarget) -> anyhow::Result<BufferCopy> {
     let source = locate(&t.data_dir)?;
     // sled's own lock, read-only: no gateway writes while the files are
     // copied (a consistent copy), and none can start meanwhile.
-    let lock = sled_files::lock(&source, false, Duration::from_secs(2)).with_context(|| {
-        format!(
-            "locking the buffer at {} (is the gateway still running? its diagnostics page shows the same figures)",
-            source.display()
-        )
+    let lock = sled_files::lock(&source, false, Duration::from_secs(2)).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            anyhow::anyhow!(
+                "the buffer at {} is in use by a running gateway (it holds the buffer's lock). \
+                 Ask the running gateway instead: `mrv-gateway status` (buffer figures), \
+                 `mrv-gateway devices`, or its API /api/buffer and the device pages of its \
+                 diagnostics listener; or stop it first (`systemctl stop mrv-gateway`) and run this again",
+                source.display()
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("locking the buffer at {}", source.display()))
+        }
     })?;
     let repairs =
         sled_files::plan(&source).with_context(|| format!("reading {}", source.display()))?;
@@ -443,10 +478,18 @@ fn inspect(t: &BufferTarget) -> anyhow::Result<()> {
         stats.oldest_unreported_ms.map_or("-".into(), utc_text)
     );
     let key = |k: Option<crate::buffer::FrameKey>| k.map_or("-".into(), |k| k.to_string());
+    println!("  cursors      positions of stored frames, as batch:index (batch = one group commit)");
     println!(
-        "  cursors      reported {}, delivered {}, last stored {}",
-        key(stats.reported),
-        key(stats.delivered),
+        "    reported     {:<12} every frame up to here is in a signed report",
+        key(stats.reported)
+    );
+    println!(
+        "    delivered    {:<12} every frame up to here is in a report the backend confirmed \
+         (pruned after keep_delivered_days)",
+        key(stats.delivered)
+    );
+    println!(
+        "    last stored  {:<12} the newest frame",
         key(stats.last_key)
     );
     println!(
@@ -553,6 +596,162 @@ fn verify(t: &BufferTarget) -> anyhow::Result<VerifyReport> {
     Ok(rep)
 }
 
+/// A time argument: RFC 3339 UTC (`2025-11-26T10:00:00Z`, optional
+/// `.fff`), Unix ms (all digits), or an age before `now_ms` (`30s`, `15m`,
+/// `2h`, `7d`).
+pub fn parse_time(s: &str, now_ms: u64) -> anyhow::Result<u64> {
+    let t = s.trim();
+    if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit()) {
+        return t.parse().context("a Unix time in ms");
+    }
+    if let Some((n, unit)) = t.split_at_checked(t.len().saturating_sub(1)) {
+        if let (Ok(n), Some(ms)) = (
+            n.parse::<u64>(),
+            match unit {
+                "s" => Some(1_000u64),
+                "m" => Some(60_000),
+                "h" => Some(3_600_000),
+                "d" => Some(86_400_000),
+                _ => None,
+            },
+        ) {
+            return Ok(now_ms.saturating_sub(n.saturating_mul(ms)));
+        }
+    }
+    let bad = || {
+        anyhow::anyhow!(
+            "{s:?} is not a time: give RFC 3339 UTC (2025-11-26T10:00:00Z), Unix ms, or an age such as 30m, 2h, 7d"
+        )
+    };
+    let t = t.strip_suffix('Z').ok_or_else(bad)?;
+    let (date, clock) = t.split_once('T').ok_or_else(bad)?;
+    let num = |x: &str| x.parse::<i64>().map_err(|_| bad());
+    let d: Vec<&str> = date.split('-').collect();
+    let (clock, frac) = clock.split_once('.').unwrap_or((clock, ""));
+    let c: Vec<&str> = clock.split(':').collect();
+    if d.len() != 3 || c.len() != 3 || frac.len() > 3 || !frac.chars().all(|x| x.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let month = time::Month::try_from(u8::try_from(num(d[1])?).map_err(|_| bad())?).map_err(|_| bad())?;
+    let date = time::Date::from_calendar_date(
+        i32::try_from(num(d[0])?).map_err(|_| bad())?,
+        month,
+        u8::try_from(num(d[2])?).map_err(|_| bad())?,
+    )
+    .map_err(|_| bad())?;
+    let tod = time::Time::from_hms(
+        u8::try_from(num(c[0])?).map_err(|_| bad())?,
+        u8::try_from(num(c[1])?).map_err(|_| bad())?,
+        u8::try_from(num(c[2])?).map_err(|_| bad())?,
+    )
+    .map_err(|_| bad())?;
+    let ms = if frac.is_empty() {
+        0
+    } else {
+        num(&format!("{frac:0<3}"))?
+    };
+    let secs = time::PrimitiveDateTime::new(date, tod).assume_utc().unix_timestamp();
+    u64::try_from(secs * 1000 + ms).map_err(|_| bad())
+}
+
+fn dump(a: &DumpArgs, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let from = a.from.as_deref().map(|s| parse_time(s, now)).transpose()?;
+    let to = a.to.as_deref().map(|s| parse_time(s, now)).transpose()?;
+    let device = a
+        .device
+        .as_deref()
+        .map(DeviceId::new)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--device: {e}"))?;
+    let copy = open(&a.target)?;
+    let buf = &copy.buf;
+    if let Some(d) = &device {
+        if !buf.devices().iter().any(|s| &s.device == d) {
+            let known: Vec<String> = buf.devices().iter().map(|s| s.device.to_string()).collect();
+            bail!("no device {d} in the buffer (devices: {})", known.join(", "));
+        }
+    }
+    let mut n = 0usize;
+    let mut rows = Vec::new();
+    'scan: for item in buf.scan(None) {
+        let sf = match item {
+            Ok(sf) => sf,
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable data while dumping (run `buffer verify`)");
+                continue;
+            }
+        };
+        if device.as_ref().is_some_and(|d| d != &sf.frame.device) {
+            continue;
+        }
+        for r in sf.frame.readings(sf.received_ms) {
+            let t = r.time_ms();
+            if from.is_some_and(|f| t < f) || to.is_some_and(|x| t >= x) {
+                continue;
+            }
+            if a.channel.as_deref().is_some_and(|c| c != r.channel.as_str()) {
+                continue;
+            }
+            if n == a.limit {
+                if !a.target.json {
+                    writeln!(out, "(stopped at --limit {}; narrow with --from/--to or raise --limit)", a.limit)?;
+                }
+                break 'scan;
+            }
+            n += 1;
+            let quality: Vec<&str> = r.quality.names().collect();
+            let shown = if r.quality.is_usable() {
+                mrv_shared::display::display(r.quantity, r.value).to_string()
+            } else {
+                "unavailable".to_string()
+            };
+            if a.target.json {
+                rows.push(json!({
+                    "time_ms": t,
+                    "device_time": r.device_time_ms.is_some(),
+                    "received_ms": r.received_ms,
+                    "device": r.device.as_str(),
+                    "channel": r.channel.as_str(),
+                    "quantity": r.quantity.name(),
+                    "value": r.value,
+                    "unit": r.quantity.unit(),
+                    "display": shown,
+                    "quality": quality,
+                    "seq": r.seq,
+                    "frame": sf.key.to_string(),
+                }));
+            } else {
+                writeln!(
+                    out,
+                    "{}  {:<16} {:<20} {:>16}  ({} {}){}  seq {}",
+                    utc_text(t),
+                    r.device.as_str(),
+                    r.channel.as_str(),
+                    shown,
+                    r.value,
+                    r.quantity.unit(),
+                    if quality.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  [{}]", quality.join("|"))
+                    },
+                    r.seq
+                )?;
+            }
+        }
+    }
+    if a.target.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+    } else if n == 0 {
+        writeln!(out, "no readings match")?;
+    }
+    Ok(())
+}
+
 fn ranges_text(r: &[(u64, u64)]) -> String {
     const SHOWN: usize = 8;
     let mut parts: Vec<String> = r
@@ -605,6 +804,19 @@ mod tests {
         assert_eq!(utc_text(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(utc_text(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(utc_text(1_764_115_200_000), "2025-11-26T00:00:00.000Z");
+    }
+
+    #[test]
+    fn times_parse_as_rfc3339_unix_ms_or_ages() {
+        let now = 1_764_115_200_000;
+        assert_eq!(parse_time("2025-11-26T00:00:00Z", now).expect("rfc3339"), now);
+        assert_eq!(parse_time("2025-11-26T00:00:01.5Z", now).expect("ms"), now + 1500);
+        assert_eq!(parse_time("1764115200000", now).expect("unix ms"), now);
+        assert_eq!(parse_time("2h", now).expect("age"), now - 7_200_000);
+        assert_eq!(parse_time("7d", now).expect("age"), now - 7 * 86_400_000);
+        let e = parse_time("yesterday", now).expect_err("not a time");
+        assert!(e.to_string().contains("RFC 3339"), "{e}");
+        assert!(parse_time("2025-13-01T00:00:00Z", now).is_err());
     }
 
     #[test]
@@ -679,6 +891,38 @@ mod tests {
             let rep = verify(&t).expect("verify");
             assert!(rep.is_ok(), "{:?}", rep.problems);
             assert_eq!(rep.devices[0].gaps, vec![(3, 3)]);
+            // The stored values, in display units with the exact value.
+            let dump_args = |device: Option<&str>, from: Option<&str>| DumpArgs {
+                target: target(dir.path(), false),
+                device: device.map(str::to_string),
+                channel: None,
+                from: from.map(str::to_string),
+                to: None,
+                limit: 1000,
+            };
+            let mut out = Vec::new();
+            dump(&dump_args(Some("pv-1"), None), &mut out).expect("dump");
+            let text = String::from_utf8(out).expect("utf8");
+            assert_eq!(text.lines().count(), 3, "{text}");
+            assert!(text.lines().next().is_some_and(|l| l.starts_with("2025-11-26T00:00:00.001Z  pv-1")
+                && l.contains("1 Wh  (1 Wh)") && l.ends_with("seq 1")), "{text}");
+            let mut out = Vec::new();
+            dump(&dump_args(None, Some("2025-11-26T00:00:00.003Z")), &mut out).expect("dump");
+            assert_eq!(String::from_utf8(out).expect("utf8").lines().count(), 1);
+            let e = dump(&dump_args(Some("nope"), None), &mut Vec::new()).expect_err("unknown device");
+            assert!(e.to_string().contains("devices: pv-1"), "{e}");
+            // While a gateway holds the buffer, say so and point at its API.
+            let held = Buffer::open(BufferConfig {
+                path: path.clone(),
+                max_bytes: u64::MAX,
+                cache_bytes: 1 << 20,
+                keep_delivered: Duration::ZERO,
+            })
+            .expect("open");
+            let e = open(&t).err().expect("locked");
+            assert!(e.to_string().contains("in use by a running gateway"), "{e:#}");
+            assert!(e.to_string().contains("mrv-gateway status"), "{e:#}");
+            drop(held);
         }
         // Damage the stored batch behind the buffer's back.
         {
@@ -762,7 +1006,7 @@ mod tests {
         // While a gateway holds the buffer, the commands refuse (and write nothing).
         let before = tree_state(&path);
         let err = verify(&target(dir.path(), true)).expect_err("locked");
-        assert!(format!("{err:#}").contains("still running"), "{err:#}");
+        assert!(format!("{err:#}").contains("in use by a running gateway"), "{err:#}");
         drop(b);
         // What a full disk leaves behind (sled issue 1527).
         std::fs::write(path.join("snap.7FFFFFFFFFFFFFFF.generating"), b"").expect("write");

@@ -40,7 +40,8 @@ pub struct DemoArgs {
     /// MQTT port of the embedded broker (default: a free loopback port).
     #[arg(long)]
     pub mqtt_port: Option<u16>,
-    /// Port of the diagnostics page on 127.0.0.1 (default 8080; 0 = any free port).
+    /// Port of the diagnostics page on 127.0.0.1 (default 8080, or a free
+    /// port when 8080 is taken; 0 = any free port).
     #[arg(long)]
     pub diagnostics_port: Option<u16>,
     /// Monitoring period of the demo's reports, minutes (divides 1440).
@@ -137,20 +138,21 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let site_parts = start_site_peers(&data_dir).await?;
         let mut text = demo_config_text(&data_dir, port, &devices);
         text.push_str(&site_parts.config_sections(args.report_minutes));
+        // The saved config tells the truth: the port the page really uses.
+        let (diag_port, diag_note) = diagnostics_port(args.diagnostics_port)?;
+        text.push_str(&format!("\n[diagnostics]\nlisten = \"127.0.0.1:{diag_port}\"\n"));
         std::fs::write(&config_path, text)
             .with_context(|| format!("cannot write {}", config_path.display()))?;
-        let mut config = config::load(&config_path)?;
-        if let Some(p) = args.diagnostics_port {
-            config.diagnostics.listen = std::net::SocketAddr::from(([127, 0, 0, 1], p));
-        }
+        let config = config::load(&config_path)?;
         let site: SiteId = config.site.id.clone();
         let gateway = crate::runtime::start(config, Arc::new(SystemClock)).await?;
         println!("MRV Gateway demo site");
         println!("  data dir      {}", data_dir.display());
         println!("  config        {}", config_path.display());
         println!("  MQTT broker   127.0.0.1:{port} (embedded)");
-        if let Some(a) = gateway.state.diagnostics_addr {
-            println!("  diagnostics   http://{a}/");
+        match gateway.state.diagnostics_addr {
+            Some(a) => println!("  diagnostics   http://{a}/{diag_note}"),
+            None => println!("  diagnostics   NOT AVAILABLE: 127.0.0.1:{diag_port} could not be bound (see the log above)"),
         }
         println!("  devices       {}", devices.iter().map(|d| d.0.to_string()).collect::<Vec<_>>().join(", "));
         println!(
@@ -227,6 +229,30 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         site_parts.stop().await;
         anyhow::Ok(())
     })
+}
+
+/// The diagnostics port the demo uses, and a note for the banner: the one
+/// asked for (0 = a free one), else 8080, else a free port when 8080 is
+/// taken (said so).
+fn diagnostics_port(asked: Option<u16>) -> anyhow::Result<(u16, String)> {
+    let free = || crate::broker::free_loopback_port().context("no free loopback port");
+    match asked {
+        Some(0) => Ok((free()?, String::new())),
+        Some(p) => Ok((p, String::new())),
+        None => match std::net::TcpListener::bind(("127.0.0.1", crate::diagnostics::config::DEFAULT_PORT)) {
+            Ok(l) => {
+                drop(l);
+                Ok((crate::diagnostics::config::DEFAULT_PORT, String::new()))
+            }
+            Err(_) => Ok((
+                free()?,
+                format!(
+                    "  ({} is busy, so a free port was taken; --diagnostics-port chooses one)",
+                    crate::diagnostics::config::DEFAULT_PORT
+                ),
+            )),
+        },
+    }
 }
 
 /// The demo site's peers besides devices: simulated Modbus meters, the
