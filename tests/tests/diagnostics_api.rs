@@ -185,9 +185,16 @@ async fn api_pages_metrics_and_cli_show_a_running_site() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("4 total: 2 ok, 0 stale, 1 failing, 1 silent"),
+        text.contains("4 total: 2 ok, 0 degraded, 0 stale, 1 failing, 1 silent"),
         "{text}"
     );
+    // The health banner leads, naming the part that needs a look.
+    assert!(text.starts_with("health    WARN: ingest WARN, buffer OK, reports OFF, upload OFF, clock OK\n"), "{text}");
+    // Values in display units in the table (no `0.01degC`, `mV`, `bool`).
+    for base in ["0.01degC", "0.01%vol", " bool", " mV"] {
+        assert!(!text.contains(base), "base unit {base} shown: {text}");
+    }
+    assert!(text.contains("REJECTS"), "{text}");
     assert!(
         text.contains("dev-000") && text.contains("SIGNATURE"),
         "{text}"

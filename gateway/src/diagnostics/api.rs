@@ -623,6 +623,10 @@ pub fn device_rows(i: &Inputs<'_>) -> Vec<DeviceRow> {
     ids.iter().map(|id| device_row(i, id)).collect()
 }
 
+/// A device whose payloads are rejected and that stored no good frame for
+/// this long is `failing` (before: `degraded`).
+pub const FAILING_AFTER_MS: u64 = 30_000;
+
 /// One device's row (pure).
 pub fn device_row(i: &Inputs<'_>, id: &DeviceId) -> DeviceRow {
     let info = i.config.devices.get(id);
@@ -664,7 +668,11 @@ pub fn device_row(i: &Inputs<'_>, id: &DeviceId) -> DeviceRow {
     let modbus_failing = modbus.is_some_and(|m| {
         m.last_error.is_some() && m.last_poll_ms.is_some() && m.last_success_ms != m.last_poll_ms
     });
-    let rejects_after_last = last_reject.is_some_and(|r| last.is_none_or(|l| r >= l.received_ms));
+    // Failing: payloads rejected and no good frame since, for a while (a
+    // device that alternates good and bad payloads is degraded, not failing).
+    let rejects_after_last = last_reject.is_some_and(|r| {
+        last.is_none_or(|l| r > l.received_ms && i.now_ms.saturating_sub(l.received_ms) > FAILING_AFTER_MS)
+    });
     let (status, reason) = if rejects_after_last {
         let q = recent
             .last()
@@ -821,7 +829,16 @@ pub fn expected_interval_ms(config: &GatewayConfig, id: &DeviceId) -> Option<u64
 pub fn device_detail(i: &Inputs<'_>, id: &DeviceId, range: Range) -> DeviceDetail {
     let last = i.live.last(id);
     let expected = expected_interval_ms(i.config, id);
-    let to_ms = i.now_ms;
+    // Device clocks may run a little ahead of the gateway's: the window
+    // ends at the newer of now and the newest point.
+    let newest = i
+        .live
+        .latest(id)
+        .iter()
+        .map(|(_, _, p)| p.t_ms)
+        .max()
+        .unwrap_or(0);
+    let to_ms = i.now_ms.max(newest);
     let from_ms = to_ms.saturating_sub(match range {
         Range::Hour => i.live.window_ms().min(Range::Hour.ms()),
         r => r.ms(),
