@@ -14,7 +14,7 @@
 use mrv_gateway::buffer::{Buffer, BufferConfig, Incoming};
 use mrv_gateway::diagnostics::api::{self, Inputs};
 use mrv_gateway::diagnostics::config::ValidDiagnosticsConfig;
-use mrv_gateway::diagnostics::state::{LiveStore, Point};
+use mrv_gateway::diagnostics::state::{LiveStore, Point, Range};
 use mrv_gateway::diagnostics::{metrics, page};
 use mrv_shared::ids::{ChannelId, DeviceId, SiteId};
 use mrv_shared::quantity::{Quantity, ValueKind};
@@ -124,6 +124,7 @@ fn main() {
         buffer_devices: &[],
         live: &live,
         quarantine: &[],
+        reject_counts: &std::collections::BTreeMap::new(),
         modbus: None,
         now_ms: now,
     };
@@ -160,10 +161,17 @@ fn main() {
     let t = Instant::now();
     let mut dev_len = 0;
     for _ in 0..n {
-        let d = api::device_detail(&inputs, &ids[0]);
-        dev_len = page::device_page("bench", &d, now, 3_600_000).len();
+        let d = api::device_detail(&inputs, &ids[0], Range::Hour);
+        dev_len = page::device_page("bench", &d, Range::Hour).len();
     }
     let device_time = t.elapsed();
+    let t = Instant::now();
+    let mut week_len = 0;
+    for _ in 0..n {
+        let d = api::device_detail(&inputs, &ids[0], Range::Week);
+        week_len = page::device_page("bench", &d, Range::Week).len();
+    }
+    let week_time = t.elapsed();
     let t = Instant::now();
     for _ in 0..n {
         let _ = metrics::render(&status, &rows);
@@ -194,6 +202,10 @@ fn main() {
     println!(
         "  device page, 4 charts  {} per call ({dev_len} bytes)",
         per_op(device_time, n)
+    );
+    println!(
+        "  device page, 7 d       {} per call ({week_len} bytes)",
+        per_op(week_time, n)
     );
     println!(
         "  /metrics               {} per call",

@@ -81,7 +81,11 @@ impl Scale {
         let text = self.format(v, dec);
         // Rounding may carry into one more integer digit (99.996 -> 100.00):
         // then one decimal fewer keeps four significant digits.
-        let int_len = text.trim_start_matches('-').split('.').next().map_or(0, str::len) as u32;
+        let int_len = text
+            .trim_start_matches('-')
+            .split('.')
+            .next()
+            .map_or(0, str::len) as u32;
         if dec > 0 && int_len > 4 - dec {
             self.format(v, dec - 1)
         } else {

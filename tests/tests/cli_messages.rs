@@ -8,7 +8,9 @@ use std::time::Duration;
 
 fn gateway(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mrv-e2e-gateway"));
-    c.args(args).env_remove("MRV_CONFIG").env_remove("MRV_DIAG_URL");
+    c.args(args)
+        .env_remove("MRV_CONFIG")
+        .env_remove("MRV_DIAG_URL");
     for (k, v) in env {
         c.env(k, v);
     }
@@ -43,14 +45,25 @@ fn a_missing_signing_key_is_found_by_check_config_and_run_says_it_once_with_exit
         let (out, err) = text(&o);
         assert_eq!(o.status.code(), Some(78), "{cmd}: {out}{err}");
         assert!(
-            err.contains("keys/gateway.key does not exist: create it with `mrv-gateway keygen --out "),
+            err.contains(
+                "keys/gateway.key does not exist: create it with `mrv-gateway keygen --out "
+            ),
             "{cmd}: {err}"
         );
         assert_eq!(err.matches("does not exist").count(), 1, "said once: {err}");
         assert!(!out.contains("OK"), "{out}");
     }
     let keys = dir.path().join("data/keys");
-    let o = gateway(&["keygen", "--out", &keys.display().to_string(), "--name", "gateway"], &[]);
+    let o = gateway(
+        &[
+            "keygen",
+            "--out",
+            &keys.display().to_string(),
+            "--name",
+            "gateway",
+        ],
+        &[],
+    );
     assert!(o.status.success(), "{:?}", text(&o));
     let o = gateway(&["check-config", "--config", &cfg], &[]);
     let (out, err) = text(&o);
@@ -68,7 +81,10 @@ fn config_errors_say_line_column_did_you_mean_and_plain_sentences() {
     assert_eq!(o.status.code(), Some(78), "{err}");
     assert!(err.contains("gateway.toml:11:1: "), "{err}");
     assert!(err.contains("did you mean `max_bytes`?"), "{err}");
-    let cfg = write_config(dir.path(), &format!("{BASE}[buffer]\nmax_commit_frames = \"65536\"\n"));
+    let cfg = write_config(
+        dir.path(),
+        &format!("{BASE}[buffer]\nmax_commit_frames = \"65536\"\n"),
+    );
     let (_, err) = text(&gateway(&["check-config", "--config", &cfg], &[]));
     assert!(
         err.contains("gateway.toml:11:21: key `buffer.max_commit_frames`: must be a whole number of 0 or more, but it is text in quotes (\"65536\"): write 65536 without the quotes"),
@@ -86,8 +102,14 @@ fn a_missing_config_is_one_line_without_a_backtrace_even_with_rust_backtrace() {
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(78), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.starts_with("error: /nonexistent/gateway.toml: cannot read the file"), "{err}");
-    assert!(!err.contains("Stack backtrace") && !err.contains("backtrace"), "{err}");
+    assert!(
+        err.starts_with("error: /nonexistent/gateway.toml: cannot read the file"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("Stack backtrace") && !err.contains("backtrace"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -108,7 +130,9 @@ fn status_reads_url_and_token_from_the_config() {
         args.extend(["--config", &cfg]);
         let (_, err) = text(&gateway(&args, &[]));
         assert!(
-            err.contains(&format!("cannot reach the gateway at http://127.0.0.1:{port}/api/")),
+            err.contains(&format!(
+                "cannot reach the gateway at http://127.0.0.1:{port}/api/"
+            )),
             "{cmd:?}: {err}"
         );
     }
@@ -117,7 +141,10 @@ fn status_reads_url_and_token_from_the_config() {
 #[test]
 fn logs_carry_no_colour_codes_when_not_on_a_terminal() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mqtt = format!("listen = \"127.0.0.1:{}\"\n[diagnostics]", mrv_e2e::free_port());
+    let mqtt = format!(
+        "listen = \"127.0.0.1:{}\"\n[diagnostics]",
+        mrv_e2e::free_port()
+    );
     let cfg = write_config(
         dir.path(),
         &BASE.replacen("listen = \"127.0.0.1:0\"\n[diagnostics]", &mqtt, 1),
@@ -133,7 +160,10 @@ fn logs_carry_no_colour_codes_when_not_on_a_terminal() {
     std::thread::spawn(move || {
         use std::io::BufRead;
         let mut all = String::new();
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             all.push_str(&line);
             all.push('\n');
             if line.contains("gateway ready") {
@@ -145,9 +175,14 @@ fn logs_carry_no_colour_codes_when_not_on_a_terminal() {
     let log = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("the gateway logs that it is ready");
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
     assert!(log.contains("gateway ready"), "{log}");
     assert!(log.contains("INFO"), "{log}");
-    assert!(!log.contains('\u{1b}'), "colour codes in piped logs: {log:?}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in piped logs: {log:?}"
+    );
 }

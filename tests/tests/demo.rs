@@ -42,5 +42,16 @@ fn demo_site_collects_from_every_device_and_stops_cleanly() {
         .expect("stored frame count");
     assert!(stored > 20, "{last}");
     assert!(stdout.contains("MRV backend"), "{stdout}");
+    // The saved config names the port the page really listened on.
+    let url = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("diagnostics   http://"))
+        .expect("diagnostics line in the banner");
+    let addr = url.trim_end_matches('/');
+    let saved = std::fs::read_to_string(dir.path().join("gateway.toml")).expect("saved config");
+    assert!(
+        saved.contains(&format!("[diagnostics]\nlisten = \"{addr}\"")),
+        "banner says {addr}, config says:\n{saved}"
+    );
     assert!(dir.path().join("buffer").exists() && dir.path().join("keys/gateway.key").exists());
 }

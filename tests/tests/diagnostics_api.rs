@@ -189,7 +189,12 @@ async fn api_pages_metrics_and_cli_show_a_running_site() {
         "{text}"
     );
     // The health banner leads, naming the part that needs a look.
-    assert!(text.starts_with("health    WARN: ingest WARN, buffer OK, reports OFF, upload OFF, clock OK\n"), "{text}");
+    assert!(
+        text.starts_with(
+            "health    WARN: ingest WARN, buffer OK, reports OFF, upload OFF, clock OK\n"
+        ),
+        "{text}"
+    );
     // Values in display units in the table (no `0.01degC`, `mV`, `bool`).
     for base in ["0.01degC", "0.01%vol", " bool", " mV"] {
         assert!(!text.contains(base), "base unit {base} shown: {text}");
@@ -262,7 +267,9 @@ async fn rejected_payloads_show_in_the_tail_the_row_and_the_metrics() {
     for e in q {
         assert_eq!(e["device"], "dev-000");
         let hex = e["payload_hex"].as_str().expect("hex");
-        assert!(!hex.is_empty() && hex.len() % 2 == 0 && hex.chars().all(|c| c.is_ascii_hexdigit()));
+        assert!(
+            !hex.is_empty() && hex.len() % 2 == 0 && hex.chars().all(|c| c.is_ascii_hexdigit())
+        );
         assert!(e["payload_text"].is_string());
     }
     let (code, page) = get(&format!("{b}/quarantine"), None).await;
@@ -285,6 +292,9 @@ async fn rejected_payloads_show_in_the_tail_the_row_and_the_metrics() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum();
     assert!(by_device >= 2, "{m}");
-    assert!(m.contains("mrv_device_status{device=\"dev-000\",status=\"degraded\"} 1"), "{m}");
+    assert!(
+        m.contains("mrv_device_status{device=\"dev-000\",status=\"degraded\"} 1"),
+        "{m}"
+    );
     run.stop().await;
 }

@@ -7,8 +7,8 @@
 mod diagnostics_support;
 
 use diagnostics_support::{DIAG_LOOPBACK, client};
-use mrv_firmware::meters::{self, SimClock, SimMeter, din_meter::DinMeterParams};
 use mrv_firmware::meters::sunspec_inverter::InverterParams;
+use mrv_firmware::meters::{self, SimClock, SimMeter, din_meter::DinMeterParams};
 use mrv_gateway::clock::SystemClock;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -73,7 +73,12 @@ async fn probe_reads_decodes_and_tells_exceptions_from_link_faults() {
     assert!((200_000..=260_000).contains(&mv), "{line}");
     let volts: f64 = shown.trim_end_matches(" V").parse().expect("volts");
     assert!((volts - mv as f64 / 1000.0).abs() < 0.051, "{line}");
-    assert!(decoded.iter().any(|l| l.starts_with("frequency ") && l.contains(" Hz  (")), "{v}");
+    assert!(
+        decoded
+            .iter()
+            .any(|l| l.starts_with("frequency ") && l.contains(" Hz  (")),
+        "{v}"
+    );
 
     // A register the meter does not have: the device answers "no".
     let v = probe(
@@ -102,7 +107,13 @@ async fn probe_reads_decodes_and_tells_exceptions_from_link_faults() {
     .await;
     assert!(v["error"].as_str().expect("error").contains("0 to 125"));
     let v = probe(&base, serde_json::json!({"address": addr, "count": 0})).await;
-    assert!(v["error"].as_str().expect("error").contains("nothing to do"), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .expect("error")
+            .contains("nothing to do"),
+        "{v}"
+    );
 
     // SunSpec: discovery first, then the models decoded (no more "no
     // profile register lies wholly in the range").
@@ -246,7 +257,13 @@ async fn polled_meters_show_status_values_and_errors_by_device() {
     assert!(v["error"].is_null(), "{v}");
     assert!(v["decoded"].to_string().contains("voltage_l1"), "{v}");
     let v = probe(&base, serde_json::json!({"device": "nope", "count": 0})).await;
-    assert!(v["error"].as_str().expect("error").contains("no configured Modbus device"), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .expect("error")
+            .contains("no configured Modbus device"),
+        "{v}"
+    );
     meter.stop();
     gw.shutdown().await;
 }

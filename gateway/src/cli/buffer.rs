@@ -478,7 +478,9 @@ fn inspect(t: &BufferTarget) -> anyhow::Result<()> {
         stats.oldest_unreported_ms.map_or("-".into(), utc_text)
     );
     let key = |k: Option<crate::buffer::FrameKey>| k.map_or("-".into(), |k| k.to_string());
-    println!("  cursors      positions of stored frames, as batch:index (batch = one group commit)");
+    println!(
+        "  cursors      positions of stored frames, as batch:index (batch = one group commit)"
+    );
     println!(
         "    reported     {:<12} every frame up to here is in a signed report",
         key(stats.reported)
@@ -632,7 +634,8 @@ pub fn parse_time(s: &str, now_ms: u64) -> anyhow::Result<u64> {
     if d.len() != 3 || c.len() != 3 || frac.len() > 3 || !frac.chars().all(|x| x.is_ascii_digit()) {
         return Err(bad());
     }
-    let month = time::Month::try_from(u8::try_from(num(d[1])?).map_err(|_| bad())?).map_err(|_| bad())?;
+    let month =
+        time::Month::try_from(u8::try_from(num(d[1])?).map_err(|_| bad())?).map_err(|_| bad())?;
     let date = time::Date::from_calendar_date(
         i32::try_from(num(d[0])?).map_err(|_| bad())?,
         month,
@@ -650,7 +653,9 @@ pub fn parse_time(s: &str, now_ms: u64) -> anyhow::Result<u64> {
     } else {
         num(&format!("{frac:0<3}"))?
     };
-    let secs = time::PrimitiveDateTime::new(date, tod).assume_utc().unix_timestamp();
+    let secs = time::PrimitiveDateTime::new(date, tod)
+        .assume_utc()
+        .unix_timestamp();
     u64::try_from(secs * 1000 + ms).map_err(|_| bad())
 }
 
@@ -672,7 +677,10 @@ fn dump(a: &DumpArgs, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
     if let Some(d) = &device {
         if !buf.devices().iter().any(|s| &s.device == d) {
             let known: Vec<String> = buf.devices().iter().map(|s| s.device.to_string()).collect();
-            bail!("no device {d} in the buffer (devices: {})", known.join(", "));
+            bail!(
+                "no device {d} in the buffer (devices: {})",
+                known.join(", ")
+            );
         }
     }
     let mut n = 0usize;
@@ -693,12 +701,19 @@ fn dump(a: &DumpArgs, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
             if from.is_some_and(|f| t < f) || to.is_some_and(|x| t >= x) {
                 continue;
             }
-            if a.channel.as_deref().is_some_and(|c| c != r.channel.as_str()) {
+            if a.channel
+                .as_deref()
+                .is_some_and(|c| c != r.channel.as_str())
+            {
                 continue;
             }
             if n == a.limit {
                 if !a.target.json {
-                    writeln!(out, "(stopped at --limit {}; narrow with --from/--to or raise --limit)", a.limit)?;
+                    writeln!(
+                        out,
+                        "(stopped at --limit {}; narrow with --from/--to or raise --limit)",
+                        a.limit
+                    )?;
                 }
                 break 'scan;
             }
@@ -809,8 +824,14 @@ mod tests {
     #[test]
     fn times_parse_as_rfc3339_unix_ms_or_ages() {
         let now = 1_764_115_200_000;
-        assert_eq!(parse_time("2025-11-26T00:00:00Z", now).expect("rfc3339"), now);
-        assert_eq!(parse_time("2025-11-26T00:00:01.5Z", now).expect("ms"), now + 1500);
+        assert_eq!(
+            parse_time("2025-11-26T00:00:00Z", now).expect("rfc3339"),
+            now
+        );
+        assert_eq!(
+            parse_time("2025-11-26T00:00:01.5Z", now).expect("ms"),
+            now + 1500
+        );
         assert_eq!(parse_time("1764115200000", now).expect("unix ms"), now);
         assert_eq!(parse_time("2h", now).expect("age"), now - 7_200_000);
         assert_eq!(parse_time("7d", now).expect("age"), now - 7 * 86_400_000);
@@ -904,12 +925,19 @@ mod tests {
             dump(&dump_args(Some("pv-1"), None), &mut out).expect("dump");
             let text = String::from_utf8(out).expect("utf8");
             assert_eq!(text.lines().count(), 3, "{text}");
-            assert!(text.lines().next().is_some_and(|l| l.starts_with("2025-11-26T00:00:00.001Z  pv-1")
-                && l.contains("1 Wh  (1 Wh)") && l.ends_with("seq 1")), "{text}");
+            assert!(
+                text.lines()
+                    .next()
+                    .is_some_and(|l| l.starts_with("2025-11-26T00:00:00.001Z  pv-1")
+                        && l.contains("1 Wh  (1 Wh)")
+                        && l.ends_with("seq 1")),
+                "{text}"
+            );
             let mut out = Vec::new();
             dump(&dump_args(None, Some("2025-11-26T00:00:00.003Z")), &mut out).expect("dump");
             assert_eq!(String::from_utf8(out).expect("utf8").lines().count(), 1);
-            let e = dump(&dump_args(Some("nope"), None), &mut Vec::new()).expect_err("unknown device");
+            let e =
+                dump(&dump_args(Some("nope"), None), &mut Vec::new()).expect_err("unknown device");
             assert!(e.to_string().contains("devices: pv-1"), "{e}");
             // While a gateway holds the buffer, say so and point at its API.
             let held = Buffer::open(BufferConfig {
@@ -920,7 +948,10 @@ mod tests {
             })
             .expect("open");
             let e = open(&t).err().expect("locked");
-            assert!(e.to_string().contains("in use by a running gateway"), "{e:#}");
+            assert!(
+                e.to_string().contains("in use by a running gateway"),
+                "{e:#}"
+            );
             assert!(e.to_string().contains("mrv-gateway status"), "{e:#}");
             drop(held);
         }
@@ -1006,7 +1037,10 @@ mod tests {
         // While a gateway holds the buffer, the commands refuse (and write nothing).
         let before = tree_state(&path);
         let err = verify(&target(dir.path(), true)).expect_err("locked");
-        assert!(format!("{err:#}").contains("in use by a running gateway"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("in use by a running gateway"),
+            "{err:#}"
+        );
         drop(b);
         // What a full disk leaves behind (sled issue 1527).
         std::fs::write(path.join("snap.7FFFFFFFFFFFFFFF.generating"), b"").expect("write");

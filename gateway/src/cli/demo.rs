@@ -139,7 +139,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let mut text = demo_config_text(&data_dir, port, &devices);
         text.push_str(&site_parts.config_sections(args.report_minutes));
         // The saved config tells the truth: the port the page really uses.
-        let (diag_port, diag_note) = diagnostics_port(args.diagnostics_port)?;
+        let (diag_port, diag_note) = diagnostics_port(
+            args.diagnostics_port,
+            crate::diagnostics::config::DEFAULT_PORT,
+        )?;
         text.push_str(&format!("\n[diagnostics]\nlisten = \"127.0.0.1:{diag_port}\"\n"));
         std::fs::write(&config_path, text)
             .with_context(|| format!("cannot write {}", config_path.display()))?;
@@ -232,23 +235,22 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 /// The diagnostics port the demo uses, and a note for the banner: the one
-/// asked for (0 = a free one), else 8080, else a free port when 8080 is
-/// taken (said so).
-fn diagnostics_port(asked: Option<u16>) -> anyhow::Result<(u16, String)> {
+/// asked for (0 = a free one), else `default` (8080), else a free port when
+/// `default` is taken (said so).
+fn diagnostics_port(asked: Option<u16>, default: u16) -> anyhow::Result<(u16, String)> {
     let free = || crate::broker::free_loopback_port().context("no free loopback port");
     match asked {
         Some(0) => Ok((free()?, String::new())),
         Some(p) => Ok((p, String::new())),
-        None => match std::net::TcpListener::bind(("127.0.0.1", crate::diagnostics::config::DEFAULT_PORT)) {
+        None => match std::net::TcpListener::bind(("127.0.0.1", default)) {
             Ok(l) => {
                 drop(l);
-                Ok((crate::diagnostics::config::DEFAULT_PORT, String::new()))
+                Ok((default, String::new()))
             }
             Err(_) => Ok((
                 free()?,
                 format!(
-                    "  ({} is busy, so a free port was taken; --diagnostics-port chooses one)",
-                    crate::diagnostics::config::DEFAULT_PORT
+                    "  (port {default} is busy, so a free port was taken; --diagnostics-port chooses one)"
                 ),
             )),
         },
@@ -350,5 +352,26 @@ token = "{DEMO_TOKEN}"
         self.inverter.stop();
         self.din_meter.stop();
         let _ = self.receiver.stop().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_default_port_gives_a_free_one_and_says_so() {
+        let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = busy.local_addr().expect("addr").port();
+        let (p, note) = diagnostics_port(None, port).expect("port");
+        assert_ne!(p, port);
+        assert!(note.contains(&format!("port {port} is busy")), "{note}");
+        drop(busy);
+        assert_eq!(
+            diagnostics_port(None, port).expect("port"),
+            (port, String::new())
+        );
+        assert_eq!(diagnostics_port(Some(9999), port).expect("port").0, 9999);
+        assert_ne!(diagnostics_port(Some(0), port).expect("port").0, 0);
     }
 }

@@ -348,8 +348,17 @@ pub fn render_status(s: &StatusView, rows: &[DeviceRow]) -> String {
             .iter()
             .map(|h| format!("{} {}", h.name, h.status.to_uppercase()))
             .collect();
-        let mut line = format!("health    {}: {}\n", s.health.overall.to_uppercase(), parts.join(", "));
-        for h in s.health.items.iter().filter(|h| h.status == "warn" || h.status == "fail") {
+        let mut line = format!(
+            "health    {}: {}\n",
+            s.health.overall.to_uppercase(),
+            parts.join(", ")
+        );
+        for h in s
+            .health
+            .items
+            .iter()
+            .filter(|h| h.status == "warn" || h.status == "fail")
+        {
             line.push_str(&format!("          {}: {}\n", h.name, h.detail));
         }
         out = line + &out;
@@ -476,7 +485,9 @@ mod tests {
             config: Some(missing.clone()),
             ..ApiArgs::default()
         };
-        let e = a.resolve_with_default(&cfg).expect_err("a named config must exist");
+        let e = a
+            .resolve_with_default(&cfg)
+            .expect_err("a named config must exist");
         assert!(format!("{e:#}").contains("none.toml"), "{e:#}");
     }
 

@@ -138,7 +138,10 @@ fn expected_text(expected: &str) -> (String, Option<(i128, i128)>) {
 fn found_text(found: &str) -> (String, Option<String>) {
     let f = found.trim();
     if let Some(v) = f.strip_prefix("string ") {
-        return (format!("text in quotes ({v})"), Some(v.trim_matches('"').to_string()));
+        return (
+            format!("text in quotes ({v})"),
+            Some(v.trim_matches('"').to_string()),
+        );
     }
     for (p, what) in [
         ("integer ", "the number"),
@@ -225,7 +228,11 @@ mod tests {
         let t = "[site]\nid = \"s\"\n[[devices]]\nid = \"a\"\n[[devices]]\n  id = \"b\"\n  public_key = \"x\"\n[report.parameters.ef]\nvalue = \"1\"\n";
         assert_eq!(locate_key(t, "site.id"), Some((2, 1)));
         assert_eq!(locate_key(t, "devices[1].public_key"), Some((7, 3)));
-        assert_eq!(locate_key(t, "devices[1].serial"), Some((5, 1)), "the table's header");
+        assert_eq!(
+            locate_key(t, "devices[1].serial"),
+            Some((5, 1)),
+            "the table's header"
+        );
         assert_eq!(locate_key(t, "report.parameters.ef.value"), Some((9, 1)));
         assert_eq!(locate_key(t, "site"), Some((1, 1)));
         assert_eq!(locate_key(t, "upload.url"), None);
@@ -234,14 +241,23 @@ mod tests {
     #[test]
     fn serde_messages_become_sentences() {
         assert_eq!(
-            plain_problem("x", "unknown field `perod_minutes`, expected one of `period_minutes`, `grace_seconds`"),
+            plain_problem(
+                "x",
+                "unknown field `perod_minutes`, expected one of `period_minutes`, `grace_seconds`"
+            ),
             "unknown key `perod_minutes`; did you mean `period_minutes`? (allowed here: period_minutes, grace_seconds)"
         );
         assert_eq!(
-            plain_problem("x", "unknown variant `solarpv`, expected one of `solar_pv`, `rice_awd`"),
+            plain_problem(
+                "x",
+                "unknown variant `solarpv`, expected one of `solar_pv`, `rice_awd`"
+            ),
             "unknown value `solarpv`; did you mean `solar_pv`? (allowed here: solar_pv, rice_awd)"
         );
-        assert!(plain_problem("x", "unknown field `zzz`, expected `id`").starts_with("unknown key `zzz` (allowed"));
+        assert!(
+            plain_problem("x", "unknown field `zzz`, expected `id`")
+                .starts_with("unknown key `zzz` (allowed")
+        );
         assert_eq!(
             plain_problem("x", "invalid type: integer `5`, expected a string"),
             "must be text in quotes, but it is the number 5: put the value in quotes"

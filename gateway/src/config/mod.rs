@@ -261,11 +261,21 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
         let unknown = message
             .strip_prefix("unknown field `")
             .and_then(|r| r.split('`').next())
-            .map(|f| if key.is_empty() { f.to_string() } else { format!("{key}.{f}") });
+            .map(|f| {
+                if key.is_empty() {
+                    f.to_string()
+                } else {
+                    format!("{key}.{f}")
+                }
+            });
         let at = unknown
             .as_deref()
             .and_then(|k| locate_key(text, k))
-            .or_else(|| e.inner().span().map(|s| error_text::line_col(text, s.start)))
+            .or_else(|| {
+                e.inner()
+                    .span()
+                    .map(|s| error_text::line_col(text, s.start))
+            })
             .or_else(|| locate_key(text, &key));
         let problem = plain_problem(&key, message);
         ConfigError::new(path, key, problem).at(at)
@@ -460,9 +470,15 @@ data_dir = "data"
         assert_eq!(e.at, Some((9, 21)), "{e}");
         let text = format!("{MINIMAL}\n[buffer]\nmax_bytes = -1\n");
         let e = parse(&text, Path::new("g.toml")).unwrap_err();
-        assert!(e.problem.contains("must be a whole number of 0 or more"), "{e}");
-        let e = parse("[site]\n[gateway]\nid = \"g\"\ndata_dir = \"d\"\n", Path::new("g.toml"))
-            .unwrap_err();
+        assert!(
+            e.problem.contains("must be a whole number of 0 or more"),
+            "{e}"
+        );
+        let e = parse(
+            "[site]\n[gateway]\nid = \"g\"\ndata_dir = \"d\"\n",
+            Path::new("g.toml"),
+        )
+        .unwrap_err();
         assert_eq!(e.problem, "the required key `id` is missing", "{e}");
         assert_eq!(e.at, Some((1, 1)), "{e}");
     }

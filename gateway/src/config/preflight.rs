@@ -101,7 +101,9 @@ fn check_buffer(c: &GatewayConfig, out: &mut Vec<Finding>) {
         return;
     }
     let is_sled = b.join("conf").is_file() && b.join("db").is_file();
-    let empty = std::fs::read_dir(b).map(|mut r| r.next().is_none()).unwrap_or(false);
+    let empty = std::fs::read_dir(b)
+        .map(|mut r| r.next().is_none())
+        .unwrap_or(false);
     if !is_sled && !empty {
         out.push(finding(
             Severity::Error,
@@ -238,7 +240,11 @@ mod tests {
         std::fs::remove_dir_all(&c.data_dir).expect("rm");
         std::fs::write(&c.data_dir, "").expect("a file");
         let f = check(&c);
-        assert!(f.iter().any(|x| x.key == "gateway.data_dir" && x.problem.contains("not a directory")), "{f:?}");
+        assert!(
+            f.iter()
+                .any(|x| x.key == "gateway.data_dir" && x.problem.contains("not a directory")),
+            "{f:?}"
+        );
     }
 
     #[test]

@@ -671,7 +671,9 @@ pub fn device_row(i: &Inputs<'_>, id: &DeviceId) -> DeviceRow {
     // Failing: payloads rejected and no good frame since, for a while (a
     // device that alternates good and bad payloads is degraded, not failing).
     let rejects_after_last = last_reject.is_some_and(|r| {
-        last.is_none_or(|l| r > l.received_ms && i.now_ms.saturating_sub(l.received_ms) > FAILING_AFTER_MS)
+        last.is_none_or(|l| {
+            r > l.received_ms && i.now_ms.saturating_sub(l.received_ms) > FAILING_AFTER_MS
+        })
     });
     let (status, reason) = if rejects_after_last {
         let q = recent
@@ -854,7 +856,11 @@ pub fn device_detail(i: &Inputs<'_>, id: &DeviceId, range: Range) -> DeviceDetai
             .map(|(ch, s)| {
                 let (points, buckets): (Vec<Point>, Vec<Bucket>) = match range {
                     Range::Hour => (
-                        s.points.iter().filter(|p| p.t_ms >= from_ms).copied().collect(),
+                        s.points
+                            .iter()
+                            .filter(|p| p.t_ms >= from_ms)
+                            .copied()
+                            .collect(),
                         Vec::new(),
                     ),
                     r => (
@@ -1026,11 +1032,20 @@ pub fn health(s: &StatusView, f: HealthFacts) -> HealthView {
             ),
         },
     });
-    let field = |k: &str| u.upload.as_ref().and_then(|v| v.get(k)).filter(|v| !v.is_null());
+    let field = |k: &str| {
+        u.upload
+            .as_ref()
+            .and_then(|v| v.get(k))
+            .filter(|v| !v.is_null())
+    };
     items.push(if !u.upload_configured {
         item("upload", "off", "no backend configured".into())
     } else if let Some(r) = field("rejected") {
-        item("upload", "fail", format!("the backend refused a report: {r}"))
+        item(
+            "upload",
+            "fail",
+            format!("the backend refused a report: {r}"),
+        )
     } else if let Some(e) = field("last_error") {
         item(
             "upload",
@@ -1056,7 +1071,10 @@ pub fn health(s: &StatusView, f: HealthFacts) -> HealthView {
         item(
             "clock",
             "fail",
-            format!("gateway clock reads {} UTC: not set", super::page::utc(s.now_ms)),
+            format!(
+                "gateway clock reads {} UTC: not set",
+                super::page::utc(s.now_ms)
+            ),
         )
     } else if f.clock_jumps_24h > 0 {
         item(
@@ -1065,11 +1083,7 @@ pub fn health(s: &StatusView, f: HealthFacts) -> HealthView {
             format!("{} clock jump(s) in the last 24 h", f.clock_jumps_24h),
         )
     } else {
-        item(
-            "clock",
-            "ok",
-            format!("{} UTC", super::page::utc(s.now_ms)),
-        )
+        item("clock", "ok", format!("{} UTC", super::page::utc(s.now_ms)))
     });
     let rank = |st: &str| match st {
         "fail" => 2,

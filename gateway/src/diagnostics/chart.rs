@@ -80,7 +80,11 @@ pub fn from_buckets(buckets: &[Bucket]) -> Vec<ChartPoint> {
 /// Longest pause between two samples that is still drawn as a line: three
 /// expected intervals (from the config, else the median spacing of the
 /// data), at least 2 s; for buckets, at least one and a half buckets.
-pub fn gap_threshold_ms(range: Range, expected_interval_ms: Option<u64>, pts: &[ChartPoint]) -> u64 {
+pub fn gap_threshold_ms(
+    range: Range,
+    expected_interval_ms: Option<u64>,
+    pts: &[ChartPoint],
+) -> u64 {
     let interval = expected_interval_ms.unwrap_or_else(|| median_spacing(pts));
     match range.bucket_ms() {
         None => (3 * interval).max(2_000),
@@ -180,12 +184,13 @@ fn time_label(t_ms: u64, step_ms: u64) -> String {
 /// Value axis: (low, high, step) in display units, round at both ends.
 fn value_axis(lo: f64, hi: f64, sc: Scale) -> (f64, f64, f64) {
     let (mut lo, mut hi) = (lo, hi);
-    if hi - lo < f64::EPSILON {
+    if (hi - lo).abs() < f64::EPSILON {
         let pad = (lo.abs() * 0.01).max(10f64.powi(-(sc.max_decimals as i32)));
         lo -= pad;
         hi += pad;
     }
-    let step = nice_step(hi - lo, 4.0);
+    // Never a step finer than the base resolution (1 Wh: no 0.5 Wh ticks).
+    let step = nice_step(hi - lo, 4.0).max(10f64.powi(-(sc.max_decimals as i32)));
     ((lo / step).floor() * step, (hi / step).ceil() * step, step)
 }
 
@@ -283,7 +288,7 @@ pub fn render(spec: &ChartSpec<'_>) -> String {
             "<text class=\"muted empty\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">no data in the {}</text></svg>",
             LEFT + plot_w / 2.0,
             TOP + plot_h / 2.0,
-            spec.range.title().to_lowercase().replace("last ", "last "),
+            spec.range.title().to_lowercase(),
         );
         return svg;
     }
@@ -378,7 +383,13 @@ pub fn render(spec: &ChartSpec<'_>) -> String {
         if bucket > 0 && seg.iter().any(|p| p.min != p.max) {
             let mut d = String::new();
             for (k, p) in seg.iter().enumerate() {
-                let _ = write!(d, "{}{:.1} {:.1}", if k == 0 { "M" } else { " L" }, xm(p.t_ms), y(p.max));
+                let _ = write!(
+                    d,
+                    "{}{:.1} {:.1}",
+                    if k == 0 { "M" } else { " L" },
+                    xm(p.t_ms),
+                    y(p.max)
+                );
             }
             for p in seg.iter().rev() {
                 let _ = write!(d, " L{:.1} {:.1}", xm(p.t_ms), y(p.min));
@@ -455,6 +466,17 @@ mod tests {
     }
 
     #[test]
+    fn value_ticks_are_distinct_and_never_finer_than_the_base_unit() {
+        let svg = spec(&[p(0, 0), p(1000, 1)], Quantity::Energy, 0, 2000, 3_000);
+        let labels: Vec<&str> = svg
+            .split("class=\"axis tick-y\"")
+            .skip(1)
+            .filter_map(|t| t.split('>').nth(1)?.split('<').next())
+            .collect();
+        assert_eq!(labels, ["0", "1"], "{svg}");
+    }
+
+    #[test]
     fn time_ticks_fit_the_window_at_round_utc_times() {
         let h = 3_600_000;
         let (step, t) = time_ticks(10 * h + 123, 11 * h + 123);
@@ -471,12 +493,17 @@ mod tests {
     #[test]
     fn the_chart_has_axes_in_display_units_and_does_not_start_at_zero() {
         // Voltage around 231 V: the axis is in V, near the data, not from 0.
-        let pts: Vec<_> = (0..60).map(|i| p(i * 1000, 230_000 + i as i64 * 50)).collect();
+        let pts: Vec<_> = (0..60)
+            .map(|i| p(i * 1000, 230_000 + i as i64 * 50))
+            .collect();
         let svg = spec(&pts, Quantity::Voltage, 0, 60_000, 3_000);
         assert!(svg.contains("class=\"axis unit\" x=\"4\""), "{svg}");
         assert!(svg.contains(">V</text>"), "{svg}");
         assert!(svg.contains(">230<") || svg.contains(">230.0<"), "{svg}");
-        assert!(!svg.contains(">0</text>"), "axis starts near the data: {svg}");
+        assert!(
+            !svg.contains(">0</text>"),
+            "axis starts near the data: {svg}"
+        );
         assert!(svg.matches("class=\"axis tick-x\"").count() >= 2, "{svg}");
         assert_eq!(svg.matches("<path class=\"line\"").count(), 1);
         assert!(!svg.contains("class=\"gap\""));
@@ -509,7 +536,10 @@ mod tests {
     #[test]
     fn status_is_drawn_on_an_off_on_axis_and_empty_charts_say_so() {
         let svg = spec(&[p(0, 0), p(1000, 1)], Quantity::Status, 0, 2000, 3_000);
-        assert!(svg.contains(">off</text>") && svg.contains(">on</text>"), "{svg}");
+        assert!(
+            svg.contains(">off</text>") && svg.contains(">on</text>"),
+            "{svg}"
+        );
         let svg = spec(&[], Quantity::Power, 0, 2000, 3_000);
         assert!(svg.contains("no data in the last hour"), "{svg}");
     }
@@ -520,7 +550,10 @@ mod tests {
         assert_eq!(gap_threshold_ms(Range::Hour, None, &pts), 15_000);
         assert_eq!(gap_threshold_ms(Range::Hour, Some(200), &pts), 2_000);
         assert_eq!(gap_threshold_ms(Range::Day, Some(1000), &pts), 90_000);
-        assert_eq!(gap_threshold_ms(Range::Week, Some(300_000), &pts), 1_500_000);
+        assert_eq!(
+            gap_threshold_ms(Range::Week, Some(300_000), &pts),
+            1_500_000
+        );
     }
 
     #[test]

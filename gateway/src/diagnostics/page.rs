@@ -478,12 +478,11 @@ fn channel_block(c: &ChannelSeries) -> String {
         gap_ms: c.gap_ms,
     });
     format!(
-        "<section class=\"channel\" data-channel=\"{ch}\"><h3>{ch} <span class=\"muted small\">{q}, {u}</span> \
+        "<section class=\"channel\" data-channel=\"{ch}\"><h3>{ch} <span class=\"muted small\">{q}</span> \
          <span class=\"current\">{}</span></h3>{svg}</section>",
         esc(c.latest_display.as_deref().unwrap_or("-")),
         ch = esc(&c.channel),
-        q = esc(&c.quantity),
-        u = esc(&c.display_unit),
+        q = esc(&c.quantity.replace('_', " ")),
     )
 }
 
@@ -519,7 +518,11 @@ pub fn device_page(site: &str, d: &DeviceDetail, range: Range) -> String {
     if let Some(e) = &r.modbus_error {
         let _ = write!(b, "<div class=\"alarm\">Modbus: {}</div>", esc(e));
     }
-    let _ = write!(b, "<h2 id=\"range-title\">{}</h2><nav class=\"ranges\">", range.title());
+    let _ = write!(
+        b,
+        "<h2 id=\"range-title\">{}</h2><nav class=\"ranges\">",
+        range.title()
+    );
     for x in Range::ALL {
         let _ = write!(
             b,
@@ -607,13 +610,18 @@ pub fn quarantine_page(
              <details open><summary>hex</summary><pre class=\"hex\">{}</pre></details>\
              <details><summary>text</summary><pre class=\"text\">{}</pre></details></section>",
             utc(e.received_ms),
-            e.device
-                .as_deref()
-                .map_or_else(|| "unknown device".to_string(), |d| format!("<a href=\"/devices/{0}\">{0}</a>", esc(d))),
+            e.device.as_deref().map_or_else(
+                || "unknown device".to_string(),
+                |d| format!("<a href=\"/devices/{0}\">{0}</a>", esc(d))
+            ),
             esc(&e.topic),
             esc(&e.detail),
             e.len,
-            if e.truncated { " (first 1024 kept)" } else { "" },
+            if e.truncated {
+                " (first 1024 kept)"
+            } else {
+                ""
+            },
             esc(&hex_dump(&bytes)),
             esc(&e.payload_text),
             reason = esc(&e.reason),
@@ -772,7 +780,10 @@ mod tests {
     fn hex_dump_shows_offsets_hex_and_ascii() {
         let d = hex_dump(b"{\"seq\":1}\x00\xff more than sixteen");
         let first = d.lines().next().expect("a line");
-        assert!(first.starts_with("00000000  7b 22 73 65 71 22 3a 31 7d 00 ff"), "{d}");
+        assert!(
+            first.starts_with("00000000  7b 22 73 65 71 22 3a 31 7d 00 ff"),
+            "{d}"
+        );
         assert!(first.ends_with("|{\"seq\":1}.. more|"), "{d}");
         assert!(d.lines().nth(1).is_some_and(|l| l.starts_with("00000010")));
     }

@@ -116,7 +116,12 @@ pub async fn probe(req: &ProbeRequest, config_dir: &Path, config: &GatewayConfig
     // What to decode: the configured device's map, else the named profile.
     let mut decode: Option<(RegisterMap, Option<SunSpecProfile>)> =
         configured.map(|d| (d.map.clone(), d.sunspec.clone()));
-    if let Some(p) = req.profile.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+    if let Some(p) = req
+        .profile
+        .as_deref()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         match load_profile(p, config_dir, Path::new("<probe>"), "profile") {
             Ok(p) => decode = Some((p.map, p.sunspec)),
             Err(e) => return failed(format!("profile: {}", e.problem), started),
@@ -184,7 +189,9 @@ pub async fn probe(req: &ProbeRequest, config_dir: &Path, config: &GatewayConfig
                     }
                     let (m, skipped) = map_for(ss, &d.models);
                     if !skipped.is_empty() {
-                        decoded.push(format!("SunSpec models not decoded (not in the profile): {skipped:?}"));
+                        decoded.push(format!(
+                            "SunSpec models not decoded (not in the profile): {skipped:?}"
+                        ));
                     }
                     map.registers.extend(m.registers);
                 }
@@ -195,7 +202,11 @@ pub async fn probe(req: &ProbeRequest, config_dir: &Path, config: &GatewayConfig
             let mut out: Vec<u8> = Vec::new();
             match crate::cli::modbus::print_map(&mut reader, &map, &mut out).await {
                 Ok(failures) => {
-                    decoded.extend(String::from_utf8_lossy(&out).lines().map(|l| l.trim().to_string()));
+                    decoded.extend(
+                        String::from_utf8_lossy(&out)
+                            .lines()
+                            .map(|l| l.trim().to_string()),
+                    );
                     if failures > 0 && error.is_none() {
                         error = Some(format!("{failures} read(s) of the map failed"));
                     }

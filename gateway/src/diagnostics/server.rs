@@ -227,13 +227,20 @@ impl DiagContext {
         let Some(v) = self.gw.upload_status.as_ref().map(|p| p()) else {
             return;
         };
-        let errors = v.get("errors").and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let errors = v
+            .get("errors")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
         if errors > *last_errors {
             let text = v
                 .get("last_error")
                 .and_then(|e| e.as_str())
                 .map(str::to_string)
-                .or_else(|| v.get("rejected").filter(|r| !r.is_null()).map(|r| r.to_string()))
+                .or_else(|| {
+                    v.get("rejected")
+                        .filter(|r| !r.is_null())
+                        .map(|r| r.to_string())
+                })
                 .unwrap_or_else(|| "upload attempt failed".into());
             let mut a = self.activity.lock().unwrap_or_else(|p| p.into_inner());
             a.push_back(EventView {
@@ -433,7 +440,10 @@ struct RangeQuery {
 
 impl RangeQuery {
     fn range(&self) -> Range {
-        self.range.as_deref().and_then(Range::parse).unwrap_or_default()
+        self.range
+            .as_deref()
+            .and_then(Range::parse)
+            .unwrap_or_default()
     }
 }
 

@@ -574,10 +574,18 @@ mod tests {
         let ch = l.channels(&d);
         assert_eq!(ch[0].1.points.len(), 5, "raw points: last hour only");
         assert_eq!(ch[0].1.minutes.len(), 5, "minute buckets: last 24 h");
-        assert_eq!(ch[0].1.ten_minutes.len(), 6 + 1, "ten-minute buckets: 7 days");
+        assert_eq!(
+            ch[0].1.ten_minutes.len(),
+            6 + 1,
+            "ten-minute buckets: 7 days"
+        );
         drop(l);
         let live = Mutex::new(LiveStore::new(1_000_000));
-        assert_eq!(prefill(&live, &buffer, now, 2), 2, "only the newest batches");
+        assert_eq!(
+            prefill(&live, &buffer, now, 2),
+            2,
+            "only the newest batches"
+        );
         // A live frame recorded earlier is not replaced by an older one.
         let live = Mutex::new(LiveStore::new(1_000_000));
         live.lock()
@@ -597,7 +605,10 @@ mod tests {
         let ch = s.channels(&DeviceId::new("a").expect("id"));
         let m: Vec<_> = ch[0].1.minutes.iter().collect();
         assert_eq!(m.len(), 2);
-        assert_eq!((m[0].t_ms, m[0].min, m[0].max, m[0].mean), (120_000, 10, 20, 15));
+        assert_eq!(
+            (m[0].t_ms, m[0].min, m[0].max, m[0].mean),
+            (120_000, 10, 20, 15)
+        );
         assert_eq!((m[0].n, m[0].unavailable), (2, 1));
         assert_eq!((m[1].t_ms, m[1].n, m[1].mean), (180_000, 1, 4));
         assert_eq!(ch[0].1.ten_minutes.len(), 1);
