@@ -40,3 +40,7 @@ apt_install chromium
 # the tests start themselves (receiver/src/throwaway_postgres.rs) from
 # Debian's server binaries, as the unprivileged `postgres` user.
 apt_install postgresql
+
+# Debian package (tests/tests/debian_package.rs): dpkg-deb builds it, lintian
+# checks it, systemd-sysusers creates its user inside a throwaway root.
+apt_install lintian systemd binutils

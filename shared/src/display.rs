@@ -73,8 +73,11 @@ impl Scale {
     }
 
     /// `v` in this scale with four significant digits (never more decimals
-    /// than the base resolution).
+    /// than the base resolution); zero is `0`.
     pub fn format_sig4(self, v: i64) -> String {
+        if v == 0 {
+            return "0".into();
+        }
         let dec = 4u32
             .saturating_sub(int_digits(v, self.pow10))
             .min(self.max_decimals);
@@ -300,7 +303,7 @@ mod tests {
         };
         assert_eq!(v.format_sig4(9_999_600), "10000");
         assert_eq!(v.format_sig4(99_996), "100.0");
-        assert_eq!(v.format_sig4(0), "0.000");
+        assert_eq!(v.format_sig4(0), "0", "a zero needs no decimals");
         assert_eq!(fixed(i64::MIN, 0, 0), "-9223372036854775808");
     }
 
