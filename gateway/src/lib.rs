@@ -3,7 +3,7 @@
 //! Data path (see `docs/ARCHITECTURE.md`):
 //!
 //! ```text
-//! devices --MQTT--> ingest (decode, verify, dedup) --> buffer (sled, flushed) --> ack to device
+//! devices --MQTT--> endpoint --> ingest (decode, verify, dedup) --> buffer (sled, flushed) --> PUBACK + ack to device
 //! meters <--Modbus-- modbus poller ------------------^
 //! buffer --> report (period close, Merkle root, calc, JWS) --> upload (HTTPS) --> MRV backend
 //! diagnostics reads state; it never writes the data path
@@ -13,12 +13,12 @@
 //! `modbus::planner`, `upload::machine`, ...) sit beside the thin async tasks
 //! that drive them.
 
-pub mod broker;
 pub mod buffer;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod diagnostics;
+pub mod endpoint;
 pub mod ingest;
 pub mod keys;
 pub mod modbus;

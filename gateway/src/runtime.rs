@@ -1,12 +1,18 @@
-//! Runtime: opens the buffer, starts the broker and the tasks, and stops them.
+//! Runtime: opens the buffer, starts the writer, then the MQTT endpoint (or
+//! the external broker client) and the other tasks, and stops them.
+//!
+//! Order matters: devices can only connect once the endpoint listens, and it
+//! listens only after the buffer is open and the writer runs, so no publish
+//! is ever acknowledged before ingest can store it.
 //!
 //! This is the only place that knows every task; each task owns its channels
 //! and gets a `watch` receiver that turns `true` at shutdown.
 
-use crate::broker;
 use crate::buffer::{Buffer, BufferConfig};
 use crate::clock::Clock;
 use crate::config::{BrokerMode, GatewayConfig};
+use crate::endpoint::{Endpoint, EndpointSettings, EndpointStats};
+use crate::ingest::intake::{FrameIntake, FrameIntakeParts};
 use crate::ingest::mqtt_task::{MqttIngest, run_mqtt_ingest};
 use crate::ingest::quarantine::Quarantine;
 use crate::ingest::stats::IngestStats;
@@ -30,9 +36,9 @@ pub enum RuntimeError {
     /// The buffer could not be opened.
     #[error("cannot open the buffer: {0}")]
     Buffer(#[from] crate::buffer::StoreError),
-    /// The embedded broker could not start.
+    /// The embedded MQTT endpoint could not start.
     #[error(transparent)]
-    Broker(#[from] broker::BrokerError),
+    Endpoint(#[from] crate::endpoint::EndpointError),
     /// Reports cannot be built (signing key missing or unreadable, store).
     #[error("reports: {0}")]
     Report(#[from] crate::report::ReportError),
@@ -47,6 +53,10 @@ pub struct GatewayState {
     pub buffer: Buffer,
     /// Ingest counters.
     pub ingest: Arc<IngestStats>,
+    /// Embedded MQTT endpoint counters (all zero in external-broker mode).
+    pub endpoint: Arc<EndpointStats>,
+    /// Where the embedded endpoint listens (after binding; port 0 resolved).
+    pub mqtt_addr: Option<std::net::SocketAddr>,
     /// Rejected payloads.
     pub quarantine: Arc<Mutex<Quarantine>>,
     /// Wall clock.
@@ -106,9 +116,6 @@ pub async fn start(
         unreported_readings = stats.unreported_readings,
         "buffer open"
     );
-    if config.mqtt.mode == BrokerMode::Embedded {
-        broker::start(&config.mqtt)?;
-    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let ingest = Arc::new(IngestStats::default());
     let quarantine = Arc::new(Mutex::new(Quarantine::new(config.mqtt.quarantine_len)));
@@ -164,23 +171,77 @@ pub async fn start(
         }
     }));
     let config = Arc::new(config);
-    let mqtt = MqttIngest {
-        mqtt: config.mqtt.clone(),
+    let intake = Arc::new(FrameIntake::new(FrameIntakeParts {
         site: config.site.id.clone(),
         registry: Arc::new(config.devices.clone()),
+        max_payload_bytes: config.mqtt.max_payload_bytes,
+        accept_unknown_devices: config.mqtt.accept_unknown_devices,
         writes: writes_tx.clone(),
-        acks: acks_rx,
         stats: ingest.clone(),
         quarantine: quarantine.clone(),
         events: events_tx.clone(),
-        now_ms: Arc::new(now),
-    };
-    let rx = shutdown_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = run_mqtt_ingest(mqtt, rx).await {
-            tracing::error!(error = %e, "MQTT ingest stopped");
-        }
+        now_ms: Arc::new(now.clone()),
     }));
+    let endpoint_stats = Arc::new(EndpointStats::default());
+    let mut mqtt_addr = None;
+    match config.mqtt.mode {
+        BrokerMode::Embedded => {
+            let m = &config.mqtt;
+            let endpoint = Endpoint::bind(
+                EndpointSettings {
+                    site: config.site.id.clone(),
+                    listen: m.listen,
+                    tls: m.tls.clone(),
+                    accounts: m
+                        .users
+                        .iter()
+                        .map(|u| {
+                            crate::endpoint::auth::Account::new(
+                                &u.username,
+                                &u.password,
+                                u.device
+                                    .as_deref()
+                                    .and_then(|d| mrv_shared::ids::DeviceId::new(d).ok()),
+                            )
+                        })
+                        .collect(),
+                    max_connections: m.max_connections,
+                    // Topic, packet id and MQTT 5 properties on top of the payload.
+                    max_packet_bytes: m.max_payload_bytes + 1024,
+                    receive_maximum: m.receive_maximum,
+                },
+                intake.clone(),
+                endpoint_stats.clone(),
+            )
+            .await?;
+            mqtt_addr = endpoint.local_addr();
+            tracing::info!(addr = ?mqtt_addr, tls = ?endpoint.tls_addr(), "MQTT endpoint listening");
+            tasks.push(tokio::spawn(crate::endpoint::run_ack_delivery(
+                acks_rx,
+                endpoint.routes(),
+                endpoint_stats.clone(),
+            )));
+            tasks.push(tokio::spawn(endpoint.run(shutdown_rx.clone())));
+            IngestStats::add(&ingest.subscribed, 1);
+        }
+        BrokerMode::External => {
+            let mqtt = MqttIngest {
+                mqtt: config.mqtt.clone(),
+                site: config.site.id.clone(),
+                intake: intake.clone(),
+                acks: acks_rx,
+                stats: ingest.clone(),
+                events: events_tx.clone(),
+                now_ms: Arc::new(now),
+            };
+            let rx = shutdown_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = run_mqtt_ingest(mqtt, rx).await {
+                    tracing::error!(error = %e, "MQTT ingest stopped");
+                }
+            }));
+        }
+    }
     // Modbus pollers hand frames and events over bounded queues; forward
     // them into the writer's and the event recorder's queues.
     let mut pollers = Vec::new();
@@ -269,6 +330,8 @@ pub async fn start(
         config,
         buffer,
         ingest,
+        endpoint: endpoint_stats,
+        mqtt_addr,
         quarantine,
         clock,
         writes: writes_tx,

@@ -47,6 +47,9 @@ pub enum EventKind {
     /// with the cause: `operator`, `timeout`, `missing_from_buffer`,
     /// `left_out`). Reports account for these seqs as given up.
     FramesGivenUp,
+    /// The external MQTT broker lost the gateway's session (reconnect with
+    /// `session_present = 0`): messages published meanwhile were not kept.
+    BrokerSessionLost,
 }
 
 impl EventKind {
@@ -68,6 +71,7 @@ impl EventKind {
             EventKind::UploadRejected => "upload_rejected",
             EventKind::BufferRepaired => "buffer_repaired",
             EventKind::FramesGivenUp => "frames_given_up",
+            EventKind::BrokerSessionLost => "broker_session_lost",
         }
     }
 }

@@ -106,7 +106,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let port = match args.mqtt_port {
         Some(p) => p,
-        None => crate::broker::free_loopback_port().context("no free loopback port")?,
+        None => crate::endpoint::free_loopback_port().context("no free loopback port")?,
     };
     let mut rng = rand::thread_rng();
     let devices: Vec<(DeviceId, DeviceKind, [u8; 32])> = (0..args.devices.max(1))

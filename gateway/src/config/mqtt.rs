@@ -1,8 +1,8 @@
 //! `[mqtt]`: where frames come in.
 //!
-//! `mode = "embedded"` (default) runs an MQTT broker inside the gateway so a
-//! site needs one binary; `mode = "external"` connects to a site broker such
-//! as mosquitto.
+//! `mode = "embedded"` (default) runs the gateway's own MQTT endpoint
+//! ([`crate::endpoint`]) so a site needs one binary; `mode = "external"`
+//! connects to a site broker such as mosquitto.
 
 use super::ConfigError;
 use serde::Deserialize;
@@ -13,14 +13,14 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum BrokerMode {
-    /// rumqttd inside the gateway process.
+    /// The gateway's own MQTT endpoint (devices connect to the gateway).
     #[default]
     Embedded,
     /// An external broker (mosquitto, ...).
     External,
 }
 
-/// A username/password the embedded broker accepts. `Debug` never shows the
+/// A username/password the embedded endpoint accepts. `Debug` never shows the
 /// password.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +29,11 @@ pub struct MqttUser {
     pub username: String,
     /// Password (keep the config file 0600; never logged).
     pub password: String,
+    /// Bind this account to one device: it may then publish only on
+    /// `mrv/<site>/<device>/up` and subscribe only to `mrv/<site>/<device>/ack`.
+    /// Unset: a site account (any device of the site).
+    #[serde(default)]
+    pub device: Option<String>,
 }
 
 impl std::fmt::Debug for MqttUser {
@@ -36,6 +41,7 @@ impl std::fmt::Debug for MqttUser {
         f.debug_struct("MqttUser")
             .field("username", &self.username)
             .field("password", &"<redacted>")
+            .field("device", &self.device)
             .finish()
     }
 }
@@ -46,16 +52,30 @@ impl std::fmt::Debug for MqttUser {
 pub struct MqttSection {
     /// `embedded` (default) or `external`.
     pub mode: BrokerMode,
-    /// Embedded broker: address to listen on for devices. Default
-    /// `0.0.0.0:1883` would expose it; we default to `127.0.0.1:1883` and a
-    /// site opens it to the field network explicitly.
+    /// Embedded endpoint: address to listen on for devices (plain TCP).
+    /// Default `127.0.0.1:1883`; a site opens it to the field network
+    /// explicitly.
     pub listen: SocketAddr,
-    /// Embedded broker: accounts devices log in with. Empty = no login needed
-    /// (only sensible on an isolated field network).
+    /// Embedded endpoint: accounts devices log in with. Empty = no login
+    /// needed (only allowed on loopback).
     pub users: Vec<MqttUser>,
-    /// Embedded broker: bytes kept per subscription before a slow subscriber
-    /// loses messages (rumqttd ring size = segment size x segment count).
-    pub retention_bytes: usize,
+    /// Embedded endpoint: also listen with TLS here (e.g. `0.0.0.0:8883`);
+    /// needs `tls_cert_file` and `tls_key_file`.
+    pub tls_listen: Option<SocketAddr>,
+    /// Embedded endpoint: TLS certificate chain, PEM.
+    pub tls_cert_file: Option<PathBuf>,
+    /// Embedded endpoint: TLS private key, PEM.
+    pub tls_key_file: Option<PathBuf>,
+    /// Embedded endpoint: most device connections open at once; further
+    /// connections are closed at accept and counted.
+    pub max_connections: usize,
+    /// Embedded endpoint: most publishes per connection awaiting their
+    /// durable outcome (MQTT 5 Receive Maximum); at the limit the connection
+    /// is not read until PUBACKs went out.
+    pub receive_maximum: u16,
+    /// No longer used (it sized the former embedded broker's ring); accepted
+    /// so old config files load, with a warning.
+    pub retention_bytes: Option<usize>,
     /// External broker: host name or address.
     pub host: String,
     /// External broker: port.
@@ -83,7 +103,12 @@ impl Default for MqttSection {
             mode: BrokerMode::Embedded,
             listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
             users: Vec::new(),
-            retention_bytes: 64 << 20,
+            tls_listen: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            max_connections: 1024,
+            receive_maximum: 100,
+            retention_bytes: None,
             host: "127.0.0.1".into(),
             port: 1883,
             username: None,
@@ -117,12 +142,16 @@ impl std::fmt::Debug for MqttSection {
 pub struct MqttConfig {
     /// Broker mode.
     pub mode: BrokerMode,
-    /// Embedded broker listen address.
+    /// Embedded endpoint listen address.
     pub listen: SocketAddr,
-    /// Embedded broker accounts.
+    /// Embedded endpoint accounts.
     pub users: Vec<MqttUser>,
-    /// Embedded broker ring bytes per subscription.
-    pub retention_bytes: usize,
+    /// Embedded endpoint TLS listener.
+    pub tls: Option<crate::endpoint::TlsSettings>,
+    /// Embedded endpoint connection limit.
+    pub max_connections: usize,
+    /// Embedded endpoint in-flight publishes per connection.
+    pub receive_maximum: u16,
     /// Host the gateway's client connects to.
     pub host: String,
     /// Port the gateway's client connects to.
@@ -168,8 +197,14 @@ impl MqttSection {
         {
             return Err(err("max_payload_bytes", "must be between 64 and 65536"));
         }
-        if self.retention_bytes < (1 << 20) {
-            return Err(err("retention_bytes", "must be at least 1048576 (1 MiB)"));
+        if self.retention_bytes.is_some() {
+            tracing::warn!(file = %file.display(), "mqtt.retention_bytes is no longer used (the embedded endpoint keeps no message ring); remove it");
+        }
+        if self.max_connections == 0 {
+            return Err(err("max_connections", "must be at least 1"));
+        }
+        if self.receive_maximum == 0 {
+            return Err(err("receive_maximum", "must be between 1 and 65535"));
         }
         for (i, u) in self.users.iter().enumerate() {
             if u.username.is_empty() || u.password.is_empty() {
@@ -178,23 +213,47 @@ impl MqttSection {
                     "username and password must not be empty",
                 ));
             }
+            if let Some(d) = &u.device
+                && let Err(e) = mrv_shared::ids::DeviceId::new(d)
+            {
+                return Err(err(
+                    &format!("users[{i}].device"),
+                    &format!("not a device id: {e}"),
+                ));
+            }
+            if self.users[..i].iter().any(|o| o.username == u.username) {
+                return Err(err(&format!("users[{i}].username"), "appears twice"));
+            }
         }
+        let tls = match (&self.tls_listen, &self.tls_cert_file, &self.tls_key_file) {
+            (None, None, None) => None,
+            (Some(listen), Some(cert), Some(key)) => Some(crate::endpoint::TlsSettings {
+                listen: *listen,
+                cert_file: base.join(cert),
+                key_file: base.join(key),
+            }),
+            _ => {
+                return Err(err(
+                    "tls_listen",
+                    "tls_listen, tls_cert_file and tls_key_file go together",
+                ));
+            }
+        };
         let (host, port, credentials) = match self.mode {
             BrokerMode::Embedded => {
-                if !self.listen.ip().is_loopback() && self.users.is_empty() {
+                let exposed = !self.listen.ip().is_loopback()
+                    || tls.as_ref().is_some_and(|t| !t.listen.ip().is_loopback());
+                if exposed && self.users.is_empty() {
                     return Err(err(
                         "users",
-                        "the embedded broker listens on a non-loopback address without any [[mqtt.users]]; add accounts for devices",
+                        "the embedded endpoint listens on a non-loopback address without any [[mqtt.users]]; add accounts for devices",
                     ));
                 }
                 if self.username.is_some() || self.ca_file.is_some() {
                     return Err(err("mode", "username/ca_file are for mode = \"external\""));
                 }
-                // The gateway's own client logs in with the first account.
-                let creds = self
-                    .users
-                    .first()
-                    .map(|u| (u.username.clone(), u.password.clone()));
+                // (Embedded: the gateway has no client connection of its own.)
+                let creds = None;
                 let host = if self.listen.ip().is_unspecified() {
                     "127.0.0.1".to_string()
                 } else {
@@ -203,6 +262,12 @@ impl MqttSection {
                 (host, self.listen.port(), creds)
             }
             BrokerMode::External => {
+                if tls.is_some() || !self.users.is_empty() {
+                    return Err(err(
+                        "mode",
+                        "users and tls_* are for mode = \"embedded\"; the external broker checks its own clients",
+                    ));
+                }
                 if self.host.is_empty() {
                     return Err(err("host", "must name the external broker"));
                 }
@@ -218,7 +283,9 @@ impl MqttSection {
             mode: self.mode,
             listen: self.listen,
             users: self.users.clone(),
-            retention_bytes: self.retention_bytes,
+            tls,
+            max_connections: self.max_connections,
+            receive_maximum: self.receive_maximum,
             host,
             port,
             credentials,
@@ -241,6 +308,7 @@ mod tests {
             users: vec![MqttUser {
                 username: "dev".into(),
                 password: "s3cret-pw".into(),
+                device: None,
             }],
             password: Some("other-s3cret".into()),
             username: Some("gw".into()),
@@ -253,6 +321,7 @@ mod tests {
         );
         let cfg = MqttSection {
             mode: BrokerMode::External,
+            users: Vec::new(),
             ..section
         }
         .validate(std::path::Path::new("f"), std::path::Path::new("."))

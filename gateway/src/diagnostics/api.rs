@@ -126,9 +126,46 @@ pub struct IngestView {
     pub rejects: BTreeMap<String, u64>,
     /// Rejected payloads in total.
     pub rejects_total: u64,
-    /// WARN/ERROR lines of the embedded broker (lost messages show up here).
-    #[serde(default)]
-    pub broker_warnings: u64,
+}
+
+/// The MQTT side: the embedded endpoint's connections and refusals, or the
+/// external broker's session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MqttView {
+    /// `embedded` or `external`.
+    pub mode: String,
+    /// Device connections open now (embedded).
+    pub connections_open: u64,
+    /// Connections accepted since start (embedded).
+    pub connections_accepted: u64,
+    /// Connections closed at accept: `max_connections` reached (embedded).
+    pub connections_refused_limit: u64,
+    /// Logins refused (embedded).
+    pub auth_failures: u64,
+    /// Connections closed for garbage or malformed packets (embedded).
+    pub malformed: u64,
+    /// Connections closed for oversized packets (embedded).
+    pub oversized: u64,
+    /// Connections closed for other protocol violations (embedded).
+    pub protocol_errors: u64,
+    /// Publishes refused: topic not allowed for the credential (embedded).
+    pub publish_not_authorized: u64,
+    /// Subscriptions refused (embedded).
+    pub subscribe_refused: u64,
+    /// Keep-alive / connect timeouts (embedded).
+    pub timeouts: u64,
+    /// QoS 0 publishes (best effort, never acked) (embedded).
+    pub qos0_received: u64,
+    /// QoS 1 publishes (embedded).
+    pub qos1_received: u64,
+    /// QoS 2 publishes (embedded).
+    pub qos2_received: u64,
+    /// PUBACK/PUBREC sent, each after the durable outcome (embedded).
+    pub pubacks_sent: u64,
+    /// Publishes that waited for buffer space (embedded).
+    pub waits_for_space: u64,
+    /// Reconnects where the external broker had lost the gateway's session.
+    pub broker_sessions_lost: u64,
 }
 
 /// Reports and uploads.
@@ -202,6 +239,9 @@ pub struct StatusView {
     pub buffer: BufferView,
     /// Ingest.
     pub ingest: IngestView,
+    /// MQTT endpoint or external broker.
+    #[serde(default)]
+    pub mqtt: MqttView,
     /// Reports and uploads.
     pub uploads: UploadsView,
     /// Modbus devices (absent when no poller is attached).
@@ -556,7 +596,38 @@ pub fn ingest_view(s: &IngestStats) -> IngestView {
         signatures_verified: IngestStats::get(&s.signatures_verified),
         rejects_total: rejects.values().sum(),
         rejects,
-        broker_warnings: super::logs::broker_warnings(),
+    }
+}
+
+/// The MQTT counters.
+pub fn mqtt_view(
+    mode: crate::config::BrokerMode,
+    e: &crate::endpoint::EndpointStats,
+    i: &IngestStats,
+) -> MqttView {
+    use crate::endpoint::EndpointStats as E;
+    MqttView {
+        mode: match mode {
+            crate::config::BrokerMode::Embedded => "embedded",
+            crate::config::BrokerMode::External => "external",
+        }
+        .into(),
+        connections_open: E::get(&e.connections_open),
+        connections_accepted: E::get(&e.connections_accepted),
+        connections_refused_limit: E::get(&e.connections_refused_limit),
+        auth_failures: E::get(&e.auth_failures),
+        malformed: E::get(&e.malformed),
+        oversized: E::get(&e.oversized),
+        protocol_errors: E::get(&e.protocol_errors),
+        publish_not_authorized: E::get(&e.publish_not_authorized),
+        subscribe_refused: E::get(&e.subscribe_refused),
+        timeouts: E::get(&e.timeouts),
+        qos0_received: E::get(&e.qos0_received),
+        qos1_received: E::get(&e.qos1_received),
+        qos2_received: E::get(&e.qos2_received),
+        pubacks_sent: E::get(&e.acks_sent),
+        waits_for_space: E::get(&e.waits_for_space),
+        broker_sessions_lost: IngestStats::get(&i.broker_sessions_lost),
     }
 }
 

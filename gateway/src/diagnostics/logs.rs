@@ -125,16 +125,6 @@ pub fn global() -> &'static LogRing {
     RING.get_or_init(|| LogRing::new(DEFAULT_CAPACITY))
 }
 
-static BROKER_WARNINGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// WARN and ERROR events logged by the embedded broker (rumqttd) since start.
-/// rumqttd reports lost messages only this way (e.g. "Read cursor start
-/// jumped" when a subscriber lagged past its ring), so diagnostics count
-/// them (`mrv_broker_warnings_total`).
-pub fn broker_warnings() -> u64 {
-    BROKER_WARNINGS.load(std::sync::atomic::Ordering::Relaxed)
-}
-
 /// The layer feeding [`global`]; add it to the subscriber in `main.rs`.
 pub fn layer() -> RingLayer {
     RingLayer { ring: global() }
@@ -172,9 +162,6 @@ impl Visit for LineVisitor {
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RingLayer {
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
-        if *meta.level() <= tracing::Level::WARN && meta.target().starts_with("rumqttd") {
-            BROKER_WARNINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
         if *meta.level() > tracing::Level::INFO {
             return;
         }
@@ -251,19 +238,5 @@ mod tests {
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].level, "INFO");
         assert_eq!(t[0].message, "frame stored device=pv-01 n=3");
-    }
-
-    #[test]
-    fn broker_warnings_are_counted_other_warnings_are_not() {
-        use tracing_subscriber::prelude::*;
-        let before = broker_warnings();
-        let subscriber = tracing_subscriber::registry().with(layer());
-        tracing::subscriber::with_default(subscriber, || {
-            tracing::warn!(target: "rumqttd::router::routing", "Read cursor start jumped");
-            tracing::error!(target: "rumqttd::server", "link failed");
-            tracing::info!(target: "rumqttd::server", "accept");
-            tracing::warn!(target: "mrv_gateway::ingest", "frame rejected");
-        });
-        assert_eq!(broker_warnings() - before, 2);
     }
 }

@@ -8,7 +8,7 @@
 //! | `mrv_up`, `mrv_uptime_seconds` | |
 //! | `mrv_ingest_messages_total`, `mrv_ingest_frames_stored_total`, `mrv_ingest_readings_stored_total`, `mrv_ingest_duplicates_total`, `mrv_ingest_refused_buffer_full_total`, `mrv_ingest_signatures_verified_total` | |
 //! | `mrv_ingest_rejects_total` | `reason` |
-//! | `mrv_broker_warnings_total` | |
+//! | `mrv_mqtt_connections`, `mrv_mqtt_connections_accepted_total`, `mrv_mqtt_refused_total` (`reason`: `connection_limit`, `auth`, `malformed`, `oversized`, `protocol`, `not_authorized_publish`, `subscribe`, `timeout`), `mrv_mqtt_publishes_total` (`qos`), `mrv_mqtt_pubacks_total`, `mrv_mqtt_waits_for_space_total`, `mrv_mqtt_broker_sessions_lost_total` | |
 //! | `mrv_buffer_bytes`, `mrv_buffer_disk_bytes`, `mrv_buffer_max_bytes`, `mrv_buffer_depth_frames`, `mrv_buffer_unreported_readings`, `mrv_buffer_full`, `mrv_buffer_oldest_unreported_age_seconds` | |
 //! | `mrv_report_head_seq`, `mrv_upload_backlog_reports`, `mrv_upload_lag_seconds`, `mrv_upload_errors_total` | |
 //! | `mrv_device_last_frame_age_seconds`, `mrv_device_up` | `device` |
@@ -103,11 +103,65 @@ pub fn render(s: &StatusView, rows: &[DeviceRow]) -> String {
         "Frames whose device signature verified.",
         i.signatures_verified,
     );
+    let m = &s.mqtt;
     o.one(
-        "mrv_broker_warnings_total",
+        "mrv_mqtt_connections",
+        "gauge",
+        "Device connections open at the embedded MQTT endpoint.",
+        m.connections_open,
+    );
+    o.one(
+        "mrv_mqtt_connections_accepted_total",
         "counter",
-        "WARN/ERROR lines of the embedded MQTT broker.",
-        i.broker_warnings,
+        "Connections accepted by the embedded MQTT endpoint.",
+        m.connections_accepted,
+    );
+    o.family(
+        "mrv_mqtt_refused_total",
+        "counter",
+        "Connections, publishes and subscriptions the embedded MQTT endpoint refused, by reason.",
+    );
+    for (reason, n) in [
+        ("connection_limit", m.connections_refused_limit),
+        ("auth", m.auth_failures),
+        ("malformed", m.malformed),
+        ("oversized", m.oversized),
+        ("protocol", m.protocol_errors),
+        ("not_authorized_publish", m.publish_not_authorized),
+        ("subscribe", m.subscribe_refused),
+        ("timeout", m.timeouts),
+    ] {
+        o.sample("mrv_mqtt_refused_total", &[("reason", reason)], n);
+    }
+    o.family(
+        "mrv_mqtt_publishes_total",
+        "counter",
+        "Publishes received by the embedded MQTT endpoint, by QoS (QoS 0 is best effort).",
+    );
+    for (q, n) in [
+        ("0", m.qos0_received),
+        ("1", m.qos1_received),
+        ("2", m.qos2_received),
+    ] {
+        o.sample("mrv_mqtt_publishes_total", &[("qos", q)], n);
+    }
+    o.one(
+        "mrv_mqtt_pubacks_total",
+        "counter",
+        "PUBACK/PUBREC sent, each after the frame's durable outcome.",
+        m.pubacks_sent,
+    );
+    o.one(
+        "mrv_mqtt_waits_for_space_total",
+        "counter",
+        "Publishes whose PUBACK waited for buffer space.",
+        m.waits_for_space,
+    );
+    o.one(
+        "mrv_mqtt_broker_sessions_lost_total",
+        "counter",
+        "External broker reconnects where it had lost the gateway's session.",
+        m.broker_sessions_lost,
     );
     o.family(
         "mrv_ingest_rejects_total",

@@ -154,6 +154,7 @@ impl DiagContext {
             devices: api::device_counts(rows),
             buffer: api::buffer_view(&s.buffer, s.now_ms),
             ingest: api::ingest_view(&self.gw.ingest),
+            mqtt: api::mqtt_view(c.mqtt.mode, &self.gw.endpoint, &self.gw.ingest),
             uploads: self.uploads(),
             modbus: s.modbus.as_ref().map(|m| {
                 m.iter()

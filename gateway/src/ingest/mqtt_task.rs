@@ -1,50 +1,55 @@
-//! The MQTT side of ingest: the gateway's own rumqttc connection.
+//! External-broker mode: the gateway's own rumqttc connection to a site
+//! broker (mosquitto, ...).
 //!
 //! Three small tasks share one client:
-//! - the event loop (this module's [`run_mqtt_ingest`]) reads publishes,
-//!   admits them ([`super::admit`]) and hands frames to the writer; it never
-//!   blocks on the writer (unbounded hand-off; the broker's in-flight window
-//!   bounds it, because publishes are only PUBACKed after the write);
+//! - the event loop (this module's [`run_mqtt_ingest`]) reads publishes and
+//!   hands them to the intake ([`super::intake`]); it never blocks on the
+//!   writer (the broker's in-flight window bounds what is outstanding,
+//!   because publishes are only PUBACKed after the write);
 //! - the acker PUBACKs each publish, in order, once its write finished
 //!   (manual acks), so a crash before the flush leaves the message with the
 //!   broker;
 //! - the ack publisher sends application acks (`mrv/<site>/<device>/ack`).
 //!
 //! The session is persistent (`clean_session = false`): after a reconnect the
-//! broker redelivers what was not PUBACKed.
+//! broker redelivers what was not PUBACKed, *if it kept the gateway's
+//! session*. The first reconnect is immediate and the subscription is renewed
+//! at once on every CONNACK. A CONNACK with `session_present = false` after
+//! the first connection means the broker lost the gateway's session: what
+//! devices published in between was acknowledged to them by the broker and
+//! not kept for the gateway. That is logged, counted
+//! (`IngestStats::broker_sessions_lost`) and recorded as a
+//! `broker_session_lost` event. See `docs/PROTOCOL.md` for what a site broker
+//! needs (persistence, no expiry of the gateway's session).
 
-use super::admit::{AdmissionRules, WireFormat, admit};
-use super::quarantine::{Quarantine, Quarantined};
-use super::reject_log::{LogDecision, RejectLog};
+use super::admit::WireFormat;
+use super::intake::{
+    ClientIdentity, Disposition, FrameIntake, Publish as IntakePublish, PublishHandler, Receipt,
+};
 use super::stats::IngestStats;
-use super::writer::{AckOut, WriteRequest};
-use crate::buffer::AppendOutcome;
-use crate::config::{DeviceRegistry, MqttConfig};
+use super::writer::AckOut;
+use crate::config::MqttConfig;
 use mrv_shared::event::{Event, EventKind};
 use mrv_shared::ids::SiteId;
 use mrv_shared::wire::{binary, json, topic};
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, Publish, QoS, Transport};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
-/// Everything the MQTT ingest needs.
+/// Everything the external-broker ingest needs.
 pub struct MqttIngest {
     /// Connection settings.
     pub mqtt: MqttConfig,
     /// This site.
     pub site: SiteId,
-    /// Registered devices and keys.
-    pub registry: Arc<DeviceRegistry>,
-    /// To the writer.
-    pub writes: mpsc::UnboundedSender<WriteRequest>,
+    /// Where publishes go (admission + writer).
+    pub intake: Arc<FrameIntake>,
     /// From the writer: application acks to publish.
     pub acks: mpsc::UnboundedReceiver<AckOut>,
     /// Counters.
     pub stats: Arc<IngestStats>,
-    /// Rejected payloads.
-    pub quarantine: Arc<Mutex<Quarantine>>,
-    /// Events to record (rejected frames, bad signatures).
+    /// Events to record (broker session lost).
     pub events: mpsc::UnboundedSender<Event>,
     /// Wall clock, Unix ms.
     pub now_ms: Arc<dyn Fn() -> u64 + Send + Sync>,
@@ -84,19 +89,13 @@ fn options(cfg: &MqttConfig) -> Result<MqttOptions, MqttIngestError> {
     Ok(o)
 }
 
-/// QoS of the gateway's own subscription.
-///
-/// With an external broker: QoS 1 with manual acks, so the broker keeps a
-/// message until its frame is on disk. With the embedded broker the broker
-/// lives in this process and dies with it, so a late PUBACK protects
-/// nothing: durability comes from the application ack alone (devices keep
-/// frames until acked). There QoS 0 is used, because rumqttd allows only
-/// 100 unacked QoS 1 messages per subscriber, which caps ingest at about
-/// 100 frames per flush (measured: ~2,700 one-reading messages/s).
-pub fn subscription_qos(mqtt: &MqttConfig) -> QoS {
-    match mqtt.mode {
-        crate::config::BrokerMode::External => QoS::AtLeastOnce,
-        crate::config::BrokerMode::Embedded => QoS::AtMostOnce,
+/// Delay before the `attempt`-th reconnect in a row: the first is immediate
+/// (a broker restart should cost devices nothing), then 50 ms doubling up to 5 s.
+pub fn reconnect_delay(attempt: u32) -> Duration {
+    match attempt {
+        0 => Duration::ZERO,
+        n => Duration::from_millis(50u64.saturating_mul(1 << (n - 1).min(7)))
+            .min(Duration::from_secs(5)),
     }
 }
 
@@ -106,8 +105,7 @@ pub async fn run_mqtt_ingest(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), MqttIngestError> {
     let (client, mut eventloop) = AsyncClient::new(options(&ctx.mqtt)?, 10_000);
-    let (ack_queue, ack_rx) =
-        mpsc::unbounded_channel::<(Publish, Option<oneshot::Receiver<AppendOutcome>>)>();
+    let (ack_queue, ack_rx) = mpsc::unbounded_channel::<(Publish, Receipt)>();
     let acker = tokio::spawn(run_acker(client.clone(), ack_rx));
     let publisher = tokio::spawn(run_ack_publisher(
         client.clone(),
@@ -116,27 +114,41 @@ pub async fn run_mqtt_ingest(
         ctx.stats.clone(),
     ));
     let filter = topic::up_filter(&ctx.site);
-    let rules = AdmissionRules {
-        site: &ctx.site,
-        registry: &ctx.registry,
-        max_payload_bytes: ctx.mqtt.max_payload_bytes,
-        accept_unknown_devices: ctx.mqtt.accept_unknown_devices,
-    };
-    let mut backoff = Duration::from_millis(100);
-    let mut reject_log = RejectLog::default();
+    let identity = Arc::new(ClientIdentity {
+        client_id: ctx.mqtt.client_id.clone(),
+        username: ctx.mqtt.credentials.as_ref().map(|(u, _)| u.clone()),
+        bound_device: None,
+        peer: None,
+    });
+    let mut failures = 0u32;
+    let mut connacks = 0u64;
     loop {
         let polled = tokio::select! {
             _ = shutdown.changed() => break,
             p = eventloop.poll() => p,
         };
         match polled {
-            Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
-                backoff = Duration::from_millis(100);
-                tracing::info!(host = %ctx.mqtt.host, port = ctx.mqtt.port, %filter, "connected to MQTT broker; subscribing");
-                if let Err(e) = client
-                    .subscribe(filter.clone(), subscription_qos(&ctx.mqtt))
-                    .await
-                {
+            Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
+                failures = 0;
+                connacks += 1;
+                if !ack.session_present && connacks > 1 {
+                    IngestStats::add(&ctx.stats.broker_sessions_lost, 1);
+                    tracing::warn!(host = %ctx.mqtt.host, port = ctx.mqtt.port, "the MQTT broker lost the gateway's session (session_present = 0 on reconnect): messages devices published while the gateway was away were not kept for it; devices that wait for application acks re-send them, devices that trust the broker's PUBACK lost them. Enable broker persistence and keep the gateway's session (docs/PROTOCOL.md)");
+                    let _ = ctx.events.send(Event {
+                        time_ms: (ctx.now_ms)(),
+                        kind: EventKind::BrokerSessionLost,
+                        device: None,
+                        seqs: None,
+                        detail: format!(
+                            "broker {}:{} answered session_present = 0 to client {}",
+                            ctx.mqtt.host, ctx.mqtt.port, ctx.mqtt.client_id
+                        ),
+                    });
+                } else if !ack.session_present {
+                    tracing::info!(host = %ctx.mqtt.host, port = ctx.mqtt.port, "the MQTT broker has no earlier session for the gateway (first start, or the broker lost it)");
+                }
+                tracing::info!(host = %ctx.mqtt.host, port = ctx.mqtt.port, %filter, session_present = ack.session_present, "connected to MQTT broker; subscribing");
+                if let Err(e) = client.subscribe(filter.clone(), QoS::AtLeastOnce).await {
                     tracing::error!(error = %e, "subscribe request failed");
                 }
             }
@@ -144,73 +156,24 @@ pub async fn run_mqtt_ingest(
                 IngestStats::add(&ctx.stats.subscribed, 1);
             }
             Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                IngestStats::add(&ctx.stats.messages, 1);
-                let now = (ctx.now_ms)();
-                match admit(&rules, &p.topic, &p.payload) {
-                    Ok(a) => {
-                        if a.signature_verified {
-                            IngestStats::add(&ctx.stats.signatures_verified, 1);
-                        }
-                        let (tx, rx) = oneshot::channel();
-                        let _ = ctx
-                            .writes
-                            .send(WriteRequest::from_device(a.frame, now, a.format, tx));
-                        let _ = ack_queue.send((p, Some(rx)));
-                    }
-                    Err(r) => {
-                        ctx.stats.count_reject(r.reason);
-                        let device = r.device.as_ref().map(|d| d.to_string());
-                        match reject_log.decide(device.as_deref().unwrap_or(""), r.reason, now) {
-                            LogDecision::Log { suppressed: 0 } => {
-                                tracing::warn!(device = device.as_deref().unwrap_or("?"), topic = %p.topic, reason = r.reason, detail = %r.detail, "frame rejected")
-                            }
-                            LogDecision::Log { suppressed } => {
-                                tracing::warn!(device = device.as_deref().unwrap_or("?"), topic = %p.topic, reason = r.reason, detail = %r.detail, suppressed, "frame rejected (more of the same were counted but not logged)")
-                            }
-                            LogDecision::Suppress => {}
-                        }
-                        if matches!(r.reason, "bad_signature" | "missing_signature") {
-                            let _ = ctx.events.send(Event {
-                                time_ms: now,
-                                kind: EventKind::SignatureRejected,
-                                device: r.device.clone(),
-                                seqs: None,
-                                detail: r.detail.clone(),
-                            });
-                        } else if r.device.is_some() {
-                            let _ = ctx.events.send(Event {
-                                time_ms: now,
-                                kind: EventKind::FrameRejected,
-                                device: r.device.clone(),
-                                seqs: None,
-                                detail: format!("{}: {}", r.reason, r.detail),
-                            });
-                        }
-                        ctx.quarantine
-                            .lock()
-                            .expect("quarantine lock is never poisoned")
-                            .keep(Quarantined {
-                                received_ms: now,
-                                topic: p.topic.clone(),
-                                device,
-                                reason: r.reason,
-                                detail: r.detail,
-                                len: p.payload.len(),
-                                payload: p.payload.to_vec(),
-                            });
-                        // Handled (refused for good): ack so the broker does not redeliver it.
-                        let _ = ack_queue.send((p, None));
-                    }
-                }
+                let receipt = ctx.intake.handle(IntakePublish {
+                    topic: p.topic.clone(),
+                    payload: p.payload.clone(),
+                    qos: p.qos as u8,
+                    retain: p.retain,
+                    client: identity.clone(),
+                });
+                let _ = ack_queue.send((p, receipt));
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection problem; reconnecting");
+                let delay = reconnect_delay(failures);
+                failures = failures.saturating_add(1);
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT broker connection lost; reconnecting");
                 tokio::select! {
                     _ = shutdown.changed() => break,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(delay) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
     }
@@ -220,16 +183,16 @@ pub async fn run_mqtt_ingest(
     Ok(())
 }
 
-async fn run_acker(
-    client: AsyncClient,
-    mut queue: mpsc::UnboundedReceiver<(Publish, Option<oneshot::Receiver<AppendOutcome>>)>,
-) {
-    while let Some((publish, outcome)) = queue.recv().await {
-        if let Some(rx) = outcome {
-            if rx.await.is_err() {
-                // The write failed: leave the message un-acked so the broker redelivers it.
-                continue;
-            }
+async fn run_acker(client: AsyncClient, mut queue: mpsc::UnboundedReceiver<(Publish, Receipt)>) {
+    while let Some((publish, receipt)) = queue.recv().await {
+        match receipt.wait().await {
+            // The write failed: leave the message un-acked so the broker redelivers it.
+            // (A frame refused for space is acked too, as before: holding
+            // it would fill the broker's in-flight window for the gateway
+            // and stall every device until a reconnect. Our devices got a
+            // `buffer_full` application ack and keep the frame.)
+            Disposition::WriteFailed => continue,
+            _ => {}
         }
         if let Err(e) = client.ack(&publish).await {
             tracing::warn!(error = %e, "could not PUBACK a publish");

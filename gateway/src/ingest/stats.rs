@@ -26,8 +26,12 @@ pub struct IngestStats {
     pub commits: AtomicU64,
     /// Application acks published.
     pub acks_published: AtomicU64,
-    /// Subscriptions the broker confirmed (SUBACK); > 0 once ingest is live.
+    /// > 0 once ingest is live: the embedded endpoint listens, or the
+    /// external broker confirmed the gateway's subscription (SUBACK).
     pub subscribed: AtomicU64,
+    /// External broker: reconnects where the broker had lost the gateway's
+    /// session (`session_present = 0`).
+    pub broker_sessions_lost: AtomicU64,
     /// Frames whose signature verified.
     pub signatures_verified: AtomicU64,
     rejects: Mutex<BTreeMap<&'static str, u64>>,
