@@ -17,6 +17,11 @@ apt_install() {
 # Ingest (tests/tests/ingest_mosquitto.rs, benches): a real mosquitto broker
 # and its command-line clients.
 apt_install mosquitto mosquitto-clients
+# Embedded MQTT endpoint (tests/tests/endpoint_clients.rs): paho-mqtt, a
+# standard client we did not write, in MQTT 3.1.1 and 5.
+if ! python3 -c 'import paho.mqtt; assert int(paho.mqtt.__version__.split(".")[0]) >= 2' 2>/dev/null; then
+    python3 -m pip install --quiet 'paho-mqtt>=2.0,<3'
+fi
 
 # Reports (tests/tests/report_python.rs): an independent verifier in Python,
 # using a JOSE library and `cryptography`.

@@ -378,7 +378,7 @@ fn main() {
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_mrv-gateway").to_string());
     println!("RSS run: gateway binary {bin}");
     let mut child = Command::new(&bin)
-        .args(["--log", "warn,rumqttd=off", "run", "--config"])
+        .args(["--log", "warn", "run", "--config"])
         .arg(dir.path().join("gateway.toml"))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -288,3 +288,21 @@ pub fn wait_for_port(port: u16, timeout: Duration) {
     }
     panic!("nothing listens on 127.0.0.1:{port} after {timeout:?}");
 }
+
+/// A child process that is killed (SIGKILL) and reaped when dropped, so a
+/// failing test leaves no gateway or client behind.
+pub struct KillOnDrop(pub Child);
+
+impl KillOnDrop {
+    /// SIGKILLs and reaps the child now.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -13,7 +13,7 @@ const CYCLES: usize = 20;
 
 fn spawn_gateway(site: &TestSite) -> Child {
     let child = Command::new(env!("CARGO_BIN_EXE_mrv-e2e-gateway"))
-        .args(["--log", "warn,rumqttd=off", "run", "--config"])
+        .args(["--log", "warn", "run", "--config"])
         .arg(&site.config_path)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

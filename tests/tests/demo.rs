@@ -9,7 +9,7 @@ fn demo_site_collects_from_every_device_and_stops_cleanly() {
     let out = Command::new(env!("CARGO_BIN_EXE_mrv-e2e-gateway"))
         .args([
             "--log",
-            "warn,rumqttd=off",
+            "warn",
             "demo",
             "--duration",
             "8",

@@ -18,12 +18,13 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "mrv-gateway", version, about, long_about = None)]
 pub struct Cli {
-    /// Log filter (tracing syntax), e.g. `info`, `mrv_gateway=debug`.
+    /// Log filter: a default level and `target=level` pairs, e.g. `info`,
+    /// `warn,mrv_gateway::endpoint=debug` (tracing-subscriber `Targets`).
     #[arg(
         long,
         global = true,
         env = "MRV_LOG",
-        default_value = "info,rumqttd=warn,rumqttc=warn"
+        default_value = "info,rumqttc=warn"
     )]
     pub log: String,
     /// What to do.
@@ -93,7 +94,11 @@ pub fn log_colours() -> bool {
 pub fn init_process(cli: &Cli) -> anyhow::Result<()> {
     use tracing_subscriber::prelude::*;
     tracing_subscriber::registry()
-        .with(tracing_subscriber::EnvFilter::try_new(&cli.log)?)
+        .with(
+            cli.log
+                .parse::<tracing_subscriber::filter::Targets>()
+                .map_err(|e| anyhow::anyhow!("--log {:?}: {e}", cli.log))?,
+        )
         .with(
             tracing_subscriber::fmt::layer()
                 .with_ansi(log_colours())
