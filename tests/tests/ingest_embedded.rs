@@ -1,4 +1,4 @@
-//! End to end on the embedded broker: simulated signed devices, rumqttd inside
+//! End to end on the embedded endpoint: simulated signed devices, the MQTT endpoint inside
 //! the gateway, ingest, sled. Every frame is stored once, acked, gap-free.
 
 use mrv_e2e::{TestSite, assert_gap_free, stored_seqs};
