@@ -468,6 +468,8 @@ fn main() {
     );
     drop(idle);
     drop(pollers);
+    let _ = child.kill();
+    let _ = child.wait();
     println!(
         "RESULT gateway process with 200 devices at 1 Hz for {secs} s and {target_readings} readings buffered: RSS {:.1} MB (peak {:.1} MB; anonymous {:.1} MB, file-backed {:.1} MB), target <= 16 MB; start-up to endpoint listening {} ms, target <= 300 ms",
         rss as f64 / 1024.0,

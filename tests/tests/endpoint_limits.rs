@@ -287,7 +287,6 @@ async fn bad_clients_are_refused_with_a_log_line_and_a_counter_and_others_are_un
             }
         })
     };
-    let _ = good;
     tokio::time::timeout(Duration::from_secs(20), done_rx.recv())
         .await
         .expect("good device acked")
@@ -455,6 +454,7 @@ async fn bad_clients_are_refused_with_a_log_line_and_a_counter_and_others_are_un
         Some(40)
     );
     assert!(!stored.contains_key(&DeviceId::new("other").expect("valid")));
+    good.abort();
     let _ = hold_tx.send(true);
     gw.shutdown().await;
 }

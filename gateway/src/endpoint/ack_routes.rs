@@ -51,11 +51,14 @@ impl AckSlot {
     }
 }
 
+/// One subscribed connection: its id and its slot.
+type Route = (u64, Arc<AckSlot>);
+
 /// Which connections want which device's acks.
 #[derive(Debug)]
 pub struct AckRoutes {
     site: SiteId,
-    routes: Mutex<HashMap<DeviceId, Vec<(u64, Arc<AckSlot>)>>>,
+    routes: Mutex<HashMap<DeviceId, Vec<Route>>>,
 }
 
 impl AckRoutes {

@@ -185,14 +185,13 @@ pub async fn run_mqtt_ingest(
 
 async fn run_acker(client: AsyncClient, mut queue: mpsc::UnboundedReceiver<(Publish, Receipt)>) {
     while let Some((publish, receipt)) = queue.recv().await {
-        match receipt.wait().await {
+        // (A frame refused for space is acked too, as before: holding it
+        // would fill the broker's in-flight window for the gateway and stall
+        // every device until a reconnect. Our devices got a `buffer_full`
+        // application ack and keep the frame.)
+        if receipt.wait().await == Disposition::WriteFailed {
             // The write failed: leave the message un-acked so the broker redelivers it.
-            // (A frame refused for space is acked too, as before: holding
-            // it would fill the broker's in-flight window for the gateway
-            // and stall every device until a reconnect. Our devices got a
-            // `buffer_full` application ack and keep the frame.)
-            Disposition::WriteFailed => continue,
-            _ => {}
+            continue;
         }
         if let Err(e) = client.ack(&publish).await {
             tracing::warn!(error = %e, "could not PUBACK a publish");

@@ -26,8 +26,8 @@ pub struct IngestStats {
     pub commits: AtomicU64,
     /// Application acks published.
     pub acks_published: AtomicU64,
-    /// > 0 once ingest is live: the embedded endpoint listens, or the
-    /// external broker confirmed the gateway's subscription (SUBACK).
+    /// Greater than 0 once ingest is live: the embedded endpoint listens, or
+    /// the external broker confirmed the gateway's subscription (SUBACK).
     pub subscribed: AtomicU64,
     /// External broker: reconnects where the broker had lost the gateway's
     /// session (`session_present = 0`).
