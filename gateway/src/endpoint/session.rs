@@ -551,7 +551,12 @@ impl Session {
             Disposition::Stored(AppendOutcome::Stored | AppendOutcome::Duplicate) => {
                 AckReason::Success
             }
-            Disposition::Stored(AppendOutcome::Regressed) => AckReason::ImplementationSpecific,
+            // Not stored, and the application ack says why (seq_regressed, or
+            // go-back-N: acked_seq below this frame, the device re-sends).
+            // MQTT 5 sees reason 0x83; 3.1.1 has no negative PUBACK.
+            Disposition::Stored(AppendOutcome::Regressed | AppendOutcome::OutOfOrder) => {
+                AckReason::ImplementationSpecific
+            }
             Disposition::Stored(AppendOutcome::BufferFull) => {
                 if slot.qos == Qos::AtMostOnce {
                     // Best effort: dropped (counted by the writer as refused_buffer_full).
