@@ -57,6 +57,8 @@ pub struct GatewayState {
     pub endpoint: Arc<EndpointStats>,
     /// Where the embedded endpoint listens (after binding; port 0 resolved).
     pub mqtt_addr: Option<std::net::SocketAddr>,
+    /// Where its TLS listener listens, if configured.
+    pub mqtt_tls_addr: Option<std::net::SocketAddr>,
     /// Rejected payloads.
     pub quarantine: Arc<Mutex<Quarantine>>,
     /// Wall clock.
@@ -184,6 +186,7 @@ pub async fn start(
     }));
     let endpoint_stats = Arc::new(EndpointStats::default());
     let mut mqtt_addr = None;
+    let mut mqtt_tls_addr = None;
     match config.mqtt.mode {
         BrokerMode::Embedded => {
             let m = &config.mqtt;
@@ -215,6 +218,7 @@ pub async fn start(
             )
             .await?;
             mqtt_addr = endpoint.local_addr();
+            mqtt_tls_addr = endpoint.tls_addr();
             tracing::info!(addr = ?mqtt_addr, tls = ?endpoint.tls_addr(), "MQTT endpoint listening");
             tasks.push(tokio::spawn(crate::endpoint::run_ack_delivery(
                 acks_rx,
@@ -332,6 +336,7 @@ pub async fn start(
         ingest,
         endpoint: endpoint_stats,
         mqtt_addr,
+        mqtt_tls_addr,
         quarantine,
         clock,
         writes: writes_tx,
