@@ -238,7 +238,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 /// asked for (0 = a free one), else `default` (8080), else a free port when
 /// `default` is taken (said so).
 fn diagnostics_port(asked: Option<u16>, default: u16) -> anyhow::Result<(u16, String)> {
-    let free = || crate::broker::free_loopback_port().context("no free loopback port");
+    let free = || crate::endpoint::free_loopback_port().context("no free loopback port");
     match asked {
         Some(0) => Ok((free()?, String::new())),
         Some(p) => Ok((p, String::new())),
