@@ -196,7 +196,7 @@ fn main() {
                 };
                 (
                     DevicePoller::new(site.clone(), d.clone()),
-                    TcpReader::new(host, port, d.unit, d.timeout),
+                    TcpReader::new(host, port, d.unit, d.timeout, d.poll_interval / 2),
                 )
             })
             .collect();

@@ -35,7 +35,7 @@ pub enum EventKind {
     SignatureRejected,
     /// A device answered a Modbus request with an exception.
     ModbusException,
-    /// A Modbus device did not answer in time or the link broke.
+    /// A Modbus device did not answer in time.
     ModbusTimeout,
     /// The backend refused a report permanently.
     UploadRejected,
@@ -50,6 +50,17 @@ pub enum EventKind {
     /// The external MQTT broker lost the gateway's session (reconnect with
     /// `session_present = 0`): messages published meanwhile were not kept.
     BrokerSessionLost,
+    /// A Modbus device cannot be reached: connection refused, host name not
+    /// resolved, serial port missing.
+    ModbusUnreachable,
+    /// A Modbus connection broke mid-exchange or the answer was malformed.
+    ModbusLinkError,
+    /// A Modbus device answers every configured value again (detail: after
+    /// how long degraded or down).
+    ModbusRecovered,
+    /// A Modbus device answered, but a value does not decode (NaN, SunSpec
+    /// "not implemented", overflow).
+    ModbusBadValue,
 }
 
 impl EventKind {
@@ -72,6 +83,10 @@ impl EventKind {
             EventKind::BufferRepaired => "buffer_repaired",
             EventKind::FramesGivenUp => "frames_given_up",
             EventKind::BrokerSessionLost => "broker_session_lost",
+            EventKind::ModbusUnreachable => "modbus_unreachable",
+            EventKind::ModbusLinkError => "modbus_link_error",
+            EventKind::ModbusRecovered => "modbus_recovered",
+            EventKind::ModbusBadValue => "modbus_bad_value",
         }
     }
 }

@@ -89,6 +89,112 @@ async fn read_decodes_a_profile_and_ad_hoc_registers_with_units() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ad_hoc_registers_take_a_scale_quantity_and_unit() {
+    let din = start(SimMeter::DinMeter(DinMeterParams::default())).await;
+    let port = din.addr.port().to_string();
+    let (out, r) = cli(&[
+        "read",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "-r",
+        "input:12:f32:quantity=power:unit=W",
+        "-r",
+        "input:12:type=f32:scale=0.001",
+    ])
+    .await;
+    assert_eq!(r, Ok(()), "{out}");
+    // The meter's 1500.25 W: exactly 1500250 mW as the gateway stores it.
+    assert!(out.contains("1500.25  -> 1500250 mW"), "{out}");
+    assert!(out.contains("x 0.001 = 1.50025"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_path_is_relative_to_the_working_directory_and_refused_reads_are_split() {
+    let din = start(SimMeter::DinMeter(DinMeterParams::default())).await;
+    let port = din.addr.port().to_string();
+    // The working directory of this test is the `tests` package; the path
+    // does not exist relative to --config-dir (../config/python/...).
+    let (out, r) = cli(&[
+        "read",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--profile",
+        "python/../../config/profiles/din_meter.toml",
+    ])
+    .await;
+    assert_eq!(r, Ok(()), "{out}");
+    assert!(out.contains("1500250 mW"), "{out}");
+    // A profile whose last value lies beyond the meter's registers, right
+    // next to a readable one: the coalesced read is refused, split, and the
+    // readable neighbour is read.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edge.toml");
+    std::fs::write(
+        &path,
+        "description = \"edge\"\n\
+         [[registers]]\nname = \"last_real\"\nfunction = \"input\"\naddress = 396\ntype = \"f32\"\nquantity = \"count\"\n\
+         [[registers]]\nname = \"next_real\"\nfunction = \"input\"\naddress = 398\ntype = \"u32\"\nquantity = \"count\"\n\
+         [[registers]]\nname = \"past_the_end\"\nfunction = \"input\"\naddress = 400\ntype = \"u16\"\nquantity = \"count\"\n",
+    )
+    .expect("write profile");
+    let (out, r) = cli(&[
+        "read",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--profile",
+        path.to_str().expect("utf-8 path"),
+    ])
+    .await;
+    assert_eq!(r, Err("1 value(s) unavailable".into()), "{out}");
+    assert!(
+        out.contains("(refused, read in smaller parts: input 396+5: exception 0x02"),
+        "{out}"
+    );
+    assert!(out.contains("3 values in 2 requests"), "{out}");
+    let line = |name: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("{name} in {out}"))
+            .to_string()
+    };
+    assert!(line("last_real").ends_with(" 0 1"), "{out}");
+    assert!(line("next_real").ends_with(" 0 1"), "{out}");
+    assert!(
+        line("past_the_end").contains("unavailable: exception 0x02"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_unit_id_is_named_as_the_likely_cause() {
+    let din = start(SimMeter::DinMeter(DinMeterParams::default())).await;
+    let port = din.addr.port().to_string();
+    let (out, r) = cli(&[
+        "read",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--unit",
+        "3",
+        "--profile",
+        "din_meter",
+    ])
+    .await;
+    assert!(r.is_err(), "{out}");
+    assert!(
+        out.contains("the unit id may be wrong (configured unit 3"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_say_exception_timeout_or_refused() {
     let din = start(SimMeter::DinMeter(DinMeterParams::default())).await;
     let port = din.addr.port().to_string();
@@ -222,5 +328,33 @@ async fn scan_finds_the_one_unit_that_answers() {
     .await
     .expect("scan finishes");
     assert_eq!(r, Ok(()), "{out}");
-    assert!(out.contains("1 unit(s) found: [1]"), "{out}");
+    assert!(out.contains("1 unit(s) answer with data: [1]"), "{out}");
+    // A probe register the meter does not have: unit 1 answers exception
+    // 0x02, which is listed but not counted as a unit found.
+    let (out, r) = cli(&[
+        "scan",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--from",
+        "1",
+        "--to",
+        "2",
+        "--probe",
+        "input:500",
+        "--timeout-ms",
+        "200",
+    ])
+    .await;
+    assert_eq!(r, Ok(()), "{out}");
+    assert!(out.contains("0 unit(s) answer with data: []"), "{out}");
+    assert!(
+        out.contains("unit   1: answers with exception 0x02") && out.contains("not counted"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 unit(s) answer only with exceptions: [1]"),
+        "{out}"
+    );
 }

@@ -412,7 +412,7 @@ async fn the_cli_scans_an_rtu_bus_and_reads_a_unit() {
     ]))
     .await;
     assert_eq!(r, Ok(()), "{out}");
-    assert!(out.contains("2 unit(s) found: [1, 2]"), "{out}");
+    assert!(out.contains("2 unit(s) answer with data: [1, 2]"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -257,13 +257,20 @@ async fn dead_silent_and_slow_devices_never_delay_a_healthy_one() {
     }
     let events = r.drain_events();
     for bad in ["silent", "slow", "dead"] {
+        // Nothing listens for "dead": that is "unreachable", not a timeout.
+        let want = if bad == "dead" {
+            EventKind::ModbusUnreachable
+        } else {
+            EventKind::ModbusTimeout
+        };
         let n = events
             .iter()
             .filter(|e| e.device.as_ref().is_some_and(|d| d.as_str() == bad))
-            .inspect(|e| assert_eq!(e.kind, EventKind::ModbusTimeout, "{e:?}"))
+            .inspect(|e| assert_eq!(e.kind, want, "{e:?}"))
+            .inspect(|e| assert!(e.detail.starts_with("down: "), "{e:?}"))
             .count();
-        // Edge-triggered: the first failure is reported, repeats are not.
-        assert!((1..=2).contains(&n), "{bad}: {n} events: {events:?}");
+        // One event per state change: down once, repeats are not reported.
+        assert_eq!(n, 1, "{bad}: {n} events: {events:?}");
     }
     assert!(
         events
@@ -272,7 +279,9 @@ async fn dead_silent_and_slow_devices_never_delay_a_healthy_one() {
     );
     let st = r.status.snapshot();
     let dead = &st[&mrv_shared::ids::DeviceId::new("dead").expect("valid")];
-    assert!(dead.last_success_ms.is_none() && dead.errors.contains_key("link"));
+    assert!(dead.last_success_ms.is_none() && dead.errors.contains_key("unreachable"));
+    assert_eq!(dead.state, Some(mrv_gateway::modbus::health::Health::Down));
+    assert!(dead.polls_down >= 1 && dead.polls_degraded == 0);
 }
 
 #[tokio::test]
@@ -325,7 +334,7 @@ async fn an_unreachable_sunspec_device_with_expected_models_yields_unavailable_r
     }
     let events = r.drain_events();
     assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(events[0].kind, EventKind::ModbusTimeout);
+    assert_eq!(events[0].kind, EventKind::ModbusUnreachable);
     assert!(
         events[0].detail.contains("SunSpec discovery"),
         "{}",
@@ -356,18 +365,43 @@ async fn a_meter_that_goes_away_and_comes_back_is_reconnected() {
             assert_eq!(down, 0, "no good frame once the meter is gone");
         }
     }
-    // The meter comes back on the same port; the poller reconnects (after
-    // its backoff) and good frames resume.
+    // The meter comes back on the same port; the poller reconnects at the
+    // next scheduled poll (its backoff never exceeds half the interval) and
+    // good frames resume.
     let l = TcpListener::bind(addr).await.expect("rebind the same port");
     let _back =
         meters::serve(l, SimMeter::DinMeter(DinMeterParams::default()), 1, clock).expect("serve");
+    let mut late = 0;
     loop {
         let f = r.next_frame().await;
         if good(&f) {
             break;
         }
         assert!(unavailable(&f), "never a partial or stale frame: {f:?}");
+        late += 1;
     }
-    let kinds: Vec<EventKind> = r.drain_events().iter().map(|e| e.kind).collect();
-    assert!(kinds.contains(&EventKind::ModbusTimeout), "{kinds:?}");
+    // At most the poll in flight at the rebind, and the one after it.
+    assert!(
+        late <= 2,
+        "{late} unavailable frames after the meter came back"
+    );
+    let events = r.drain_events();
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    // The connection broke, reconnecting was refused, then it recovered:
+    // one event per state change, the last one "recovered".
+    assert_eq!(
+        kinds.first(),
+        Some(&EventKind::ModbusLinkError),
+        "{events:?}"
+    );
+    assert_eq!(
+        kinds.last(),
+        Some(&EventKind::ModbusRecovered),
+        "{events:?}"
+    );
+    assert!(kinds.len() <= 3, "{events:?}");
+    let st = r.status.snapshot();
+    let flaky = &st[&mrv_shared::ids::DeviceId::new("flaky").expect("valid")];
+    assert_eq!(flaky.problem, None, "the old error does not linger");
+    assert!(flaky.last_error.is_some());
 }

@@ -404,15 +404,34 @@ pub fn render_status(s: &StatusView, rows: &[DeviceRow]) -> String {
         None => out.push_str("modbus    not configured\n"),
         Some(m) => {
             for (dev, st) in m {
+                let state = st.state.as_deref().unwrap_or("not polled yet");
+                let since = st
+                    .state_since_ms
+                    .map(|t| format!(" for {}", age(s.now_ms.saturating_sub(t) / 1000)))
+                    .unwrap_or_default();
                 out.push_str(&format!(
-                    "modbus    {dev}: {} polls, {} failed{}\n",
+                    "modbus    {dev}: {}{since}, {}/{} values, {} polls ({} degraded, {} down)\n",
+                    state.to_uppercase(),
+                    st.values_good,
+                    st.values_total,
                     st.polls,
-                    st.errors.values().sum::<u64>(),
-                    st.last_error
-                        .as_deref()
-                        .map(|e| format!(", last error: {e}"))
-                        .unwrap_or_default()
+                    st.polls_degraded,
+                    st.polls_down,
                 ));
+                if !st.unavailable.is_empty() {
+                    out.push_str(&format!(
+                        "          unavailable: {}\n",
+                        st.unavailable.join(", ")
+                    ));
+                }
+                if let Some(p) = &st.problem {
+                    out.push_str(&format!("          problem: {p}\n"));
+                } else if let (Some(e), Some(t)) = (&st.last_error, st.last_error_ms) {
+                    out.push_str(&format!(
+                        "          last error {} ago: {e}\n",
+                        age(s.now_ms.saturating_sub(t) / 1000)
+                    ));
+                }
             }
         }
     }

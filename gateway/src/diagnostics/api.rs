@@ -33,6 +33,7 @@ use crate::buffer::{BufferStats, DeviceSummary};
 use crate::config::GatewayConfig;
 use crate::ingest::quarantine::Quarantined;
 use crate::ingest::stats::IngestStats;
+use crate::modbus::health::Health;
 use crate::modbus::status::DeviceStatus as ModbusDeviceStatus;
 use crate::report::store::ReportMeta;
 use mrv_shared::event::Event;
@@ -67,7 +68,8 @@ pub struct DeviceCounts {
     pub failing: usize,
     /// Registered but never heard from.
     pub silent: usize,
-    /// Reporting, but some of its payloads were rejected recently.
+    /// Reporting, but some of its payloads were rejected recently, or some
+    /// of its values unavailable (a Modbus device answering part of its map).
     #[serde(default)]
     pub degraded: usize,
 }
@@ -191,15 +193,44 @@ pub struct UploadsView {
 /// Modbus status of one device.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModbusView {
+    /// `up` (every value read), `degraded` (some), `down` (none); absent
+    /// before the first poll.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// Since when in that state, Unix ms.
+    #[serde(default)]
+    pub state_since_ms: Option<u64>,
     /// Last poll, Unix ms.
     pub last_poll_ms: Option<u64>,
-    /// Last poll without failure, Unix ms.
+    /// Last poll that read every value, Unix ms.
     pub last_success_ms: Option<u64>,
-    /// Last failure text.
+    /// What is wrong now (the last poll's failure); `None` when its last
+    /// poll had none.
+    #[serde(default)]
+    pub problem: Option<String>,
+    /// The most recent failure seen (kept after recovery, with its time).
     pub last_error: Option<String>,
+    /// When `last_error` happened, Unix ms.
+    #[serde(default)]
+    pub last_error_ms: Option<u64>,
+    /// Values read in the last poll.
+    #[serde(default)]
+    pub values_good: usize,
+    /// Values configured.
+    #[serde(default)]
+    pub values_total: usize,
+    /// Values unavailable in the last poll.
+    #[serde(default)]
+    pub unavailable: Vec<String>,
     /// Polls done.
     pub polls: u64,
-    /// Failed polls by kind.
+    /// Polls that read some but not all values.
+    #[serde(default)]
+    pub polls_degraded: u64,
+    /// Polls that read no value.
+    #[serde(default)]
+    pub polls_down: u64,
+    /// Polls with a failure, by the first failure's kind.
     pub errors: BTreeMap<String, u64>,
     /// Read requests per poll.
     pub requests_per_poll: usize,
@@ -208,10 +239,19 @@ pub struct ModbusView {
 impl From<ModbusDeviceStatus> for ModbusView {
     fn from(s: ModbusDeviceStatus) -> Self {
         Self {
+            state: s.state.map(|h| h.name().to_string()),
+            state_since_ms: s.state_since_ms,
             last_poll_ms: s.last_poll_ms,
             last_success_ms: s.last_success_ms,
+            problem: s.problem,
             last_error: s.last_error,
+            last_error_ms: s.last_error_ms,
+            values_good: s.values_good,
+            values_total: s.values_total,
+            unavailable: s.unavailable,
             polls: s.polls,
+            polls_degraded: s.polls_degraded,
+            polls_down: s.polls_down,
             errors: s.errors,
             requests_per_poll: s.requests_per_poll,
         }
@@ -288,8 +328,8 @@ pub struct DeviceRow {
     pub kind: String,
     /// Serial number (registry).
     pub serial: String,
-    /// `ok`, `degraded` (reporting, but payloads rejected recently),
-    /// `stale`, `failing` or `silent`.
+    /// `ok`, `degraded` (reporting, but payloads rejected recently, or some
+    /// Modbus values unavailable), `stale`, `failing` or `silent`.
     pub status: String,
     /// Why it has that status.
     pub status_reason: String,
@@ -321,7 +361,8 @@ pub struct DeviceRow {
     pub rejects_by_reason: BTreeMap<String, u64>,
     /// Latest value per channel.
     pub values: Vec<ChannelValue>,
-    /// Last Modbus error, if polled by the gateway.
+    /// What is wrong with the Modbus poll now, if polled by the gateway
+    /// (`None` once a poll succeeds).
     pub modbus_error: Option<String>,
 }
 
@@ -736,9 +777,9 @@ pub fn device_row(i: &Inputs<'_>, id: &DeviceId) -> DeviceRow {
     };
     let quality_bits = last.map_or(0, |l| l.quality);
     let unusable = !Quality(quality_bits).is_usable();
-    let modbus_failing = modbus.is_some_and(|m| {
-        m.last_error.is_some() && m.last_poll_ms.is_some() && m.last_success_ms != m.last_poll_ms
-    });
+    let modbus_state = modbus.and_then(|m| m.state);
+    let modbus_failing = modbus_state == Some(Health::Down);
+    let modbus_degraded = modbus_state == Some(Health::Degraded);
     // Failing: payloads rejected and no good frame since, for a while (a
     // device that alternates good and bad payloads is degraded, not failing).
     let rejects_after_last = last_reject.is_some_and(|r| {
@@ -758,10 +799,8 @@ pub fn device_row(i: &Inputs<'_>, id: &DeviceId) -> DeviceRow {
         (
             "failing",
             format!(
-                "Modbus: {}",
-                modbus
-                    .and_then(|m| m.last_error.clone())
-                    .unwrap_or_default()
+                "Modbus: down: {}",
+                modbus.and_then(|m| m.problem.clone()).unwrap_or_default()
             ),
         )
     } else if last_received_ms.is_none() {
@@ -773,6 +812,20 @@ pub fn device_row(i: &Inputs<'_>, id: &DeviceId) -> DeviceRow {
                 "last frame {} s ago (threshold {} s)",
                 age_ms.unwrap_or(0) / 1000,
                 stale_ms / 1000
+            ),
+        )
+    } else if let (true, Some(m)) = (modbus_degraded, modbus) {
+        (
+            "degraded",
+            format!(
+                "Modbus: {} of {} values; unavailable: {}{}",
+                m.values_good,
+                m.values_total,
+                m.unavailable.join(", "),
+                m.problem
+                    .as_deref()
+                    .map(|p| format!(" ({p})"))
+                    .unwrap_or_default()
             ),
         )
     } else if unusable && last.is_some() {
@@ -858,7 +911,7 @@ pub fn device_row(i: &Inputs<'_>, id: &DeviceId) -> DeviceRow {
         rejects: rejects_by_reason.values().sum(),
         rejects_by_reason,
         values,
-        modbus_error: modbus.and_then(|m| m.last_error.clone()),
+        modbus_error: modbus.and_then(|m| m.problem.clone()),
     }
 }
 

@@ -15,6 +15,15 @@
 //! | `mrv_device_status` | `device`, `status` (1 for the device's current status) |
 //! | `mrv_device_rejects_total` | `device`, `reason` (payloads naming a device; the rest only in `mrv_ingest_rejects_total`) |
 //! | `mrv_modbus_polls_total`, `mrv_modbus_errors_total` | `device` (+ `kind` for errors) |
+//! | `mrv_device_last_frame_age_seconds`, `mrv_device_up`, `mrv_device_degraded` | `device` |
+//! | `mrv_modbus_polls_total`, `mrv_modbus_polls_degraded_total`, `mrv_modbus_polls_down_total`, `mrv_modbus_errors_total` | `device` (+ `kind` for errors) |
+//! | `mrv_modbus_up`, `mrv_modbus_values`, `mrv_modbus_values_unavailable` | `device` |
+//!
+//! `mrv_device_up` is 1 while a device reports values (status `ok` or
+//! `degraded`); `mrv_device_degraded` is 1 while some of its values are
+//! unavailable. `mrv_modbus_up` is 1 while a polled device answers every
+//! value, 0 while degraded or down (tell them apart with
+//! `mrv_modbus_values_unavailable`).
 //!
 //! `mrv_upload_lag_seconds` is the time since the uploader's last success
 //! (`last_success_ms` of its status); `mrv_upload_consecutive_failures`,
@@ -303,12 +312,28 @@ pub fn render(s: &StatusView, rows: &[DeviceRow]) -> String {
             o.sample("mrv_device_last_frame_age_seconds", &[("device", &r.id)], a);
         }
     }
-    o.family("mrv_device_up", "gauge", "1 when the device status is ok.");
+    o.family(
+        "mrv_device_up",
+        "gauge",
+        "1 when the device reports values (status ok or degraded).",
+    );
     for r in rows {
         o.sample(
             "mrv_device_up",
             &[("device", &r.id)],
-            u8::from(r.status == "ok"),
+            u8::from(r.status == "ok" || r.status == "degraded"),
+        );
+    }
+    o.family(
+        "mrv_device_degraded",
+        "gauge",
+        "1 when the device reports only some of its values.",
+    );
+    for r in rows {
+        o.sample(
+            "mrv_device_degraded",
+            &[("device", &r.id)],
+            u8::from(r.status == "degraded"),
         );
     }
     o.family(
@@ -345,6 +370,62 @@ pub fn render(s: &StatusView, rows: &[DeviceRow]) -> String {
         );
         for (dev, st) in m {
             o.sample("mrv_modbus_polls_total", &[("device", dev)], st.polls);
+        }
+        o.family(
+            "mrv_modbus_polls_degraded_total",
+            "counter",
+            "Modbus polls that read some but not all values.",
+        );
+        for (dev, st) in m {
+            o.sample(
+                "mrv_modbus_polls_degraded_total",
+                &[("device", dev)],
+                st.polls_degraded,
+            );
+        }
+        o.family(
+            "mrv_modbus_polls_down_total",
+            "counter",
+            "Modbus polls that read no value.",
+        );
+        for (dev, st) in m {
+            o.sample(
+                "mrv_modbus_polls_down_total",
+                &[("device", dev)],
+                st.polls_down,
+            );
+        }
+        o.family(
+            "mrv_modbus_up",
+            "gauge",
+            "1 while the last poll read every value.",
+        );
+        for (dev, st) in m {
+            o.sample(
+                "mrv_modbus_up",
+                &[("device", dev)],
+                u8::from(st.state.as_deref() == Some("up")),
+            );
+        }
+        o.family(
+            "mrv_modbus_values",
+            "gauge",
+            "Values configured per polled device.",
+        );
+        for (dev, st) in m {
+            o.sample("mrv_modbus_values", &[("device", dev)], st.values_total);
+        }
+        o.family(
+            "mrv_modbus_values_unavailable",
+            "gauge",
+            "Values unavailable in the last poll.",
+        );
+        for (dev, st) in m {
+            o.sample(
+                "mrv_modbus_values_unavailable",
+                &[("device", dev)],
+                st.values_total.saturating_sub(st.values_good),
+            );
         }
         o.family(
             "mrv_modbus_errors_total",

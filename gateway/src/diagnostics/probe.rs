@@ -200,7 +200,7 @@ pub async fn probe(req: &ProbeRequest, config_dir: &Path, config: &GatewayConfig
         }
         if !map.registers.is_empty() {
             let mut out: Vec<u8> = Vec::new();
-            match crate::cli::modbus::print_map(&mut reader, &map, &mut out).await {
+            match crate::cli::modbus::print_map(&mut reader, &map, req.unit, &mut out).await {
                 Ok(failures) => {
                     decoded.extend(
                         String::from_utf8_lossy(&out)

@@ -8,6 +8,8 @@
 //! - [`planner`]: coalesces the wanted registers into the fewest reads
 //!   (125-register limit, configurable gap, never across unreadable ranges);
 //! - [`schedule`]: which device is due when (time injected);
+//! - [`health`]: up / degraded / down from each poll, and the transitions
+//!   that earn one event and one log line;
 //! - [`sunspec`]: marker discovery, model chain, the map a chain implies;
 //! - [`poll::assemble`]: one poll's answers to one [`Frame`](mrv_shared::wire::Frame).
 //!
@@ -19,10 +21,11 @@
 //! Data path: each poll of a device becomes one frame (`seq` 0, the durable
 //! writer assigns the device's next gap-free number) sent as
 //! `WriteRequest::gateway_sequenced`; exceptions and timeouts become
-//! samples with `Quality::UNAVAILABLE` plus (edge-triggered) events.
+//! samples with `Quality::UNAVAILABLE`; health transitions become events.
 
 pub mod config;
 pub mod decode;
+pub mod health;
 pub mod planner;
 pub mod poll;
 pub mod register_map;

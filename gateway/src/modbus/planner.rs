@@ -204,22 +204,13 @@ fn to_request((table, s, e): (Table, u32, u32)) -> ReadRequest {
     }
 }
 
-/// Replaces request `ri` of `plan` by one request per group of overlapping
-/// spans placed in it: no gap is read any more. Used when a coalesced read
-/// answered "illegal data address" because the gap holds an address the
-/// device refuses (a common complaint about coalescing pollers): the poller
-/// splits that request once and keeps the split plan.
-///
-/// # Panics
-/// If `ri` is not a request of `plan` or `spans` is not what `plan` was
-/// made from (caller bugs).
-pub fn split_request(plan: &Plan, spans: &[(Table, u16, u16)], ri: usize) -> Plan {
-    let table = plan.requests[ri].table;
+/// Groups of overlapping spans placed in request `ri`, by address:
+/// `(start, end, members)`.
+fn groups_in(plan: &Plan, spans: &[(Table, u16, u16)], ri: usize) -> Vec<(u32, u32, Vec<usize>)> {
     let mut members: Vec<usize> = (0..spans.len())
         .filter(|&i| plan.placement[i] == ri)
         .collect();
     members.sort_by_key(|&i| (spans[i].1, spans[i].2));
-    // Groups of overlapping spans: (start, end, members).
     let mut groups: Vec<(u32, u32, Vec<usize>)> = Vec::new();
     for i in members {
         let (_, s, c) = spans[i];
@@ -232,24 +223,56 @@ pub fn split_request(plan: &Plan, spans: &[(Table, u16, u16)], ri: usize) -> Pla
             _ => groups.push((a, b, vec![i])),
         }
     }
-    let extra = groups.len().saturating_sub(1);
+    groups
+}
+
+/// Replaces request `ri` of `plan` by two requests, each covering one half
+/// of the groups of overlapping spans placed in it (the first half rounded
+/// up, gaps inside a half still read); `None` when the request holds a
+/// single group, which cannot be split (one value is read whole).
+///
+/// Used when a device refuses a multi-register read ("illegal data
+/// address"/"illegal data value") because the range holds a register it
+/// does not have, whether in a gap or as one of the wanted values: the
+/// poller bisects every refused request until each refused request is a
+/// single group, finding the largest reads the device answers in
+/// `O(log n)` extra reads per refused register, and keeps the result.
+///
+/// # Panics
+/// If `ri` is not a request of `plan` or `spans` is not what `plan` was
+/// made from (caller bugs).
+pub fn bisect_request(plan: &Plan, spans: &[(Table, u16, u16)], ri: usize) -> Option<Plan> {
+    let table = plan.requests[ri].table;
+    let groups = groups_in(plan, spans, ri);
+    if groups.len() < 2 {
+        return None;
+    }
+    let (first, second) = groups.split_at(groups.len().div_ceil(2));
     let mut out = Plan {
-        requests: Vec::with_capacity(plan.requests.len() + extra),
+        requests: Vec::with_capacity(plan.requests.len() + 1),
         placement: plan
             .placement
             .iter()
-            .map(|&p| if p > ri { p + extra } else { p })
+            .map(|&p| if p > ri { p + 1 } else { p })
             .collect(),
     };
     out.requests.extend_from_slice(&plan.requests[..ri]);
-    for (g, (a, b, m)) in groups.into_iter().enumerate() {
+    for (h, half) in [first, second].into_iter().enumerate() {
+        let a = half.first().map(|g| g.0).expect("halves are not empty");
+        let b = half
+            .iter()
+            .map(|g| g.1)
+            .max()
+            .expect("halves are not empty");
         out.requests.push(to_request((table, a, b)));
-        for i in m {
-            out.placement[i] = ri + g;
+        for (_, _, m) in half {
+            for &i in m {
+                out.placement[i] = ri + h;
+            }
         }
     }
     out.requests.extend_from_slice(&plan.requests[ri + 1..]);
-    out
+    Some(out)
 }
 
 /// The naive plan other gateways use: one request per configured span
@@ -369,7 +392,7 @@ mod tests {
     }
 
     #[test]
-    fn splitting_a_request_reads_no_gap_and_keeps_the_others() {
+    fn bisecting_a_request_halves_its_groups_and_keeps_the_others() {
         let spans = [
             (H, 0, 2),
             (H, 5, 1),
@@ -380,17 +403,13 @@ mod tests {
         let p = plan(&spans, &[], PlanLimits::default()).expect("plannable");
         assert_eq!(p.requests.len(), 2);
         let hi = p.placement[0];
-        let s = split_request(&p, &spans, hi);
+        // Three groups: 0..2, 5..7, 9..10 -> halves 0..7 and 9..10.
+        let s = bisect_request(&p, &spans, hi).expect("three groups");
         let want = [
             ReadRequest {
                 table: H,
                 start: 0,
-                count: 2,
-            },
-            ReadRequest {
-                table: H,
-                start: 5,
-                count: 2,
+                count: 7,
             },
             ReadRequest {
                 table: H,
@@ -398,12 +417,18 @@ mod tests {
                 count: 1,
             },
         ];
-        assert_eq!(&s.requests[hi..hi + 3], &want);
-        assert_eq!(s.requests.len(), 4);
+        assert_eq!(&s.requests[hi..hi + 2], &want);
+        assert_eq!(s.requests.len(), 3);
         for (i, &(t, st, c)) in spans.iter().enumerate() {
             let r = s.requests[s.placement[i]];
             assert!(r.table == t && r.start <= st && u32::from(st) + u32::from(c) <= r.end());
         }
+        // 0..7 again: groups 0..2 and 5..7 -> two exact reads.
+        let s2 = bisect_request(&s, &spans, hi).expect("two groups");
+        assert_eq!(s2.requests[hi].count, 2);
+        assert_eq!(s2.requests[hi + 1].start, 5);
+        // A single group cannot be split.
+        assert_eq!(bisect_request(&s2, &spans, hi), None);
     }
 
     /// Non-overlapping spans in one or two tables, plus holes between them.
@@ -464,11 +489,26 @@ mod tests {
             }
             // Never more requests than the naive plan.
             prop_assert!(p.requests.len() <= naive_plan(&spans).requests.len());
-            // Splitting any request keeps every span covered and reads no gap
-            // inside the split request.
+            // Bisecting any request until it cannot be split keeps every
+            // span covered and ends with no gap read inside it.
             if !p.requests.is_empty() {
                 let ri = split_at % p.requests.len();
-                let s = split_request(&p, &spans, ri);
+                let mut s = p.clone();
+                // Bisect the request holding `ri`'s first span until single groups remain.
+                let mut todo = vec![ri];
+                let mut steps = 0;
+                while let Some(r) = todo.pop() {
+                    if let Some(n) = bisect_request(&s, &spans, r) {
+                        s = n;
+                        todo.push(r + 1);
+                        todo.push(r);
+                        let keep = todo.len() - 2;
+                        for t in &mut todo[..keep] {
+                            if *t > r { *t += 1; }
+                        }
+                        steps += 1;
+                    }
+                }
                 for (i, &(t, st, c)) in spans.iter().enumerate() {
                     let r = s.requests[s.placement[i]];
                     prop_assert!(r.table == t && r.start <= st && u32::from(st) + u32::from(c) <= r.end());
@@ -477,6 +517,7 @@ mod tests {
                     - p.requests.iter().enumerate().filter(|(j, _)| *j != ri).map(|(_, r)| u32::from(r.count)).sum::<u32>();
                 let wanted: u32 = spans.iter().enumerate().filter(|(i, _)| p.placement[*i] == ri).map(|(_, sp)| u32::from(sp.2)).sum();
                 prop_assert_eq!(inside, wanted);
+                prop_assert_eq!(s.requests.len(), p.requests.len() + steps);
             }
         }
     }

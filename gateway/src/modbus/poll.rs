@@ -1,7 +1,8 @@
-//! One poll of one device: execute the plan ([`execute`]), turn the answers
-//! into a frame ([`assemble`], pure), and keep the per-device state between
-//! polls ([`DevicePoller`]: SunSpec discovery, the current plan, which
-//! failure was last reported).
+//! One poll of one device: execute the plan ([`execute`], refining it where
+//! the device refuses a multi-register read: [`execute_refining`]), turn the
+//! answers into a frame ([`assemble`], pure), and keep the per-device state
+//! between polls ([`DevicePoller`]: SunSpec discovery, the current plan, the
+//! device's health).
 //!
 //! Invariants:
 //! - a poll yields exactly one [`Frame`] with one sample per configured
@@ -11,37 +12,51 @@
 //!   value the decoder had to round to its base unit has `Quality::ROUNDED`;
 //! - `seq` is 0 (the durable writer assigns the next gap-free number) and
 //!   `base_time_ms` is the gateway clock at the start of the poll;
+//! - a read of several registers that the device refuses with "illegal data
+//!   address"/"illegal data value" is bisected (in the same poll) until every
+//!   refused read is one value: a readable neighbour of an unreadable
+//!   register is never left unavailable, whether a gap or a wanted value is
+//!   the culprit; the refined plan is kept (logged once);
 //! - after a link fault that survives the retries, the remaining requests
 //!   of that poll are not sent (a dead device costs one timeout per retry
 //!   per poll, not one per request);
-//! - failure events are edge-triggered: an event is sent when the set of
-//!   failures of a poll differs from the previous poll's (first failure,
-//!   change of failure, not on every repetition); every failure is counted
-//!   in the status.
+//! - health (up / degraded / down, [`super::health`]) changes give exactly
+//!   one event and one log line (WARN when worse, INFO when back up); every
+//!   poll is counted in the status.
 
 use super::config::ValidDevice;
 use super::decode::decode_value;
-use super::planner::{Plan, plan, split_request};
-use super::register_map::RegisterMap;
-use super::status::ModbusStatus;
+use super::health::{Health, HealthTracker, PollOutcome, Transition};
+use super::planner::{Plan, ReadRequest, bisect_request, plan};
+use super::register_map::{RegisterMap, Table};
+use super::status::{ModbusStatus, PollRecord};
 use super::sunspec::{Discovery, discover, expected_map, map_for};
-use super::transport::{ReadError, RegisterReader};
+use super::transport::{Exception, ReadError, RegisterReader};
 use mrv_shared::event::{Event, EventKind};
 use mrv_shared::ids::{DeviceId, SiteId};
 use mrv_shared::quantity::Quantity;
 use mrv_shared::reading::{Channel, Quality, Sample};
 use mrv_shared::wire::Frame;
 
+pub use super::health::Problem;
+
 /// Firmware string of gateway-polled Modbus frames.
 pub const FIRMWARE: &str = "modbus";
 
-/// A failure worth an event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// `ModbusException` or `ModbusTimeout`.
-    pub kind: EventKind,
-    /// What failed, e.g. `holding 40070+50: exception 0x02 (...)`.
-    pub detail: String,
+/// Sends one request, retrying link faults and "busy" exceptions `retries`
+/// times ([`ReadError::is_retryable`]).
+async fn read_one<R: RegisterReader>(
+    reader: &mut R,
+    req: ReadRequest,
+    retries: u8,
+) -> Result<Vec<u16>, ReadError> {
+    let mut attempt = 0;
+    loop {
+        match reader.read(req).await {
+            Err(e) if e.is_retryable() && attempt < retries => attempt += 1,
+            other => return other,
+        }
+    }
 }
 
 /// Executes `plan`, retrying link faults and "busy" exceptions `retries`
@@ -59,13 +74,7 @@ pub async fn execute<R: RegisterReader>(
             out.push(Err(e.clone()));
             continue;
         }
-        let mut attempt = 0;
-        let result = loop {
-            match reader.read(*req).await {
-                Err(e) if e.is_retryable() && attempt < retries => attempt += 1,
-                other => break other,
-            }
-        };
+        let result = read_one(reader, *req, retries).await;
         if let Err(e) = &result {
             if e.is_link_fault() {
                 dead = Some(e.clone());
@@ -76,14 +85,134 @@ pub async fn execute<R: RegisterReader>(
     out
 }
 
-fn kind_of(e: &ReadError) -> EventKind {
-    match e {
-        ReadError::Exception(_) => EventKind::ModbusException,
-        ReadError::Timeout(_) | ReadError::Link(_) => EventKind::ModbusTimeout,
+/// What [`execute_refining`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refined {
+    /// The plan the results belong to: `Some` when refusals refined it.
+    pub plan: Option<Plan>,
+    /// One result per request of that plan (or of the original one).
+    pub results: Vec<Result<Vec<u16>, ReadError>>,
+    /// The refused reads that were split, as `table start+count: error`.
+    pub split: Vec<String>,
+}
+
+fn refused_range(r: &Result<Vec<u16>, ReadError>) -> bool {
+    matches!(r, Err(ReadError::Exception(x)) if x.refuses_range())
+}
+
+/// Executes `plan` and, while the device refuses a request that holds
+/// several groups of registers with "illegal data address" or "illegal data
+/// value", bisects it ([`bisect_request`]) and reads the halves, until every
+/// refused request is a single value. Only the new halves are read; a link
+/// fault stops the refinement (the results keep the failure). `spans` must
+/// be what `plan` was made from.
+pub async fn execute_refining<R: RegisterReader>(
+    reader: &mut R,
+    spans: &[(Table, u16, u16)],
+    plan: &Plan,
+    retries: u8,
+) -> Refined {
+    let mut results: Vec<Option<Result<Vec<u16>, ReadError>>> = execute(reader, plan, retries)
+        .await
+        .into_iter()
+        .map(Some)
+        .collect();
+    let mut current = plan.clone();
+    let mut split = Vec::new();
+    loop {
+        // Bisect every splittable refused request (highest index first, so
+        // the indices of the others stay valid).
+        let refused: Vec<usize> = (0..current.requests.len())
+            .rev()
+            .filter(|&ri| results[ri].as_ref().is_some_and(refused_range))
+            .collect();
+        let mut changed = false;
+        for ri in refused {
+            if let Some(next) = bisect_request(&current, spans, ri) {
+                let req = current.requests[ri];
+                if let Some(Err(e)) = &results[ri] {
+                    split.push(format!("{} {}+{}: {e}", req.table, req.start, req.count));
+                }
+                current = next;
+                results.splice(ri..=ri, [None, None]);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+        let mut dead = false;
+        for (req, slot) in current.requests.iter().zip(results.iter_mut()) {
+            if slot.is_none() {
+                let r = read_one(reader, *req, retries).await;
+                dead = r.as_ref().is_err_and(ReadError::is_link_fault);
+                *slot = Some(r);
+                if dead {
+                    break;
+                }
+            }
+        }
+        if dead {
+            // Fill what was not read with the fault and stop refining.
+            let fault = results
+                .iter()
+                .flatten()
+                .find_map(|r| r.as_ref().err().filter(|e| e.is_link_fault()).cloned())
+                .expect("a link fault was just recorded");
+            for r in &mut results {
+                if r.is_none() {
+                    *r = Some(Err(fault.clone()));
+                }
+            }
+            break;
+        }
+    }
+    let results = results
+        .into_iter()
+        .map(|r| r.expect("every request was read or marked failed"))
+        .collect();
+    Refined {
+        plan: (current != *plan).then_some(current),
+        results,
+        split,
     }
 }
 
+fn kind_of(e: &ReadError) -> EventKind {
+    match e {
+        ReadError::Exception(_) => EventKind::ModbusException,
+        ReadError::Timeout(_) => EventKind::ModbusTimeout,
+        ReadError::Unreachable(_) => EventKind::ModbusUnreachable,
+        ReadError::Link(_) => EventKind::ModbusLinkError,
+    }
+}
+
+/// When every request of a poll was answered with an exception that a wrong
+/// unit id typically causes ([`Exception::suggests_wrong_unit`]), the hint
+/// to add to the problem. Pure.
+pub fn wrong_unit_hint(results: &[Result<Vec<u16>, ReadError>], unit: u8) -> Option<String> {
+    let mut first: Option<Exception> = None;
+    for r in results {
+        match r {
+            Err(ReadError::Exception(x)) if x.suggests_wrong_unit() => {
+                first.get_or_insert(*x);
+            }
+            _ => return None,
+        }
+    }
+    first.map(|x| {
+        format!(
+            "every read answered exception {:#04x}: the unit id may be wrong (configured unit {unit};              a device or TCP gateway answers like this when nothing usable is at that unit id)",
+            x.0
+        )
+    })
+}
+
 /// Builds the frame of one poll from the per-request results. Pure.
+///
+/// Problems: one per failed request (one link fault per poll: the requests
+/// after it were not sent), then one per value that was read but does not
+/// decode (`ModbusBadValue`).
 ///
 /// # Panics
 /// If `results` does not have one entry per request of `plan`, or `plan`
@@ -141,7 +270,16 @@ pub fn assemble(
             None => Ok(None),
         };
         let decoded = match (words_of(i, def.address, def.data_type.width()), sf) {
-            (Ok(w), Ok(sf)) => decode_value(def, w, sf).ok(),
+            (Ok(w), Ok(sf)) => match decode_value(def, w, sf) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    problems.push(Problem {
+                        kind: EventKind::ModbusBadValue,
+                        detail: format!("{} ({} {}): {e}", def.name, def.table, def.address),
+                    });
+                    None
+                }
+            },
             _ => None,
         };
         let (value, quality) = match decoded {
@@ -227,16 +365,43 @@ pub fn unavailable_frame(
     })
 }
 
+/// Values read and unavailable in a poll's frame (`UNAVAILABLE` samples).
+fn outcome_of(frame: Option<&Frame>, problems: Vec<Problem>) -> PollOutcome {
+    let Some(f) = frame else {
+        return PollOutcome {
+            total: 0,
+            good: 0,
+            unavailable: Vec::new(),
+            problems,
+        };
+    };
+    let unavailable: Vec<String> = f
+        .samples
+        .iter()
+        .filter(|s| s.quality.contains(Quality::UNAVAILABLE))
+        .filter_map(|s| f.channels.get(usize::from(s.channel)))
+        .map(|c| c.id.to_string())
+        .collect();
+    PollOutcome {
+        total: f.samples.len(),
+        good: f.samples.len() - unavailable.len(),
+        unavailable,
+        problems,
+    }
+}
+
 /// What one poll produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PollOutput {
     /// The frame (none only for a SunSpec device never discovered and
     /// without `sunspec_models`).
     pub frame: Option<Frame>,
-    /// Events to record (edge-triggered, see the module doc).
+    /// Events to record: at most one, for a health transition.
     pub events: Vec<Event>,
     /// True when the link failed (TCP tasks reconnect, SunSpec rediscovers).
     pub link_fault: bool,
+    /// The health after this poll.
+    pub health: Health,
 }
 
 /// Per-device state across polls.
@@ -245,10 +410,12 @@ pub struct DevicePoller {
     site: SiteId,
     device: ValidDevice,
     /// The map and plan in force (fixed maps: from the config; SunSpec:
-    /// after discovery).
+    /// after discovery), refined where the device refused reads.
     current: Option<(RegisterMap, Plan)>,
     discovery: Option<Discovery>,
-    last_problems: Vec<Problem>,
+    health: HealthTracker,
+    /// The device's state was logged at least once.
+    announced: bool,
 }
 
 impl DevicePoller {
@@ -266,7 +433,8 @@ impl DevicePoller {
             device,
             current,
             discovery: None,
-            last_problems: Vec::new(),
+            health: HealthTracker::new(),
+            announced: false,
         }
     }
 
@@ -283,24 +451,6 @@ impl DevicePoller {
     /// The plan in force, if any.
     pub fn plan(&self) -> Option<&Plan> {
         self.current.as_ref().map(|(_, p)| p)
-    }
-
-    fn events_for(&mut self, problems: Vec<Problem>, now_ms: u64) -> Vec<Event> {
-        if problems == self.last_problems {
-            return Vec::new();
-        }
-        let events = problems
-            .iter()
-            .map(|p| Event {
-                time_ms: now_ms,
-                kind: p.kind,
-                device: Some(self.device.id.clone()),
-                seqs: None,
-                detail: p.detail.clone(),
-            })
-            .collect();
-        self.last_problems = problems;
-        events
     }
 
     /// Runs SunSpec discovery if needed. Returns a problem when it failed.
@@ -335,12 +485,9 @@ impl DevicePoller {
                 Ok(())
             }
             Err(e) => {
-                let link =
-                    matches!(&e, super::sunspec::DiscoveryError::Read(r) if r.is_link_fault());
-                let kind = if link {
-                    EventKind::ModbusTimeout
-                } else {
-                    EventKind::ModbusException
+                let (kind, link) = match &e {
+                    super::sunspec::DiscoveryError::Read(r) => (kind_of(r), r.is_link_fault()),
+                    _ => (EventKind::ModbusException, false),
                 };
                 Err((
                     Problem {
@@ -351,6 +498,40 @@ impl DevicePoller {
                 ))
             }
         }
+    }
+
+    /// Feeds the poll to the health tracker, logs a transition, records the
+    /// status, and returns the transition's event.
+    fn conclude(
+        &mut self,
+        status: &ModbusStatus,
+        now_ms: u64,
+        outcome: &PollOutcome,
+        error_kind: Option<&'static str>,
+        requests: usize,
+    ) -> (Vec<Event>, Health) {
+        let id = self.device.id.clone();
+        let transition = self.health.on_poll(&id, now_ms, outcome);
+        let (health, since) = self.health.state().expect("the tracker has seen this poll");
+        if let Some(t) = &transition {
+            log_transition(&id, t);
+            self.announced = true;
+        } else if !self.announced {
+            // Start-up, straight to up: one line, no event.
+            tracing::info!(device = %id, values = outcome.total, requests, "Modbus device up");
+            self.announced = true;
+        }
+        status.record(
+            &id,
+            PollRecord {
+                now_ms,
+                outcome,
+                error_kind,
+                requests,
+                health: (health, since),
+            },
+        );
+        (transition.map(|t| t.event).into_iter().collect(), health)
     }
 
     /// Polls the device once at gateway time `now_ms`.
@@ -367,113 +548,81 @@ impl DevicePoller {
                     .then(|| expected_map(p, &self.device.sunspec_models))
             });
             let frame = fallback.and_then(|m| unavailable_frame(&self.site, &id, &m, now_ms));
-            status.record_poll(
-                &id,
-                now_ms,
-                Some((&problem.detail, label(problem.kind, link_fault))),
-                0,
-            );
-            let events = self.events_for(vec![problem], now_ms);
+            let label = if link_fault {
+                kind_label(problem.kind)
+            } else {
+                "discovery"
+            };
+            let outcome = outcome_of(frame.as_ref(), vec![problem]);
+            let (events, health) = self.conclude(status, now_ms, &outcome, Some(label), 0);
             return PollOutput {
                 frame,
                 events,
                 link_fault,
+                health,
             };
         }
         let (map, plan) = self.current.as_ref().expect("ensure_map set it");
-        let mut results = execute(reader, plan, self.device.retries).await;
-        if let Some(split) = split_refused_gaps(&map.spans(), plan, &results) {
+        let spans = map.spans();
+        let refined = execute_refining(reader, &spans, plan, self.device.retries).await;
+        if let Some(p) = refined.plan {
             tracing::info!(
                 device = %id,
-                requests = split.requests.len(),
-                "a coalesced read was refused (illegal data address); reading without gaps from now on"
+                refused = %refined.split.join("; "),
+                requests = p.requests.len(),
+                "the device refused multi-register reads; reading in smaller requests from now on"
             );
-            results = execute(reader, &split, self.device.retries).await;
             let map = map.clone();
-            self.current = Some((map, split));
+            self.current = Some((map, p));
         }
+        let results = refined.results;
         let (map, plan) = self.current.as_ref().expect("set above");
         let link_fault = results
             .iter()
             .any(|r| r.as_ref().is_err_and(ReadError::is_link_fault));
-        let (frame, problems) = assemble(&self.site, &id, map, plan, &results, now_ms);
-        let first = results.iter().find_map(|r| r.as_ref().err());
-        status.record_poll(
-            &id,
-            now_ms,
-            first.map(|e| (problems[0].detail.as_str(), e.label())),
-            plan.requests.len(),
-        );
+        let (frame, mut problems) = assemble(&self.site, &id, map, plan, &results, now_ms);
+        if let (Some(hint), Some(p)) = (
+            wrong_unit_hint(&results, self.device.unit),
+            problems.first_mut(),
+        ) {
+            p.detail = format!("{}; {hint}", p.detail);
+        }
+        let error_kind = problems.first().map(|p| kind_label(p.kind));
+        let requests = plan.requests.len();
         if link_fault && self.device.sunspec.is_some() {
             // The device may come back with another firmware: rediscover.
             self.current = None;
         }
-        let events = self.events_for(problems, now_ms);
+        let outcome = outcome_of(frame.as_ref(), problems);
+        let (events, health) = self.conclude(status, now_ms, &outcome, error_kind, requests);
         PollOutput {
             frame,
             events,
             link_fault,
+            health,
         }
     }
 }
 
-/// When a request holding several spans was refused with "illegal data
-/// address", the plan with every such request split (see
-/// [`split_request`]); `None` when nothing is to split.
-pub fn split_refused_gaps(
-    spans: &[(super::register_map::Table, u16, u16)],
-    plan: &Plan,
-    results: &[Result<Vec<u16>, ReadError>],
-) -> Option<Plan> {
-    let refused: Vec<usize> = results
-        .iter()
-        .enumerate()
-        .filter(|(ri, r)| {
-            matches!(r, Err(ReadError::Exception(x)) if x.0 == 0x02) && {
-                let req = plan.requests[*ri];
-                // Worth splitting when the request reads more than its spans.
-                let covered: u32 = {
-                    let mut m: Vec<(u32, u32)> = (0..spans.len())
-                        .filter(|&i| plan.placement[i] == *ri)
-                        .map(|i| {
-                            (
-                                u32::from(spans[i].1),
-                                u32::from(spans[i].1) + u32::from(spans[i].2),
-                            )
-                        })
-                        .collect();
-                    m.sort_unstable();
-                    let mut total = 0;
-                    let mut end = 0;
-                    for (a, b) in m {
-                        let a = a.max(end);
-                        if b > a {
-                            total += b - a;
-                        }
-                        end = end.max(b);
-                    }
-                    total
-                };
-                covered < u32::from(req.count)
-            }
-        })
-        .map(|(ri, _)| ri)
-        .collect();
-    if refused.is_empty() {
-        return None;
+/// One log line per health transition: WARN when the device got worse or
+/// changed how it fails, INFO when it is back up.
+fn log_transition(device: &DeviceId, t: &Transition) {
+    let from = t.from.map_or("unknown", Health::name);
+    if t.to == Health::Up {
+        tracing::info!(device = %device, from, event = t.event.kind.name(), "Modbus device {}", t.event.detail);
+    } else {
+        tracing::warn!(device = %device, from, event = t.event.kind.name(), "Modbus device {}", t.event.detail);
     }
-    let mut p = plan.clone();
-    for &ri in refused.iter().rev() {
-        p = split_request(&p, spans, ri);
-    }
-    Some(p)
 }
 
-fn label(kind: EventKind, link: bool) -> &'static str {
-    match (kind, link) {
-        (_, true) => "link",
-        (EventKind::ModbusException, _) => "exception",
-        _ => "discovery",
+/// The status counter label of a problem kind.
+fn kind_label(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::ModbusTimeout => "timeout",
+        EventKind::ModbusUnreachable => "unreachable",
+        EventKind::ModbusLinkError => "link",
+        EventKind::ModbusBadValue => "bad_value",
+        _ => "exception",
     }
 }
 
@@ -615,6 +764,168 @@ quantity = "count"
                 .all(|s| s.quality.is_good())
         );
         assert_eq!(bank.1, 5, "the split plan stays");
+    }
+
+    fn poller_for(text: &str) -> DevicePoller {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+        let cfg = crate::modbus::config::parse_section(text, &dir.join("g.toml"))
+            .expect("parses")
+            .validate(&dir)
+            .expect("valid");
+        DevicePoller::new(ids().0, cfg.devices[0].clone())
+    }
+
+    fn u16_reg(name: &str, address: u16) -> String {
+        format!(
+            "[[modbus.devices.registers]]\nname = \"{name}\"\nfunction = \"holding\"\naddress = {address}\ntype = \"u16\"\nquantity = \"count\"\n"
+        )
+    }
+
+    #[tokio::test]
+    async fn a_refused_read_beside_an_unreadable_register_is_split_down_to_what_answers() {
+        // a, b, c adjacent (no gap): b does not exist. The one coalesced read
+        // 0..3 is refused; bisection finds that a and c answer.
+        let text = format!(
+            "[[modbus.devices]]\nid = \"m\"\nhost = \"127.0.0.1\"\n{}{}{}",
+            u16_reg("a", 0),
+            u16_reg("hole_1", 1),
+            u16_reg("c", 2)
+        );
+        let mut poller = poller_for(&text);
+        assert_eq!(poller.plan().expect("plan").requests.len(), 1);
+        let mut bank = Bank([(0, 10), (2, 12)].into_iter().collect(), 0);
+        let status = ModbusStatus::new();
+        let out = poller.poll(&mut bank, 0, &status).await;
+        let f = out.frame.expect("frame");
+        assert_eq!(
+            f.samples
+                .iter()
+                .map(|s| (s.value, s.quality))
+                .collect::<Vec<_>>(),
+            [
+                (10, Quality::GOOD),
+                (0, Quality::UNAVAILABLE),
+                (12, Quality::GOOD)
+            ]
+        );
+        // 0..3 refused; 0..2 refused, 2..3 ok; 0..1 ok, 1..2 refused.
+        assert_eq!(bank.1, 5);
+        assert_eq!(out.health, Health::Degraded);
+        assert_eq!(out.events.len(), 1);
+        assert_eq!(out.events[0].kind, EventKind::ModbusException);
+        assert!(
+            out.events[0].detail.starts_with(
+                "degraded: 2 of 3 values answered; unavailable: hole_1; holding 1+1: exception 0x02"
+            ),
+            "{}",
+            out.events[0].detail
+        );
+        let st = status
+            .device(&DeviceId::new("m").expect("id"))
+            .expect("status");
+        assert_eq!(
+            (st.values_good, st.values_total, st.polls_degraded),
+            (2, 3, 1)
+        );
+        assert_eq!(st.unavailable, ["hole_1"]);
+        // The refined plan stays: three reads per poll, no new event.
+        let out = poller.poll(&mut bank, 1, &status).await;
+        assert_eq!(bank.1, 8);
+        assert!(out.events.is_empty());
+        assert_eq!(poller.plan().expect("plan").requests.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn every_read_answering_0x04_says_the_unit_id_may_be_wrong() {
+        let text = format!(
+            "[[modbus.devices]]\nid = \"m\"\nhost = \"127.0.0.1\"\nunit = 3\n{}{}",
+            u16_reg("a", 0),
+            u16_reg("b", 300)
+        );
+        let mut poller = poller_for(&text);
+        let mut s = Script {
+            answers: vec![
+                Err(ReadError::Exception(Exception(4))),
+                Err(ReadError::Exception(Exception(4))),
+            ],
+            calls: 0,
+        };
+        let status = ModbusStatus::new();
+        let out = poller.poll(&mut s, 0, &status).await;
+        assert_eq!(out.health, Health::Down);
+        let detail = &out.events[0].detail;
+        assert!(
+            detail.starts_with("down: no value answered: holding 0+1: exception 0x04"),
+            "{detail}"
+        );
+        assert!(
+            detail.contains("the unit id may be wrong (configured unit 3"),
+            "{detail}"
+        );
+        // One failing request among good ones is not a unit id problem.
+        let ok = [Ok(vec![1]), Err(ReadError::Exception(Exception(4)))];
+        assert_eq!(wrong_unit_hint(&ok, 3), None);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_unreachable_and_recovery_is_one_event() {
+        let text = format!(
+            "[[modbus.devices]]\nid = \"m\"\nhost = \"127.0.0.1\"\n{}",
+            u16_reg("a", 0)
+        );
+        let mut poller = poller_for(&text);
+        let refused = ReadError::Unreachable("connection refused by 127.0.0.1:1502".into());
+        let mut s = Script {
+            // One retry per poll (the default): two polls of two attempts.
+            answers: vec![
+                Err(refused.clone()),
+                Err(refused.clone()),
+                Err(refused.clone()),
+                Err(refused),
+                Ok(vec![5]),
+            ],
+            calls: 0,
+        };
+        let status = ModbusStatus::new();
+        let out = poller.poll(&mut s, 1_000, &status).await;
+        assert_eq!(out.events[0].kind, EventKind::ModbusUnreachable);
+        assert!(out.link_fault);
+        let out = poller.poll(&mut s, 11_000, &status).await;
+        assert!(out.events.is_empty(), "same failure, no new event");
+        let out = poller.poll(&mut s, 21_000, &status).await;
+        assert_eq!(out.health, Health::Up);
+        assert_eq!(out.events.len(), 1);
+        assert_eq!(out.events[0].kind, EventKind::ModbusRecovered);
+        assert_eq!(
+            out.events[0].detail,
+            "up: all 1 values answered again after 20 s down"
+        );
+        let st = status
+            .device(&DeviceId::new("m").expect("id"))
+            .expect("status");
+        assert_eq!(st.problem, None, "the old error is gone at once");
+        assert_eq!(st.errors.get("unreachable"), Some(&2));
+    }
+
+    #[test]
+    fn an_undecodable_value_is_a_bad_value_problem() {
+        let mut map = RegisterMap::default();
+        let mut f = reg("f", 0, DataType::F32);
+        f.quantity = Quantity::Count;
+        map.registers.push(f);
+        let p = plan(&map.spans(), &[], PlanLimits::default()).expect("plannable");
+        let (site, dev) = ids();
+        let (frame, problems) = assemble(&site, &dev, &map, &p, &[Ok(vec![0x7FC0, 0])], 0);
+        assert_eq!(
+            frame.expect("frame").samples[0].quality,
+            Quality::UNAVAILABLE
+        );
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].kind, EventKind::ModbusBadValue);
+        assert_eq!(
+            problems[0].detail,
+            "f (holding 0): the register holds NaN (not a number)"
+        );
     }
 
     trait ValidateWithSeq {

@@ -51,7 +51,7 @@ pub fn open(bus: &ValidBus, timeout: Duration) -> Result<ModbusReader, ReadError
         .data_bits(data_bits)
         .open_native_async()
         .map_err(|e| {
-            ReadError::Link(format!(
+            ReadError::Unreachable(format!(
                 "cannot open serial port {}: {e}",
                 bus.path.display()
             ))
@@ -78,7 +78,7 @@ impl RegisterReader for BusReader<'_> {
         if self.port.is_none() {
             let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
             if !self.backoff.may_try(now) {
-                return Err(ReadError::Link(format!(
+                return Err(ReadError::Unreachable(format!(
                     "serial port {} unavailable; reopening with backoff",
                     self.bus.path.display(),
                 )));
@@ -126,7 +126,8 @@ pub async fn run(site: SiteId, bus: ValidBus, devices: Vec<ValidDevice>, sinks: 
         .map(|d| DevicePoller::new(site.clone(), d))
         .collect();
     let mut port: Option<ModbusReader> = None;
-    let mut backoff = Backoff::default();
+    // Reopen the port at the latest every half of the shortest interval.
+    let mut backoff = Backoff::with_ceiling(intervals.iter().min().copied().unwrap_or(1000) / 2);
     let mut last_exchange: Option<Instant> = None;
     let epoch = Instant::now();
     let elapsed = || u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);

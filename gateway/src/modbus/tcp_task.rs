@@ -7,8 +7,10 @@
 //! A connection is dropped after any link fault (timeout, broken pipe,
 //! malformed answer): a late answer on a kept connection could be taken as
 //! the answer to the next request. Reconnection attempts back off
-//! exponentially ([`Backoff`], pure); while disconnected each scheduled poll
-//! still yields an all-unavailable frame, so the gap is a recorded fact.
+//! exponentially ([`Backoff`], pure) but never longer than half the poll
+//! interval, so a device that comes back is read again at the next
+//! scheduled poll (not up to 30 s later); while disconnected each scheduled
+//! poll still yields an all-unavailable frame, so the gap is a recorded fact.
 
 use super::config::ValidDevice;
 use super::planner::ReadRequest;
@@ -26,12 +28,24 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_modbus::Slave;
 
-/// Reconnection backoff: 0.5 s doubling to 30 s, reset by a success. Pure;
-/// times are ms of a monotonic clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Reconnection backoff: 0.5 s doubling to 30 s (or to a lower ceiling,
+/// [`Backoff::with_ceiling`]), reset by a success. Pure; times are ms of a
+/// monotonic clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
     failures: u32,
     not_before_ms: u64,
+    ceiling_ms: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            failures: 0,
+            not_before_ms: 0,
+            ceiling_ms: Self::MAX_MS,
+        }
+    }
 }
 
 impl Backoff {
@@ -39,6 +53,15 @@ impl Backoff {
     pub const INITIAL_MS: u64 = 500;
     /// Longest delay.
     pub const MAX_MS: u64 = 30_000;
+
+    /// A backoff whose delay never exceeds `ceiling_ms` (nor [`Self::MAX_MS`]):
+    /// half the poll interval, so that every scheduled poll tries again.
+    pub fn with_ceiling(ceiling_ms: u64) -> Self {
+        Backoff {
+            ceiling_ms: ceiling_ms.min(Self::MAX_MS),
+            ..Backoff::default()
+        }
+    }
 
     /// True when a connection attempt is allowed at `now_ms`.
     pub fn may_try(&self, now_ms: u64) -> bool {
@@ -54,7 +77,7 @@ impl Backoff {
     pub fn failed(&mut self, now_ms: u64) -> u64 {
         let delay = Self::INITIAL_MS
             .saturating_mul(1 << self.failures.min(16))
-            .min(Self::MAX_MS);
+            .min(self.ceiling_ms);
         self.failures = self.failures.saturating_add(1);
         self.not_before_ms = now_ms + delay;
         delay
@@ -62,7 +85,7 @@ impl Backoff {
 
     /// Records a success.
     pub fn succeeded(&mut self) {
-        *self = Backoff::default();
+        *self = Backoff::with_ceiling(self.ceiling_ms);
     }
 }
 
@@ -81,15 +104,24 @@ pub struct TcpReader {
 }
 
 impl TcpReader {
-    /// A disconnected link to `host:port`, unit `unit`.
-    pub fn new(host: String, port: u16, unit: u8, timeout: Duration) -> Self {
+    /// A disconnected link to `host:port`, unit `unit`, retried at the
+    /// latest every `retry_within` while down.
+    pub fn new(
+        host: String,
+        port: u16,
+        unit: u8,
+        timeout: Duration,
+        retry_within: Duration,
+    ) -> Self {
         TcpReader {
             host,
             port,
             unit,
             timeout,
             conn: None,
-            backoff: Backoff::default(),
+            backoff: Backoff::with_ceiling(
+                u64::try_from(retry_within.as_millis()).unwrap_or(u64::MAX),
+            ),
             last_error: None,
             epoch: Instant::now(),
         }
@@ -141,9 +173,9 @@ pub async fn connect(
     let attempt = async {
         let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
             .await
-            .map_err(|e| ReadError::Link(format!("cannot resolve {host}: {e}")))?
+            .map_err(|e| ReadError::Unreachable(format!("cannot resolve {host}: {e}")))?
             .collect();
-        let mut last = ReadError::Link(format!("{host} resolves to no address"));
+        let mut last = ReadError::Unreachable(format!("{host} resolves to no address"));
         for addr in addrs {
             match tokio::net::TcpStream::connect(addr).await {
                 Ok(s) => {
@@ -152,11 +184,11 @@ pub async fn connect(
                     return Ok(ModbusReader::new(ctx, timeout));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    last = ReadError::Link(format!(
+                    last = ReadError::Unreachable(format!(
                         "connection refused by {addr} (nothing listens on that port)"
                     ));
                 }
-                Err(e) => last = ReadError::Link(format!("cannot connect to {addr}: {e}")),
+                Err(e) => last = ReadError::Unreachable(format!("cannot connect to {addr}: {e}")),
             }
         }
         Err(last)
@@ -228,8 +260,14 @@ pub async fn run(site: SiteId, device: ValidDevice, sinks: Sinks) {
         tracing::error!(device = %device.id, "not a TCP device");
         return;
     };
-    let mut reader = TcpReader::new(host, port, device.unit, device.timeout);
     let interval = u64::try_from(device.poll_interval.as_millis()).unwrap_or(u64::MAX);
+    let mut reader = TcpReader::new(
+        host,
+        port,
+        device.unit,
+        device.timeout,
+        Duration::from_millis(interval / 2),
+    );
     let mut schedule = Schedule::new(&[interval], 0);
     let mut poller = DevicePoller::new(site, device);
     let epoch = Instant::now();
@@ -270,6 +308,21 @@ mod tests {
         assert_eq!(b.failed(0), Backoff::MAX_MS);
         b.succeeded();
         assert_eq!(b.failed(0), 500);
+    }
+
+    #[test]
+    fn a_ceiling_keeps_retries_within_the_poll_interval() {
+        let mut b = Backoff::with_ceiling(2_000);
+        for _ in 0..10 {
+            b.failed(0);
+        }
+        assert_eq!(b.failed(10_000), 2_000);
+        assert!(b.may_try(12_000));
+        b.succeeded();
+        for _ in 0..10 {
+            b.failed(0);
+        }
+        assert_eq!(b.failed(0), 2_000, "the ceiling survives a success");
     }
 
     #[tokio::test]

@@ -3,7 +3,9 @@
 //! `tokio-modbus` client context ([`ModbusReader`], TCP or RTU).
 //!
 //! "The device said no" ([`ReadError::Exception`], an answer) is kept apart
-//! from "the link broke" ([`ReadError::Timeout`], [`ReadError::Link`]): the
+//! from "nobody answered" ([`ReadError::Timeout`]), "cannot reach it"
+//! ([`ReadError::Unreachable`]: connection refused, name not resolved,
+//! serial port missing) and "the link broke" ([`ReadError::Link`]): the
 //! first is not retried and leaves the connection usable, the others are
 //! retried and make TCP tasks reconnect.
 
@@ -27,14 +29,34 @@ impl Exception {
             0x01 => "illegal function: the device does not support this read",
             0x02 => "illegal data address: the device has no such register",
             0x03 => "illegal data value: the request is not acceptable (count?)",
-            0x04 => "server device failure",
+            0x04 => "server device failure; if every read answers this, the unit id may be wrong",
             0x05 => "acknowledge: accepted, still processing",
             0x06 => "server device busy",
             0x08 => "memory parity error",
-            0x0A => "gateway path unavailable",
-            0x0B => "gateway target device failed to respond",
+            0x0A => "gateway path unavailable: the TCP gateway has no route to this unit id",
+            0x0B => {
+                "gateway target device failed to respond: nothing answers at this unit id behind the TCP gateway"
+            }
             _ => "unknown exception code",
         }
+    }
+}
+
+impl Exception {
+    /// True for the answers a device or TCP gateway gives when nothing
+    /// usable is at the addressed unit id (0x04 from devices that answer for
+    /// any unit, 0x0A/0x0B from TCP-to-RTU gateways): when every read of a
+    /// poll gets one of these, the unit id is the first thing to check.
+    pub fn suggests_wrong_unit(self) -> bool {
+        matches!(self.0, 0x04 | 0x0A | 0x0B)
+    }
+
+    /// True for "this address (range) cannot be read": 0x02 illegal data
+    /// address, 0x03 illegal data value (devices that refuse a count or a
+    /// range containing an unmapped register). A multi-register read
+    /// refused like this is split to find what the device answers.
+    pub fn refuses_range(self) -> bool {
+        matches!(self.0, 0x02 | 0x03)
     }
 }
 
@@ -59,6 +81,10 @@ pub enum ReadError {
     /// No answer within the timeout.
     #[error("timeout: no answer within {0:?}")]
     Timeout(Duration),
+    /// The device cannot be reached: connection refused, host name not
+    /// resolved, serial port missing.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
     /// The connection broke or the answer was malformed.
     #[error("link error: {0}")]
     Link(String),
@@ -76,7 +102,7 @@ impl ReadError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ReadError::Exception(x) => matches!(x.0, 0x05 | 0x06),
-            ReadError::Timeout(_) | ReadError::Link(_) => true,
+            ReadError::Timeout(_) | ReadError::Unreachable(_) | ReadError::Link(_) => true,
         }
     }
 
@@ -85,6 +111,7 @@ impl ReadError {
         match self {
             ReadError::Exception(_) => "exception",
             ReadError::Timeout(_) => "timeout",
+            ReadError::Unreachable(_) => "unreachable",
             ReadError::Link(_) => "link",
         }
     }
@@ -190,5 +217,12 @@ mod tests {
         assert!(ReadError::Timeout(Duration::from_millis(5)).is_link_fault());
         assert!(ReadError::Exception(Exception(6)).is_retryable());
         assert!(!ReadError::Exception(Exception(2)).is_retryable());
+        assert!(ReadError::Unreachable("refused".into()).is_link_fault());
+        assert!(
+            Exception(4).to_string().contains("unit id may be wrong"),
+            "{}",
+            Exception(4)
+        );
+        assert!(Exception(0x0B).suggests_wrong_unit() && !Exception(2).suggests_wrong_unit());
     }
 }
