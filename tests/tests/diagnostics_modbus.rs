@@ -1,7 +1,7 @@
 //! A Modbus meter that answers 8 of its 9 values, as the technician found
 //! it, seen through a running gateway: the API marks it `degraded` (not
-//! failing), its unavailable value is `null` (not 0) in the row, the series
-//! and the live tail, `/metrics` says it is up and degraded, and the
+//! failing), its unavailable value is marked unavailable (never shown as 0)
+//! in the row, the series and the live tail, `/metrics` says it is up and degraded, and the
 //! `status`/`devices` CLI prints the same.
 
 mod diagnostics_support;
@@ -82,11 +82,12 @@ async fn a_partly_answering_meter_is_degraded_and_its_missing_value_is_unavailab
             .expect("values")
             .iter()
             .find(|v| v["channel"] == ch)
-            .unwrap_or_else(|| panic!("{ch} in {row}"))["value"]
+            .unwrap_or_else(|| panic!("{ch} in {row}"))
             .clone()
     };
-    assert!(value("aux_energy").is_null(), "{row}");
-    assert_eq!(value("power_l1"), 1_500_250, "{row}");
+    assert_eq!(value("aux_energy")["available"], false, "{row}");
+    assert_eq!(value("aux_energy")["display"], "unavailable", "{row}");
+    assert_eq!(value("power_l1")["value"], 1_500_250, "{row}");
 
     let d = get_json(&format!("{b}/api/devices/meter-9"), None).await;
     let hole = d["channels"]
@@ -96,10 +97,16 @@ async fn a_partly_answering_meter_is_degraded_and_its_missing_value_is_unavailab
         .find(|c| c["channel"] == "aux_energy")
         .expect("series");
     let points = hole["points"].as_array().expect("points");
+    // Every point of the missing value carries the unavailable quality bit,
+    // and the series says so.
     assert!(
-        !points.is_empty() && points.iter().all(|p| p["value"].is_null()),
+        !points.is_empty()
+            && points
+                .iter()
+                .all(|p| p["quality"].as_u64().is_some_and(|q| q & 1 == 1)),
         "{hole}"
     );
+    assert_eq!(hole["latest_display"], "unavailable", "{hole}");
 
     let t = get_json(&format!("{b}/api/devices/meter-9/tail?after_ms=0"), None).await;
     let last = t["entries"]

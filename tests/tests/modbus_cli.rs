@@ -106,7 +106,10 @@ async fn ad_hoc_registers_take_a_scale_quantity_and_unit() {
     .await;
     assert_eq!(r, Ok(()), "{out}");
     // The meter's 1500.25 W: exactly 1500250 mW as the gateway stores it.
-    assert!(out.contains("1500.25  -> 1500250 mW"), "{out}");
+    assert!(
+        out.contains("1500.25  -> ") && out.contains("(1500250 mW)"),
+        "{out}"
+    );
     assert!(out.contains("x 0.001 = 1.50025"), "{out}");
 }
 
@@ -163,8 +166,8 @@ async fn a_profile_path_is_relative_to_the_working_directory_and_refused_reads_a
             .unwrap_or_else(|| panic!("{name} in {out}"))
             .to_string()
     };
-    assert!(line("last_real").ends_with(" 0 1"), "{out}");
-    assert!(line("next_real").ends_with(" 0 1"), "{out}");
+    assert!(line("last_real").ends_with("(0 1)"), "{out}");
+    assert!(line("next_real").ends_with("(0 1)"), "{out}");
     assert!(
         line("past_the_end").contains("unavailable: exception 0x02"),
         "{out}"

@@ -254,7 +254,7 @@ impl LiveStore {
         let frame = &incoming.frame;
         self.frames_seen += 1;
         let mut quality = 0u8;
-        let mut values: BTreeMap<&str, (i64, Quantity)> = BTreeMap::new();
+        let mut values: BTreeMap<&str, (Option<i64>, Quantity)> = BTreeMap::new();
         for r in frame.readings(incoming.received_ms) {
             quality |= r.quality.0;
             let key = (r.device.clone(), r.channel.clone());
@@ -283,7 +283,9 @@ impl LiveStore {
         }
         for s in &frame.samples {
             if let Some(ch) = frame.channels.get(usize::from(s.channel)) {
-                values.insert(ch.id.as_str(), (s.value, ch.quantity));
+                // An unavailable sample has no value: never print its 0.
+                let v = (!s.quality.contains(Quality::UNAVAILABLE)).then_some(s.value);
+                values.insert(ch.id.as_str(), (v, ch.quantity));
             }
         }
         let newer = self
@@ -316,7 +318,12 @@ impl LiveStore {
             }
         );
         for (ch, (v, q)) in values {
-            summary.push_str(&format!(" {ch}={}", mrv_shared::display::display(q, v)));
+            match v {
+                Some(v) => {
+                    summary.push_str(&format!(" {ch}={}", mrv_shared::display::display(q, v)))
+                }
+                None => summary.push_str(&format!(" {ch}=unavailable")),
+            }
         }
         if quality != 0 {
             let names: Vec<_> = Quality(quality).names().collect();
