@@ -80,6 +80,8 @@ struct ItemResult {
     reason: Option<String>,
     #[serde(default)]
     detail: Option<String>,
+    #[serde(default)]
+    receipt: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,6 +222,33 @@ fn walk_results(seqs: &[u64], results: &[ItemResult], status: u16) -> Outcome {
         confirmed_upto,
         verdict: Verdict::Done,
     }
+}
+
+/// The receipts in a `2xx` (or `5xx`) batch answer, by seq: one per
+/// `accepted` or `duplicate` result that matches its place in the batch and
+/// carries a well-formed receipt. (Checking them is
+/// [`super::receipts`]'s job.)
+pub fn receipts_in(
+    seqs: &[u64],
+    status: u16,
+    body: &[u8],
+) -> Vec<(u64, mrv_shared::tlog::receipt::Receipt)> {
+    if !(200..300).contains(&status) && !(500..600).contains(&status) {
+        return Vec::new();
+    }
+    let Ok(b) = serde_json::from_slice::<BatchResults>(body) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (r, &seq) in b.results.into_iter().zip(seqs) {
+        if r.seq.is_some_and(|s| s != seq) || !matches!(r.status.as_str(), "accepted" | "duplicate") {
+            break;
+        }
+        if let Some(Ok(receipt)) = r.receipt.map(serde_json::from_value) {
+            out.push((seq, receipt));
+        }
+    }
+    out
 }
 
 /// Classifies a failure to get any answer.

@@ -4,6 +4,8 @@
 //! ```toml
 //! [upload]
 //! url = "https://mrv.example.org/"   # base URL; reports go to <url>v1/reports
+//! fallback_urls = ["https://mrv2.example.org/"]  # other receivers of the same backend
+//! log_key = "mrv.example.org/log+1a2b3c4d+AQ..."  # the backend log's note verifier key
 //! ca_file = "certs/backend-ca.pem"    # trust only this CA bundle (default: system roots)
 //! token_file = "secrets/upload.token" # or token = "..." (bearer)
 //! client_cert = "certs/gw.pem"        # mTLS, with client_key
@@ -15,9 +17,10 @@
 //! keep_delivered_days = 90
 //! ```
 //!
-//! Invariants after [`UploadSection::validate`]: the URL is `https` (plain
-//! `http` only with `allow_plain_http = true`, meant for a receiver on the
-//! same host), files named exist and parse, the token is not empty,
+//! Invariants after [`UploadSection::validate`]: every URL is `https`
+//! (plain `http` only with `allow_plain_http = true`, meant for a receiver
+//! on the same host), no URL is given twice, `log_key` parses as a note
+//! verifier key, files named exist and parse, the token is not empty,
 //! `client_cert` and `client_key` come together, and the numbers are in
 //! range. Relative paths are relative to the config file's directory.
 
@@ -33,6 +36,15 @@ pub struct UploadSection {
     pub enabled: Option<bool>,
     /// Base URL of the MRV backend (`https://host[:port]/[prefix/]`).
     pub url: Option<String>,
+    /// Further base URLs of the same backend (stateless receivers sharing
+    /// one database), tried in order when the current one fails.
+    pub fallback_urls: Vec<String>,
+    /// The backend log's note verifier key (`<origin>+<key id>+<key>`, as
+    /// `GET /v1/log/key` shows it; take it from the operator, out of band).
+    /// With it every receipt's checkpoint signature is checked; without it
+    /// receipts are still stored and their proofs checked, but a forged
+    /// checkpoint would go unnoticed.
+    pub log_key: Option<String>,
     /// Allow an `http://` URL (no TLS). Default `false`.
     pub allow_plain_http: bool,
     /// PEM bundle of the CA(s) the backend certificate must chain to; when
@@ -66,6 +78,8 @@ impl Default for UploadSection {
         UploadSection {
             enabled: None,
             url: None,
+            fallback_urls: Vec::new(),
+            log_key: None,
             allow_plain_http: false,
             ca_file: None,
             token: None,
@@ -86,6 +100,10 @@ impl Default for UploadSection {
 pub struct UploadConfig {
     /// Base URL, ending in `/`.
     pub url: String,
+    /// Further base URLs of the same backend, each ending in `/`.
+    pub fallback_urls: Vec<String>,
+    /// The backend log's verifier key (checks receipt signatures).
+    pub log_key: Option<mrv_shared::tlog::note::NoteVerifier>,
     /// PEM bytes of the trusted CA bundle (`None`: system roots).
     pub ca_pem: Option<Vec<u8>>,
     /// Bearer token.
@@ -105,11 +123,20 @@ pub struct UploadConfig {
 }
 
 impl UploadConfig {
+    /// Every base URL: `url`, then the fallbacks.
+    pub fn urls(&self) -> Vec<String> {
+        let mut v = vec![self.url.clone()];
+        v.extend(self.fallback_urls.iter().cloned());
+        v
+    }
+
     /// Settings for `url` with every other field at its default (tests, demo).
     pub fn for_url(url: &str) -> UploadConfig {
         let d = UploadSection::default();
         UploadConfig {
             url: with_slash(url),
+            fallback_urls: Vec::new(),
+            log_key: None,
             ca_pem: None,
             token: None,
             identity_pem: None,
@@ -145,25 +172,44 @@ impl UploadSection {
             }
             return Ok(None);
         };
-        let lower = url.to_ascii_lowercase();
-        let rest = if let Some(r) = lower.strip_prefix("https://") {
-            r
-        } else if let Some(r) = lower.strip_prefix("http://") {
-            if !self.allow_plain_http {
-                return Err(err(
-                    "url",
-                    String::from(
-                        "plain http is refused (reports would travel unencrypted); use https or set allow_plain_http = true",
-                    ),
-                ));
+        let check_url = |key: &str, url: &str| -> Result<(), ConfigError> {
+            let lower = url.to_ascii_lowercase();
+            let rest = if let Some(r) = lower.strip_prefix("https://") {
+                r
+            } else if let Some(r) = lower.strip_prefix("http://") {
+                if !self.allow_plain_http {
+                    return Err(err(
+                        key,
+                        String::from(
+                            "plain http is refused (reports would travel unencrypted); use https or set allow_plain_http = true",
+                        ),
+                    ));
+                }
+                r
+            } else {
+                return Err(err(key, format!("{url:?} is not an https:// URL")));
+            };
+            if rest.is_empty() || rest.starts_with('/') {
+                return Err(err(key, format!("{url:?} has no host")));
             }
-            r
-        } else {
-            return Err(err("url", format!("{url:?} is not an https:// URL")));
+            Ok(())
         };
-        if rest.is_empty() || rest.starts_with('/') {
-            return Err(err("url", format!("{url:?} has no host")));
+        check_url("url", url)?;
+        let mut seen = vec![with_slash(url)];
+        for u in &self.fallback_urls {
+            check_url("fallback_urls", u)?;
+            if seen.contains(&with_slash(u)) {
+                return Err(err("fallback_urls", format!("{u:?} is given twice")));
+            }
+            seen.push(with_slash(u));
         }
+        let log_key = match &self.log_key {
+            Some(k) => Some(
+                mrv_shared::tlog::note::NoteVerifier::parse(k.trim())
+                    .map_err(|e| err("log_key", e.to_string()))?,
+            ),
+            None => None,
+        };
         let read = |key: &str, p: &Path| -> Result<Vec<u8>, ConfigError> {
             let path = base.join(p);
             std::fs::read(&path)
@@ -241,6 +287,8 @@ impl UploadSection {
         }
         Ok(Some(UploadConfig {
             url: with_slash(url),
+            fallback_urls: seen[1..].to_vec(),
+            log_key,
             ca_pem,
             token,
             identity_pem,
@@ -292,6 +340,31 @@ mod tests {
         assert_eq!(c.url, "http://127.0.0.1:8080/");
         assert!(section("ftp://x").validate(f, Path::new(".")).is_err());
         assert!(section("https://").validate(f, Path::new(".")).is_err());
+    }
+
+    #[test]
+    fn fallback_urls_are_checked_like_the_url_and_the_log_key_must_parse() {
+        let f = Path::new("g.toml");
+        let mut s = section("https://a.example/");
+        s.fallback_urls = vec![String::from("https://b.example"), String::from("https://c.example/")];
+        let c = s.validate(f, Path::new(".")).expect("ok").expect("enabled");
+        assert_eq!(
+            c.urls(),
+            vec!["https://a.example/", "https://b.example/", "https://c.example/"]
+        );
+        s.fallback_urls = vec![String::from("http://b.example")];
+        let e = s.validate(f, Path::new(".")).expect_err("plain http");
+        assert_eq!(e.key, "upload.fallback_urls");
+        s.fallback_urls = vec![String::from("https://a.example")];
+        let e = s.validate(f, Path::new(".")).expect_err("twice");
+        assert_eq!(e.key, "upload.fallback_urls");
+        let mut s = section("https://a.example/");
+        s.log_key = Some(String::from("PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"));
+        let c = s.validate(f, Path::new(".")).expect("ok").expect("enabled");
+        assert_eq!(c.log_key.expect("parsed").name(), "PeterNeumann");
+        s.log_key = Some(String::from("PeterNeumann+c74f20a4+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"));
+        let e = s.validate(f, Path::new(".")).expect_err("bad key id");
+        assert_eq!(e.key, "upload.log_key");
     }
 
     #[test]

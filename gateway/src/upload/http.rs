@@ -8,10 +8,17 @@
 //! configured, and `Idempotency-Key: <first report id>..<last report id>`
 //! (informative: the backend deduplicates by report bytes).
 //!
+//! Several base URLs (receivers of one backend) may be configured; each
+//! call names the endpoint (an index) the upload machine chose.
+//! `GET <url>v1/log/consistency?old=&new=` fetches a consistency proof for
+//! the receipt watch ([`super::receipts`]).
+//!
 //! This module only moves bytes; [`super::classify`] decides what an answer
 //! means.
 
-use super::classify::{Outcome, TransportFailure, classify_response, classify_transport};
+use super::classify::{
+    Outcome, TransportFailure, classify_response, classify_transport, receipts_in,
+};
 use super::config::UploadConfig;
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -38,8 +45,17 @@ pub struct WireStats {
 #[derive(Debug, Clone)]
 pub struct HttpUplink {
     client: reqwest::Client,
-    endpoint: String,
+    bases: Vec<String>,
     token: Option<String>,
+}
+
+/// What one upload brought back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// What it means for delivery.
+    pub outcome: Outcome,
+    /// Receipts the backend gave, by report seq.
+    pub receipts: Vec<(u64, mrv_shared::tlog::receipt::Receipt)>,
 }
 
 /// The gzip body of a batch (reports joined by `\n`).
@@ -77,23 +93,37 @@ impl HttpUplink {
         }
         Ok(HttpUplink {
             client: b.build().map_err(err)?,
-            endpoint: format!("{}v1/reports", cfg.url),
+            bases: cfg.urls(),
             token: cfg.token.clone(),
         })
     }
 
-    /// Uploads `reports` (seqs `seqs`, ids `first_id..last_id`) and
-    /// classifies the answer.
+    /// The base URLs, in failover order.
+    pub fn bases(&self) -> &[String] {
+        &self.bases
+    }
+
+    fn base(&self, endpoint: usize) -> &str {
+        &self.bases[endpoint % self.bases.len()]
+    }
+
+    /// Uploads `reports` (seqs `seqs`, ids `first_id..last_id`) to base URL
+    /// number `endpoint` and classifies the answer.
     pub async fn send(
         &self,
+        endpoint: usize,
         seqs: &[u64],
         idempotency_key: &str,
         body: Vec<u8>,
         now_ms: impl Fn() -> u64,
-    ) -> Outcome {
+    ) -> Answer {
+        let none = |outcome| Answer {
+            outcome,
+            receipts: Vec::new(),
+        };
         let mut req = self
             .client
-            .post(&self.endpoint)
+            .post(format!("{}v1/reports", self.base(endpoint)))
             .header(reqwest::header::CONTENT_TYPE, "application/jose-batch")
             .header(reqwest::header::CONTENT_ENCODING, "gzip")
             .header("Idempotency-Key", idempotency_key)
@@ -103,7 +133,7 @@ impl HttpUplink {
         }
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return classify_transport(failure_of(&e), &error_chain(&e)),
+            Err(e) => return none(classify_transport(failure_of(&e), &error_chain(&e))),
         };
         let status = resp.status().as_u16();
         let retry_after = resp
@@ -112,9 +142,41 @@ impl HttpUplink {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         match resp.bytes().await {
-            Ok(body) => classify_response(seqs, status, retry_after.as_deref(), &body, now_ms()),
-            Err(e) => classify_transport(failure_of(&e), &error_chain(&e)),
+            Ok(body) => Answer {
+                outcome: classify_response(seqs, status, retry_after.as_deref(), &body, now_ms()),
+                receipts: receipts_in(seqs, status, &body),
+            },
+            Err(e) => none(classify_transport(failure_of(&e), &error_chain(&e))),
         }
+    }
+
+    /// The consistency proof between tree sizes `old` and `new` from base
+    /// URL number `endpoint`.
+    pub async fn consistency(
+        &self,
+        endpoint: usize,
+        old: u64,
+        new: u64,
+    ) -> Result<mrv_shared::tlog::receipt::ConsistencyProof, String> {
+        let url = format!(
+            "{}v1/log/consistency?old={old}&new={new}",
+            self.base(endpoint)
+        );
+        let resp = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| error_chain(&e))?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| error_chain(&e))?;
+        if !status.is_success() {
+            return Err(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            ));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("not a consistency proof: {e}"))
     }
 }
 

@@ -25,6 +25,13 @@
 //!   Any progress resets the count.
 //! - `413` halves the batch limit (down to 1; a single report that is too
 //!   large is a permanent rejection).
+//! - **Failover.** With several backend endpoints (stateless receivers of
+//!   one backend), a transient failure moves to the next endpoint and
+//!   retries at once, until every endpoint failed in a row; only then does
+//!   the machine back off (and the exponent counts such rounds, not single
+//!   failures). Success sticks to the endpoint that answered. Nothing else
+//!   changes: the batch is the same, so a report stored by an endpoint that
+//!   died before answering is answered `duplicate` by the next one.
 
 use super::classify::{Outcome, Verdict};
 
@@ -40,6 +47,8 @@ pub struct MachineConfig {
     pub backoff_base_ms: u64,
     /// Backoff ceiling, ms (also the re-offer interval of a rejected report).
     pub backoff_max_ms: u64,
+    /// Number of backend endpoints to fail over between (at least 1).
+    pub endpoints: usize,
 }
 
 /// A run of consecutive reports to upload in one request.
@@ -128,6 +137,9 @@ pub struct UploadMachine {
     not_before_ms: u64,
     rejected: Option<Rejection>,
     last_error: Option<String>,
+    endpoint: usize,
+    failed_in_round: usize,
+    rounds_failed: u32,
 }
 
 impl UploadMachine {
@@ -143,7 +155,15 @@ impl UploadMachine {
             not_before_ms: 0,
             rejected: None,
             last_error: None,
+            endpoint: 0,
+            failed_in_round: 0,
+            rounds_failed: 0,
         }
+    }
+
+    /// The endpoint (index into the configured URLs) to send to.
+    pub fn endpoint(&self) -> usize {
+        self.endpoint
     }
 
     /// New reports were stored: the head is now `head`.
@@ -213,6 +233,8 @@ impl UploadMachine {
         {
             self.delivered_upto = upto;
             self.failures = 0;
+            self.failed_in_round = 0;
+            self.rounds_failed = 0;
             self.last_error = None;
             actions.push(Action::MarkDelivered(upto));
             if let Some(r) = &self.rejected
@@ -225,6 +247,8 @@ impl UploadMachine {
         match outcome.verdict {
             Verdict::Done => {
                 self.not_before_ms = 0;
+                self.failed_in_round = 0;
+                self.rounds_failed = 0;
                 if self.batch_limit < self.cfg.batch_size {
                     // Grow back gradually after a 413.
                     self.batch_limit = (self.batch_limit * 2).min(self.cfg.batch_size);
@@ -235,9 +259,19 @@ impl UploadMachine {
                 why,
             } => {
                 self.failures = self.failures.saturating_add(1);
-                let delay = match retry_after_ms {
-                    Some(ra) => ra.min(MAX_RETRY_AFTER_MS),
-                    None => self.jittered(random),
+                let endpoints = self.cfg.endpoints.max(1);
+                self.endpoint = (self.endpoint + 1) % endpoints;
+                self.failed_in_round += 1;
+                let delay = if self.failed_in_round < endpoints {
+                    // Another endpoint has not been tried yet: at once.
+                    0
+                } else {
+                    self.failed_in_round = 0;
+                    self.rounds_failed = self.rounds_failed.saturating_add(1);
+                    match retry_after_ms {
+                        Some(ra) => ra.min(MAX_RETRY_AFTER_MS),
+                        None => self.jittered(random),
+                    }
                 };
                 self.not_before_ms = now_ms.saturating_add(delay);
                 self.last_error = Some(why.clone());
@@ -314,7 +348,7 @@ impl UploadMachine {
     }
 
     fn jittered(&self, random: u64) -> u64 {
-        let exp = self.failures.saturating_sub(1).min(40);
+        let exp = self.rounds_failed.saturating_sub(1).min(40);
         let cap = self
             .cfg
             .backoff_base_ms
@@ -334,6 +368,7 @@ mod tests {
         batch_size: 3,
         backoff_base_ms: 100,
         backoff_max_ms: 10_000,
+        endpoints: 1,
     };
 
     fn done(upto: u64) -> Outcome {
@@ -446,6 +481,35 @@ mod tests {
     }
 
     #[test]
+    fn a_failing_endpoint_is_left_for_the_next_at_once_and_backoff_waits_for_a_full_round() {
+        let cfg = MachineConfig { endpoints: 3, ..CFG };
+        let mut m = UploadMachine::new(cfg, 0, 4);
+        let fail = || classify_transport(TransportFailure::Connect, "refused");
+        assert_eq!((m.next(0), m.endpoint()), (Next::Send(Batch { from: 1, to: 3 }), 0));
+        m.on_outcome(fail(), 0, u64::MAX - 1);
+        // Same batch, next endpoint, no wait.
+        assert_eq!((m.next(0), m.endpoint()), (Next::Send(Batch { from: 1, to: 3 }), 1));
+        m.on_outcome(fail(), 0, u64::MAX - 1);
+        assert_eq!((m.next(0), m.endpoint()), (Next::Send(Batch { from: 1, to: 3 }), 2));
+        m.on_outcome(fail(), 0, u64::MAX - 1);
+        // All three failed: back off (first round: up to the base).
+        assert_eq!(m.next(0), Next::WaitUntil(m.not_before_ms()));
+        assert!((1..=100).contains(&m.not_before_ms()), "{}", m.not_before_ms());
+        assert_eq!(m.endpoint(), 0);
+        // Endpoint 0 answers: it sticks.
+        assert!(matches!(m.next(1_000), Next::Send(_)));
+        assert_eq!(m.on_outcome(done(3), 1_000, 0), vec![Action::MarkDelivered(3)]);
+        assert_eq!((m.next(1_000), m.endpoint()), (Next::Send(Batch { from: 4, to: 4 }), 0));
+        // 503 with Retry-After on one endpoint: try the next one first.
+        let busy = Outcome {
+            confirmed_upto: None,
+            verdict: Verdict::Retry { retry_after_ms: Some(60_000), why: String::from("503") },
+        };
+        m.on_outcome(busy, 1_000, 0);
+        assert_eq!((m.next(1_000), m.endpoint()), (Next::Send(Batch { from: 4, to: 4 }), 1));
+    }
+
+    #[test]
     fn too_large_halves_the_batch_and_a_single_report_too_large_is_refused() {
         let cfg = MachineConfig {
             batch_size: 8,
@@ -495,8 +559,9 @@ mod tests {
         fn against_a_faulty_backend_every_report_is_stored_once_in_order_and_delivery_never_runs_ahead(
             faults in proptest::collection::vec((fault(), any::<u64>(), 0u64..3), 1..80),
             batch in 1usize..6,
+            endpoints in 1usize..4,
         ) {
-            let cfg = MachineConfig { batch_size: batch, backoff_base_ms: 10, backoff_max_ms: 5000 };
+            let cfg = MachineConfig { batch_size: batch, backoff_base_ms: 10, backoff_max_ms: 5000, endpoints };
             let mut head = 2u64;
             let mut m = UploadMachine::new(cfg, 0, head);
             let mut stored: Vec<u64> = Vec::new();

@@ -6,7 +6,10 @@
 //! - [`classify`]: what an HTTP answer (or its absence) means (pure);
 //! - [`machine`]: the upload state machine: batches, backoff with full
 //!   jitter, `Retry-After`, permanent refusals (pure, time passed in);
-//! - [`http`]: the reqwest/rustls uplink and the batch wire format;
+//! - [`http`]: the reqwest/rustls uplink and the batch wire format, over
+//!   one or several backend endpoints (failover);
+//! - [`receipts`]: the backend log's receipts kept beside the reports, and
+//!   the consistency watch over its checkpoints;
 //! - [`task`]: [`task::run_upload_task`], the thin driver that does the I/O
 //!   and publishes [`task::UploadStatus`].
 //!
@@ -20,6 +23,7 @@ pub mod classify;
 pub mod config;
 pub mod http;
 pub mod machine;
+pub mod receipts;
 pub mod task;
 
 pub use task::{UploadContext, UploadStatus, run_upload_task};

@@ -12,6 +12,12 @@
 //!   match `delivered_upto`).
 //! - `Alarm`: an error log line, the `alarms` counter and the `rejected`
 //!   field of [`UploadStatus`] (what diagnostics show).
+//! - Receipts in the answer: checked and kept, and the backend log's
+//!   consistency checked ([`super::receipts`]); a receipt that does not
+//!   check out or a log that is not consistent raises the `log_alarm`.
+//!
+//! Each request goes to the endpoint the machine names (failover between
+//! `url` and `fallback_urls`).
 //!
 //! Status is published on a `watch` channel ([`UploadStatus`]), so
 //! diagnostics and tests see every change without polling.
@@ -19,6 +25,8 @@
 use super::config::UploadConfig;
 use super::http::{HttpError, HttpUplink, batch_body};
 use super::machine::{Action, MachineConfig, Next, Rejection, UploadMachine};
+use super::receipts::{ReceiptStore, Step};
+use mrv_shared::tlog::receipt::Receipt;
 use crate::buffer::{Buffer, CursorName, FrameKey};
 use crate::clock::Clock;
 use crate::report::store::{ReportStore, StoreError};
@@ -110,6 +118,16 @@ pub struct UploadStatus {
     pub raw_bytes: u64,
     /// Delivered reports pruned from the gateway since start.
     pub reports_pruned: u64,
+    /// Index of the endpoint in use (0: `url`, then `fallback_urls`).
+    pub endpoint: usize,
+    /// Receipts checked and kept since start.
+    pub receipts_kept: u64,
+    /// Size of the backend log's latest checkpoint kept.
+    pub log_size: Option<u64>,
+    /// The backend's log misbehaved (a receipt that does not check out, a
+    /// checkpoint not consistent with the one kept): an alarm, kept until
+    /// restart.
+    pub log_alarm: Option<String>,
 }
 
 /// Everything the upload task needs.
@@ -193,6 +211,90 @@ pub fn apply_delivery(
     Ok(store.prune(now_ms.saturating_sub(keep_ms))?)
 }
 
+fn log_alarm(ctx: &UploadContext, why: String) {
+    tracing::error!(%why, "ALARM: the MRV backend's public log misbehaves; receipts and checkpoints kept so far are the evidence");
+    ctx.status.send_modify(|s| {
+        s.alarms += 1;
+        s.log_alarm = Some(why);
+    });
+}
+
+/// Checks and keeps the receipts of one answer, then brings the kept
+/// checkpoint forward with a consistency proof from the same endpoint.
+async fn keep_receipts(
+    ctx: &UploadContext,
+    uplink: &HttpUplink,
+    receipts: &ReceiptStore,
+    endpoint: usize,
+    got: Vec<(u64, Receipt)>,
+    sent: Vec<(u64, Vec<u8>)>,
+) {
+    let store = receipts.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for (seq, r) in got {
+            let Some((_, bytes)) = sent.iter().find(|(s, _)| *s == seq) else {
+                continue;
+            };
+            out.push((seq, store.put(seq, &r, bytes).map(|cp| (cp, r.checkpoint))));
+        }
+        out
+    })
+    .await
+    .expect("receipt checks do not panic");
+    let mut newest: Option<(mrv_shared::tlog::checkpoint::Checkpoint, String)> = None;
+    let mut kept = 0;
+    for (seq, r) in checked {
+        match r {
+            Ok((cp, note)) => {
+                kept += 1;
+                if newest.as_ref().is_none_or(|(n, _)| cp.size > n.size) {
+                    newest = Some((cp, note));
+                }
+            }
+            Err(e) => log_alarm(ctx, format!("the receipt of report {seq} does not check out: {e}")),
+        }
+    }
+    ctx.status.send_modify(|s| s.receipts_kept += kept);
+    let Some((cp, note)) = newest else { return };
+    let proof = match receipts.step(&cp) {
+        Step::Nothing => return,
+        Step::Fork => {
+            return log_alarm(
+                ctx,
+                format!(
+                    "the log forked: a checkpoint of size {} with another root than the one kept",
+                    cp.size
+                ),
+            );
+        }
+        Step::KeepFirst => None,
+        Step::Prove { old, new } => match uplink.consistency(endpoint, old, new).await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                // Asked again with the next answer's checkpoint.
+                tracing::warn!(error = %e, old, new, "cannot fetch a consistency proof; will ask again");
+                return;
+            }
+        },
+    };
+    let store = receipts.clone();
+    let size = cp.size;
+    let r = tokio::task::spawn_blocking(move || store.advance(&note, proof.as_ref()))
+        .await
+        .expect("receipt checks do not panic");
+    match r {
+        Ok(_) => ctx.status.send_modify(|s| {
+            s.log_size = Some(s.log_size.unwrap_or(0).max(size));
+        }),
+        Err(super::receipts::ReceiptError::Log(e)) => log_alarm(
+            ctx,
+            format!("the log is not consistent with the checkpoint kept: {e}"),
+        ),
+        Err(e) => tracing::error!(error = %e, "cannot keep a checkpoint"),
+    }
+}
+
 fn publish(ctx: &UploadContext, m: &UploadMachine) {
     ctx.status.send_if_modified(|s| {
         let before = s.clone();
@@ -232,6 +334,30 @@ pub async fn run_upload_task(ctx: UploadContext, mut shutdown: watch::Receiver<b
         batch_size: ctx.config.batch_size,
         backoff_base_ms: ctx.config.backoff_base_ms,
         backoff_max_ms: ctx.config.backoff_max_ms,
+        endpoints: uplink.bases().len(),
+    };
+    let receipts = {
+        let (dir, key) = (ctx.store.dir().to_path_buf(), ctx.config.log_key.clone());
+        match tokio::task::spawn_blocking(move || ReceiptStore::open(&dir, key)).await {
+            Ok(Ok(r)) => {
+                if r.key().is_none() {
+                    tracing::warn!("no [upload] log_key: receipts are kept and their proofs checked, but checkpoint signatures are not");
+                }
+                ctx.status
+                    .send_modify(|s| s.log_size = r.latest().map(|c| c.size));
+                Some(r)
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "ALARM: the kept receipts do not check out; receipts are not kept this run");
+                ctx.status
+                    .send_modify(|s| s.log_alarm = Some(format!("kept receipts: {e}")));
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "receipt store");
+                None
+            }
+        }
     };
     let head = || ctx.store.head().map_or(0, |h| h.seq);
     let mut machine = UploadMachine::new(cfg, ctx.store.delivered_upto(), head());
@@ -282,6 +408,9 @@ pub async fn run_upload_task(ctx: UploadContext, mut shutdown: watch::Receiver<b
                     Ok((reports, key, (batch.from..=last).collect::<Vec<u64>>()))
                 })
                 .await;
+                let endpoint = machine.endpoint();
+                let mut sent: Vec<(u64, Vec<u8>)> = Vec::new();
+                let mut got_receipts: Vec<(u64, Receipt)> = Vec::new();
                 let outcome = match read {
                     Ok((reports, key, seqs)) => {
                         let (body, raw) = batch_body(&reports);
@@ -289,12 +418,17 @@ pub async fn run_upload_task(ctx: UploadContext, mut shutdown: watch::Receiver<b
                             s.requests += 1;
                             s.bytes_sent += body.len() as u64;
                             s.raw_bytes += raw;
+                            s.endpoint = endpoint;
+                            s.url = uplink.bases()[endpoint].clone();
                         });
                         let clock = ctx.clock.clone();
-                        tokio::select! {
-                            o = uplink.send(&seqs, &key, body, move || clock.now_ms()) => o,
+                        let answer = tokio::select! {
+                            a = uplink.send(endpoint, &seqs, &key, body, move || clock.now_ms()) => a,
                             _ = shutdown.changed() => break,
-                        }
+                        };
+                        sent = seqs.into_iter().zip(reports).collect();
+                        got_receipts = answer.receipts;
+                        answer.outcome
                     }
                     Err(e) => {
                         tracing::error!(error = %e, from = batch.from, to = batch.to, "cannot read reports to upload");
@@ -351,6 +485,11 @@ pub async fn run_upload_task(ctx: UploadContext, mut shutdown: watch::Receiver<b
                             tracing::warn!(retry_in_ms = at_ms.saturating_sub(now), %why, "upload failed; will retry")
                         }
                     }
+                }
+                if let Some(r) = &receipts
+                    && !got_receipts.is_empty()
+                {
+                    keep_receipts(&ctx, &uplink, r, endpoint, got_receipts, sent).await;
                 }
                 publish(&ctx, &machine);
                 continue;

@@ -185,6 +185,16 @@ fn check_text(text: &str) -> Result<(), TlogError> {
     Ok(())
 }
 
+/// The text of `note` (with its final newline) WITHOUT checking any
+/// signature: for a holder who has no log key yet, who can still check
+/// proofs against the root it names, but must not trust the note.
+pub fn text_unverified(note: &str) -> Result<&str, TlogError> {
+    let split = note
+        .rfind("\n\n")
+        .ok_or_else(|| TlogError::Malformed(String::from("signed note: no blank line before the signatures")))?;
+    Ok(&note[..split + 1])
+}
+
 /// Verifies `note` with the trusted `verifier` and returns its text (with
 /// its final newline).
 pub fn open<'a>(note: &'a str, verifier: &NoteVerifier) -> Result<&'a str, TlogError> {
