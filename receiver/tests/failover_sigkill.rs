@@ -24,7 +24,14 @@ use upload_support::{Pki, TestChain, Uploader, init};
 /// Starts `mrv-receiver` on the database and returns it with its port.
 fn spawn(url: &str, log_key: &Path, pki_dir: &Path, gw_key: &Path) -> (Child, u16) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mrv-receiver"))
-        .args(["--listen", "127.0.0.1:0", "--database-url", url, "--db-pool", "4"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            url,
+            "--db-pool",
+            "4",
+        ])
         .arg("--log-key")
         .arg(log_key)
         .arg("--gateway-key")
@@ -92,11 +99,21 @@ async fn sigkill_of_one_receiver_mid_upload_fails_over_losing_and_duplicating_no
     let archive = PgArchive::connect(&url, 2, identity.clone())
         .await
         .expect("connect");
-    let st = archive.chain_status("gw-test").await.expect("io").expect("known");
+    let st = archive
+        .chain_status("gw-test")
+        .await
+        .expect("io")
+        .expect("known");
     assert_eq!((st.reports, st.head_seq), (40, 40));
-    assert!(st.equivocations.is_empty(), "a resend is a duplicate, never an equivocation");
-    let cp = Checkpoint::open(&archive.checkpoint().await.expect("io"), identity.verifier())
-        .expect("signed");
+    assert!(
+        st.equivocations.is_empty(),
+        "a resend is a duplicate, never an equivocation"
+    );
+    let cp = Checkpoint::open(
+        &archive.checkpoint().await.expect("io"),
+        identity.verifier(),
+    )
+    .expect("signed");
     assert_eq!(cp.size, 40, "one log entry per report, none twice");
     let keys = chain.keys();
     let mut c = Chain::new(false);

@@ -48,7 +48,9 @@ async fn conflicting_pairs_raced_to_two_receivers_are_accepted_exactly_once() {
     let url = fresh_database("race").await;
     let mut receivers = Vec::new();
     for _ in 0..2 {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let mut cfg = ReceiverConfig::files("/nonexistent", keys.clone());
         cfg.store = Store::Postgres {
             url: url.clone(),
@@ -123,14 +125,25 @@ async fn conflicting_pairs_raced_to_two_receivers_are_accepted_exactly_once() {
     for i in 0..rounds {
         let gw = format!("gw-r{i}");
         let st = archive.chain_status(&gw).await.expect("io").expect("known");
-        assert_eq!((st.reports, st.head_seq, st.equivocations.len()), (1, 1, 1), "{gw}");
+        assert_eq!(
+            (st.reports, st.head_seq, st.equivocations.len()),
+            (1, 1, 1),
+            "{gw}"
+        );
         let won = winners[i].as_ref().expect("winner");
         let lost = losers[i].as_ref().expect("loser");
         let f = &st.equivocations[0];
         assert_eq!(f.stored_hash, mrv_shared::report::hex(&Sha256::digest(won)));
-        assert_eq!(f.offered_hash, mrv_shared::report::hex(&Sha256::digest(lost)));
         assert_eq!(
-            archive.evidence(&f.offered_hash).await.expect("io").as_deref(),
+            f.offered_hash,
+            mrv_shared::report::hex(&Sha256::digest(lost))
+        );
+        assert_eq!(
+            archive
+                .evidence(&f.offered_hash)
+                .await
+                .expect("io")
+                .as_deref(),
             Some(lost.as_slice())
         );
         assert_eq!(
@@ -147,7 +160,10 @@ async fn conflicting_pairs_raced_to_two_receivers_are_accepted_exactly_once() {
         identity().verifier(),
     )
     .expect("signed");
-    assert_eq!(cp.size, rounds as u64, "the log holds exactly the accepted reports");
+    assert_eq!(
+        cp.size, rounds as u64,
+        "the log holds exactly the accepted reports"
+    );
     for r in receivers {
         r.stop().await.expect("stops");
     }

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod diag;
 pub mod keygen;
 pub mod modbus;
+pub mod receipts;
 pub mod run;
 pub mod status;
 pub mod verify;
@@ -50,6 +51,8 @@ pub enum Command {
     Keygen(keygen::KeygenArgs),
     /// Modbus technician tools: read registers or a profile, scan unit ids, list SunSpec models.
     Modbus(crate::cli::modbus::ModbusArgs),
+    /// Check the backend log's receipts kept beside the reports (offline), or audit the backend with them.
+    Receipts(receipts::ReceiptsArgs),
     /// Run the gateway (broker, ingest, buffer, reports, upload, diagnostics).
     Run(run::RunArgs),
     /// Show the running gateway's state (from its diagnostics API).
@@ -141,6 +144,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Diag(a) => diag::run(a),
         Command::Keygen(a) => keygen::run(a),
         Command::Modbus(a) => modbus::run(a),
+        Command::Receipts(a) => receipts::run(a),
         Command::Run(a) => run::run(a),
         Command::Status(a) => status::run(a),
         Command::Verify(a) => verify::run(a),

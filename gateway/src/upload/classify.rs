@@ -241,7 +241,8 @@ pub fn receipts_in(
     };
     let mut out = Vec::new();
     for (r, &seq) in b.results.into_iter().zip(seqs) {
-        if r.seq.is_some_and(|s| s != seq) || !matches!(r.status.as_str(), "accepted" | "duplicate") {
+        if r.seq.is_some_and(|s| s != seq) || !matches!(r.status.as_str(), "accepted" | "duplicate")
+        {
             break;
         }
         if let Some(Ok(receipt)) = r.receipt.map(serde_json::from_value) {

@@ -346,11 +346,18 @@ mod tests {
     fn fallback_urls_are_checked_like_the_url_and_the_log_key_must_parse() {
         let f = Path::new("g.toml");
         let mut s = section("https://a.example/");
-        s.fallback_urls = vec![String::from("https://b.example"), String::from("https://c.example/")];
+        s.fallback_urls = vec![
+            String::from("https://b.example"),
+            String::from("https://c.example/"),
+        ];
         let c = s.validate(f, Path::new(".")).expect("ok").expect("enabled");
         assert_eq!(
             c.urls(),
-            vec!["https://a.example/", "https://b.example/", "https://c.example/"]
+            vec![
+                "https://a.example/",
+                "https://b.example/",
+                "https://c.example/"
+            ]
         );
         s.fallback_urls = vec![String::from("http://b.example")];
         let e = s.validate(f, Path::new(".")).expect_err("plain http");
@@ -359,10 +366,14 @@ mod tests {
         let e = s.validate(f, Path::new(".")).expect_err("twice");
         assert_eq!(e.key, "upload.fallback_urls");
         let mut s = section("https://a.example/");
-        s.log_key = Some(String::from("PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"));
+        s.log_key = Some(String::from(
+            "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
+        ));
         let c = s.validate(f, Path::new(".")).expect("ok").expect("enabled");
         assert_eq!(c.log_key.expect("parsed").name(), "PeterNeumann");
-        s.log_key = Some(String::from("PeterNeumann+c74f20a4+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"));
+        s.log_key = Some(String::from(
+            "PeterNeumann+c74f20a4+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
+        ));
         let e = s.validate(f, Path::new(".")).expect_err("bad key id");
         assert_eq!(e.key, "upload.log_key");
     }

@@ -482,31 +482,59 @@ mod tests {
 
     #[test]
     fn a_failing_endpoint_is_left_for_the_next_at_once_and_backoff_waits_for_a_full_round() {
-        let cfg = MachineConfig { endpoints: 3, ..CFG };
+        let cfg = MachineConfig {
+            endpoints: 3,
+            ..CFG
+        };
         let mut m = UploadMachine::new(cfg, 0, 4);
         let fail = || classify_transport(TransportFailure::Connect, "refused");
-        assert_eq!((m.next(0), m.endpoint()), (Next::Send(Batch { from: 1, to: 3 }), 0));
+        assert_eq!(
+            (m.next(0), m.endpoint()),
+            (Next::Send(Batch { from: 1, to: 3 }), 0)
+        );
         m.on_outcome(fail(), 0, u64::MAX - 1);
         // Same batch, next endpoint, no wait.
-        assert_eq!((m.next(0), m.endpoint()), (Next::Send(Batch { from: 1, to: 3 }), 1));
+        assert_eq!(
+            (m.next(0), m.endpoint()),
+            (Next::Send(Batch { from: 1, to: 3 }), 1)
+        );
         m.on_outcome(fail(), 0, u64::MAX - 1);
-        assert_eq!((m.next(0), m.endpoint()), (Next::Send(Batch { from: 1, to: 3 }), 2));
+        assert_eq!(
+            (m.next(0), m.endpoint()),
+            (Next::Send(Batch { from: 1, to: 3 }), 2)
+        );
         m.on_outcome(fail(), 0, u64::MAX - 1);
         // All three failed: back off (first round: up to the base).
         assert_eq!(m.next(0), Next::WaitUntil(m.not_before_ms()));
-        assert!((1..=100).contains(&m.not_before_ms()), "{}", m.not_before_ms());
+        assert!(
+            (1..=100).contains(&m.not_before_ms()),
+            "{}",
+            m.not_before_ms()
+        );
         assert_eq!(m.endpoint(), 0);
         // Endpoint 0 answers: it sticks.
         assert!(matches!(m.next(1_000), Next::Send(_)));
-        assert_eq!(m.on_outcome(done(3), 1_000, 0), vec![Action::MarkDelivered(3)]);
-        assert_eq!((m.next(1_000), m.endpoint()), (Next::Send(Batch { from: 4, to: 4 }), 0));
+        assert_eq!(
+            m.on_outcome(done(3), 1_000, 0),
+            vec![Action::MarkDelivered(3)]
+        );
+        assert_eq!(
+            (m.next(1_000), m.endpoint()),
+            (Next::Send(Batch { from: 4, to: 4 }), 0)
+        );
         // 503 with Retry-After on one endpoint: try the next one first.
         let busy = Outcome {
             confirmed_upto: None,
-            verdict: Verdict::Retry { retry_after_ms: Some(60_000), why: String::from("503") },
+            verdict: Verdict::Retry {
+                retry_after_ms: Some(60_000),
+                why: String::from("503"),
+            },
         };
         m.on_outcome(busy, 1_000, 0);
-        assert_eq!((m.next(1_000), m.endpoint()), (Next::Send(Batch { from: 4, to: 4 }), 1));
+        assert_eq!(
+            (m.next(1_000), m.endpoint()),
+            (Next::Send(Batch { from: 4, to: 4 }), 1)
+        );
     }
 
     #[test]

@@ -187,7 +187,10 @@ pub struct ReceiptStore {
 impl ReceiptStore {
     /// Opens (creating) `<report store dir>/receipts` and reloads the
     /// latest kept checkpoint (checking the chain of kept checkpoints).
-    pub fn open(report_dir: &Path, key: Option<NoteVerifier>) -> Result<ReceiptStore, ReceiptError> {
+    pub fn open(
+        report_dir: &Path,
+        key: Option<NoteVerifier>,
+    ) -> Result<ReceiptStore, ReceiptError> {
         let dir = report_dir.join("receipts");
         fs::create_dir_all(&dir).map_err(io(&dir))?;
         let path = dir.join("checkpoints.jsonl");
@@ -245,14 +248,38 @@ impl ReceiptStore {
 
     /// Checks `receipt` against `report` (and the key) and keeps it unless
     /// a receipt of that report is kept already. Returns its checkpoint.
-    pub fn put(&self, seq: u64, receipt: &Receipt, report: &[u8]) -> Result<Checkpoint, ReceiptError> {
-        let cp = mrv_shared::tlog::receipt::check_receipt(receipt, Some(report), self.key.as_ref())?;
+    pub fn put(
+        &self,
+        seq: u64,
+        receipt: &Receipt,
+        report: &[u8],
+    ) -> Result<Checkpoint, ReceiptError> {
+        let cp =
+            mrv_shared::tlog::receipt::check_receipt(receipt, Some(report), self.key.as_ref())?;
         let name = format!("{}.json", file_stem(seq));
         if !self.dir.join(&name).exists() {
             let bytes = serde_json::to_vec_pretty(receipt).expect("a receipt serialises");
             write_atomic(&self.dir, &name, &bytes)?;
         }
         Ok(cp)
+    }
+
+    /// Seqs of the reports whose receipts are kept, ascending.
+    pub fn seqs(&self) -> Result<Vec<u64>, ReceiptError> {
+        let mut v = Vec::new();
+        for e in fs::read_dir(&self.dir).map_err(io(&self.dir))? {
+            let e = e.map_err(io(&self.dir))?;
+            if let Some(seq) = e
+                .file_name()
+                .to_string_lossy()
+                .strip_suffix(".json")
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                v.push(seq);
+            }
+        }
+        v.sort_unstable();
+        Ok(v)
     }
 
     /// The kept receipt of report `seq`.
@@ -272,7 +299,11 @@ impl ReceiptStore {
 
     /// Checks `proof` from the kept checkpoint to `note` and keeps `note`
     /// (appended durably) when it is newer.
-    pub fn advance(&self, note: &str, proof: Option<&ConsistencyProof>) -> Result<bool, ReceiptError> {
+    pub fn advance(
+        &self,
+        note: &str,
+        proof: Option<&ConsistencyProof>,
+    ) -> Result<bool, ReceiptError> {
         let cp = open_checkpoint(note, self.key.as_ref())?;
         let mut w = self.lock();
         let mut next = w.clone();
@@ -316,14 +347,16 @@ mod tests {
     impl Log {
         fn new() -> Log {
             Log {
-                signer: NoteSigner::new("mrv.test/log", SigningKey::from_bytes(&[1; 32])).expect("s"),
+                signer: NoteSigner::new("mrv.test/log", SigningKey::from_bytes(&[1; 32]))
+                    .expect("s"),
                 frontier: Frontier::new(),
                 nodes: BTreeMap::new(),
             }
         }
         fn add(&mut self, n: u8) {
             for i in 0..n {
-                self.nodes.extend(self.frontier.append(entry_leaf_hash(&[i; 32])));
+                self.nodes
+                    .extend(self.frontier.append(entry_leaf_hash(&[i; 32])));
             }
         }
         fn note(&self) -> String {
@@ -340,7 +373,9 @@ mod tests {
             ConsistencyProof {
                 old_size: old,
                 new_size: new,
-                proof: hex_hashes(&hash_ranges(&consistency_ranges(old, new), &self.nodes).expect("n")),
+                proof: hex_hashes(
+                    &hash_ranges(&consistency_ranges(old, new), &self.nodes).expect("n"),
+                ),
             }
         }
     }
@@ -353,7 +388,10 @@ mod tests {
         let s = ReceiptStore::open(dir.path(), Some(key.clone())).expect("open");
         log.add(3);
         let n3 = log.note();
-        assert_eq!(s.step(&open_checkpoint(&n3, Some(&key)).expect("ok")), Step::KeepFirst);
+        assert_eq!(
+            s.step(&open_checkpoint(&n3, Some(&key)).expect("ok")),
+            Step::KeepFirst
+        );
         assert!(s.advance(&n3, None).expect("first"));
         log.add(4);
         let n7 = log.note();
@@ -365,7 +403,10 @@ mod tests {
         assert!(s.advance(&n7, Some(&log.proof(3, 7))).expect("consistent"));
         assert_eq!(s.latest().map(|c| c.size), Some(7));
         // An older checkpoint with its proof is fine and does not move back.
-        assert!(!s.advance(&n3, Some(&log.proof(3, 7))).expect("older but consistent"));
+        assert!(
+            !s.advance(&n3, Some(&log.proof(3, 7)))
+                .expect("older but consistent")
+        );
         let again = ReceiptStore::open(dir.path(), Some(key)).expect("reopen");
         assert_eq!(again.latest().map(|c| c.size), Some(7));
     }
@@ -381,18 +422,30 @@ mod tests {
         // The backend drops the third entry and carries on: a new tree.
         let mut forged = Log::new();
         for i in [0u8, 1, 3, 4, 5, 6] {
-            forged.nodes.extend(forged.frontier.append(entry_leaf_hash(&[i; 32])));
+            forged
+                .nodes
+                .extend(forged.frontier.append(entry_leaf_hash(&[i; 32])));
         }
         let note = forged.note();
         let c = open_checkpoint(&note, Some(&key)).expect("signed by the same key");
         assert_eq!(s.step(&c), Step::Prove { old: 5, new: 6 });
-        let e = s.advance(&note, Some(&forged.proof(5, 6))).expect_err("inconsistent");
-        assert!(matches!(e, ReceiptError::Log(TlogError::ConsistencyFailed { .. })), "{e}");
-        assert_eq!(s.latest().map(|c| c.size), Some(5), "the honest checkpoint stays");
+        let e = s
+            .advance(&note, Some(&forged.proof(5, 6)))
+            .expect_err("inconsistent");
+        assert!(
+            matches!(e, ReceiptError::Log(TlogError::ConsistencyFailed { .. })),
+            "{e}"
+        );
+        assert_eq!(
+            s.latest().map(|c| c.size),
+            Some(5),
+            "the honest checkpoint stays"
+        );
         // Same size, other root: a fork.
         let mut fork = Log::new();
         for i in [0u8, 1, 2, 3, 9] {
-            fork.nodes.extend(fork.frontier.append(entry_leaf_hash(&[i; 32])));
+            fork.nodes
+                .extend(fork.frontier.append(entry_leaf_hash(&[i; 32])));
         }
         let c = open_checkpoint(&fork.note(), Some(&key)).expect("signed");
         assert_eq!(s.step(&c), Step::Fork);

@@ -26,10 +26,10 @@ use super::config::UploadConfig;
 use super::http::{HttpError, HttpUplink, batch_body};
 use super::machine::{Action, MachineConfig, Next, Rejection, UploadMachine};
 use super::receipts::{ReceiptStore, Step};
-use mrv_shared::tlog::receipt::Receipt;
 use crate::buffer::{Buffer, CursorName, FrameKey};
 use crate::clock::Clock;
 use crate::report::store::{ReportStore, StoreError};
+use mrv_shared::tlog::receipt::Receipt;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -252,7 +252,10 @@ async fn keep_receipts(
                     newest = Some((cp, note));
                 }
             }
-            Err(e) => log_alarm(ctx, format!("the receipt of report {seq} does not check out: {e}")),
+            Err(e) => log_alarm(
+                ctx,
+                format!("the receipt of report {seq} does not check out: {e}"),
+            ),
         }
     }
     ctx.status.send_modify(|s| s.receipts_kept += kept);
@@ -341,7 +344,9 @@ pub async fn run_upload_task(ctx: UploadContext, mut shutdown: watch::Receiver<b
         match tokio::task::spawn_blocking(move || ReceiptStore::open(&dir, key)).await {
             Ok(Ok(r)) => {
                 if r.key().is_none() {
-                    tracing::warn!("no [upload] log_key: receipts are kept and their proofs checked, but checkpoint signatures are not");
+                    tracing::warn!(
+                        "no [upload] log_key: receipts are kept and their proofs checked, but checkpoint signatures are not"
+                    );
                 }
                 ctx.status
                     .send_modify(|s| s.log_size = r.latest().map(|c| c.size));
