@@ -149,6 +149,10 @@ impl ReceiverHandle {
     pub fn stats(&self) -> &ReceiverStats {
         &self.state.stats
     }
+    /// Connection counters.
+    pub fn connections(&self) -> &serve::ServeStats {
+        &self.state.serve_stats
+    }
     /// Maintenance mode: `Some(secs)` answers uploads `503` with
     /// `Retry-After: secs`; `None` ends it.
     pub fn set_maintenance(&self, retry_after_secs: Option<u64>) {
@@ -244,6 +248,7 @@ pub async fn start(
         body_budget: Arc::new(Semaphore::new(budget_kib)),
         verify_slots: Arc::new(Semaphore::new(limits.verify_slots.max(1))),
         limits: limits.clone(),
+        serve_stats: Arc::new(serve::ServeStats::default()),
     };
     if state.token.is_none() {
         tracing::warn!("no upload token configured: anyone who can connect may upload");
@@ -251,12 +256,13 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let app = routes::router(state.clone());
     let (shutdown, rx) = watch::channel(false);
+    let serve_stats = state.serve_stats.clone();
     let task = match config.tls {
         Some(t) => {
             let l = tls::TlsListener::new(listener, t.server_config()?)?;
-            tokio::spawn(serve::serve(l, app, limits, rx))
+            tokio::spawn(serve::serve(l, app, limits, serve_stats, rx))
         }
-        None => tokio::spawn(serve::serve(listener, app, limits, rx)),
+        None => tokio::spawn(serve::serve(listener, app, limits, serve_stats, rx)),
     };
     Ok(RunningReceiver {
         handle: ReceiverHandle { addr, state },

@@ -107,6 +107,8 @@ pub struct AppState {
     pub body_budget: Arc<Semaphore>,
     /// Reports being verified at once.
     pub verify_slots: Arc<Semaphore>,
+    /// Connection counters of the accept loop.
+    pub serve_stats: Arc<crate::serve::ServeStats>,
 }
 
 /// The router over `state`.
