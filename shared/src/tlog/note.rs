@@ -189,9 +189,11 @@ fn check_text(text: &str) -> Result<(), TlogError> {
 /// signature: for a holder who has no log key yet, who can still check
 /// proofs against the root it names, but must not trust the note.
 pub fn text_unverified(note: &str) -> Result<&str, TlogError> {
-    let split = note
-        .rfind("\n\n")
-        .ok_or_else(|| TlogError::Malformed(String::from("signed note: no blank line before the signatures")))?;
+    let split = note.rfind("\n\n").ok_or_else(|| {
+        TlogError::Malformed(String::from(
+            "signed note: no blank line before the signatures",
+        ))
+    })?;
     Ok(&note[..split + 1])
 }
 
