@@ -14,7 +14,11 @@
 //!   injection;
 //! - [`app`]: the device application (frames, signing, outbox, acks) and
 //!   the [`app::Uplink`] trait;
-//! - [`serial_link`]: an uplink over a UART to a network co-processor.
+//! - [`serial_link`]: an uplink over a UART to a network co-processor;
+//! - [`node_loop`]: the node's main loop over generic drivers, which every
+//!   board image runs;
+//! - [`emulated_sensors`]: deterministic pulses, a 4-20 mA loop and
+//!   analyser frames for an image without sensors (the QEMU image).
 //!
 //! With the `sim` feature (which implies `std`) it also provides `sim`, a
 //! host simulator that runs this application on simulated hardware and
@@ -32,8 +36,10 @@ extern crate alloc;
 
 pub mod app;
 pub mod drivers;
+pub mod emulated_sensors;
 #[cfg(feature = "sim")]
 pub mod meters;
+pub mod node_loop;
 pub mod sampling;
 pub mod serial_link;
 #[cfg(feature = "sim")]

@@ -10,6 +10,8 @@
 //! - [`ids`]: validated identifiers for sites, devices and channels.
 //! - [`methodology`]: pure emission-reduction calculators (PV, pump,
 //!   digester, rice AWD) over exact rationals, with their parameters.
+//! - [`provisioning`]: the record that gives a node its identity and
+//!   signing key (written once per device into its own flash area).
 //! - [`report`]: the signed monitoring report: model, RFC 8785 canonical
 //!   JSON, RFC 6962 Merkle tree, JWS (Ed25519) and verification.
 //! - [`tlog`]: the backend's public log of accepted reports (RFC 6962
@@ -43,6 +45,7 @@ pub mod display;
 pub mod event;
 pub mod ids;
 pub mod methodology;
+pub mod provisioning;
 pub mod quantity;
 pub mod reading;
 pub mod report;

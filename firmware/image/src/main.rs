@@ -11,39 +11,34 @@
 //!   `mrv_firmware::serial_link`: that module is the uplink behind the
 //!   `Uplink` trait.
 //!
-//! Flash: the program lives in sectors 0-4; the device key is provisioned
-//! at offset 0x10000 (sector 4, 32 bytes; erased = unsigned frames); the
-//! journal (boot counter, sequence numbers, pulse total, outbox) uses
-//! sectors 5-7 (3 x 128 KiB at offset 0x20000).
+//! Flash (see memory.x): sector 0 holds the vector table, sector 1
+//! (offset 0x4000, 16 KiB) the provisioning record written by
+//! `mrv-gateway provision` (identity and signing key; erased = unsigned
+//! frames as `node-f411`), sectors 2-4 the program, sectors 5-7 (3 x
+//! 128 KiB at offset 0x20000) the journal (boot counter, sequence numbers,
+//! pulse total, outbox). Reflashing the program leaves sector 1 alone.
 //!
-//! Loop: the S0 input and the contact are polled every pass (debounced),
-//! analyser and modem bytes are drained without blocking; every 100 ms the
-//! level probe and the contact are read into per-channel aggregators
-//! (mean, max); once a second every channel's value goes into the app, a
-//! frame is sealed (signed, written to flash) every 40 samples (10 s), and
-//! due frames go to the modem. The node has no synchronised clock: frames carry no base
-//! time and the gateway stamps them on receipt.
+//! Loop: `mrv_firmware::node_loop::Node`, the same loop the QEMU image
+//! runs: inputs polled every pass, level probe and contact every 100 ms,
+//! one sample per channel a second, a frame (signed, written to flash)
+//! every 40 samples (10 s), due frames to the modem. The node has no
+//! synchronised clock: frames carry no base time and the gateway stamps
+//! them on receipt.
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
 use alloc::string::String;
-use alloc::vec;
 use cortex_m_rt::entry;
 use embedded_alloc::LlffHeap as Heap;
 use embedded_hal_nb::serial::Read as _;
 use embedded_storage::nor_flash::ReadNorFlash;
 use mrv_firmware::app::{App, AppConfig, Encoding, Identity};
-use mrv_firmware::drivers::ads1115::{self, Ads1115, LoopScale, LoopState};
-use mrv_firmware::drivers::ch4_uart::FrameParser;
-use mrv_firmware::drivers::contact::Contact;
-use mrv_firmware::drivers::pulse::{PulseCounter, PulseScale};
-use mrv_firmware::sampling::{Aggregation, Aggregator, Schedule};
-use mrv_firmware::serial_link::{AckParser, SerialUplink};
-use mrv_shared::ids::{ChannelId, DeviceId, SiteId};
-use mrv_shared::quantity::{Quantity, ValueKind};
-use mrv_shared::reading::{Channel, Quality};
+use mrv_firmware::drivers::ads1115::{self, Ads1115};
+use mrv_firmware::node_loop::{NODE_HARDWARE, Node, NodeTiming, node_channels};
+use mrv_shared::ids::{DeviceId, SiteId};
+use mrv_shared::provisioning::{self, RECORD_LEN};
 use panic_halt as _;
 use stm32f4xx_hal::flash::{FlashExt, LockedFlash};
 use stm32f4xx_hal::i2c::{I2c, Mode};
@@ -56,28 +51,15 @@ use stm32f4xx_hal::serial::config::Config as SerialConfig;
 static HEAP: Heap = Heap::empty();
 const HEAP_SIZE: usize = 48 * 1024;
 
-const KEY_OFFSET: u32 = 0x1_0000;
+/// Provisioning record: flash sector 1.
+const PROVISIONING_OFFSET: u32 = 0x4000;
 const JOURNAL_BASE: u32 = 0x2_0000;
 const JOURNAL_SECTORS: u32 = 3;
-const SAMPLE_PERIOD_MS: u64 = 1000;
-const FAST_PERIOD_MS: u64 = 100;
-const SHUNT_MILLIOHM: u32 = 150_000;
-const TUBE: LoopScale = LoopScale {
-    at_4ma: -300,
-    at_20ma: 200,
+const TIMING: NodeTiming = NodeTiming {
+    sample_period_ms: 1000,
+    fast_period_ms: 100,
+    link_idle_ms: 50,
 };
-const ENERGY: PulseScale = PulseScale {
-    pulses_per_unit: 1000,
-    base_per_unit: 1000,
-};
-
-fn channel(id: &str, quantity: Quantity, kind: ValueKind) -> Channel {
-    Channel {
-        id: ChannelId::new(id).expect("channel names here are valid ids"),
-        quantity,
-        kind,
-    }
-}
 
 /// Stops here when the node cannot run at all (no flash journal).
 fn halt() -> ! {
@@ -105,20 +87,28 @@ fn main() -> ! {
     let gpioa = dp.GPIOA.split(&mut rcc);
     let gpiob = dp.GPIOB.split(&mut rcc);
 
-    // Device key from the provisioning area; erased flash = no key.
+    // Identity and key from the provisioning area; erased = unsigned frames
+    // under the built-in identity; a corrupt record stops the node (it
+    // must not send under an identity it cannot prove).
     let mut locked = LockedFlash::new(dp.FLASH);
-    let mut key = [0u8; 32];
-    let key = match ReadNorFlash::read(&mut locked, KEY_OFFSET, &mut key) {
-        Ok(()) if key.iter().any(|b| *b != 0xFF) => {
-            Some(ed25519_dalek::SigningKey::from_bytes(&key))
-        }
-        _ => None,
+    let mut area = [0u8; RECORD_LEN];
+    if ReadNorFlash::read(&mut locked, PROVISIONING_OFFSET, &mut area).is_err() {
+        halt()
+    }
+    let (site, device, key) = match provisioning::decode(&area) {
+        Ok(Some(p)) => (p.site, p.device, Some(p.key)),
+        Ok(None) => (
+            SiteId::new("site-a").expect("valid id"),
+            DeviceId::new("node-f411").expect("valid id"),
+            None,
+        ),
+        Err(_) => halt(),
     };
     let flash = locked.unlocked();
 
     let identity = Identity {
-        site: SiteId::new("site-a").expect("valid id"),
-        device: DeviceId::new("node-f411").expect("valid id"),
+        site,
+        device,
         firmware: String::from(concat!("mrv-f411-", env!("CARGO_PKG_VERSION"))),
         key,
     };
@@ -129,26 +119,20 @@ fn main() -> ! {
         encoding: Encoding::Binary,
         has_wall_clock: false,
     };
-    let channels = vec![
-        channel("energy", Quantity::Energy, ValueKind::Counter),
-        channel("run", Quantity::Status, ValueKind::Instant),
-        channel("level", Quantity::WaterLevel, ValueKind::Instant),
-        channel("ch4", Quantity::Ch4Fraction, ValueKind::Instant),
-    ];
-    let mut app: App<_, 48> = match App::boot(
+    let app: App<_, 48> = match App::boot(
         flash,
         JOURNAL_BASE,
         JOURNAL_SECTORS,
         identity,
         cfg,
-        channels,
+        node_channels(),
     ) {
         Ok(a) => a,
         Err(_) => halt(),
     };
 
-    let mut energy = PulseCounter::new(gpioa.pa0.into_pull_up_input(), true, 3, app.counter(0));
-    let mut run = Contact::new(gpioa.pa1.into_pull_up_input(), true, 3);
+    let energy_pin = gpioa.pa0.into_pull_up_input();
+    let run_pin = gpioa.pa1.into_pull_up_input();
     let i2c = I2c::new(
         dp.I2C1,
         (gpiob.pb6, gpiob.pb7),
@@ -156,7 +140,7 @@ fn main() -> ! {
         &mut rcc,
     );
     let delay = dp.TIM3.delay_us(&mut rcc);
-    let mut adc = Ads1115::new(i2c, delay, ads1115::DEFAULT_ADDRESS);
+    let adc = Ads1115::new(i2c, delay, ads1115::DEFAULT_ADDRESS);
     let Ok(mut analyser_rx) = dp.USART1.rx::<u8>(
         gpioa.pa10,
         SerialConfig::default().baudrate(9600.bps()),
@@ -172,10 +156,7 @@ fn main() -> ! {
         halt()
     };
     let (modem_tx, mut modem_rx) = modem.split();
-    let mut uplink = SerialUplink::new(modem_tx);
-    let mut acks = AckParser::new();
-    let mut ch4_parser = FrameParser::new();
-    let mut ch4: Option<u16> = None;
+    let mut node = Node::new(app, NODE_HARDWARE, TIMING, energy_pin, run_pin, adc, modem_tx);
 
     // Free-running millisecond clock from the 32-bit TIM2.
     let mut clock = dp.TIM2.counter_ms(&mut rcc);
@@ -184,71 +165,17 @@ fn main() -> ! {
     }
     let mut last_ticks = clock.now().ticks();
     let mut now_ms: u64 = 0;
-    let mut schedule = Schedule::new(SAMPLE_PERIOD_MS);
-    let mut fast = Schedule::new(FAST_PERIOD_MS);
-    let mut level_agg = Aggregator::new(Aggregation::Mean);
-    let mut run_agg = Aggregator::new(Aggregation::Max);
 
     loop {
         let t = clock.now().ticks();
         now_ms += u64::from(t.wrapping_sub(last_ticks));
         last_ticks = t;
-
-        let _ = energy.poll();
-        let _ = run.poll();
         while let Ok(b) = analyser_rx.read() {
-            if let Some(Ok(r)) = ch4_parser.push(b) {
-                ch4 = Some(r.ch4_centi_pct);
-            }
+            node.on_analyser_byte(b);
         }
         while let Ok(b) = modem_rx.read() {
-            if let Some(ack) = acks.push(b) {
-                // A flash error here is retried with the next ack.
-                let _ = app.on_ack(ack);
-            }
+            node.on_modem_byte(b, now_ms);
         }
-
-        if fast.due(now_ms) {
-            // Ten readings a second, folded into the period's value.
-            run_agg.add(i64::from(run.is_active()), Quality::GOOD);
-            match adc.read_loop_microamps(0, SHUNT_MILLIOHM) {
-                Ok(ua) => match ads1115::classify_loop(ua) {
-                    LoopState::Ok => level_agg.add(TUBE.to_value(ua), Quality::GOOD),
-                    LoopState::UnderRange | LoopState::OverRange => level_agg.add(
-                        TUBE.to_value(ua).clamp(TUBE.at_4ma, TUBE.at_20ma),
-                        Quality::OUT_OF_RANGE,
-                    ),
-                    LoopState::Open | LoopState::Short => {
-                        level_agg.add(0, Quality::OUT_OF_RANGE.with(Quality::UNAVAILABLE))
-                    }
-                },
-                Err(_) => level_agg.add(0, Quality::UNAVAILABLE),
-            }
-        }
-        if !schedule.due(now_ms) {
-            continue;
-        }
-        let level = level_agg.take().unwrap_or((0, Quality::UNAVAILABLE));
-        let run_status = run_agg.take().unwrap_or((0, Quality::UNAVAILABLE));
-        let ch4_sample = match ch4.take() {
-            Some(v) => (i64::from(v), Quality::GOOD),
-            None => (0, Quality::UNAVAILABLE),
-        };
-        let samples = [
-            (ENERGY.to_base(energy.pulses()), Quality::GOOD),
-            run_status,
-            level,
-            ch4_sample,
-        ];
-        app.set_counter(0, energy.pulses());
-        for (i, (v, q)) in samples.into_iter().enumerate() {
-            if app.record(i as u8, v, q, now_ms).is_err() {
-                break;
-            }
-        }
-        if app.ready() {
-            let _ = app.seal();
-        }
-        let _ = app.service(&mut uplink, now_ms);
+        node.step(now_ms);
     }
 }

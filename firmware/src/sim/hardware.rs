@@ -7,13 +7,12 @@
 //! - [`SimPin`]: a digital input whose raw levels come from a queue (S0
 //!   pulses with their width, contact levels, noise glitches).
 //! - [`SimAds1115`]: register-level model of an ADS1115 on I2C measuring a
-//!   4-20 mA loop through a shunt.
+//!   4-20 mA loop through a shunt (shared with the QEMU image:
+//!   [`crate::emulated_sensors::Ads1115Model`]).
 //! - [`SimUart`]: a UART receive buffer the biogas analyser writes frames
 //!   (and, with noise, garbage) into; an idle line reads `0x00`.
 
-use crate::drivers::ads1115::{REG_CONFIG, REG_CONVERSION, UV_PER_LSB};
 use alloc::collections::VecDeque;
-use embedded_hal::i2c::{ErrorKind, I2c, Operation, SevenBitAddress};
 
 /// A digital input fed by a queue of raw levels; when the queue is empty it
 /// holds its idle level.
@@ -75,93 +74,10 @@ impl embedded_hal::digital::InputPin for SimPin {
     }
 }
 
-/// An ADS1115 at one address measuring loop currents (one per input).
-#[derive(Debug, Clone)]
-pub struct SimAds1115 {
-    address: u8,
-    shunt_milliohm: u32,
-    /// Loop current per input, uA.
-    pub loop_ua: [i32; 4],
-    pointer: u8,
-    config: u16,
-    conversion: i16,
-}
-
-impl SimAds1115 {
-    /// A converter at `address` with a shunt of `shunt_milliohm` on every input.
-    pub fn new(address: u8, shunt_milliohm: u32) -> Self {
-        Self {
-            address,
-            shunt_milliohm,
-            loop_ua: [0; 4],
-            pointer: 0,
-            config: 0x8583,
-            conversion: 0,
-        }
-    }
-
-    fn convert(&mut self) {
-        let mux = (self.config >> 12) & 0b111;
-        let input = usize::from(mux & 0b11);
-        let uv = i64::from(self.loop_ua[input]) * i64::from(self.shunt_milliohm) / 1000;
-        let raw = (uv / i64::from(UV_PER_LSB)).clamp(i64::from(i16::MIN), i64::from(i16::MAX));
-        self.conversion = raw as i16;
-    }
-}
-
-impl embedded_hal::i2c::ErrorType for SimAds1115 {
-    type Error = ErrorKind;
-}
-
-impl I2c<SevenBitAddress> for SimAds1115 {
-    fn transaction(
-        &mut self,
-        address: u8,
-        operations: &mut [Operation<'_>],
-    ) -> Result<(), Self::Error> {
-        if address != self.address {
-            return Err(ErrorKind::NoAcknowledge(
-                embedded_hal::i2c::NoAcknowledgeSource::Address,
-            ));
-        }
-        for op in operations {
-            match op {
-                Operation::Write(bytes) => {
-                    let Some((&p, rest)) = bytes.split_first() else {
-                        continue;
-                    };
-                    self.pointer = p;
-                    if p == REG_CONFIG && rest.len() == 2 {
-                        self.config = u16::from_be_bytes([rest[0], rest[1]]);
-                        if self.config & 0x8000 != 0 {
-                            // Single shot: converts at once; OS reads 1 (idle).
-                            self.convert();
-                        }
-                    }
-                }
-                Operation::Read(buf) => {
-                    let word = match self.pointer {
-                        REG_CONVERSION => self.conversion.to_be_bytes(),
-                        REG_CONFIG => (self.config | 0x8000).to_be_bytes(),
-                        _ => [0, 0],
-                    };
-                    for (i, b) in buf.iter_mut().enumerate() {
-                        *b = word.get(i).copied().unwrap_or(0);
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A delay that returns at once: the simulated converter is instant.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoDelay;
-
-impl embedded_hal::delay::DelayNs for NoDelay {
-    fn delay_ns(&mut self, _ns: u32) {}
-}
+/// The ADS1115 model the QEMU image uses too.
+pub use crate::emulated_sensors::Ads1115Model as SimAds1115;
+/// A delay that returns at once: the modelled converter is instant.
+pub use crate::emulated_sensors::NoDelay;
 
 /// A UART receive buffer.
 #[derive(Debug, Clone, Default)]
