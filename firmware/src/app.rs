@@ -31,7 +31,9 @@ use embedded_storage::nor_flash::NorFlash;
 use mrv_shared::ids::{DeviceId, SiteId};
 use mrv_shared::reading::{Channel, Quality, Sample};
 use mrv_shared::wire::signature::sign_frame;
-use mrv_shared::wire::{Ack, AckStatus, Frame, binary, json};
+#[cfg(feature = "json-frames")]
+use mrv_shared::wire::json;
+use mrv_shared::wire::{Ack, AckStatus, Frame, binary};
 
 /// The link to the gateway (MQTT over a radio, Ethernet, ...).
 ///
@@ -50,7 +52,8 @@ pub trait Uplink {
 pub enum Encoding {
     /// Compact binary (`mrv_shared::wire::binary`).
     Binary,
-    /// JSON (`mrv_shared::wire::json`).
+    /// JSON (`mrv_shared::wire::json`); needs the `json-frames` feature
+    /// (the host simulator has it, the board images leave it out).
     Json,
 }
 
@@ -172,6 +175,11 @@ impl<F: NorFlash, const P: usize> App<F, P> {
         if cfg.samples_per_frame == 0 || cfg.samples_per_frame > P {
             return Err(AppError::Config("samples_per_frame must be 1..=P"));
         }
+        if cfg!(not(feature = "json-frames")) && cfg.encoding == Encoding::Json {
+            return Err(AppError::Config(
+                "JSON frames need the json-frames feature (images leave it out: serde_json is large)",
+            ));
+        }
         if channels.is_empty() || channels.len() > 255 {
             return Err(AppError::Config("1 to 255 channels"));
         }
@@ -271,7 +279,11 @@ impl<F: NorFlash, const P: usize> App<F, P> {
         }
         match self.cfg.encoding {
             Encoding::Binary => binary::encode_frame(frame),
+            #[cfg(feature = "json-frames")]
             Encoding::Json => json::encode_frame(frame),
+            // Refused by `boot`.
+            #[cfg(not(feature = "json-frames"))]
+            Encoding::Json => binary::encode_frame(frame),
         }
     }
 
@@ -414,7 +426,10 @@ impl<F: NorFlash, const P: usize> App<F, P> {
             self.journal.read_frame(r, &mut buf)?;
             let decoded = match self.cfg.encoding {
                 Encoding::Binary => binary::decode_frame_exact(&buf),
+                #[cfg(feature = "json-frames")]
                 Encoding::Json => json::decode_frame(&buf),
+                #[cfg(not(feature = "json-frames"))]
+                Encoding::Json => binary::decode_frame_exact(&buf),
             };
             let mut frame = decoded.map_err(|_| AppError::StoredFrame(r.seq))?;
             seq += 1;

@@ -29,6 +29,12 @@
 use crate::ids::{DeviceId, IdError, MAX_ID_LEN, SiteId};
 use ed25519_dalek::SigningKey;
 
+/// Where the images keep the record: this offset from the start of flash,
+/// a sector no program or journal write touches (STM32F411: sector 1,
+/// 0x08004000, 16 KiB; the QEMU mps2-an386 image: 0x00004000).
+pub const FLASH_OFFSET: u32 = 0x4000;
+/// Absolute address of the record on the STM32F411 (flash at 0x08000000).
+pub const F411_ADDRESS: u32 = 0x0800_0000 + FLASH_OFFSET;
 /// Record magic.
 pub const MAGIC: [u8; 4] = *b"MRVK";
 /// Format version.

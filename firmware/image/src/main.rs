@@ -51,8 +51,6 @@ use stm32f4xx_hal::serial::config::Config as SerialConfig;
 static HEAP: Heap = Heap::empty();
 const HEAP_SIZE: usize = 48 * 1024;
 
-/// Provisioning record: flash sector 1.
-const PROVISIONING_OFFSET: u32 = 0x4000;
 const JOURNAL_BASE: u32 = 0x2_0000;
 const JOURNAL_SECTORS: u32 = 3;
 const TIMING: NodeTiming = NodeTiming {
@@ -92,7 +90,7 @@ fn main() -> ! {
     // must not send under an identity it cannot prove).
     let mut locked = LockedFlash::new(dp.FLASH);
     let mut area = [0u8; RECORD_LEN];
-    if ReadNorFlash::read(&mut locked, PROVISIONING_OFFSET, &mut area).is_err() {
+    if ReadNorFlash::read(&mut locked, provisioning::FLASH_OFFSET, &mut area).is_err() {
         halt()
     }
     let (site, device, key) = match provisioning::decode(&area) {

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod diag;
 pub mod keygen;
 pub mod modbus;
+pub mod provision;
 pub mod receipts;
 pub mod run;
 pub mod status;
@@ -51,6 +52,8 @@ pub enum Command {
     Keygen(keygen::KeygenArgs),
     /// Modbus technician tools: read registers or a profile, scan unit ids, list SunSpec models.
     Modbus(crate::cli::modbus::ModbusArgs),
+    /// Give a node its identity and signing key: the provisioning record for its flash and its public JWK.
+    Provision(provision::ProvisionArgs),
     /// Check the backend log's receipts kept beside the reports (offline), or audit the backend with them.
     Receipts(receipts::ReceiptsArgs),
     /// Run the gateway (broker, ingest, buffer, reports, upload, diagnostics).
@@ -144,6 +147,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Diag(a) => diag::run(a),
         Command::Keygen(a) => keygen::run(a),
         Command::Modbus(a) => modbus::run(a),
+        Command::Provision(a) => provision::run(a),
         Command::Receipts(a) => receipts::run(a),
         Command::Run(a) => run::run(a),
         Command::Status(a) => status::run(a),

@@ -22,7 +22,9 @@ pub mod preflight;
 
 pub use error_text::{locate_key, plain_problem};
 
-pub use device::{Calibration, DeviceInfo, DeviceKind, DeviceRegistry, DeviceSection};
+pub use device::{
+    Calibration, DeviceInfo, DeviceKind, DeviceRegistry, DeviceSection, parse_public_key,
+};
 pub use mqtt::{BrokerMode, MqttConfig, MqttSection, MqttUser};
 
 use mrv_shared::ids::SiteId;
