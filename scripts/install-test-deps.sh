@@ -49,3 +49,7 @@ apt_install postgresql
 # Debian package (tests/tests/debian_package.rs): dpkg-deb builds it, lintian
 # checks it, systemd-sysusers creates its user inside a throwaway root.
 apt_install lintian systemd binutils
+
+# Firmware on an emulated Cortex-M4 (tests/tests/qemu_node.rs): Debian's
+# QEMU (bookworm: 7.2) boots firmware/image-mps2 on its mps2-an386 machine.
+apt_install qemu-system-arm

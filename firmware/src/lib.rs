@@ -20,6 +20,11 @@
 //! - [`emulated_sensors`]: deterministic pulses, a 4-20 mA loop and
 //!   analyser frames for an image without sensors (the QEMU image).
 //!
+//! With the `bridge` feature it provides [`bridge`] (and the
+//! `mrv-uart-bridge` binary): a node's network co-processor on the host,
+//! relaying its serial link (a QEMU UART) to MQTT and acks back, over the
+//! same MQTT client code as the simulator ([`mqtt_link`]).
+//!
 //! With the `sim` feature (which implies `std`) it also provides `sim`, a
 //! host simulator that runs this application on simulated hardware and
 //! publishes to an MQTT broker (and `meters`, simulated Modbus meters).
@@ -35,10 +40,14 @@
 extern crate alloc;
 
 pub mod app;
+#[cfg(feature = "bridge")]
+pub mod bridge;
 pub mod drivers;
 pub mod emulated_sensors;
 #[cfg(feature = "sim")]
 pub mod meters;
+#[cfg(feature = "mqtt")]
+pub mod mqtt_link;
 pub mod node_loop;
 pub mod sampling;
 pub mod serial_link;

@@ -7,7 +7,11 @@
 //! - [`small_fs::SmallFs`]: a small loop-mounted ext4 or tmpfs that fills up;
 //! - [`require_tool`]: external programs are installed by
 //!   `scripts/install-test-deps.sh`; under `CI=true` a missing one fails the
-//!   test, elsewhere the test says loudly that it is skipped.
+//!   test, elsewhere the test says loudly that it is skipped;
+//! - [`qemu`]: the node's QEMU image as a child process, and a tap on its
+//!   modem UART.
+
+pub mod qemu;
 
 pub mod small_fs;
 

@@ -10,8 +10,8 @@ use super::node::SimNode;
 use super::{Faults, Shared, SimConfig};
 use crate::app::Uplink;
 use mrv_shared::wire::topic::{ack_topic, up_topic};
-use mrv_shared::wire::{Ack, binary, json};
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use crate::mqtt_link::{LinkEvent, decode_any_ack, device_options, poll_link};
+use rumqttc::{AsyncClient, QoS};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
@@ -19,16 +19,6 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 /// Model time at simulator start: 09:00 local, so that short runs see sun.
 const MODEL_START_S: f64 = 9.0 * 3600.0;
-/// Wait between reconnect attempts.
-const RECONNECT_BACKOFF: Duration = Duration::from_millis(200);
-
-#[derive(Debug)]
-enum LinkEvent {
-    Connected,
-    Disconnected,
-    Ack(Vec<u8>),
-}
-
 enum BootEnd {
     Stop,
     PowerCut,
@@ -39,40 +29,6 @@ fn wall_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// Decodes an ack in either form (binary starts with "MA").
-pub(crate) fn decode_any_ack(payload: &[u8]) -> Option<Ack> {
-    if payload.starts_with(&binary::ACK_MAGIC) {
-        binary::decode_ack(payload).ok()
-    } else {
-        json::decode_ack(payload).ok()
-    }
-}
-
-async fn poll_link(mut el: EventLoop, tx: mpsc::UnboundedSender<LinkEvent>, ack: String) {
-    loop {
-        let ev = match el.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => Some(LinkEvent::Connected),
-            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack => {
-                Some(LinkEvent::Ack(p.payload.to_vec()))
-            }
-            Ok(_) => None,
-            Err(e) => {
-                tracing::debug!(error = %e, "mqtt link down");
-                if tx.send(LinkEvent::Disconnected).is_err() {
-                    return;
-                }
-                tokio::time::sleep(RECONNECT_BACKOFF).await;
-                None
-            }
-        };
-        if let Some(ev) = ev
-            && tx.send(ev).is_err()
-        {
-            return;
-        }
-    }
 }
 
 /// The MQTT client as the firmware's uplink: queue without waiting.
@@ -123,13 +79,12 @@ pub(super) async fn run(
         let id = dev.id.clone();
         let boot = node.boot();
         shared.update(&id, |s| s.boots = u64::from(boot));
-        let mut opts = MqttOptions::new(dev.id.as_str(), cfg.broker_host.clone(), cfg.broker_port);
-        opts.set_keep_alive(Duration::from_secs(5))
-            .set_clean_session(true)
-            .set_max_packet_size(256 * 1024, 256 * 1024);
-        if let Some((u, p)) = &cfg.credentials {
-            opts.set_credentials(u.clone(), p.clone());
-        }
+        let opts = device_options(
+            dev.id.as_str(),
+            &cfg.broker_host,
+            cfg.broker_port,
+            cfg.credentials.as_ref(),
+        );
         let cap = (cfg.max_outbox + 16).min(10_000);
         let (client, el) = AsyncClient::new(opts, cap);
         let (tx, mut rx) = mpsc::unbounded_channel();

@@ -1,0 +1,82 @@
+//! The device side of MQTT, shared by the host simulator's devices and the
+//! UART bridge (the stand-in for a node's network co-processor): client
+//! options, the event-loop poller that turns rumqttc events into
+//! [`LinkEvent`]s, and ack decoding.
+//!
+//! Topics (`mrv_shared::wire::topic`): frames go QoS 1 to
+//! `mrv/<site>/<device>/up`, acks come QoS 1 on `mrv/<site>/<device>/ack`.
+
+use mrv_shared::wire::{Ack, binary, json};
+use rumqttc::{Event, EventLoop, MqttOptions, Packet};
+use std::string::String;
+use std::time::Duration;
+use std::vec::Vec;
+use tokio::sync::mpsc;
+
+/// Wait between reconnect attempts.
+pub const RECONNECT_BACKOFF: Duration = Duration::from_millis(200);
+
+/// What the MQTT link reports to the task that owns it.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// The broker accepted the connection (subscribe again now).
+    Connected,
+    /// The connection broke; the poller reconnects by itself.
+    Disconnected,
+    /// A message on the ack topic.
+    Ack(Vec<u8>),
+}
+
+/// Client options of a device: client id = device id, clean session,
+/// 5 s keep-alive, packets up to 256 KiB.
+pub fn device_options(
+    client_id: &str,
+    host: &str,
+    port: u16,
+    credentials: Option<&(String, String)>,
+) -> MqttOptions {
+    let mut opts = MqttOptions::new(client_id, host, port);
+    opts.set_keep_alive(Duration::from_secs(5))
+        .set_clean_session(true)
+        .set_max_packet_size(256 * 1024, 256 * 1024);
+    if let Some((u, p)) = credentials {
+        opts.set_credentials(u.clone(), p.clone());
+    }
+    opts
+}
+
+/// Decodes an ack in either form (binary starts with "MA").
+pub fn decode_any_ack(payload: &[u8]) -> Option<Ack> {
+    if payload.starts_with(&binary::ACK_MAGIC) {
+        binary::decode_ack(payload).ok()
+    } else {
+        json::decode_ack(payload).ok()
+    }
+}
+
+/// Polls `el` until `tx` closes: connections, breaks (then waits
+/// [`RECONNECT_BACKOFF`]) and messages on the `ack` topic.
+pub async fn poll_link(mut el: EventLoop, tx: mpsc::UnboundedSender<LinkEvent>, ack: String) {
+    loop {
+        let ev = match el.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => Some(LinkEvent::Connected),
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack => {
+                Some(LinkEvent::Ack(p.payload.to_vec()))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "mqtt link down");
+                if tx.send(LinkEvent::Disconnected).is_err() {
+                    return;
+                }
+                tokio::time::sleep(RECONNECT_BACKOFF).await;
+                None
+            }
+        };
+        if let Some(ev) = ev
+            && tx.send(ev).is_err()
+        {
+            return;
+        }
+    }
+}
