@@ -14,6 +14,14 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 TARGET=thumbv7em-none-eabihf
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+# One compiler for every crate: a dependency that ships a rust-toolchain file
+# (linked_list_allocator names nightly) must not switch rustup's proxy to
+# another toolchain, which may lack the target. rustup's own cargo proxy
+# pins this too, but a cargo reached some other way does not.
+if [[ -z "${RUSTC:-}" ]] && command -v rustup >/dev/null; then
+    RUSTC="$(cd "$ROOT" && rustup which rustc)"
+    export RUSTC
+fi
 
 if ! rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
     echo "adding Rust target $TARGET"
@@ -39,8 +47,16 @@ sizes() {
     echo "image: $elf"
 }
 
-for dir in image image-mps2; do
-    (cd "$ROOT/firmware/$dir" && { cargo build --release --locked 2>&1 || cargo build --release; })
-done
-sizes "$CARGO_TARGET_DIR/$TARGET/release/mrv-node-f411"
-sizes "$CARGO_TARGET_DIR/$TARGET/release/mrv-node-mps2"
+# build DIR: builds firmware/DIR and prints the path of its ELF (asked from
+# cargo, which may place the target dir elsewhere than CARGO_TARGET_DIR).
+build() {
+    cd "$ROOT/firmware/$1"
+    local msgs
+    msgs=$(cargo build --release --locked --message-format=json-render-diagnostics 2>/dev/null) ||
+        msgs=$(cargo build --release --message-format=json-render-diagnostics)
+    echo "$msgs" | grep -o '"executable":"[^"]*"' | tail -1 | cut -d'"' -f4
+}
+F411=$(build image)
+MPS2=$(build image-mps2)
+sizes "$F411"
+sizes "$MPS2"

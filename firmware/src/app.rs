@@ -30,9 +30,9 @@ use ed25519_dalek::SigningKey;
 use embedded_storage::nor_flash::NorFlash;
 use mrv_shared::ids::{DeviceId, SiteId};
 use mrv_shared::reading::{Channel, Quality, Sample};
-use mrv_shared::wire::signature::sign_frame;
 #[cfg(feature = "json-frames")]
 use mrv_shared::wire::json;
+use mrv_shared::wire::signature::sign_frame;
 use mrv_shared::wire::{Ack, AckStatus, Frame, binary};
 
 /// The link to the gateway (MQTT over a radio, Ethernet, ...).

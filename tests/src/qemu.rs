@@ -192,7 +192,9 @@ impl Qemu {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
                 let (m, cv) = &*l;
-                m.lock().expect("lines lock").push(ConsoleLine::parse(&line));
+                m.lock()
+                    .expect("lines lock")
+                    .push(ConsoleLine::parse(&line));
                 cv.notify_all();
             }
         });
@@ -222,15 +224,12 @@ impl Qemu {
         let mut cursor = self.cursor.lock().expect("cursor lock");
         let mut seen = *cursor;
         loop {
-            if let Some(i) = lines[seen..].iter().position(|l| pred(l)) {
+            if let Some(i) = lines[seen..].iter().position(&mut pred) {
                 *cursor = seen + i + 1;
                 return lines[seen + i].clone();
             }
             seen = lines.len();
-            if let Some(l) = lines
-                .iter()
-                .find(|l| l.kind == "panic" || l.kind == "halt")
-            {
+            if let Some(l) = lines.iter().find(|l| l.kind == "panic" || l.kind == "halt") {
                 panic!("the node stopped: {}", l.text);
             }
             let now = Instant::now();
@@ -245,7 +244,10 @@ impl Qemu {
                     .collect::<Vec<_>>()
                     .join("\n")
             );
-            lines = cv.wait_timeout(lines, deadline - now).expect("lines lock").0;
+            lines = cv
+                .wait_timeout(lines, deadline - now)
+                .expect("lines lock")
+                .0;
         }
     }
 

@@ -53,7 +53,14 @@ source = "illustrative grid EF"
 /// and the public key (`x` of the JWK it wrote).
 fn provision(dir: &std::path::Path, site: &SiteId) -> (std::path::PathBuf, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_mrv-e2e-gateway"))
-        .args(["provision", "--site", site.as_str(), "--device", DEVICE, "--out"])
+        .args([
+            "provision",
+            "--site",
+            site.as_str(),
+            "--device",
+            DEVICE,
+            "--out",
+        ])
         .arg(dir)
         .output()
         .expect("provision runs");
@@ -67,7 +74,10 @@ fn provision(dir: &std::path::Path, site: &SiteId) -> (std::path::PathBuf, Strin
     )
     .expect("a JWK");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&format!("public_key = \"{}\"", jwk.x)), "{text}");
+    assert!(
+        text.contains(&format!("public_key = \"{}\"", jwk.x)),
+        "{text}"
+    );
     assert!(text.contains("0x08004000"), "{text}");
     (dir.join(format!("{DEVICE}.mrvk")), jwk.x)
 }
@@ -137,10 +147,16 @@ async fn the_emulated_node_reaches_a_signed_report_across_a_power_cut_and_bad_by
         "{}",
         boot.text
     );
-    assert_eq!(boot.get("key"), x, "the node signs with the provisioned key");
+    assert_eq!(
+        boot.get("key"),
+        x,
+        "the node signs with the provisioned key"
+    );
     assert_eq!(boot.get("device"), DEVICE);
     assert_eq!(boot.get("site"), site.site.as_str());
-    qemu.wait_for("acks", WAIT, |l| l.kind == "stats" && l.num("acked_seq") >= 3);
+    qemu.wait_for("acks", WAIT, |l| {
+        l.kind == "stats" && l.num("acked_seq") >= 3
+    });
 
     // Bad input to the node, between whole acks: noise, a cut ack (then a
     // quiet line), an ack with a wrong CRC. The same bytes through a host
@@ -199,7 +215,9 @@ async fn the_emulated_node_reaches_a_signed_report_across_a_power_cut_and_bad_by
 
     // Acks stop reaching the node; its outbox fills; then the power goes.
     tap.hold_acks(true);
-    qemu.wait_for("a backlog", WAIT, |l| l.kind == "stats" && l.num("outbox") >= 4);
+    qemu.wait_for("a backlog", WAIT, |l| {
+        l.kind == "stats" && l.num("outbox") >= 4
+    });
     let lines = qemu.kill();
     let last_sealed = lines
         .iter()
@@ -282,7 +300,10 @@ async fn the_emulated_node_reaches_a_signed_report_across_a_power_cut_and_bad_by
     assert_eq!(ingest.rejects_total(), 0, "nothing bad reached MQTT");
     let b = bridge.stats();
     assert_eq!(b.uart_connections, 2);
-    assert_eq!(b.link.noise_bytes as usize, b"\r\nboot noise\r\n".len() + n - 1);
+    assert_eq!(
+        b.link.noise_bytes as usize,
+        b"\r\nboot noise\r\n".len() + n - 1
+    );
     assert_eq!(b.link.bad_crc, 1);
     assert_eq!(b.wrong_device, 0);
     assert!(b.acks_relayed >= acked);
@@ -306,7 +327,11 @@ async fn the_emulated_node_reaches_a_signed_report_across_a_power_cut_and_bad_by
             .expect("report verifies");
         for fr in r.report.readings.frames {
             assert_eq!(fr.device, device);
-            assert!(fr.sig.is_some(), "frame {} carries its device signature", fr.seq);
+            assert!(
+                fr.sig.is_some(),
+                "frame {} carries its device signature",
+                fr.seq
+            );
             *in_reports.entry(fr.seq).or_insert(0u32) += 1;
         }
     }

@@ -139,7 +139,11 @@ fn main() -> ! {
     // RAM, never written by this program.
     #[allow(unsafe_code)]
     unsafe {
-        core::ptr::copy_nonoverlapping(provisioning::FLASH_OFFSET as usize as *const u8, area.as_mut_ptr(), RECORD_LEN)
+        core::ptr::copy_nonoverlapping(
+            provisioning::FLASH_OFFSET as usize as *const u8,
+            area.as_mut_ptr(),
+            RECORD_LEN,
+        )
     };
     if area.iter().all(|b| *b == 0) {
         // Emulator RAM never written: what erased flash is on a board.
@@ -180,7 +184,8 @@ fn main() -> ! {
         encoding: Encoding::Binary,
         has_wall_clock: false,
     };
-    let app: App<_, 48> = match App::boot(flash, 0, JOURNAL_SECTORS, identity, cfg, node_channels()) {
+    let app: App<_, 48> = match App::boot(flash, 0, JOURNAL_SECTORS, identity, cfg, node_channels())
+    {
         Ok(a) => a,
         Err(e) => halt(&e),
     };
@@ -213,7 +218,15 @@ fn main() -> ! {
     );
     let modem_tx = Uart::new(UART0, 115_200);
     let mut modem_rx = Uart::new(UART0, 115_200);
-    let mut node = Node::new(app, NODE_HARDWARE, TIMING, energy_pin, run_pin, adc, modem_tx);
+    let mut node = Node::new(
+        app,
+        NODE_HARDWARE,
+        TIMING,
+        energy_pin,
+        run_pin,
+        adc,
+        modem_tx,
+    );
     let mut next_stats = STATS_EVERY_MS;
 
     loop {
@@ -262,7 +275,11 @@ fn main() -> ! {
                 l.bad_crc,
                 l.truncated,
                 l.bad_payload,
-                n.record_errors + n.seal_errors + n.service_errors + n.ack_errors + n.level_bus_errors,
+                n.record_errors
+                    + n.seal_errors
+                    + n.service_errors
+                    + n.ack_errors
+                    + n.level_bus_errors,
                 n.analyser_readings,
                 memory_probe::stack_peak(),
                 memory_probe::stack_size(),

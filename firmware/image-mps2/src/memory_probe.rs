@@ -28,7 +28,12 @@ unsafe extern "C" {
 
 fn bounds() -> (usize, usize) {
     // SAFETY: taking the addresses of linker symbols, not reading them.
-    unsafe { (&raw const _stack_end as usize, &raw const _stack_start as usize) }
+    unsafe {
+        (
+            &raw const _stack_end as usize,
+            &raw const _stack_start as usize,
+        )
+    }
 }
 
 /// Bytes of stack the region holds (top of RAM down to the statics).

@@ -154,7 +154,15 @@ fn main() -> ! {
         halt()
     };
     let (modem_tx, mut modem_rx) = modem.split();
-    let mut node = Node::new(app, NODE_HARDWARE, TIMING, energy_pin, run_pin, adc, modem_tx);
+    let mut node = Node::new(
+        app,
+        NODE_HARDWARE,
+        TIMING,
+        energy_pin,
+        run_pin,
+        adc,
+        modem_tx,
+    );
 
     // Free-running millisecond clock from the 32-bit TIM2.
     let mut clock = dp.TIM2.counter_ms(&mut rcc);

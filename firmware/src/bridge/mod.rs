@@ -114,12 +114,13 @@ impl Bridge {
     /// Binds the UART listener and starts the bridge on the current tokio
     /// runtime.
     pub async fn start(cfg: BridgeConfig) -> Result<Bridge, BridgeError> {
-        let listener = TcpListener::bind(cfg.uart_listen)
-            .await
-            .map_err(|source| BridgeError::Bind {
-                addr: cfg.uart_listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(cfg.uart_listen)
+                .await
+                .map_err(|source| BridgeError::Bind {
+                    addr: cfg.uart_listen,
+                    source,
+                })?;
         let uart_addr = listener.local_addr().map_err(|source| BridgeError::Bind {
             addr: cfg.uart_listen,
             source,
@@ -137,7 +138,10 @@ impl Bridge {
 
     /// A copy of the counters.
     pub fn stats(&self) -> BridgeStats {
-        self.stats.lock().expect("stats lock is never poisoned").clone()
+        self.stats
+            .lock()
+            .expect("stats lock is never poisoned")
+            .clone()
     }
 
     /// Stops the bridge (closes the UART and the MQTT session).

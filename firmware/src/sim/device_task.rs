@@ -9,8 +9,8 @@
 use super::node::SimNode;
 use super::{Faults, Shared, SimConfig};
 use crate::app::Uplink;
-use mrv_shared::wire::topic::{ack_topic, up_topic};
 use crate::mqtt_link::{LinkEvent, decode_any_ack, device_options, poll_link};
+use mrv_shared::wire::topic::{ack_topic, up_topic};
 use rumqttc::{AsyncClient, QoS};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -69,7 +69,11 @@ pub fn provision(
     let record = out.join(format!("{device}.mrvk"));
     let public_jwk = out.join(format!("{device}.pub.jwk"));
     for p in [&record, &public_jwk] {
-        anyhow::ensure!(!p.exists(), "{} exists; refusing to overwrite it", p.display());
+        anyhow::ensure!(
+            !p.exists(),
+            "{} exists; refusing to overwrite it",
+            p.display()
+        );
     }
     let bytes = provisioning::encode(&Provisioning {
         site: site.clone(),
@@ -92,9 +96,10 @@ pub fn provision(
 
 /// Runs `provision`.
 pub fn run(args: ProvisionArgs) -> anyhow::Result<()> {
-    let site = SiteId::new(&args.site).map_err(|e| anyhow::anyhow!("--site {:?}: {e}", args.site))?;
-    let device =
-        DeviceId::new(&args.device).map_err(|e| anyhow::anyhow!("--device {:?}: {e}", args.device))?;
+    let site =
+        SiteId::new(&args.site).map_err(|e| anyhow::anyhow!("--site {:?}: {e}", args.site))?;
+    let device = DeviceId::new(&args.device)
+        .map_err(|e| anyhow::anyhow!("--device {:?}: {e}", args.device))?;
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
     let f = provision(&site, &device, &key, &args.out)?;
     let r = f.record.display();
@@ -109,10 +114,15 @@ pub fn run(args: ProvisionArgs) -> anyhow::Result<()> {
     println!(
         "         or  probe-rs download --chip STM32F411CEUx --binary-format bin --base-address {F411_ADDRESS:#010x} {r}"
     );
-    println!("  QEMU image: qemu-system-arm -machine mps2-an386 ... -device loader,file={r},addr={FLASH_OFFSET:#x}");
+    println!(
+        "  QEMU image: qemu-system-arm -machine mps2-an386 ... -device loader,file={r},addr={FLASH_OFFSET:#x}"
+    );
     println!();
     println!("register it in the gateway config:");
-    println!("[[devices]]\nid = \"{device}\"\nkind = \"other\"\npublic_key = \"{}\"", f.x);
+    println!(
+        "[[devices]]\nid = \"{device}\"\nkind = \"other\"\npublic_key = \"{}\"",
+        f.x
+    );
     Ok(())
 }
 
@@ -141,6 +151,9 @@ mod tests {
         let mode = std::fs::metadata(&f.record).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let again = provision(&site, &device, &key, dir.path()).unwrap_err();
-        assert!(again.to_string().contains("refusing to overwrite"), "{again}");
+        assert!(
+            again.to_string().contains("refusing to overwrite"),
+            "{again}"
+        );
     }
 }
