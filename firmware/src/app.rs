@@ -349,11 +349,14 @@ impl<F: NorFlash, const P: usize> App<F, P> {
     /// refusal.
     pub fn service<U: Uplink>(&mut self, up: &mut U, now_ms: u64) -> Res<ServiceReport, F> {
         let mut rep = ServiceReport::default();
-        let refs: Vec<FrameRef> = self.journal.frames().iter().copied().collect();
-        // `refs` is sorted by seq: forget send state of frames that left.
+        // The outbox is sorted by seq: forget send state of frames that
+        // left. No copy of the outbox: it may hold hundreds of frames and
+        // the heap is small.
+        let frames = self.journal.frames();
         self.send
-            .retain(|seq, _| refs.binary_search_by_key(seq, |r| r.seq).is_ok());
-        for r in refs {
+            .retain(|seq, _| frames.binary_search_by_key(seq, |r| r.seq).is_ok());
+        for i in 0..self.journal.frames().len() {
+            let r = self.journal.frames()[i];
             let st = self.send.entry(r.seq).or_default();
             let due = match st.sent_at {
                 None => true,
