@@ -7,6 +7,7 @@
 use alloc::vec::Vec;
 
 /// Below this many items the work runs on the calling thread.
+#[cfg(feature = "std")]
 const MIN_PARALLEL: usize = 2048;
 
 /// `items.iter().map(f).collect()`, possibly on several threads.
