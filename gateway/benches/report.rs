@@ -3,9 +3,11 @@
 //! Prints: build time (pure builder, including device signature checks),
 //! sign time (RFC 8785 canonical JSON + JWS Ed25519), the same from a real
 //! sled buffer through `build_due_reports` (scan, decode, build, sign,
-//! store), verify time (`mrv_shared::report::verify_report`: JWS, Merkle
-//! root, 12,000 device signatures, aggregates, ER), and the report size raw
-//! and gzipped. Targets (issue 4): build + sign <= 2 s, verify <= 2 s.
+//! store), verify time (`mrv_shared::report::verify_report`: JWS, canonical
+//! payload, device registry, Merkle root, 12,000 device signatures, device
+//! continuity, aggregates, the calculation recomputed from its bindings), and
+//! the report size raw and gzipped. Targets (issues 4 and 10): build + sign
+//! <= 2 s, verify <= 2 s, with continuity and bindings checked.
 //!
 //! Run: `cargo bench -p mrv-gateway --bench report`
 //! (`MRV_BENCH_DEVICES=20` for a smaller run; results in docs/BENCHMARKS.md).
@@ -18,10 +20,9 @@ use mrv_gateway::report::builder::{BuildInput, Identity, build};
 use mrv_gateway::report::config::{DeviceReportSettings, ReportSection};
 use mrv_gateway::report::signer::sign;
 use mrv_gateway::report::store::ReportStore;
-use mrv_gateway::report::synthetic::{PvSite, pv_devices, pv_frames};
+use mrv_gateway::report::synthetic::{PvSite, pv_calculation, pv_devices, pv_frames, pv_trust};
 use mrv_gateway::report::{ReportContext, build_due_reports};
 use mrv_shared::ids::SiteId;
-use mrv_shared::methodology::{MethodologyKind, Param, Params};
 use mrv_shared::report::model::{ClockState, GENESIS_PREV_HASH, Period};
 use mrv_shared::report::{KeySet, verify_report};
 use std::collections::BTreeMap;
@@ -54,15 +55,7 @@ fn main() {
         gateway: String::from("gw-bench"),
         kid: String::from("gw-bench"),
     };
-    let mut params = Params::new();
-    params.insert(
-        String::from("ef"),
-        Param {
-            value: String::from("0.5113"),
-            unit: String::from("tCO2/MWh"),
-            source: String::from("illustrative"),
-        },
-    );
+    let calcs = [pv_calculation(&site)];
     let key = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]);
     let records = pv_devices(&site);
     let t = Instant::now();
@@ -88,10 +81,10 @@ fn main() {
         devices: &records,
         frames: frames.clone(),
         events: vec![],
-        methodology: MethodologyKind::SolarPv,
-        params: &params,
+        calculations: &calcs,
         baselines: BTreeMap::new(),
-        awd_start: None,
+        awd_start: BTreeMap::new(),
+        positions: BTreeMap::new(),
         silent_before: Default::default(),
     })
     .expect("builds");
@@ -108,12 +101,13 @@ fn main() {
 
     let mut keys = KeySet::new();
     keys.insert("gw-bench", key.verifying_key());
+    let trust = pv_trust(&site);
     let t = Instant::now();
-    let v = verify_report(&signed.bytes, &keys).expect("verifies");
+    let v = verify_report(&signed.bytes, &keys, &trust).expect("verifies");
     let verify_time = t.elapsed();
     assert_eq!(v.report.readings.count as usize, readings);
     println!(
-        "verify (JWS, Merkle, device sigs, aggregates, ER): {verify_time:.2?}  (target <= 2 s)"
+        "verify (JWS, registry, Merkle, device sigs, continuity, aggregates, ER from bindings): {verify_time:.2?}  (target <= 2 s)"
     );
 
     let mut gz = GzEncoder::new(Vec::new(), Compression::default());
@@ -150,10 +144,7 @@ fn main() {
             )
             .expect("append");
     }
-    let mut section = ReportSection {
-        parameters: params.clone(),
-        ..ReportSection::default()
-    };
+    let mut section = ReportSection::default();
     for d in &records {
         section.devices.insert(
             d.id.to_string(),
@@ -166,6 +157,7 @@ fn main() {
     let ctx = ReportContext {
         identity: identity.clone(),
         section,
+        calculations: calcs.to_vec(),
         devices: records.clone(),
         signing_key: key.clone(),
         buffer,

@@ -49,7 +49,7 @@ use archive::file::FileArchive;
 use archive::postgres::PgArchive;
 use archive::{AnyArchive, ArchiveError, LogIdentity};
 use limits::Limits;
-use mrv_shared::report::KeySet;
+use mrv_shared::report::{DeviceTrust, KeySet};
 use routes::{AppState, ReceiverStats};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -102,6 +102,9 @@ pub struct ReceiverConfig {
     pub log: Option<LogIdentity>,
     /// Registered gateway keys.
     pub keys: KeySet,
+    /// The device registry reports are checked against (fails closed);
+    /// [`DeviceTrust::ReportListed`] only for exploration.
+    pub devices: DeviceTrust,
     /// Bearer token required on upload routes (`None`: open).
     pub token: Option<String>,
     /// TLS (`None`: plain HTTP, for local use only).
@@ -111,13 +114,19 @@ pub struct ReceiverConfig {
 }
 
 impl ReceiverConfig {
-    /// A file-store receiver under `data_dir` trusting `keys`: no token, no
-    /// TLS, default limits, the log key in the data directory.
-    pub fn files(data_dir: impl Into<PathBuf>, keys: KeySet) -> ReceiverConfig {
+    /// A file-store receiver under `data_dir` trusting gateway `keys` and
+    /// the device registry `devices`: no token, no TLS, default limits, the
+    /// log key in the data directory.
+    pub fn files(
+        data_dir: impl Into<PathBuf>,
+        keys: KeySet,
+        devices: DeviceTrust,
+    ) -> ReceiverConfig {
         ReceiverConfig {
             store: Store::Files(data_dir.into()),
             log: None,
             keys,
+            devices,
             token: None,
             tls: None,
             limits: Limits::default(),
@@ -240,7 +249,10 @@ pub async fn start(
         .clamp(1, Semaphore::MAX_PERMITS);
     let state = AppState {
         archive: Arc::new(archive),
-        trust: Arc::new(Trust { keys: config.keys }),
+        trust: Arc::new(Trust {
+            keys: config.keys,
+            devices: config.devices,
+        }),
         identity: Arc::new(identity),
         token: config.token.map(Arc::from),
         maintenance: Arc::new(Mutex::new(None)),

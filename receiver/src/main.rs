@@ -42,6 +42,19 @@ struct Args {
     /// A gateway's public JWK file (with `kid`); repeatable.
     #[arg(long = "gateway-key", required = true)]
     gateway_keys: Vec<PathBuf>,
+    /// The device registry reports are verified against (JSON, see
+    /// docs/REPORT-FORMAT.md section 10; `mrv-gateway registry export`
+    /// writes one for a site). Required unless --trust-report-device-keys.
+    #[arg(
+        long,
+        value_name = "REGISTRY.json",
+        required_unless_present = "trust_report_device_keys"
+    )]
+    device_registry: Option<PathBuf>,
+    /// Accept the device keys reports list, without a registry (exploration
+    /// only: a gateway could then relabel or re-key devices unnoticed).
+    #[arg(long, conflicts_with = "device_registry")]
+    trust_report_device_keys: bool,
     /// Bearer token required on uploads (or env MRV_RECEIVER_TOKEN).
     #[arg(long, env = "MRV_RECEIVER_TOKEN")]
     token: Option<String>,
@@ -115,6 +128,22 @@ async fn main() -> anyhow::Result<()> {
         body_budget_bytes: args.body_budget_mib.max(1) << 20,
         ..Limits::default()
     };
+    let devices = match &args.device_registry {
+        Some(p) => {
+            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            let reg = mrv_shared::report::DeviceRegistry::from_json(&bytes)
+                .with_context(|| p.display().to_string())?;
+            mrv_shared::report::DeviceTrust::Registry(
+                reg.trusted().with_context(|| p.display().to_string())?,
+            )
+        }
+        None => {
+            tracing::warn!(
+                "no device registry: device keys are taken from the reports (exploration only)"
+            );
+            mrv_shared::report::DeviceTrust::ReportListed
+        }
+    };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -125,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
             store,
             log,
             keys,
+            devices,
             token: args.token.clone(),
             tls,
             limits,

@@ -6,17 +6,19 @@
 //! CPU-heavy (every device signature, the Merkle root, every aggregate and
 //! the calculation): call it from `spawn_blocking`.
 
-use mrv_shared::report::{KeySet, ReportError, VerifiedReport, verify_report};
+use mrv_shared::report::{DeviceTrust, KeySet, ReportError, VerifiedReport, verify_report};
 
-/// What verification trusts: today the registered gateway (and device)
-/// keys.
-#[derive(Debug, Clone, Default)]
+/// What verification trusts: the registered gateway keys and the device
+/// registry (docs/REPORT-FORMAT.md §10; fails closed).
+#[derive(Debug, Clone)]
 pub struct Trust {
-    /// Gateway keys by `kid` (and device keys by device id).
+    /// Gateway keys by `kid`.
     pub keys: KeySet,
+    /// The devices reports may list, with their keys.
+    pub devices: DeviceTrust,
 }
 
 /// Verifies offered report `bytes` against `trust`.
 pub fn verify_offered(bytes: &[u8], trust: &Trust) -> Result<VerifiedReport, ReportError> {
-    verify_report(bytes, &trust.keys)
+    verify_report(bytes, &trust.keys, &trust.devices)
 }

@@ -67,7 +67,10 @@ async fn offer(a: &AnyArchive, bytes: &[u8], trust: &Trust) -> ItemResult {
 }
 
 fn trust(chain: &TestChain) -> Trust {
-    Trust { keys: chain.keys() }
+    Trust {
+        keys: chain.keys(),
+        devices: upload_support::synthetic_trust(),
+    }
 }
 
 /// Runs `$body` (an async block using `$kind`) against both stores.
@@ -305,7 +308,10 @@ both!(
                 SigningKey::from_bytes(&[42; 32]).verifying_key(),
             );
         }
-        let t = std::sync::Arc::new(Trust { keys });
+        let t = std::sync::Arc::new(Trust {
+            keys,
+            devices: upload_support::synthetic_trust(),
+        });
         let mut tasks = tokio::task::JoinSet::new();
         for c in &chains {
             let (a, t, reports) = (a.clone(), t.clone(), c.reports.clone());

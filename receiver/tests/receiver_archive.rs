@@ -31,7 +31,10 @@ async fn reopening_after_a_crash_rebuilds_the_chain_and_the_log_and_ignores_debr
     chain.extend(4);
     let mut other = TestChain::new(2, 60_000, 600_000);
     other.extend(1);
-    let t = Trust { keys: chain.keys() };
+    let t = Trust {
+        keys: chain.keys(),
+        devices: upload_support::synthetic_trust(),
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let a = FileArchive::open(dir.path(), identity()).expect("open");
@@ -97,7 +100,10 @@ async fn reopening_after_a_crash_rebuilds_the_chain_and_the_log_and_ignores_debr
 async fn a_log_entry_that_is_not_a_stored_report_refuses_to_open() {
     let mut chain = TestChain::new(1, 60_000, 600_000);
     chain.extend(1);
-    let t = Trust { keys: chain.keys() };
+    let t = Trust {
+        keys: chain.keys(),
+        devices: upload_support::synthetic_trust(),
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let a = FileArchive::open(dir.path(), identity()).expect("open");

@@ -22,6 +22,8 @@ fn spawn(data: &Path, pki_dir: &Path, key: &Path, listen: &str) -> (Child, Strin
         .arg(data)
         .arg("--gateway-key")
         .arg(key)
+        .arg("--device-registry")
+        .arg(pki_dir.join("registry.json"))
         .arg("--tls-cert")
         .arg(pki_dir.join("server.pem"))
         .arg("--tls-key")
@@ -54,6 +56,11 @@ async fn sigkill_mid_upload_then_restart_loses_and_duplicates_nothing() {
     chain.extend(40);
     let key = pki_dir.path().join("gw.jwk");
     std::fs::write(&key, serde_json::to_vec(&chain.jwk()).expect("JWK")).expect("write JWK");
+    std::fs::write(
+        pki_dir.path().join("registry.json"),
+        serde_json::to_vec(&upload_support::synthetic_registry()).expect("registry JSON"),
+    )
+    .expect("write registry");
     let data = tempfile::tempdir().expect("tempdir");
 
     let (mut child, addr) = spawn(data.path(), pki_dir.path(), &key, "127.0.0.1:0");
@@ -95,8 +102,10 @@ async fn sigkill_mid_upload_then_restart_loses_and_duplicates_nothing() {
             .join(format!("gateways/gw-test/{:012}.jws", i + 1));
         let stored = std::fs::read(&p).expect("stored");
         assert_eq!(&stored, r, "seq {} verbatim", i + 1);
-        c.push(&verify_report(&stored, &keys).expect("verifies"))
-            .expect("chain continues");
+        c.push(
+            &verify_report(&stored, &keys, &upload_support::synthetic_trust()).expect("verifies"),
+        )
+        .expect("chain continues");
     }
     let files = std::fs::read_dir(data.path().join("gateways/gw-test"))
         .expect("dir")

@@ -8,7 +8,7 @@
 use mrv_shared::report::canonical::canonicalize;
 use mrv_shared::report::jwk::Jwk;
 use mrv_shared::report::jws::parse_compact;
-use mrv_shared::report::{KeySet, ReportError, verify_report};
+use mrv_shared::report::{DeviceTrust, KeySet, ReportError, verify_report};
 use std::path::PathBuf;
 
 fn vector(name: &str) -> Vec<u8> {
@@ -17,6 +17,10 @@ fn vector(name: &str) -> Vec<u8> {
         .join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
+
+/// The golden report's devices are checked against their listed keys here
+/// (the registry-based checks have their own vectors: `report_vectors.rs`).
+const TRUST: DeviceTrust = DeviceTrust::ReportListed;
 
 fn keys() -> KeySet {
     let jwk: Jwk = serde_json::from_slice(&vector("report_gateway.pub.jwk")).expect("jwk");
@@ -28,7 +32,7 @@ fn keys() -> KeySet {
 #[test]
 fn the_golden_report_verifies_and_states_what_it_should() {
     let bytes = vector("report_pv_golden.jws");
-    let v = verify_report(&bytes, &keys()).expect("golden report verifies");
+    let v = verify_report(&bytes, &keys(), &TRUST).expect("golden report verifies");
     let r = &v.report;
     assert_eq!(v.id(), "gw-th-01-000000000001");
     assert_eq!(v.seq(), 1);
@@ -43,9 +47,15 @@ fn the_golden_report_verifies_and_states_what_it_should() {
     assert_eq!(s0.gaps[0].reason, "unusable_quality");
     let c0 = s0.counter.as_ref().expect("counter");
     assert_eq!((c0.delta, c0.gap_delta), (225, 50));
-    assert_eq!(r.calculation.inputs["energy_wh"], "500");
-    assert_eq!(r.calculation.er.exact, "5113/20000000");
-    assert_eq!(r.calculation.er_rounded_down, 0);
+    let c = &r.calculations[0];
+    assert_eq!(c.inputs["re_energy_wh"], "500");
+    assert_eq!(c.er.exact, "5113/20000000");
+    // Each meter accounts for seqs 1..=2 (two frames of six samples).
+    assert!(
+        r.continuity
+            .iter()
+            .all(|k| (k.after_seq, k.first_seq, k.last_seq) == (0, Some(1), 2))
+    );
 }
 
 #[test]
@@ -64,14 +74,17 @@ fn one_flipped_byte_anywhere_in_the_signature_is_rejected() {
     let mut bad = bytes.clone();
     let n = bad.len();
     bad[n - 5] = if bad[n - 5] == b'A' { b'B' } else { b'A' };
-    assert_eq!(verify_report(&bad, &keys()), Err(ReportError::BadSignature));
+    assert!(matches!(
+        verify_report(&bad, &keys(), &TRUST),
+        Err(ReportError::BadSignature { .. })
+    ));
 }
 
 #[test]
 fn a_single_reading_is_proven_against_the_merkle_root() {
     use mrv_shared::report::merkle::{leaf_hash, verify_inclusion};
     use mrv_shared::report::model::{reading_leaf, reading_proof};
-    let v = verify_report(&vector("report_pv_golden.jws"), &keys()).expect("verifies");
+    let v = verify_report(&vector("report_pv_golden.jws"), &keys(), &TRUST).expect("verifies");
     let frames = &v.report.readings.frames;
     let root: [u8; 32] = (0..32)
         .map(|i| {

@@ -4,10 +4,11 @@
 
 use mrv_shared::ids::{ChannelId, DeviceId, SiteId};
 use mrv_shared::methodology::awd::AwdState;
-use mrv_shared::methodology::{MethodologyKind, Param, Params};
+use mrv_shared::methodology::{MethodologyKind, Param, Params, Role};
 use mrv_shared::quantity::{Quantity, ValueKind};
 use mrv_shared::reading::Channel;
-use mrv_shared::report::calc::calculate;
+use mrv_shared::report::calc::{CalculationSpec, calculate};
+use mrv_shared::report::continuity::derive;
 use mrv_shared::report::model::*;
 use mrv_shared::report::series::compute_series;
 use mrv_shared::report::{ReportError, check_contents, hex};
@@ -52,18 +53,36 @@ fn device(id: &str, kind: &str, interval: u64) -> DeviceRecord {
     }
 }
 
+fn bind(role: Role, device: &str, channel: &str, group: &str) -> Binding {
+    Binding {
+        role,
+        device: DeviceId::new(device).expect("valid"),
+        channel: ChannelId::new(channel).expect("valid"),
+        quantity: role.quantity(),
+        group: group.to_string(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn report(
     kind: MethodologyKind,
     params: Params,
+    mut bindings: Vec<Binding>,
     devices: Vec<DeviceRecord>,
     frames: Vec<FrameRecord>,
     period: Period,
     awd_start: Option<BTreeMap<String, AwdState>>,
+    before: BTreeMap<DeviceId, u64>,
 ) -> Report {
+    bindings.sort();
     let series = compute_series(&frames, &devices, &period, &BTreeMap::new());
     let calculation = calculate(
-        kind,
-        &params,
+        CalculationSpec {
+            id: "calc",
+            methodology: kind,
+            bindings: &bindings,
+            params: &params,
+        },
         &frames,
         &series,
         &devices,
@@ -71,6 +90,7 @@ fn report(
         awd_start.as_ref(),
     )
     .expect("calculates");
+    let continuity = derive(&before, &frames, &[]).expect("continuous");
     let (count, root) = readings_root(&frames);
     let r = Report {
         header: Header {
@@ -91,6 +111,7 @@ fn report(
             },
         },
         devices,
+        continuity,
         series,
         readings: Readings {
             count,
@@ -98,7 +119,7 @@ fn report(
             frames,
         },
         events: vec![],
-        calculation,
+        calculations: vec![calculation],
     };
     // The fast canonical writer agrees with the generic one.
     assert_eq!(
@@ -151,12 +172,20 @@ fn digester_credits_flared_intervals_with_full_conditions_only() {
             ("rho_ch4", "0.716"),
             ("destruction_efficiency", "0.90"),
         ]),
+        vec![
+            bind(Role::GasVolume, "skid-1", "gas", "skid"),
+            bind(Role::Ch4Fraction, "skid-1", "ch4", "skid"),
+            bind(Role::Temperature, "skid-1", "temp", "skid"),
+            bind(Role::Pressure, "skid-1", "press", "skid"),
+            bind(Role::Flame, "skid-1", "flame", "skid"),
+        ],
         vec![device("skid-1", "digester", 60_000)],
         frames,
         period,
         None,
+        BTreeMap::new(),
     );
-    let c = &r.calculation;
+    let c = &r.calculations[0];
     assert_eq!(c.inputs["gas_volume_ml"], "10000000");
     assert_eq!(c.inputs["unflared_ml"], "1000000");
     assert_eq!(c.inputs["unpaired_ml"], "0");
@@ -166,12 +195,14 @@ fn digester_credits_flared_intervals_with_full_conditions_only() {
     assert_eq!(c.er.decimal, "0.089263");
     check_contents(&r).expect("recomputes");
     let mut bad = r.clone();
-    bad.calculation
+    bad.calculations[0]
         .inputs
         .insert(String::from("ch4_normal_ml"), String::from("5000000"));
     assert_eq!(
         check_contents(&bad),
-        Err(ReportError::CalculationMismatch(String::from("inputs")))
+        Err(ReportError::CalculationMismatch(String::from(
+            "calc: inputs"
+        )))
     );
 }
 
@@ -215,17 +246,24 @@ fn awd_credits_only_after_a_drainage_event_and_carries_state_between_reports() {
             sig: None,
             late: false,
         }];
+        let before = if d == 0 {
+            BTreeMap::new()
+        } else {
+            BTreeMap::from([(DeviceId::new("tube-1").expect("valid"), d)])
+        };
         let r = report(
             MethodologyKind::RiceAwd,
             p.clone(),
+            vec![bind(Role::WaterLevel, "tube-1", "level", "")],
             vec![device("tube-1", "paddy_water_level", hour)],
             frames,
             period,
             state.clone(),
+            before,
         );
         check_contents(&r).expect("recomputes");
-        ers.push(r.calculation.er.decimal.clone());
-        state = r.calculation.awd_end.clone();
+        ers.push(r.calculations[0].er.decimal.clone());
+        state = r.calculations[0].awd_end.clone();
     }
     // Dry from day 1 00:00; the spell passes 3 days on day 4 at 01:00: one
     // drainage event, single drainage regime from then on.
@@ -265,14 +303,110 @@ fn an_expired_calibration_excludes_the_meter_from_credit() {
     let r = report(
         MethodologyKind::SolarPv,
         params(&[("ef", "0.5")]),
+        vec![bind(Role::Generation, "pv-1", "e", "")],
         vec![dev],
         frames,
         period,
         None,
+        BTreeMap::new(),
     );
-    assert_eq!(r.calculation.excluded.len(), 1);
-    assert_eq!(r.calculation.excluded[0].reason, "calibration_expired");
-    assert_eq!(r.calculation.inputs["energy_wh"], "0");
+    assert_eq!(r.calculations[0].excluded.len(), 1);
+    assert_eq!(r.calculations[0].excluded[0].reason, "calibration_expired");
+    assert_eq!(r.calculations[0].inputs["re_energy_wh"], "0");
     assert_eq!(r.series[0].counter.as_ref().expect("counter").delta, 9000);
     check_contents(&r).expect("recomputes");
+}
+
+#[test]
+fn consumption_is_subtracted_and_a_silent_subtracted_meter_withholds_the_credit() {
+    let period = Period {
+        start_ms: T0,
+        end_ms: T0 + 600_000,
+    };
+    let frame = |dev: &str, step: i64| FrameRecord {
+        device: DeviceId::new(dev).expect("valid"),
+        seq: 1,
+        boot: 1,
+        firmware: String::from("fw"),
+        base_time_ms: Some(T0),
+        received_ms: T0 + 599_000,
+        channels: vec![channel("e", Quantity::Energy, ValueKind::Counter)],
+        samples: (0..10u32)
+            .map(|i| (0u8, i * 60_000, i64::from(i) * step, 0u8))
+            .collect(),
+        sig: None,
+        late: false,
+    };
+    let bindings = vec![
+        bind(Role::Generation, "pv-1", "e", ""),
+        bind(Role::Import, "grid-1", "e", ""),
+    ];
+    let devices = vec![
+        device("grid-1", "modbus_meter", 60_000),
+        device("pv-1", "solar_meter", 60_000),
+    ];
+    let r = report(
+        MethodologyKind::SolarPv,
+        params(&[("ef", "0.5")]),
+        bindings.clone(),
+        devices.clone(),
+        vec![frame("grid-1", 100), frame("pv-1", 1000)],
+        period,
+        None,
+        BTreeMap::new(),
+    );
+    let c = &r.calculations[0];
+    assert_eq!(c.inputs["re_energy_wh"], "9000");
+    assert_eq!(c.inputs["pe_energy_wh"], "900");
+    // (9000 - 900) Wh / 1e6 x 0.5 = 0.00405 t
+    assert_eq!(c.er.exact, "81/20000");
+    check_contents(&r).expect("recomputes");
+    // The grid meter sends nothing: no credit for the period.
+    let r = report(
+        MethodologyKind::SolarPv,
+        params(&[("ef", "0.5")]),
+        bindings,
+        devices,
+        vec![frame("pv-1", 1000)],
+        period,
+        None,
+        BTreeMap::new(),
+    );
+    let c = &r.calculations[0];
+    assert_eq!(c.inputs["re_energy_wh"], "0");
+    assert_eq!(c.inputs["withheld_re_energy_wh"], "9000");
+    assert_eq!(c.er.exact, "0");
+    assert_eq!(c.excluded[0].reason, "subtracted_input_missing");
+    check_contents(&r).expect("recomputes");
+}
+
+#[test]
+fn a_pump_is_never_pv_generation_and_bindings_must_name_listed_devices() {
+    let period = Period {
+        start_ms: T0,
+        end_ms: T0 + 600_000,
+    };
+    let series = [];
+    let devices = vec![device("pump-1", "irrigation_pump", 60_000)];
+    let calc = |b: Vec<Binding>| {
+        calculate(
+            CalculationSpec {
+                id: "pv",
+                methodology: MethodologyKind::SolarPv,
+                bindings: &b,
+                params: &params(&[("ef", "0.5")]),
+            },
+            &[],
+            &series,
+            &devices,
+            &period,
+            None,
+        )
+    };
+    let e = calc(vec![bind(Role::Generation, "pump-1", "energy", "")]).unwrap_err();
+    assert!(e.to_string().contains("consumption"), "{e}");
+    let e = calc(vec![bind(Role::Generation, "ghost", "energy", "")]).unwrap_err();
+    assert!(e.to_string().contains("does not list"), "{e}");
+    let e = calc(vec![]).unwrap_err();
+    assert!(e.to_string().contains("at least one"), "{e}");
 }

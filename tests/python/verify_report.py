@@ -177,7 +177,7 @@ def main():
         "merkle_root": root,
         "device_signatures_checked": checked,
         "sha256": hashlib.sha256(data).hexdigest(),
-        "er_rounded_down": report["calculation"]["er_rounded_down"],
+        "er_exact": {c["id"]: c["er"]["exact"] for c in report["calculations"]},
         "problems": problems,
     }))
     return 1 if problems else 0

@@ -32,7 +32,7 @@ fn three_periods_make_a_valid_chain_with_counters_carried_across() {
     // 2 meters x 60 samples, every period.
     assert!(infos.iter().all(|i| i.readings == 120));
     let files = site.report_files();
-    let verdicts = verify_files(&files, &keys(&site), false, None);
+    let (verdicts, _) = verify_files(&files, &keys(&site), &trust(), false, None);
     assert!(verdicts.iter().all(|v| v.problem.is_none()), "{verdicts:?}");
     // Report 1 has 59 credited steps per meter; later ones 60 (the step from
     // the previous report's last value counts).
@@ -96,7 +96,7 @@ fn an_empty_period_still_gets_a_report_and_late_frames_go_into_the_next() {
             .iter()
             .all(|f| f["late"] == true)
     );
-    let verdicts = verify_files(&files, &keys(&site), false, None);
+    let (verdicts, _) = verify_files(&files, &keys(&site), &trust(), false, None);
     assert!(verdicts.iter().all(|v| v.problem.is_none()), "{verdicts:?}");
 }
 
@@ -141,7 +141,7 @@ fn a_crash_after_storing_before_moving_the_cursor_reuses_the_stored_report() {
     let files = vec![ctx.store.path(1), ctx.store.path(2)];
     let pk = dir.path().join("keys/gw-th-01.pub.jwk");
     let keys = mrv_gateway::keys::load_public_keys(&[pk]).expect("keys");
-    let verdicts = verify_files(&files, &keys, false, None);
+    let (verdicts, _) = verify_files(&files, &keys, &trust(), false, None);
     assert!(verdicts.iter().all(|v| v.problem.is_none()), "{verdicts:?}");
 }
 

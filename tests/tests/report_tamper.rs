@@ -1,296 +1,269 @@
-//! A corpus of altered, forged, reordered, dropped and replayed reports is
-//! rejected by the auditor's `verify` with the right reason.
+//! The tamper corpus of `shared/tests/vectors/` (docs/REPORT-FORMAT.md §13:
+//! frames removed with everything recomputed and re-signed, a signed device
+//! relabelled unsigned, a device missing from the registry, a swapped device
+//! key, an impossible calibration date, consumption bound as generation, a
+//! hole explained by a forged event, ...) is rejected with the stated reason
+//! by the auditor's `verify` command (the real binary) and by the reference
+//! receiver over HTTP; the good vectors are accepted by both. Plus the
+//! verdict text an auditor reads.
 
 mod report_support;
+mod upload_support;
 
-use ed25519_dalek::SigningKey;
-use mrv_gateway::cli::verify::verify_files;
-use mrv_gateway::keys::load_signing_key;
-use mrv_shared::report::verify::{Chain, verify_report};
-use report_support::*;
-use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-struct Corpus {
-    site: TestSite,
-    reports: Vec<Vec<u8>>,
-    key: SigningKey,
-    kid: String,
+fn vectors() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/tests/vectors")
 }
 
-fn corpus() -> Corpus {
-    let site = TestSite::new();
-    for n in 0..3 {
-        site.receive_period(n);
-    }
-    site.close_through(2);
-    let reports = site
-        .report_files()
-        .iter()
-        .map(|p| std::fs::read(p).expect("read"))
+fn cases(kind: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(vectors().join(kind))
+        .expect("vectors")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
         .collect();
-    let (kid, key) = load_signing_key(&site.dir.path().join("keys/gw-th-01.key")).expect("key");
-    Corpus {
-        site,
-        reports,
-        key,
-        kid,
-    }
+    v.sort();
+    v
 }
 
-/// Verifies one report on its own; the reason label, or "ok".
-fn reason(c: &Corpus, bytes: &[u8]) -> String {
-    match verify_report(bytes, &keys(&c.site)) {
-        Ok(_) => String::from("ok"),
-        Err(e) => e.label().to_string(),
-    }
-}
-
-fn edit(c: &Corpus, i: usize, f: impl FnOnce(&mut Value)) -> Value {
-    let mut p = payload(&c.reports[i]);
-    f(&mut p);
-    p
-}
-
-#[test]
-fn the_untouched_reports_verify() {
-    let c = corpus();
-    for r in &c.reports {
-        assert_eq!(reason(&c, r), "ok");
-    }
-}
-
-#[test]
-fn altered_content_without_the_gateway_key_breaks_the_signature() {
-    let c = corpus();
-    let p = edit(&c, 1, |p| {
-        p["calculation"]["er_rounded_down"] = Value::from(1000)
-    });
-    assert_eq!(
-        reason(&c, &swap_payload(&c.reports[1], &p)),
-        "bad_signature"
-    );
-    // A forger's key under the gateway's kid.
-    let forger = SigningKey::from_bytes(&[42u8; 32]);
-    assert_eq!(reason(&c, &resign(&p, &c.kid, &forger)), "bad_signature");
-    // A key nobody trusts.
-    assert_eq!(
-        reason(&c, &resign(&p, "someone-else", &forger)),
-        "unknown_kid"
-    );
-    // Truncated, or not a JWS at all.
-    assert_eq!(reason(&c, &c.reports[1][..100]), "malformed");
-    assert_eq!(reason(&c, b"{\"not\":\"a jws\"}"), "malformed");
-}
-
-#[test]
-fn an_unsupported_algorithm_is_refused() {
-    let c = corpus();
-    let text = std::str::from_utf8(&c.reports[0]).expect("ascii");
-    let rest = text.split_once('.').expect("dot").1;
-    let header = mrv_shared::report::jwk::b64(br#"{"alg":"HS256","kid":"gw-th-01"}"#);
-    assert_eq!(
-        reason(&c, format!("{header}.{rest}").as_bytes()),
-        "unsupported_alg"
-    );
-}
-
-/// An insider holding the gateway key still cannot change readings,
-/// aggregates or ER without the verifier noticing.
-#[test]
-fn content_altered_and_re_signed_with_the_gateway_key_is_caught_by_recomputation() {
-    let c = corpus();
-    let cases: Vec<(&str, Value)> = vec![
-        (
-            "merkle_mismatch",
-            edit(&c, 1, |p| {
-                p["readings"]["frames"][0]["samples"][3][2] = Value::from(999_999)
-            }),
-        ),
-        (
-            "reading_count_mismatch",
-            edit(&c, 1, |p| p["readings"]["count"] = Value::from(121)),
-        ),
-        (
-            "aggregate_mismatch",
-            edit(&c, 1, |p| p["series"][0]["max"] = Value::from(1)),
-        ),
-        (
-            "calculation_mismatch",
-            edit(&c, 1, |p| {
-                p["calculation"]["er"]["exact"] = Value::from("1000")
-            }),
-        ),
-        (
-            "calculation_mismatch",
-            edit(&c, 1, |p| {
-                p["calculation"]["parameters"]["ef"]["value"] = Value::from("0.9")
-            }),
-        ),
-        (
-            "frame_order",
-            edit(&c, 1, |p| {
-                let frames = p["readings"]["frames"].as_array_mut().expect("frames");
-                frames.swap(0, 1);
-            }),
-        ),
-        (
-            "late_flag_mismatch",
-            edit(&c, 1, |p| {
-                p["readings"]["frames"][0]["late"] = Value::from(true)
-            }),
-        ),
-    ];
-    for (want, p) in cases {
-        assert_eq!(reason(&c, &resign(&p, &c.kid, &c.key)), want);
-    }
-    // Change a reading and fix the Merkle root and aggregates: the device
-    // signature over the frame still gives it away.
-    let mut p = edit(&c, 1, |p| {
-        p["readings"]["frames"][0]["samples"][3][3] = Value::from(4)
-    });
-    let frames: Vec<mrv_shared::report::model::FrameRecord> =
-        serde_json::from_value(p["readings"]["frames"].clone()).expect("frames");
-    let (_, root) = mrv_shared::report::model::readings_root(&frames);
-    p["readings"]["merkle_root"] = Value::from(mrv_shared::report::hex(&root));
-    assert_eq!(
-        reason(&c, &resign(&p, &c.kid, &c.key)),
-        "device_signature_invalid"
-    );
-}
-
-fn write_all(c: &Corpus, name: &str, reports: &[Vec<u8>]) -> Vec<PathBuf> {
-    let dir = c.site.dir.path().join(name);
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    reports
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let p = dir.join(format!("{i:03}.jws"));
-            std::fs::write(&p, r).expect("write");
-            p
-        })
-        .collect()
-}
-
-fn labels(c: &Corpus, files: &[PathBuf]) -> Vec<String> {
-    verify_files(files, &keys(&c.site), false, None)
-        .into_iter()
-        .map(|v| v.problem.map_or_else(|| String::from("ok"), |p| p.0))
-        .collect()
-}
-
-#[test]
-fn dropped_replayed_and_reordered_reports_break_the_chain() {
-    let c = corpus();
-    let r = &c.reports;
-    // Dropped: 1, 3.
-    let files = write_all(&c, "dropped", &[r[0].clone(), r[2].clone()]);
-    assert_eq!(labels(&c, &files), ["ok", "seq_gap"]);
-    // Replayed: 1, 2, 2, 3.
-    let files = write_all(
-        &c,
-        "replayed",
-        &[r[0].clone(), r[1].clone(), r[1].clone(), r[2].clone()],
-    );
-    assert_eq!(labels(&c, &files), ["ok", "ok", "replay", "ok"]);
-    // Files in any order are put in seq order by the auditor...
-    let files = write_all(&c, "shuffled", &[r[2].clone(), r[0].clone(), r[1].clone()]);
-    assert_eq!(labels(&c, &files), ["ok", "ok", "ok"]);
-    // ...but a receiver checking in arrival order sees the gap.
-    let keys = keys(&c.site);
-    let v: Vec<_> = r
-        .iter()
-        .map(|b| verify_report(b, &keys).expect("valid"))
+fn files(case: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(case)
+        .expect("case")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jws"))
         .collect();
-    let mut chain = Chain::new(false);
-    chain.push(&v[0]).expect("first");
-    assert_eq!(chain.push(&v[2]).map_err(|e| e.label()), Err("seq_gap"));
-    chain.push(&v[1]).expect("second");
-    assert_eq!(chain.push(&v[1]).map_err(|e| e.label()), Err("replay"));
-    // A chain that does not start at seq 1 is refused unless allowed.
-    let files = write_all(&c, "slice", &[r[1].clone(), r[2].clone()]);
-    assert_eq!(labels(&c, &files), ["seq_gap", "seq_gap"]);
-    let ok = verify_files(&files, &keys, true, None);
-    assert!(ok.iter().all(|v| v.problem.is_none()));
+    v.sort();
+    v
+}
+
+fn expect(case: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(case.join("expect.json")).expect("expect.json"))
+        .expect("JSON")
+}
+
+/// Runs the gateway binary's `verify` on `args`; (exit code, stdout).
+fn verify(args: &[&std::ffi::OsStr]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mrv-e2e-gateway"))
+        .arg("verify")
+        .args(args)
+        .output()
+        .expect("verify runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn trusted_args() -> Vec<std::ffi::OsString> {
+    vec![
+        "--keys".into(),
+        vectors().join("gateway.pub.jwk").into(),
+        "--devices".into(),
+        vectors().join("registry.json").into(),
+    ]
 }
 
 #[test]
-fn re_signed_reports_that_rewrite_history_break_the_chain() {
-    let c = corpus();
-    let r = &c.reports;
-    // Report 2 re-signed with a different prev_hash.
-    let p = edit(&c, 1, |p| {
-        p["header"]["prev_hash"] = Value::from("ab".repeat(32))
-    });
-    let files = write_all(
-        &c,
-        "prev",
-        &[r[0].clone(), resign(&p, &c.kid, &c.key), r[2].clone()],
-    );
-    assert_eq!(labels(&c, &files), ["ok", "prev_hash_mismatch", "seq_gap"]);
-    // Report 3 renumbered as 2 (reordered history): its prev_hash is that of 2.
-    let p = edit(&c, 2, |p| p["header"]["seq"] = Value::from(2));
-    let files = write_all(
-        &c,
-        "renumbered",
-        &[r[0].clone(), resign(&p, &c.kid, &c.key)],
-    );
-    assert_eq!(labels(&c, &files), ["ok", "prev_hash_mismatch"]);
-    // A shifted period.
-    let p = edit(&c, 1, |p| {
-        let s = p["header"]["period"]["start_ms"].as_u64().expect("u64");
-        p["header"]["period"]["start_ms"] = Value::from(s - 1);
-    });
-    let files = write_all(&c, "period", &[r[0].clone(), resign(&p, &c.kid, &c.key)]);
-    assert_eq!(labels(&c, &files), ["ok", "period_discontinuity"]);
-    // A counter baseline that does not match the previous report.
-    let p = edit(&c, 1, |p| {
-        p["series"][0]["counter"]["baseline"]["value"] = Value::from(0)
-    });
-    let again = resign(&p, &c.kid, &c.key);
-    // (Also changes the recomputed aggregate; the per-report check runs first.)
-    let files = write_all(&c, "baseline", &[r[0].clone(), again]);
-    let l = labels(&c, &files);
-    assert_eq!(l[0], "ok");
+fn the_verify_command_rejects_every_tampered_vector_with_its_reason() {
+    let tamper = cases("tamper");
+    assert!(tamper.len() >= 10);
+    for case in tamper {
+        let e = expect(&case);
+        let mut args = trusted_args();
+        args.push(case.clone().into());
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let (code, out) = verify(&refs);
+        assert_eq!(code, 1, "{}: {out}", case.display());
+        let file = e["file"].as_str().expect("file");
+        let reason = e["reason"].as_str().expect("reason");
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("INVALID") && l.contains(file))
+            .unwrap_or_else(|| panic!("{}: no INVALID line for {file}: {out}", case.display()));
+        assert!(
+            line.contains(&format!("  {reason}: ")),
+            "{}: expected {reason}, got {line}",
+            case.display()
+        );
+    }
+}
+
+#[test]
+fn the_verify_command_accepts_the_good_vectors_and_says_what_was_credited() {
+    for case in cases("good") {
+        let mut args = trusted_args();
+        args.push(case.clone().into());
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let (code, out) = verify(&refs);
+        assert_eq!(code, 0, "{}: {out}", case.display());
+        // Each calculation's exact ER, with its unit and its inputs.
+        let e = expect(&case);
+        for r in e["reports"].as_array().expect("reports") {
+            for (id, c) in r["calculations"].as_object().expect("calculations") {
+                let er = c["er_exact"].as_str().expect("er");
+                assert!(
+                    out.contains(&format!("  {id} ("))
+                        && out.contains(&format!("ER {er} tCO2e exactly")),
+                    "{}: {id} ER {er} not shown: {out}",
+                    case.display()
+                );
+            }
+        }
+        assert!(out.contains("RE = "), "inputs shown: {out}");
+        assert!(
+            out.contains(" MWh x 0.5113 tCO2/MWh"),
+            "PV inputs in MWh: {out}"
+        );
+        assert!(out.contains("% ("), "completeness shown: {out}");
+        assert!(
+            out.contains("rounded down once"),
+            "a total rounded once: {out}"
+        );
+    }
+}
+
+#[test]
+fn without_a_registry_verify_refuses_and_the_explicit_relaxation_says_so_on_every_line() {
+    let chain = vectors().join("good/chain");
+    let (code, _) = verify(&[
+        "--keys".as_ref(),
+        vectors().join("gateway.pub.jwk").as_os_str(),
+        chain.as_os_str(),
+    ]);
+    assert_eq!(code, 2, "no registry is a usage error, not a pass");
+    let relabelled = vectors().join("tamper/signed_device_relabelled_unsigned");
+    let (code, out) = verify(&[
+        "--keys".as_ref(),
+        vectors().join("gateway.pub.jwk").as_os_str(),
+        "--trust-report-keys".as_ref(),
+        relabelled.as_os_str(),
+    ]);
+    // Without the registry the relabelled device is not caught: the verdict
+    // must make that plain.
+    assert_eq!(code, 0, "{out}");
+    for l in out.lines().filter(|l| l.starts_with("OK")) {
+        assert!(l.contains("UNTRUSTED-KEYS"), "{l}");
+    }
+    assert!(out.contains("UNTRUSTED-KEYS: device keys were taken from the reports"));
+}
+
+#[test]
+fn verify_skips_what_is_not_a_report_and_hints_at_slices_and_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chain = files(&vectors().join("good/chain"));
+    for (i, f) in chain.iter().enumerate() {
+        std::fs::copy(f, dir.path().join(format!("{:012}.jws", i + 1))).expect("copy");
+    }
+    std::fs::write(dir.path().join("000000000001.meta.json"), b"{\"seq\":1}").expect("write");
+    std::fs::write(dir.path().join("delivered.json"), b"{\"delivered_upto\":1}").expect("write");
+    let mut args = trusted_args();
+    args.push(dir.path().into());
+    args.push(dir.path().join("delivered.json").into());
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let (code, out) = verify(&refs);
+    assert_eq!(code, 0, "{out}");
     assert!(
-        l[1] == "baseline_mismatch" || l[1] == "aggregate_mismatch",
-        "{l:?}"
+        out.contains("SKIPPED") && out.contains("delivered.json"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("meta.json"),
+        "directories only take *.jws: {out}"
+    );
+    // A slice of the chain: the hint names the flag.
+    let mut args = trusted_args();
+    args.push(chain[1].clone().into());
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let (code, out) = verify(&refs);
+    assert_eq!(code, 1);
+    assert!(out.contains("--allow-mid-chain"), "{out}");
+    args.insert(0, "--allow-mid-chain".into());
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    assert_eq!(verify(&refs).0, 0);
+    // The wrong gateway key: the message names the key it tried.
+    let wrong = dir.path().join("wrong.jwk");
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]).verifying_key();
+    let jwk = mrv_shared::report::jwk::Jwk::public("gw-vec-01-2026", &key);
+    std::fs::write(&wrong, serde_json::to_vec(&jwk).expect("jwk")).expect("write");
+    let (code, out) = verify(&[
+        "--keys".as_ref(),
+        wrong.as_os_str(),
+        "--devices".as_ref(),
+        vectors().join("registry.json").as_os_str(),
+        chain[0].as_os_str(),
+    ]);
+    assert_eq!(code, 1);
+    let thumb = mrv_shared::report::jwk::thumbprint(&key);
+    assert!(
+        out.contains(&thumb),
+        "the tried key's thumbprint is named: {out}"
     );
 }
 
-#[test]
-fn the_fully_specified_ed25519_algorithm_name_is_accepted_on_input() {
-    use ed25519_dalek::Signer;
-    let c = corpus();
-    let text = std::str::from_utf8(&c.reports[0]).expect("ascii");
-    let payload = text.split('.').nth(1).expect("payload");
-    let header = mrv_shared::report::jwk::b64(
-        format!(r#"{{"alg":"Ed25519","kid":"{}"}}"#, c.kid).as_bytes(),
-    );
-    let input = format!("{header}.{payload}");
-    let sig = c.key.sign(input.as_bytes());
-    let jws = format!("{input}.{}", mrv_shared::report::jwk::b64(&sig.to_bytes()));
-    assert_eq!(reason(&c, jws.as_bytes()), "ok");
-}
-
-#[test]
-fn a_device_key_other_than_the_trusted_one_is_refused_when_device_keys_are_given() {
-    let c = corpus();
-    let mut trusted = keys(&c.site);
-    // The auditor holds the device registry's keys: the right one passes...
-    trusted.insert(
-        "pv-0000",
-        mrv_gateway::report::synthetic::device_key("pv-0000").verifying_key(),
-    );
-    assert!(verify_report(&c.reports[0], &trusted).is_ok());
-    // ...a different registered key for the same device does not.
-    trusted.insert(
-        "pv-0001",
-        SigningKey::from_bytes(&[5u8; 32]).verifying_key(),
-    );
-    assert_eq!(
-        verify_report(&c.reports[0], &trusted).map_err(|e| e.label()),
-        Err("device_key_mismatch")
-    );
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receiver_rejects_every_tampered_vector_with_its_reason_and_keeps_the_good() {
+    use mrv_shared::report::jwk::Jwk;
+    upload_support::init();
+    let jwk: Jwk =
+        serde_json::from_slice(&std::fs::read(vectors().join("gateway.pub.jwk")).expect("jwk"))
+            .expect("JWK");
+    let mut keys = mrv_shared::report::KeySet::new();
+    keys.insert_jwk(&jwk).expect("key");
+    let registry = mrv_shared::report::DeviceRegistry::from_json(
+        &std::fs::read(vectors().join("registry.json")).expect("registry"),
+    )
+    .expect("registry");
+    let trust = mrv_shared::report::DeviceTrust::Registry(registry.trusted().expect("valid"));
+    let http = reqwest::Client::new();
+    let all: Vec<(PathBuf, bool)> = cases("good")
+        .into_iter()
+        .map(|c| (c, true))
+        .chain(cases("tamper").into_iter().map(|c| (c, false)))
+        .collect();
+    for (case, good) in all {
+        // One receiver per case: each case is its own chain from seq 1.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut cfg = mrv_receiver::ReceiverConfig::files(dir.path(), keys.clone(), trust.clone());
+        cfg.token = Some(String::from("tok"));
+        let rx = mrv_receiver::start(listener, cfg).await.expect("receiver");
+        let e = expect(&case);
+        let mut rejected = None;
+        for f in files(&case) {
+            let body = std::fs::read(&f).expect("read");
+            let r = http
+                .post(format!("http://{}/v1/reports", rx.addr()))
+                .bearer_auth("tok")
+                .body(body)
+                .send()
+                .await
+                .expect("answer");
+            let code = r.status().as_u16();
+            let json: serde_json::Value = r.json().await.expect("JSON");
+            let item = &json["results"][0];
+            if item["status"] != "accepted" {
+                assert!(
+                    code >= 400 || item["status"] == "rejected",
+                    "{}: {json}",
+                    case.display()
+                );
+                let name = f.file_name().expect("name").to_string_lossy().into_owned();
+                rejected = Some((item["reason"].as_str().unwrap_or("").to_string(), name));
+                break;
+            }
+        }
+        if good {
+            assert_eq!(rejected, None, "{}", case.display());
+        } else {
+            let want = (
+                e["reason"].as_str().expect("reason").to_string(),
+                e["file"].as_str().expect("file").to_string(),
+            );
+            assert_eq!(rejected, Some(want), "{}: {}", case.display(), e["what"]);
+        }
+        rx.stop().await.expect("stops");
+    }
 }

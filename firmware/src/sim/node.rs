@@ -53,6 +53,41 @@ const TUBE: LoopScale = LoopScale {
     at_4ma: -300,
     at_20ma: 200,
 };
+/// Digester gas temperature transmitter: 0..100 degC over 4-20 mA.
+const GAS_TEMP: LoopScale = LoopScale {
+    at_4ma: 0,
+    at_20ma: 10_000,
+};
+/// Digester gas pressure transmitter: 80..120 kPa absolute over 4-20 mA.
+const GAS_PRESSURE: LoopScale = LoopScale {
+    at_4ma: 80_000,
+    at_20ma: 120_000,
+};
+
+/// The loop current a transmitter of `scale` sends for `value`, uA.
+fn loop_current_ua(scale: LoopScale, value: f64) -> f64 {
+    4_000.0 + (value - scale.at_4ma as f64) * 16_000.0 / (scale.at_20ma - scale.at_4ma) as f64
+}
+
+/// A 4-20 mA reading as a sample: good inside the range, flagged outside,
+/// unavailable on an open or shorted loop or a bus error.
+fn loop_sample<E>(scale: LoopScale, read: Result<i32, E>) -> (i64, Quality) {
+    match read {
+        Ok(ua) => {
+            let v = scale.to_value(ua);
+            match ads1115::classify_loop(ua) {
+                LoopState::Ok => (v, Quality::GOOD),
+                LoopState::UnderRange | LoopState::OverRange => {
+                    (v.clamp(scale.at_4ma, scale.at_20ma), Quality::OUT_OF_RANGE)
+                }
+                LoopState::Open | LoopState::Short => {
+                    (0, Quality::OUT_OF_RANGE.with(Quality::UNAVAILABLE))
+                }
+            }
+        }
+        Err(_) => (0, Quality::UNAVAILABLE),
+    }
+}
 
 type SimFlash = SizedRamFlash<SIM_SECTOR>;
 type SimApp = App<SimFlash, SIM_PENDING>;
@@ -127,7 +162,7 @@ impl Board {
         emitted.resize(n, 0);
         let contact = matches!(kind, DeviceKind::IrrigationPump | DeviceKind::Digester)
             .then(|| Contact::new(SimPin::new(true), true, DEBOUNCE));
-        let adc = (kind == DeviceKind::PaddyWaterLevel).then(|| {
+        let adc = matches!(kind, DeviceKind::PaddyWaterLevel | DeviceKind::Digester).then(|| {
             Ads1115::new(
                 SimAds1115::new(ads1115::DEFAULT_ADDRESS, SHUNT_MILLIOHM),
                 NoDelay,
@@ -224,6 +259,8 @@ fn channel_table(kind: DeviceKind) -> Vec<Channel> {
             ch("gas", Quantity::GasVolume, ValueKind::Counter),
             ch("ch4", Quantity::Ch4Fraction, ValueKind::Instant),
             ch("flame", Quantity::Status, ValueKind::Instant),
+            ch("temp", Quantity::Temperature, ValueKind::Instant),
+            ch("pressure", Quantity::Pressure, ValueKind::Instant),
         ],
         DeviceKind::PaddyWaterLevel => {
             vec![ch("level", Quantity::WaterLevel, ValueKind::Instant)]
@@ -445,6 +482,28 @@ impl SimNode {
             Model::Digester(m) => (m.flame, Some(m.ch4_centi_pct), None),
             Model::Paddy(m) => (false, None, Some(m.level_mm)),
         };
+        if let (Some(adc), Model::Digester(m)) = (&mut self.board.adc, &self.model) {
+            let noise = |rng: &mut rand::rngs::StdRng| {
+                if faults.noise > 0.0 {
+                    rng.gen_range(-faults.noise..faults.noise) * 16_000.0
+                } else {
+                    0.0
+                }
+            };
+            let t = loop_current_ua(GAS_TEMP, m.temp_centi_c) + noise(&mut self.rng);
+            let p = loop_current_ua(GAS_PRESSURE, m.pressure_pa) + noise(&mut self.rng);
+            let bus = adc.bus_mut();
+            bus.loop_ua[0] = if faults.unplugged {
+                0
+            } else {
+                t.round() as i32
+            };
+            bus.loop_ua[1] = if faults.unplugged {
+                0
+            } else {
+                p.round() as i32
+            };
+        }
         if let Some(c) = &mut self.board.contact {
             // Active-low contact: closed (active) pulls the input low.
             let pin = c.pin_mut();
@@ -533,25 +592,17 @@ impl SimNode {
                     Ok(r) => (i64::from(r.ch4_centi_pct), Quality::GOOD),
                     Err(_) => (0, Quality::UNAVAILABLE),
                 };
-                vec![g, ch4, status(b)]
+                let adc = b.adc.as_mut().expect("a digester has an ADC");
+                let t = loop_sample(GAS_TEMP, adc.read_loop_microamps(0, SHUNT_MILLIOHM));
+                let p = loop_sample(GAS_PRESSURE, adc.read_loop_microamps(1, SHUNT_MILLIOHM));
+                vec![g, ch4, status(b), t, p]
             }
             DeviceKind::PaddyWaterLevel => {
                 let adc = b.adc.as_mut().expect("a paddy tube has an ADC");
-                match adc.read_loop_microamps(0, SHUNT_MILLIOHM) {
-                    Ok(ua) => {
-                        let v = TUBE.to_value(ua);
-                        match ads1115::classify_loop(ua) {
-                            LoopState::Ok => vec![(v, Quality::GOOD)],
-                            LoopState::UnderRange | LoopState::OverRange => {
-                                vec![(v.clamp(TUBE.at_4ma, TUBE.at_20ma), Quality::OUT_OF_RANGE)]
-                            }
-                            LoopState::Open | LoopState::Short => {
-                                vec![(0, Quality::OUT_OF_RANGE.with(Quality::UNAVAILABLE))]
-                            }
-                        }
-                    }
-                    Err(_) => vec![(0, Quality::UNAVAILABLE)],
-                }
+                vec![loop_sample(
+                    TUBE,
+                    adc.read_loop_microamps(0, SHUNT_MILLIOHM),
+                )]
             }
         }
     }

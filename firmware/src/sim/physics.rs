@@ -127,6 +127,10 @@ pub struct Digester {
     pub ch4_centi_pct: f64,
     /// Whether the flare flame is lit.
     pub flame: bool,
+    /// Biogas temperature at the flow meter, 0.01 degC.
+    pub temp_centi_c: f64,
+    /// Biogas absolute pressure at the flow meter, Pa.
+    pub pressure_pa: f64,
 }
 
 impl Digester {
@@ -137,6 +141,8 @@ impl Digester {
             gas_ml: 0.0,
             ch4_centi_pct: 5800.0,
             flame: false,
+            temp_centi_c: 3500.0,
+            pressure_pa: 102_800.0,
         }
     }
 
@@ -150,6 +156,10 @@ impl Digester {
         self.ch4_centi_pct =
             (self.ch4_centi_pct + rng.gen_range(-20.0..20.0)).clamp(5000.0, 6500.0);
         self.flame = rate_ml_s > 0.0;
+        // Mesophilic gas, a little warmer in the afternoon; a slight
+        // overpressure that rises with the production rate.
+        self.temp_centi_c = 3500.0 + 300.0 * (daily_cycle - 1.0) / 0.2;
+        self.pressure_pa = 101_325.0 + 1_500.0 * daily_cycle + rng.gen_range(-20.0..20.0);
     }
 }
 

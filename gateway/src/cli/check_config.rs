@@ -105,14 +105,33 @@ pub fn run(args: CheckConfigArgs) -> anyhow::Result<()> {
         c.modbus.buses.len()
     );
     match &c.report {
-        Some(r) => println!(
-            "  reports      every {} min, methodology {}, key {}",
-            r.period_minutes,
-            r.methodology.name(),
-            preflight::report_key_path(&c)
-                .unwrap_or_else(|| r.key_file.clone())
-                .display()
-        ),
+        Some(r) => {
+            println!(
+                "  reports      every {} min, key {}, {} calculation(s)",
+                r.period_minutes,
+                preflight::report_key_path(&c)
+                    .unwrap_or_else(|| r.key_file.clone())
+                    .display(),
+                c.calculations.len()
+            );
+            for calc in &c.calculations {
+                println!("    {} ({})", calc.id, calc.methodology.name());
+                for b in &calc.bindings {
+                    let group = if b.group.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" [group {}]", b.group)
+                    };
+                    println!(
+                        "      {:<13} <- {}/{} ({}){group}",
+                        b.role.name(),
+                        b.device,
+                        b.channel,
+                        b.quantity.name()
+                    );
+                }
+            }
+        }
         None => println!("  reports      off (no [report] section)"),
     }
     match &c.upload {

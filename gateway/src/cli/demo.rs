@@ -73,20 +73,172 @@ listen = "127.0.0.1:{mqtt_port}"
 "#,
         data_dir.display()
     );
-    for (id, kind, secret) in devices {
+    for (id, device_kind, secret) in devices {
         let public = ed25519_dalek::SigningKey::from_bytes(secret).verifying_key();
-        let kind = match kind {
+        let kind = match device_kind {
             DeviceKind::SolarMeter => "solar_meter",
             DeviceKind::IrrigationPump => "irrigation_pump",
             DeviceKind::Digester => "digester",
             DeviceKind::PaddyWaterLevel => "paddy_water_level",
         };
+        let channels = match device_kind {
+            DeviceKind::SolarMeter => {
+                r#"{ id = "energy", quantity = "energy", kind = "counter" }, { id = "power", quantity = "power", kind = "instant" }"#
+            }
+            DeviceKind::IrrigationPump => {
+                r#"{ id = "energy", quantity = "energy", kind = "counter" }, { id = "water", quantity = "water_volume", kind = "counter" }, { id = "run", quantity = "status", kind = "instant" }"#
+            }
+            DeviceKind::Digester => {
+                r#"{ id = "gas", quantity = "gas_volume", kind = "counter" }, { id = "ch4", quantity = "ch4_fraction", kind = "instant" }, { id = "flame", quantity = "status", kind = "instant" }, { id = "temp", quantity = "temperature", kind = "instant" }, { id = "pressure", quantity = "pressure", kind = "instant" }"#
+            }
+            DeviceKind::PaddyWaterLevel => {
+                r#"{ id = "level", quantity = "water_level", kind = "instant" }"#
+            }
+        };
         text.push_str(&format!(
-            "\n[[devices]]\nid = \"{id}\"\nkind = \"{kind}\"\nserial = \"SIM-{id}\"\nmeter_class = \"simulated\"\npublic_key = \"{}\"\n",
+            "\n[[devices]]\nid = \"{id}\"\nkind = \"{kind}\"\nserial = \"SIM-{id}\"\nmeter_class = \"simulated\"\npublic_key = \"{}\"\nchannels = [{channels}]\n",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public.as_bytes())
         ));
     }
     text
+}
+
+/// The demo's `[report]` calculations and per-device intervals: every
+/// simulated device bound to the calculation of its kind (solar meters and
+/// the SunSpec inverter as PV generation, the DIN rail meter's grid import
+/// subtracted; pumps; one biogas group per digester; one AWD tube per
+/// paddy), so each calculator runs on exactly the series it should.
+pub fn demo_calculations_text(
+    devices: &[(DeviceId, DeviceKind, [u8; 32])],
+    interval_ms: u64,
+) -> String {
+    let of = |k: DeviceKind| -> Vec<&DeviceId> {
+        devices.iter().filter(|d| d.1 == k).map(|d| &d.0).collect()
+    };
+    let mut t = String::new();
+    for (id, _, _) in devices {
+        t.push_str(&format!(
+            "\n[report.devices.{id}]\nsample_interval_ms = {interval_ms}\n"
+        ));
+    }
+    for id in ["inverter-01", "din-meter-01"] {
+        t.push_str(&format!(
+            "\n[report.devices.{id}]\nsample_interval_ms = 5000\n"
+        ));
+    }
+    let mut pv: Vec<String> = of(DeviceKind::SolarMeter)
+        .iter()
+        .map(|d| format!(r#"{{ role = "generation", device = "{d}", channel = "energy" }}"#))
+        .collect();
+    pv.push(String::from(
+        r#"{ role = "generation", device = "inverter-01", channel = "inverter_ac_energy" }"#,
+    ));
+    pv.push(String::from(
+        r#"{ role = "import", device = "din-meter-01", channel = "import_energy" }"#,
+    ));
+    t.push_str(&format!(
+        r#"
+[report.calculations.pv]
+methodology = "solar_pv"
+inputs = [{}]
+[report.calculations.pv.parameters.ef]
+value = "0.5113"
+unit = "tCO2/MWh"
+source = "demo value of the order of a grid emission factor; not for crediting"
+"#,
+        pv.join(", ")
+    ));
+    let pumps = of(DeviceKind::IrrigationPump);
+    if !pumps.is_empty() {
+        let inputs: Vec<String> = pumps
+            .iter()
+            .flat_map(|d| {
+                [
+                    format!(r#"{{ role = "pump_energy", device = "{d}", channel = "energy" }}"#),
+                    format!(r#"{{ role = "water_volume", device = "{d}", channel = "water" }}"#),
+                ]
+            })
+            .collect();
+        t.push_str(&format!(
+            r#"
+[report.calculations.pump]
+methodology = "solar_pump"
+inputs = [{}]
+[report.calculations.pump.parameters.ef_displaced]
+value = "0.8"
+unit = "tCO2/MWh"
+source = "demo: diesel pump set displaced (AMS-I.F small genset default); not for crediting"
+"#,
+            inputs.join(", ")
+        ));
+    }
+    let digesters = of(DeviceKind::Digester);
+    if !digesters.is_empty() {
+        let inputs: Vec<String> = digesters
+            .iter()
+            .flat_map(|d| {
+                [
+                    ("gas_volume", "gas"),
+                    ("ch4_fraction", "ch4"),
+                    ("temperature", "temp"),
+                    ("pressure", "pressure"),
+                    ("flame", "flame"),
+                ]
+                .map(|(role, ch)| {
+                    format!(
+                        r#"{{ role = "{role}", device = "{d}", channel = "{ch}", group = "{d}" }}"#
+                    )
+                })
+            })
+            .collect();
+        t.push_str(&format!(
+            r#"
+[report.calculations.biogas]
+methodology = "biogas_digester"
+inputs = [{}]
+[report.calculations.biogas.parameters.gwp_ch4]
+value = "28"
+unit = "tCO2e/tCH4"
+source = "IPCC AR5 GWP100 (Paris rulebook)"
+[report.calculations.biogas.parameters.rho_ch4]
+value = "0.716"
+unit = "kg/Nm3"
+source = "CH4 density at 0 degC, 101.325 kPa"
+[report.calculations.biogas.parameters.destruction_efficiency]
+value = "0.5"
+unit = "1"
+source = "open flare with continuous flame detection (CDM flare tool default)"
+"#,
+            inputs.join(", ")
+        ));
+    }
+    let paddies = of(DeviceKind::PaddyWaterLevel);
+    if !paddies.is_empty() {
+        let inputs: Vec<String> = paddies
+            .iter()
+            .map(|d| format!(r#"{{ role = "water_level", device = "{d}", channel = "level" }}"#))
+            .collect();
+        t.push_str(&format!(
+            r#"
+[report.calculations.rice]
+methodology = "rice_awd"
+inputs = [{}]
+[report.calculations.rice.parameters]
+area_ha = {{ value = "2.5", unit = "ha", source = "demo field" }}
+ef_c = {{ value = "1.19", unit = "kgCH4/ha/day", source = "IPCC 2019 Refinement, Vol. 4 Ch. 5, Table 5.11" }}
+sf_p = {{ value = "1.00", unit = "1", source = "IPCC 2019, no flooding before season" }}
+sf_o = {{ value = "1.00", unit = "1", source = "IPCC 2019, no organic amendment" }}
+sf_w_baseline = {{ value = "1.00", unit = "1", source = "IPCC 2019, continuously flooded" }}
+sf_w_single = {{ value = "0.71", unit = "1", source = "IPCC 2019, single drainage" }}
+sf_w_multiple = {{ value = "0.55", unit = "1", source = "IPCC 2019, multiple drainage" }}
+gwp_ch4 = {{ value = "28", unit = "tCO2e/tCH4", source = "IPCC AR5 GWP100" }}
+drainage_min_days = {{ value = "3", unit = "day", source = "draft JCM AWD methodology" }}
+dry_threshold_mm = {{ value = "-150", unit = "mm", source = "safe AWD re-irrigation level" }}
+"#,
+            inputs.join(", ")
+        ));
+    }
+    t
 }
 
 /// Runs the demo site.
@@ -135,9 +287,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         // The rest of the site: two Modbus meters, the MRV backend, keys.
-        let site_parts = start_site_peers(&data_dir).await?;
+        let peers = start_site_peers(&data_dir).await?;
         let mut text = demo_config_text(&data_dir, port, &devices);
-        text.push_str(&site_parts.config_sections(args.report_minutes));
+        text.push_str(&peers.config_sections(args.report_minutes));
+        text.push_str(&demo_calculations_text(&devices, args.interval_ms));
         // The saved config tells the truth: the port the page really uses.
         let (diag_port, diag_note) = diagnostics_port(
             args.diagnostics_port,
@@ -147,6 +300,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         std::fs::write(&config_path, text)
             .with_context(|| format!("cannot write {}", config_path.display()))?;
         let config = config::load(&config_path)?;
+        // The backend trusts the site's device registry, as an MRV backend
+        // would after enrolment; the file is kept for offline `verify`.
+        let registry = crate::cli::registry::registry_of(&config);
+        let registry_path = data_dir.join("registry.json");
+        std::fs::write(&registry_path, serde_json::to_vec_pretty(&registry)?)
+            .with_context(|| format!("cannot write {}", registry_path.display()))?;
+        let site_parts = peers.start_receiver(&data_dir, &registry).await?;
         let site: SiteId = config.site.id.clone();
         let gateway = crate::runtime::start(config, Arc::new(SystemClock)).await?;
         println!("MRV Gateway demo site");
@@ -257,8 +417,17 @@ fn diagnostics_port(asked: Option<u16>, default: u16) -> anyhow::Result<(u16, St
     }
 }
 
-/// The demo site's peers besides devices: simulated Modbus meters, the
-/// reference MRV receiver, and the gateway's signing key.
+/// The demo site's peers before the receiver starts: simulated Modbus
+/// meters, the receiver's listener, the gateway's public key.
+struct PendingPeers {
+    inverter: mrv_firmware::meters::MeterHandle,
+    din_meter: mrv_firmware::meters::MeterHandle,
+    listener: tokio::net::TcpListener,
+    public: mrv_shared::report::KeySet,
+}
+
+/// The demo site's peers besides devices: simulated Modbus meters and the
+/// reference MRV receiver.
 struct SitePeers {
     inverter: mrv_firmware::meters::MeterHandle,
     din_meter: mrv_firmware::meters::MeterHandle,
@@ -267,7 +436,7 @@ struct SitePeers {
 
 const DEMO_TOKEN: &str = "demo-upload-token";
 
-async fn start_site_peers(data_dir: &std::path::Path) -> anyhow::Result<SitePeers> {
+async fn start_site_peers(data_dir: &std::path::Path) -> anyhow::Result<PendingPeers> {
     use mrv_firmware::meters::{self, SimClock, SimMeter};
     let keys_dir = data_dir.join("keys");
     let key = if keys_dir.join("gateway.key").exists() {
@@ -280,11 +449,6 @@ async fn start_site_peers(data_dir: &std::path::Path) -> anyhow::Result<SitePeer
     let public = crate::keys::load_public_keys(std::slice::from_ref(&key))
         .context("cannot read the gateway public key")?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let mut rx_config = mrv_receiver::ReceiverConfig::files(data_dir.join("receiver"), public);
-    rx_config.token = Some(DEMO_TOKEN.into());
-    let receiver = mrv_receiver::start(listener, rx_config)
-        .await
-        .context("cannot start the reference receiver")?;
     let clock = SimClock::real_time();
     let inverter = meters::serve(
         tokio::net::TcpListener::bind("127.0.0.1:0").await?,
@@ -298,14 +462,39 @@ async fn start_site_peers(data_dir: &std::path::Path) -> anyhow::Result<SitePeer
         1,
         clock,
     )?;
-    Ok(SitePeers {
+    Ok(PendingPeers {
         inverter,
         din_meter,
-        receiver,
+        listener,
+        public,
     })
 }
 
-impl SitePeers {
+impl PendingPeers {
+    /// Starts the reference receiver, trusting `registry`.
+    async fn start_receiver(
+        self,
+        data_dir: &std::path::Path,
+        registry: &mrv_shared::report::DeviceRegistry,
+    ) -> anyhow::Result<SitePeers> {
+        let devices = mrv_shared::report::DeviceTrust::Registry(
+            registry
+                .trusted()
+                .context("the demo's device registry is not valid")?,
+        );
+        let mut rx_config =
+            mrv_receiver::ReceiverConfig::files(data_dir.join("receiver"), self.public, devices);
+        rx_config.token = Some(DEMO_TOKEN.into());
+        let receiver = mrv_receiver::start(self.listener, rx_config)
+            .await
+            .context("cannot start the reference receiver")?;
+        Ok(SitePeers {
+            inverter: self.inverter,
+            din_meter: self.din_meter,
+            receiver,
+        })
+    }
+
     fn config_sections(&self, report_minutes: u32) -> String {
         format!(
             r#"
@@ -325,17 +514,25 @@ unit = 1
 profile = "din_meter"
 poll_interval_ms = 5000
 
+[[devices]]
+id = "inverter-01"
+kind = "modbus_meter"
+serial = "SIM-SUNSPEC-01"
+meter_class = "simulated"
+channels = [{{ id = "inverter_ac_energy", flow = "generation" }}]
+
+[[devices]]
+id = "din-meter-01"
+kind = "modbus_meter"
+serial = "SIM-DIN-01"
+meter_class = "simulated"
+channels = [{{ id = "import_energy", flow = "import" }}, {{ id = "export_energy", flow = "export" }}, {{ id = "total_energy", flow = "net" }}]
+
 [report]
 period_minutes = {report_minutes}
 grace_seconds = 5
-methodology = "solar_pv"
 key_file = "keys/gateway.key"
 clock_source = "system clock (demo)"
-
-[report.parameters.ef]
-value = "0.5113"
-unit = "tCO2/MWh"
-source = "demo value of the order of a grid emission factor; not for crediting"
 
 [upload]
 url = "http://{}/"
@@ -344,10 +541,14 @@ token = "{DEMO_TOKEN}"
 "#,
             self.inverter.addr.port(),
             self.din_meter.addr.port(),
-            self.receiver.addr(),
+            self.listener
+                .local_addr()
+                .expect("a bound listener has an address"),
         )
     }
+}
 
+impl SitePeers {
     async fn stop(self) {
         self.inverter.stop();
         self.din_meter.stop();

@@ -10,6 +10,7 @@ pub mod keygen;
 pub mod modbus;
 pub mod provision;
 pub mod receipts;
+pub mod registry;
 pub mod run;
 pub mod status;
 pub mod verify;
@@ -56,11 +57,13 @@ pub enum Command {
     Provision(provision::ProvisionArgs),
     /// Check the backend log's receipts kept beside the reports (offline), or audit the backend with them.
     Receipts(receipts::ReceiptsArgs),
+    /// Export the site's device registry (device ids, keys, unsigned) for verifiers.
+    Registry(registry::RegistryArgs),
     /// Run the gateway (broker, ingest, buffer, reports, upload, diagnostics).
     Run(run::RunArgs),
     /// Show the running gateway's state (from its diagnostics API).
     Status(status::StatusArgs),
-    /// Verify signed reports: JWS, chain, Merkle root, device signatures, aggregates, ER.
+    /// Verify signed reports against a device registry: JWS, chain, continuity, Merkle root, device signatures, aggregates, ER.
     Verify(verify::VerifyArgs),
     // Helpers add their variants here, one line each, keeping alphabetical order.
 }
@@ -149,6 +152,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Modbus(a) => modbus::run(a),
         Command::Provision(a) => provision::run(a),
         Command::Receipts(a) => receipts::run(a),
+        Command::Registry(a) => registry::run(a),
         Command::Run(a) => run::run(a),
         Command::Status(a) => status::run(a),
         Command::Verify(a) => verify::run(a),

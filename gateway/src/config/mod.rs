@@ -23,7 +23,8 @@ pub mod preflight;
 pub use error_text::{locate_key, plain_problem};
 
 pub use device::{
-    Calibration, DeviceInfo, DeviceKind, DeviceRegistry, DeviceSection, parse_public_key,
+    Calibration, ChannelDeclaration, ChannelFact, ChannelFacts, DeviceInfo, DeviceKind,
+    DeviceRegistry, DeviceSection, parse_public_key,
 };
 pub use mqtt::{BrokerMode, MqttConfig, MqttSection, MqttUser};
 
@@ -229,12 +230,124 @@ pub struct GatewayConfig {
     pub modbus: crate::modbus::config::ValidModbusConfig,
     /// Report settings, when reports are built.
     pub report: Option<crate::report::config::ReportSection>,
+    /// The calculations reports carry, validated against the devices and
+    /// their channels (empty without `[report]`).
+    pub calculations: Vec<crate::report::config::CalculationConfig>,
+    /// What each device's channels are known to measure (from Modbus maps
+    /// and `[[devices]].channels`), by device id.
+    pub channel_facts: std::collections::BTreeMap<mrv_shared::ids::DeviceId, ChannelFacts>,
     /// Upload settings, when reports are uploaded.
     pub upload: Option<crate::upload::config::UploadConfig>,
     /// Diagnostics page settings.
     pub diagnostics: crate::diagnostics::config::ValidDiagnosticsConfig,
     /// The file as parsed, for sections validated by their own modules.
     pub file: ConfigFile,
+}
+
+/// What the configuration says each device's channels measure: Modbus
+/// register maps and SunSpec points (quantity, kind), `[[devices]].channels`
+/// declarations (any of quantity, kind, flow; they must agree with a
+/// register map), and the device kind's default energy direction.
+fn channel_facts(
+    devices: &DeviceRegistry,
+    modbus: &crate::modbus::config::ValidModbusConfig,
+    path: &Path,
+) -> Result<std::collections::BTreeMap<mrv_shared::ids::DeviceId, ChannelFacts>, ConfigError> {
+    let mut out = std::collections::BTreeMap::new();
+    for d in &modbus.devices {
+        let facts: &mut ChannelFacts = out.entry(d.id.clone()).or_default();
+        for r in &d.map.registers {
+            facts.insert(
+                r.name.clone(),
+                ChannelFact {
+                    quantity: r.quantity,
+                    kind: Some(r.kind),
+                    flow: None,
+                },
+            );
+        }
+        if let Some(ss) = &d.sunspec {
+            for m in &ss.models {
+                for p in &m.points {
+                    facts.insert_numbered(
+                        crate::modbus::sunspec::channel_name(&m.prefix, &p.name, 1),
+                        ChannelFact {
+                            quantity: p.quantity,
+                            kind: Some(p.kind),
+                            flow: None,
+                        },
+                    );
+                }
+            }
+        }
+    }
+    for (i, d) in devices.iter().enumerate() {
+        let facts = out.entry(d.id.clone()).or_default();
+        for (j, c) in d.channels.iter().enumerate() {
+            let key = format!("devices[{i}].channels[{j}]");
+            let id = mrv_shared::ids::ChannelId::new(&c.id)
+                .map_err(|e| ConfigError::new(path, format!("{key}.id"), e.to_string()))?;
+            match facts.get(&id) {
+                Some(known) => {
+                    if c.quantity.is_some_and(|q| q != known.quantity)
+                        || c.kind.is_some_and(|k| Some(k) != known.kind)
+                    {
+                        return Err(ConfigError::new(
+                            path,
+                            key,
+                            format!(
+                                "the Modbus register map says {}/{} is {} ({:?}); the declaration disagrees",
+                                d.id,
+                                id,
+                                known.quantity.name(),
+                                known.kind
+                            ),
+                        ));
+                    }
+                    let flow = c.flow.or(known.flow);
+                    let mut fact = known;
+                    fact.flow = flow;
+                    facts.insert(id, fact);
+                }
+                None => {
+                    let Some(quantity) = c.quantity else {
+                        return Err(ConfigError::new(
+                            path,
+                            format!("{key}.quantity"),
+                            format!(
+                                "say what {}/{} measures (quantity = \"energy\", ...)",
+                                d.id, id
+                            ),
+                        ));
+                    };
+                    facts.insert(
+                        id,
+                        ChannelFact {
+                            quantity,
+                            kind: c.kind,
+                            flow: c.flow,
+                        },
+                    );
+                }
+            }
+        }
+        if let Some(flow) = d.kind.default_energy_flow() {
+            let ids: Vec<mrv_shared::ids::ChannelId> = d
+                .channels
+                .iter()
+                .filter_map(|c| mrv_shared::ids::ChannelId::new(&c.id).ok())
+                .collect();
+            for id in ids {
+                if let Some(f) = facts.get_mut(&id)
+                    && f.quantity == mrv_shared::quantity::Quantity::Energy
+                    && f.flow.is_none()
+                {
+                    f.flow = Some(flow);
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Reads and validates a config file.
@@ -362,15 +475,17 @@ pub fn validate(file: ConfigFile, path: &Path) -> Result<GatewayConfig, ConfigEr
                 meter_class: String::new(),
                 calibration: None,
                 public_key: None,
+                channels: Vec::new(),
             });
         }
     }
-    let report = match &file.report {
-        None => None,
+    let channel_facts = channel_facts(&devices, &modbus, path)?;
+    let (report, calculations) = match &file.report {
+        None => (None, Vec::new()),
         Some(r) => {
-            r.validate()
-                .map_err(|e| ConfigError::new(path, "report", e.to_string()))?;
-            Some(r.clone())
+            let records = crate::report::device_records(&devices, r);
+            let calcs = r.validate_against(path, &records, &channel_facts)?;
+            (Some(r.clone()), calcs)
         }
     };
     let upload = file.upload.validate(path, base)?;
@@ -389,6 +504,8 @@ pub fn validate(file: ConfigFile, path: &Path) -> Result<GatewayConfig, ConfigEr
         data_dir,
         mqtt,
         buffer,
+        calculations,
+        channel_facts,
         devices,
         modbus,
         report,

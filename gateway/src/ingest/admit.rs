@@ -174,6 +174,7 @@ mod tests {
                 meter_class: String::new(),
                 calibration: None,
                 public_key: pk,
+                channels: Vec::new(),
             }],
             Path::new("t"),
         )

@@ -7,9 +7,15 @@
 //! - frames are sorted by (device, seq) and de-duplicated;
 //! - a frame for another site, or a signed device's frame whose signature is
 //!   missing or does not verify, is left out and becomes a
-//!   `signature_rejected` / `frame_rejected` event (ingest rejects these
-//!   already; this is the last line of defence, so a report never fails
-//!   verification because of one frame);
+//!   `signature_rejected` / `frame_rejected` event plus a `frames_given_up`
+//!   event for its seq (cause `left_out`; ingest rejects these already; this
+//!   is the last line of defence, so a report never fails verification
+//!   because of one frame);
+//! - device continuity (`mrv_shared::report::continuity`): from each
+//!   device's position after the previous report, a repeated frame is left
+//!   out (with an event) and any hole becomes a `frames_given_up` event
+//!   (cause `missing_from_buffer`), so the report states every device's
+//!   seqs as one contiguous, fully explained range;
 //! - a frame whose first sample lies before the period is kept and flagged
 //!   `late` (it was not in any earlier report: late data is never lost);
 //! - a device that sent frames but is not registered gets a device record of
@@ -20,11 +26,13 @@
 //!
 //! Same input, same report: nothing here reads a clock or a file.
 
-use mrv_shared::event::{Event, EventKind};
+use super::config::CalculationConfig;
+use mrv_shared::event::{Event, EventKind, SeqRange};
 use mrv_shared::ids::{DeviceId, SiteId};
+use mrv_shared::methodology::CalcError;
 use mrv_shared::methodology::awd::AwdState;
-use mrv_shared::methodology::{CalcError, MethodologyKind, Params};
-use mrv_shared::report::calc::calculate;
+use mrv_shared::report::calc::{CalculationSpec, calculate};
+use mrv_shared::report::continuity::{ContinuityError, close_holes, derive};
 use mrv_shared::report::model::{
     ClockState, DeviceRecord, FrameRecord, Header, Period, Point, Readings, Report, SCHEMA_VERSION,
     Signing, readings_root,
@@ -78,14 +86,14 @@ pub struct BuildInput<'a> {
     pub frames: Vec<InputFrame>,
     /// Events of the period.
     pub events: Vec<Event>,
-    /// Calculator.
-    pub methodology: MethodologyKind,
-    /// Parameters.
-    pub params: &'a Params,
+    /// The calculations to run.
+    pub calculations: &'a [CalculationConfig],
     /// Counter baselines from the previous report.
     pub baselines: BTreeMap<SeriesKey, Point>,
-    /// AWD tube states from the previous report (rice AWD).
-    pub awd_start: Option<BTreeMap<String, AwdState>>,
+    /// AWD tube states from the previous report, by calculation id.
+    pub awd_start: BTreeMap<String, BTreeMap<String, AwdState>>,
+    /// Each device's last accounted seq after the previous report.
+    pub positions: BTreeMap<DeviceId, u64>,
     /// Registered devices that sent nothing in the previous report.
     pub silent_before: BTreeSet<DeviceId>,
 }
@@ -96,6 +104,10 @@ pub enum BuildError {
     /// The calculation failed (parameters, overflow).
     #[error("calculation: {0}")]
     Calc(#[from] CalcError),
+    /// The frames could not be made continuous (a bug: holes are closed
+    /// before this check).
+    #[error("continuity: {0}")]
+    Continuity(#[from] ContinuityError),
 }
 
 /// Adds `device_offline` for every registered device without a frame in
@@ -163,10 +175,10 @@ pub fn build(input: BuildInput<'_>) -> Result<Report, BuildError> {
         devices,
         mut frames,
         mut events,
-        methodology,
-        params,
+        calculations,
         baselines,
         awd_start,
+        positions,
         silent_before,
     } = input;
     let mut devices: Vec<DeviceRecord> = devices.to_vec();
@@ -193,10 +205,23 @@ pub fn build(input: BuildInput<'_>) -> Result<Report, BuildError> {
         })
     });
     let mut records = Vec::with_capacity(frames.len());
+    let clamp = |t: u64| t.clamp(period.start_ms, period.end_ms - 1);
+    let left_out = |events: &mut Vec<Event>, frame: &mrv_shared::wire::Frame, t: u64, why: &str| {
+        events.push(Event {
+            time_ms: clamp(t),
+            kind: EventKind::FramesGivenUp,
+            device: Some(frame.device.clone()),
+            seqs: Some(SeqRange {
+                first: frame.seq,
+                last: frame.seq,
+            }),
+            detail: format!("left_out: frame {} {why}", frame.seq),
+        });
+    };
     for (InputFrame { frame, received_ms }, sig_ok) in frames.into_iter().zip(sig_ok) {
         if frame.site != identity.site {
             events.push(Event {
-                time_ms: received_ms,
+                time_ms: clamp(received_ms),
                 kind: EventKind::FrameRejected,
                 device: Some(frame.device.clone()),
                 seqs: None,
@@ -205,12 +230,13 @@ pub fn build(input: BuildInput<'_>) -> Result<Report, BuildError> {
                     frame.seq, frame.site
                 ),
             });
+            left_out(&mut events, &frame, received_ms, "is for another site");
             continue;
         }
         if let Some(ok) = sig_ok {
             if !ok {
                 events.push(Event {
-                    time_ms: received_ms,
+                    time_ms: clamp(received_ms),
                     kind: EventKind::SignatureRejected,
                     device: Some(frame.device.clone()),
                     seqs: None,
@@ -219,6 +245,12 @@ pub fn build(input: BuildInput<'_>) -> Result<Report, BuildError> {
                         frame.seq
                     ),
                 });
+                left_out(
+                    &mut events,
+                    &frame,
+                    received_ms,
+                    "has no valid device signature",
+                );
                 continue;
             }
         }
@@ -262,19 +294,35 @@ pub fn build(input: BuildInput<'_>) -> Result<Report, BuildError> {
         records.push(rec);
     }
     devices.sort_by(|a, b| a.id.cmp(&b.id));
+    let records = close_holes(
+        &positions,
+        records,
+        &mut events,
+        period.start_ms,
+        period.end_ms,
+    );
     device_presence_events(&devices, &records, &silent_before, &period, &mut events);
     events.sort_by_key(|e| e.time_ms);
+    let continuity = derive(&positions, &records, &events)?;
     let (count, root) = readings_root(&records);
     let series = compute_series(&records, &devices, &period, &baselines);
-    let calculation = calculate(
-        methodology,
-        params,
-        &records,
-        &series,
-        &devices,
-        &period,
-        awd_start.as_ref(),
-    )?;
+    let mut calcs = Vec::with_capacity(calculations.len());
+    for c in calculations {
+        calcs.push(calculate(
+            CalculationSpec {
+                id: &c.id,
+                methodology: c.methodology,
+                bindings: &c.bindings,
+                params: &c.params,
+            },
+            &records,
+            &series,
+            &devices,
+            &period,
+            awd_start.get(&c.id),
+        )?);
+    }
+    calcs.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(Report {
         header: Header {
             schema: SCHEMA_VERSION,
@@ -290,6 +338,7 @@ pub fn build(input: BuildInput<'_>) -> Result<Report, BuildError> {
             clock,
         },
         devices,
+        continuity,
         series,
         readings: Readings {
             count,
@@ -297,7 +346,7 @@ pub fn build(input: BuildInput<'_>) -> Result<Report, BuildError> {
             frames: records,
         },
         events,
-        calculation,
+        calculations: calcs,
     })
 }
 
@@ -305,11 +354,12 @@ pub fn build(input: BuildInput<'_>) -> Result<Report, BuildError> {
 mod tests {
     use super::*;
     use crate::report::signer::sign;
-    use crate::report::synthetic::{PvSite, device_key, pv_devices, pv_frames};
-    use mrv_shared::methodology::Param;
+    use crate::report::synthetic::{
+        PvSite, device_key, pv_calculation, pv_devices, pv_frames, pv_trust,
+    };
     use mrv_shared::report::jwk::Jwk;
     use mrv_shared::report::model::GENESIS_PREV_HASH;
-    use mrv_shared::report::{KeySet, ReportError as VerifyError, verify_report};
+    use mrv_shared::report::{DeviceTrust, KeySet, ReportError as VerifyError, verify_report};
     use std::path::PathBuf;
 
     /// 2025-11-26T00:00:00Z.
@@ -338,23 +388,10 @@ mod tests {
         }
     }
 
-    fn params() -> Params {
-        let mut p = Params::new();
-        p.insert(
-            String::from("ef"),
-            Param {
-                value: String::from("0.5113"),
-                unit: String::from("tCO2/MWh"),
-                source: String::from("Thailand grid emission factor, TGO 2023 (illustrative)"),
-            },
-        );
-        p
-    }
-
     fn input<'a>(
         id: &'a Identity,
         devices: &'a [DeviceRecord],
-        params: &'a Params,
+        calculations: &'a [CalculationConfig],
         period: Period,
         frames: Vec<InputFrame>,
     ) -> BuildInput<'a> {
@@ -371,10 +408,10 @@ mod tests {
             devices,
             frames,
             events: vec![],
-            methodology: MethodologyKind::SolarPv,
-            params,
+            calculations,
             baselines: BTreeMap::new(),
-            awd_start: None,
+            awd_start: BTreeMap::new(),
+            positions: BTreeMap::new(),
             silent_before: BTreeSet::new(),
         }
     }
@@ -389,32 +426,46 @@ mod tests {
     fn a_built_and_signed_report_verifies_and_counts_every_reading() {
         let id = identity();
         let devices = pv_devices(&SITE);
-        let params = params();
+        let calcs = [pv_calculation(&SITE)];
         let period = Period {
             start_ms: T0,
             end_ms: T0 + 600_000,
         };
         let frames = pv_frames(&SITE, &id.site, period);
-        let report = build(input(&id, &devices, &params, period, frames)).expect("builds");
+        let report = build(input(&id, &devices, &calcs, period, frames)).expect("builds");
         assert_eq!(report.readings.count, 3 * 600);
         assert_eq!(report.readings.frames.len(), 3 * 10);
         assert_eq!(report.series.len(), 3);
         let s = &report.series[0];
         assert_eq!((s.expected, s.received, s.gaps.len()), (Some(600), 600, 0));
         // 599 steps of 2 Wh per meter (no baseline in the first report).
-        assert_eq!(report.calculation.inputs["energy_wh"], "3594");
-        // 3594 Wh x 0.5113 t/MWh = 0.0018376122 t
-        assert_eq!(report.calculation.er.decimal, "0.001837");
-        assert_eq!(report.calculation.er_rounded_down, 0);
+        let c = &report.calculations[0];
+        assert_eq!(c.inputs["re_energy_wh"], "3594");
+        assert_eq!(c.inputs["pe_energy_wh"], "0");
+        // 3594 Wh x 0.5113 t/MWh = 0.0018376122 t, exactly.
+        assert_eq!(c.er.exact, "9188061/5000000000");
+        assert_eq!(c.er.decimal, "0.001837");
+        assert_eq!(c.completeness.len(), 3);
+        assert_eq!(
+            (c.completeness[0].expected, c.completeness[0].usable),
+            (Some(600), 600)
+        );
+        // Every device accounted for from seq 1, ten frames each.
+        assert_eq!(report.continuity.len(), 3);
+        assert!(report.continuity.iter().all(|c| c.after_seq == 0
+            && c.first_seq == Some(1)
+            && c.last_seq == 10
+            && c.frames == 10
+            && c.given_up.is_empty()));
         let signed = sign(&report, "gw-th-01-2025", &gateway_key()).expect("signs");
-        let v = verify_report(&signed.bytes, &keys()).expect("verifies");
+        let v = verify_report(&signed.bytes, &keys(), &pv_trust(&SITE)).expect("verifies");
         assert_eq!(v.report, report);
         assert_eq!(v.hash, signed.hash);
         // Pure and deterministic: the same inputs (in any order) give the
         // same bytes, so rebuilding after a crash cannot fork the chain.
         let mut shuffled = pv_frames(&SITE, &id.site, period);
         shuffled.reverse();
-        let again = build(input(&id, &devices, &params, period, shuffled)).expect("builds");
+        let again = build(input(&id, &devices, &calcs, period, shuffled)).expect("builds");
         let again = sign(&again, "gw-th-01-2025", &gateway_key()).expect("signs");
         assert_eq!(again.bytes, signed.bytes);
     }
@@ -423,7 +474,7 @@ mod tests {
     fn late_unsigned_foreign_and_unregistered_frames_are_handled_conservatively() {
         let id = identity();
         let devices = pv_devices(&SITE);
-        let params = params();
+        let calcs = [pv_calculation(&SITE)];
         let period = Period {
             start_ms: T0 + 600_000,
             end_ms: T0 + 1_200_000,
@@ -445,7 +496,11 @@ mod tests {
         stranger.frame.device = DeviceId::new("stranger").expect("valid");
         stranger.frame.signature = None;
         frames.push(stranger);
-        let report = build(input(&id, &devices, &params, period, frames)).expect("builds");
+        // The previous report accounted for seqs 1..=9 of every meter (its
+        // last frame, 10, arrives late).
+        let mut inp = input(&id, &devices, &calcs, period, frames);
+        inp.positions = devices.iter().map(|d| (d.id.clone(), 9)).collect();
+        let report = build(inp).expect("builds");
         let late_rec = report
             .readings
             .frames
@@ -460,22 +515,43 @@ mod tests {
                 .any(|e| e.kind == EventKind::SignatureRejected)
         );
         assert!(!report.readings.frames.iter().any(|f| f.seq == 999));
-        assert_eq!(report.calculation.excluded.len(), 1);
-        assert_eq!(report.calculation.excluded[0].reason, "unregistered");
+        // The forged frame's seq is given up (left out), so pv-0000's
+        // continuity still tiles 10..=20 and then 999 is accounted for: the
+        // hole 21..=998 is recorded as missing from the buffer.
+        let c0 = &report.continuity[0];
+        assert_eq!(
+            (c0.after_seq, c0.first_seq, c0.last_seq),
+            (9, Some(10), 999)
+        );
+        assert!(
+            report
+                .events
+                .iter()
+                .any(|e| e.kind == EventKind::FramesGivenUp && e.detail.starts_with("left_out"))
+        );
+        // The stranger is not bound to the calculation, so nothing is
+        // excluded from it; it is listed as unregistered.
+        assert!(report.calculations[0].excluded.is_empty());
+        assert!(report.devices.iter().any(|d| d.kind == "unregistered"));
         // The fast canonical writer agrees with the generic one.
         assert_eq!(
             mrv_shared::report::model::report_canonical(&report).expect("fast"),
             mrv_shared::report::canonical::to_canonical_vec(&report).expect("generic")
         );
         let signed = sign(&report, "gw-th-01-2025", &gateway_key()).expect("signs");
-        verify_report(&signed.bytes, &keys()).expect("verifies");
-        // Another gateway key does not verify it.
+        // The stranger is in no registry: fail closed.
+        assert_eq!(
+            verify_report(&signed.bytes, &keys(), &pv_trust(&SITE)).map_err(|e| e.label()),
+            Err("device_not_registered")
+        );
+        verify_report(&signed.bytes, &keys(), &DeviceTrust::ReportListed).expect("verifies");
+        // Another gateway key does not verify it, and says which it tried.
         let mut other = KeySet::new();
         other.insert("gw-th-01-2025", device_key("x").verifying_key());
-        assert_eq!(
-            verify_report(&signed.bytes, &other),
-            Err(VerifyError::BadSignature)
-        );
+        assert!(matches!(
+            verify_report(&signed.bytes, &other, &DeviceTrust::ReportListed),
+            Err(VerifyError::BadSignature { .. })
+        ));
     }
 
     fn vectors() -> PathBuf {
@@ -496,7 +572,7 @@ mod tests {
             epoch_ms: T0,
         };
         let devices = pv_devices(&site);
-        let params = params();
+        let calcs = [pv_calculation(&site)];
         let period = Period {
             start_ms: T0,
             end_ms: T0 + 120_000,
@@ -506,7 +582,7 @@ mod tests {
         frames[0].frame.samples[2].quality = mrv_shared::reading::Quality::UNAVAILABLE;
         frames[0].frame.samples[2].value = 0;
         mrv_shared::wire::signature::sign_frame(&mut frames[0].frame, &device_key("pv-0000"));
-        let mut inp = input(&id, &devices, &params, period, frames);
+        let mut inp = input(&id, &devices, &calcs, period, frames);
         inp.events.push(Event {
             time_ms: T0 + 1000,
             kind: EventKind::GatewayStarted,

@@ -1,16 +1,22 @@
-//! `[report]` section of the gateway config: monitoring period, methodology
-//! and its parameters, the gateway signing key, and per-device settings
-//! that reports need beyond the device registry.
+//! `[report]` section of the gateway config: monitoring period, the
+//! calculations the site runs (each a methodology with its parameters and
+//! explicit input bindings), the gateway signing key, and per-device
+//! settings that reports need beyond the device registry.
 //!
 //! ```toml
 //! [report]
 //! period_minutes = 60            # divides 24 h; periods align to UTC
 //! grace_seconds = 120            # wait after period end for in-flight frames
-//! methodology = "solar_pv"       # solar_pv | solar_pump | biogas_digester | rice_awd
 //! key_file = "keys/gateway.key"  # relative to data_dir; private JWK, mode 0600
 //! clock_source = "ntp"
 //!
-//! [report.parameters.ef]
+//! [report.calculations.pv]       # one table per calculation; the key is its id
+//! methodology = "solar_pv"       # solar_pv | solar_pump | biogas_digester | rice_awd
+//! inputs = [
+//!   { role = "generation", device = "inverter-1", channel = "inverter_ac_energy" },
+//!   { role = "import", device = "grid-meter", channel = "energy_import" },
+//! ]
+//! [report.calculations.pv.parameters.ef]
 //! value = "0.5113"
 //! unit = "tCO2/MWh"
 //! source = "Thailand grid EF, TGO 2023"
@@ -19,11 +25,25 @@
 //! sample_interval_ms = 1000
 //! counter_modulus = 4294967296
 //! ```
+//!
+//! Which series feeds which input is never guessed from quantities: every
+//! input is bound to a (device, channel) with a role (see
+//! `mrv_shared::methodology::role`). [`ReportSection::validate_against`]
+//! refuses, before anything runs: an unknown device; a channel the config
+//! does not declare (a Modbus register or SunSpec point, or a
+//! `[[devices]].channels` entry); a channel of the wrong quantity or kind
+//! for its role; an energy channel whose declared direction the role does
+//! not take (a pump's consumption or a grid import bound as PV generation);
+//! and a methodology whose required roles are unbound.
 
-use mrv_shared::methodology::{MethodologyKind, Param, Params, check_params};
+use crate::config::{ChannelFacts, ConfigError};
+use mrv_shared::ids::{ChannelId, DeviceId};
+use mrv_shared::methodology::{MethodologyKind, Param, Params, Role, check_params};
+use mrv_shared::report::calc::check_bindings;
+use mrv_shared::report::model::{Binding, DeviceRecord};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `[report]` as written in the config file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -35,11 +55,10 @@ pub struct ReportSection {
     /// Seconds to wait after a period ends before closing it, so frames in
     /// flight still make it into their period. Default 120.
     pub grace_seconds: u32,
-    /// The calculator. Default `solar_pv`.
-    pub methodology: MethodologyKind,
-    /// Methodology parameters by name, each `{value, unit, source}`; the
-    /// names a methodology needs are listed in `mrv_shared::methodology`.
-    pub parameters: BTreeMap<String, Param>,
+    /// The calculations, by id (1-32 of `A-Za-z0-9_.-`). A site may run
+    /// several (one per methodology or per part of the plant); none is
+    /// allowed (reports then carry readings only).
+    pub calculations: BTreeMap<String, CalculationSection>,
     /// Gateway private key (JWK written by `mrv-gateway keygen`), relative
     /// to `data_dir` unless absolute. Default `keys/gateway.key`.
     pub key_file: PathBuf,
@@ -47,6 +66,36 @@ pub struct ReportSection {
     pub clock_source: String,
     /// Per-device settings by device id.
     pub devices: BTreeMap<String, DeviceReportSettings>,
+}
+
+/// `[report.calculations.<id>]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalculationSection {
+    /// The calculator.
+    pub methodology: MethodologyKind,
+    /// Which series feed which input.
+    pub inputs: Vec<InputBinding>,
+    /// Parameters by name, each `{value, unit, source}`; the names a
+    /// methodology needs are listed in `mrv_shared::methodology`.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, Param>,
+}
+
+/// One entry of `inputs`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputBinding {
+    /// What the series is to the methodology (`generation`, `import`,
+    /// `pump_energy`, `gas_volume`, `ch4_fraction`, `water_level`, ...).
+    pub role: Role,
+    /// Device id.
+    pub device: String,
+    /// Channel of the device.
+    pub channel: String,
+    /// Pairing group (biogas: the series of one digester share a group).
+    #[serde(default)]
+    pub group: String,
 }
 
 /// `[report.devices.<id>]`.
@@ -65,8 +114,7 @@ impl Default for ReportSection {
         ReportSection {
             period_minutes: 60,
             grace_seconds: 120,
-            methodology: MethodologyKind::SolarPv,
-            parameters: BTreeMap::new(),
+            calculations: BTreeMap::new(),
             key_file: PathBuf::from("keys/gateway.key"),
             clock_source: String::from("ntp"),
             devices: BTreeMap::new(),
@@ -74,15 +122,17 @@ impl Default for ReportSection {
     }
 }
 
-/// Why a `[report]` section is not usable.
-#[derive(Debug, thiserror::Error)]
-pub enum ReportConfigError {
-    /// Period does not divide a day.
-    #[error("report.period_minutes = {0}: must be 1..=1440 and divide 1440")]
-    Period(u32),
-    /// Parameters missing or malformed.
-    #[error("report.parameters: {0}")]
-    Params(#[from] mrv_shared::methodology::CalcError),
+/// One validated calculation, as the report builder runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CalculationConfig {
+    /// Id.
+    pub id: String,
+    /// Calculator.
+    pub methodology: MethodologyKind,
+    /// Bindings, sorted as reports carry them.
+    pub bindings: Vec<Binding>,
+    /// Parameters.
+    pub params: Params,
 }
 
 impl ReportSection {
@@ -96,64 +146,322 @@ impl ReportSection {
         u64::from(self.grace_seconds) * 1000
     }
 
-    /// Checks the section: period divides a day, every parameter the
-    /// methodology needs is present and an exact decimal.
-    pub fn validate(&self) -> Result<(), ReportConfigError> {
+    /// Checks the section on its own (period, calculation ids, parameters)
+    /// and against the site's devices and their declared channels
+    /// (`facts`, by device id), returning the calculations as the builder
+    /// runs them. Errors name the key (`report.calculations.pv.inputs[1]`).
+    pub fn validate_against(
+        &self,
+        file: &Path,
+        devices: &[DeviceRecord],
+        facts: &BTreeMap<DeviceId, ChannelFacts>,
+    ) -> Result<Vec<CalculationConfig>, ConfigError> {
         if self.period_minutes == 0 || self.period_minutes > 1440 || 1440 % self.period_minutes != 0
         {
-            return Err(ReportConfigError::Period(self.period_minutes));
+            return Err(ConfigError::new(
+                file,
+                "report.period_minutes",
+                format!(
+                    "{} does not divide a day: use a divisor of 1440 (e.g. 15, 60)",
+                    self.period_minutes
+                ),
+            ));
         }
-        check_params(self.methodology, &self.parameters)?;
-        Ok(())
+        for id in self.devices.keys() {
+            if !devices.iter().any(|d| d.id.as_str() == id) {
+                return Err(ConfigError::new(
+                    file,
+                    format!("report.devices.{id}"),
+                    "no such device in [[devices]] or [[modbus.devices]]",
+                ));
+            }
+        }
+        let mut out = Vec::new();
+        for (id, calc) in &self.calculations {
+            let at = format!("report.calculations.{id}");
+            if let Err(e) = mrv_shared::ids::validate_id(id) {
+                return Err(ConfigError::new(file, &at, format!("calculation id: {e}")));
+            }
+            check_params(calc.methodology, &calc.parameters).map_err(|e| {
+                ConfigError::new(
+                    file,
+                    format!("{at}.parameters"),
+                    format!(
+                        "{e} ({} needs: {})",
+                        calc.methodology.name(),
+                        calc.methodology
+                            .required_params()
+                            .iter()
+                            .map(|(n, u)| format!("{n} [{u}]"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })?;
+            let mut bindings = Vec::new();
+            for (i, b) in calc.inputs.iter().enumerate() {
+                let key = format!("{at}.inputs[{i}]");
+                let binding = check_input(file, &key, calc.methodology, b, devices, facts)?;
+                bindings.push(binding);
+            }
+            bindings.sort();
+            check_bindings(calc.methodology, &bindings, devices)
+                .map_err(|e| ConfigError::new(file, format!("{at}.inputs"), e.to_string()))?;
+            out.push(CalculationConfig {
+                id: id.clone(),
+                methodology: calc.methodology,
+                bindings,
+                params: calc.parameters.clone(),
+            });
+        }
+        Ok(out)
     }
+}
 
-    /// Parameters, as carried into reports.
-    pub fn params(&self) -> &Params {
-        &self.parameters
+fn check_input(
+    file: &Path,
+    key: &str,
+    methodology: MethodologyKind,
+    b: &InputBinding,
+    devices: &[DeviceRecord],
+    facts: &BTreeMap<DeviceId, ChannelFacts>,
+) -> Result<Binding, ConfigError> {
+    let err = |k: &str, msg: String| ConfigError::new(file, format!("{key}.{k}"), msg);
+    if methodology.role(b.role).is_none() {
+        let roles: Vec<&str> = methodology.roles().iter().map(|r| r.role.name()).collect();
+        return Err(err(
+            "role",
+            format!(
+                "{} is not an input of {} (its roles: {})",
+                b.role.name(),
+                methodology.name(),
+                roles.join(", ")
+            ),
+        ));
+    }
+    let device = DeviceId::new(&b.device).map_err(|e| err("device", e.to_string()))?;
+    if !devices.iter().any(|d| d.id == device) {
+        return Err(err(
+            "device",
+            format!("no device {device} in [[devices]] or [[modbus.devices]]"),
+        ));
+    }
+    let channel = ChannelId::new(&b.channel).map_err(|e| err("channel", e.to_string()))?;
+    let known = facts.get(&device).and_then(|f| f.get(&channel));
+    let Some(fact) = known else {
+        let listed: Vec<String> = facts
+            .get(&device)
+            .map(|f| f.names().map(|c| c.to_string()).collect())
+            .unwrap_or_default();
+        let hint = if listed.is_empty() {
+            format!(
+                "declare it under the device: channels = [{{ id = \"{channel}\", quantity = \"{}\", kind = \"...\"{} }}]",
+                b.role.quantity().name(),
+                if b.role.quantity() == mrv_shared::quantity::Quantity::Energy {
+                    ", flow = \"...\""
+                } else {
+                    ""
+                }
+            )
+        } else {
+            format!("its channels: {}", listed.join(", "))
+        };
+        return Err(err(
+            "channel",
+            format!("device {device} has no declared channel {channel}; {hint}"),
+        ));
+    };
+    if fact.quantity != b.role.quantity() {
+        return Err(err(
+            "channel",
+            format!(
+                "{device}/{channel} measures {}, but role {} needs {}",
+                fact.quantity.name(),
+                b.role.name(),
+                b.role.quantity().name()
+            ),
+        ));
+    }
+    if let Some(kind) = fact.kind
+        && !b.role.kinds().contains(&kind)
+    {
+        return Err(err(
+            "channel",
+            format!(
+                "{device}/{channel} is a {} series, but role {} takes {}",
+                value_kind_name(kind),
+                b.role.name(),
+                b.role
+                    .kinds()
+                    .iter()
+                    .map(|k| value_kind_name(*k))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+        ));
+    }
+    if b.role.quantity() == mrv_shared::quantity::Quantity::Energy {
+        let accepted: Vec<&str> = b.role.accepted_flows().iter().map(|f| f.name()).collect();
+        match fact.flow {
+            None => {
+                return Err(err(
+                    "channel",
+                    format!(
+                        "{device}/{channel} has no declared energy direction: say flow = \"...\" in its channel declaration ({} takes {})",
+                        b.role.name(),
+                        accepted.join(" or ")
+                    ),
+                ));
+            }
+            Some(flow) if !b.role.accepts_flow(flow) => {
+                return Err(err(
+                    "role",
+                    format!(
+                        "{device}/{channel} measures {} energy, which cannot be bound as {} (that role takes {})",
+                        flow.name(),
+                        b.role.name(),
+                        accepted.join(" or ")
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(Binding {
+        role: b.role,
+        device,
+        channel,
+        quantity: b.role.quantity(),
+        group: b.group.clone(),
+    })
+}
+
+fn value_kind_name(k: mrv_shared::quantity::ValueKind) -> &'static str {
+    match k {
+        mrv_shared::quantity::ValueKind::Instant => "instant",
+        mrv_shared::quantity::ValueKind::Counter => "counter",
+        mrv_shared::quantity::ValueKind::Delta => "delta",
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::config::{ConfigError, parse};
+    use std::path::Path;
 
-    #[test]
-    fn parses_a_full_section_and_rejects_unknown_keys() {
-        let s: ReportSection = toml::from_str(
-            r#"
-period_minutes = 15
-methodology = "biogas_digester"
-[parameters.gwp_ch4]
-value = "28"
-unit = "tCO2e/tCH4"
-source = "IPCC AR5"
-[parameters.rho_ch4]
-value = "0.716"
-unit = "kg/Nm3"
-source = "0 degC, 1 atm"
-[parameters.destruction_efficiency]
-value = "0.90"
-unit = "1"
-source = "enclosed flare default"
-[devices.skid-1]
-sample_interval_ms = 60000
-"#,
-        )
-        .expect("parses");
-        assert_eq!(s.period_ms(), 900_000);
-        assert_eq!(s.devices["skid-1"].sample_interval_ms, Some(60_000));
-        s.validate().expect("valid");
-        assert!(toml::from_str::<ReportSection>("perod_minutes = 5").is_err());
+    const BASE: &str = r#"
+[site]
+id = "s1"
+[gateway]
+id = "gw"
+data_dir = "/tmp/x"
+
+[[devices]]
+id = "pv-1"
+kind = "solar_meter"
+channels = [{ id = "energy", quantity = "energy", kind = "counter" }]
+
+[[devices]]
+id = "pump-1"
+kind = "irrigation_pump"
+channels = [{ id = "energy", quantity = "energy", kind = "counter" }, { id = "run", quantity = "status", kind = "instant" }]
+
+[[devices]]
+id = "grid-1"
+kind = "modbus_meter"
+channels = [{ id = "imp", quantity = "energy", kind = "counter", flow = "import" }, { id = "raw", quantity = "energy", kind = "counter" }]
+
+[report]
+[report.calculations.pv.parameters.ef]
+value = "0.5"
+unit = "tCO2/MWh"
+source = "test"
+"#;
+
+    fn check(inputs: &str) -> Result<crate::config::GatewayConfig, ConfigError> {
+        let text = format!(
+            "{BASE}\n[report.calculations.pv]\nmethodology = \"solar_pv\"\ninputs = [{inputs}]\n"
+        );
+        parse(&text, Path::new("gateway.toml"))
     }
 
     #[test]
-    fn a_period_that_does_not_divide_a_day_or_missing_parameters_are_refused() {
-        let s = ReportSection {
-            period_minutes: 7,
-            ..ReportSection::default()
-        };
-        assert!(matches!(s.validate(), Err(ReportConfigError::Period(7))));
-        let s = ReportSection::default();
-        assert!(matches!(s.validate(), Err(ReportConfigError::Params(_))));
+    fn a_correct_binding_validates_and_is_carried_sorted() {
+        let c = check(
+            r#"{ role = "import", device = "grid-1", channel = "imp" }, { role = "generation", device = "pv-1", channel = "energy" }"#,
+        )
+        .expect("valid");
+        assert_eq!(c.calculations.len(), 1);
+        let b: Vec<(&str, &str)> = c.calculations[0]
+            .bindings
+            .iter()
+            .map(|b| (b.role.name(), b.device.as_str()))
+            .collect();
+        assert_eq!(b, [("generation", "pv-1"), ("import", "grid-1")]);
+    }
+
+    #[test]
+    fn consumption_bound_as_generation_is_refused_naming_the_input() {
+        let e =
+            check(r#"{ role = "generation", device = "pump-1", channel = "energy" }"#).unwrap_err();
+        assert_eq!(e.key, "report.calculations.pv.inputs[0].role");
+        assert!(e.problem.contains("consumption energy"), "{}", e.problem);
+        let e = check(
+            r#"{ role = "generation", device = "pv-1", channel = "energy" }, { role = "generation", device = "grid-1", channel = "imp" }"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "report.calculations.pv.inputs[1].role");
+        assert!(e.problem.contains("import energy"), "{}", e.problem);
+    }
+
+    #[test]
+    fn unbound_roles_unknown_devices_and_undeclared_channels_are_refused() {
+        // Nothing credited: required role unbound.
+        let e = check(r#"{ role = "import", device = "grid-1", channel = "imp" }"#).unwrap_err();
+        assert_eq!(e.key, "report.calculations.pv.inputs");
+        assert!(
+            e.problem.contains("needs at least one generation"),
+            "{}",
+            e.problem
+        );
+        let e =
+            check(r#"{ role = "generation", device = "ghost", channel = "energy" }"#).unwrap_err();
+        assert_eq!(e.key, "report.calculations.pv.inputs[0].device");
+        let e =
+            check(r#"{ role = "generation", device = "pv-1", channel = "power" }"#).unwrap_err();
+        assert_eq!(e.key, "report.calculations.pv.inputs[0].channel");
+        assert!(e.problem.contains("its channels: energy"), "{}", e.problem);
+        // Wrong quantity for the role.
+        let e =
+            check(r#"{ role = "generation", device = "pump-1", channel = "run" }"#).unwrap_err();
+        assert!(e.problem.contains("measures status"), "{}", e.problem);
+        // An energy channel without a declared direction.
+        let e =
+            check(r#"{ role = "generation", device = "grid-1", channel = "raw" }"#).unwrap_err();
+        assert!(
+            e.problem.contains("no declared energy direction"),
+            "{}",
+            e.problem
+        );
+        // A role the methodology does not take.
+        let e =
+            check(r#"{ role = "water_level", device = "pv-1", channel = "energy" }"#).unwrap_err();
+        assert_eq!(e.key, "report.calculations.pv.inputs[0].role");
+        assert!(
+            e.problem.contains("is not an input of solar_pv"),
+            "{}",
+            e.problem
+        );
+    }
+
+    #[test]
+    fn missing_parameters_and_bad_periods_name_their_key() {
+        let text = BASE.replace("value = \"0.5\"", "value = \"half\"")
+            + "\n[report.calculations.pv]\nmethodology = \"solar_pv\"\ninputs = [{ role = \"generation\", device = \"pv-1\", channel = \"energy\" }]\n";
+        let e = parse(&text, Path::new("g.toml")).unwrap_err();
+        assert_eq!(e.key, "report.calculations.pv.parameters");
+        let text = BASE.replace("[report]\n", "[report]\nperiod_minutes = 7\n");
+        let e = parse(&text, Path::new("g.toml")).unwrap_err();
+        assert_eq!(e.key, "report.period_minutes");
     }
 }

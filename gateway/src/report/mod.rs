@@ -37,13 +37,14 @@ use crate::config::DeviceRegistry;
 use crate::config::GatewayConfig;
 use crate::keys::{KeyError, load_signing_key};
 use builder::{BuildError, BuildInput, Identity, InputFrame};
-use config::{ReportConfigError, ReportSection};
+use config::{CalculationConfig, ReportSection};
 use ed25519_dalek::SigningKey;
 use mrv_shared::event::{Event, EventKind};
 use mrv_shared::ids::DeviceId;
 use mrv_shared::methodology::awd::AwdState;
 use mrv_shared::report::Report;
 use mrv_shared::report::canonical::CanonicalError;
+use mrv_shared::report::continuity::positions;
 use mrv_shared::report::jws::parse_compact;
 use mrv_shared::report::model::{
     Calibration, ClockState, DeviceRecord, GENESIS_PREV_HASH, Period, Point, Signing,
@@ -73,9 +74,6 @@ pub enum ReportError {
     /// The signing key could not be loaded.
     #[error(transparent)]
     Key(#[from] KeyError),
-    /// The `[report]` section is not usable.
-    #[error(transparent)]
-    Config(#[from] ReportConfigError),
     /// The previous stored report could not be read back.
     #[error("previous report {seq}: {why}")]
     Previous {
@@ -97,8 +95,8 @@ pub struct ReportInfo {
     pub period: Period,
     /// Readings in it.
     pub readings: u64,
-    /// ER rounded down, tCO2e.
-    pub er_rounded_down: i64,
+    /// Exact ER of each calculation, tCO2e, by calculation id.
+    pub er: BTreeMap<String, String>,
     /// Stored file.
     pub path: PathBuf,
     /// Size of the stored JWS, bytes.
@@ -112,6 +110,8 @@ pub struct ReportContext {
     pub identity: Identity,
     /// `[report]` settings (validated).
     pub section: ReportSection,
+    /// The calculations (validated against the devices and channels).
+    pub calculations: Vec<CalculationConfig>,
     /// Device records for reports.
     pub devices: Vec<DeviceRecord>,
     /// Gateway signing key.
@@ -180,7 +180,6 @@ impl ReportContext {
         buffer: Buffer,
         clock: Arc<dyn Clock>,
     ) -> Result<ReportContext, ReportError> {
-        section.validate()?;
         let key_path = if section.key_file.is_absolute() {
             section.key_file.clone()
         } else {
@@ -196,6 +195,7 @@ impl ReportContext {
                 kid,
             },
             section: section.clone(),
+            calculations: cfg.calculations.clone(),
             devices: device_records(&cfg.devices, section),
             signing_key,
             buffer,
@@ -212,26 +212,51 @@ fn key_of(c: CursorMeta) -> FrameKey {
     }
 }
 
-/// Counter baselines and AWD states the report after `head` starts from.
-type Carry = (
-    BTreeMap<SeriesKey, Point>,
-    Option<BTreeMap<String, AwdState>>,
-    BTreeSet<DeviceId>,
-);
+/// What the report after `head` starts from: counter baselines, AWD states
+/// by calculation id, silent devices, device seq positions.
+#[derive(Debug, Clone, Default)]
+struct Carry {
+    baselines: BTreeMap<SeriesKey, Point>,
+    awd: BTreeMap<String, BTreeMap<String, AwdState>>,
+    silent: BTreeSet<DeviceId>,
+    positions: BTreeMap<DeviceId, u64>,
+}
+
+impl Carry {
+    fn after(&self, report: &Report) -> Carry {
+        Carry {
+            baselines: next_baselines(&self.baselines, &report.series),
+            awd: report
+                .calculations
+                .iter()
+                .filter_map(|c| Some((c.id.clone(), c.awd_end.clone()?)))
+                .collect(),
+            silent: builder::silent_devices(report),
+            positions: positions(&report.continuity),
+        }
+    }
+}
 
 fn carry_from(store: &ReportStore, head: Option<&ReportMeta>) -> Result<Carry, ReportError> {
     let Some(head) = head else {
-        return Ok((BTreeMap::new(), None, BTreeSet::new()));
+        return Ok(Carry::default());
     };
     let bytes = store.read(head.seq)?;
     let prev = |why: String| ReportError::Previous { seq: head.seq, why };
     let jws = parse_compact(&bytes).map_err(|e| prev(e.to_string()))?;
     let report: Report = serde_json::from_slice(&jws.payload).map_err(|e| prev(e.to_string()))?;
-    Ok((
-        next_baselines(&stated_baselines(&report.series), &report.series),
-        report.calculation.awd_end.clone(),
-        builder::silent_devices(&report),
-    ))
+    let start = Carry {
+        baselines: stated_baselines(&report.series),
+        ..Carry::default()
+    };
+    let mut carry = start.after(&report);
+    if let Some(saved) = &head.next_baselines {
+        carry.baselines = saved
+            .iter()
+            .map(|b| ((b.device.clone(), b.channel.clone()), b.point))
+            .collect();
+    }
+    Ok(carry)
 }
 
 fn max_skew(events: &[Event]) -> i64 {
@@ -296,7 +321,7 @@ pub fn build_due_reports(ctx: &ReportContext, now_ms: u64) -> Result<Vec<ReportI
     let mut out = Vec::new();
     repair_reported_cursor(ctx)?;
     let mut head = ctx.store.head();
-    let (mut baselines, mut awd_start, mut silent) = carry_from(&ctx.store, head.as_ref())?;
+    let mut carry = carry_from(&ctx.store, head.as_ref())?;
     while out.len() < MAX_REPORTS_PER_CALL {
         let after = match &head {
             Some(h) => h.cursor.map(key_of),
@@ -370,13 +395,14 @@ pub fn build_due_reports(ctx: &ReportContext, now_ms: u64) -> Result<Vec<ReportI
             devices: &ctx.devices,
             frames,
             events,
-            methodology: ctx.section.methodology,
-            params: &ctx.section.parameters,
-            baselines: baselines.clone(),
-            awd_start: awd_start.clone(),
-            silent_before: silent.clone(),
+            calculations: &ctx.calculations,
+            baselines: carry.baselines.clone(),
+            awd_start: carry.awd.clone(),
+            positions: carry.positions.clone(),
+            silent_before: carry.silent.clone(),
         })?;
         let signed = signer::sign(&report, &ctx.identity.kid, &ctx.signing_key)?;
+        let next = carry.after(&report);
         let meta = ReportMeta {
             seq,
             report_id: report.header.report_id.clone(),
@@ -388,7 +414,21 @@ pub fn build_due_reports(ctx: &ReportContext, now_ms: u64) -> Result<Vec<ReportI
             }),
             last_event_id,
             readings: report.readings.count,
-            er_rounded_down: report.calculation.er_rounded_down,
+            er: report
+                .calculations
+                .iter()
+                .map(|c| (c.id.clone(), c.er.exact.clone()))
+                .collect(),
+            next_baselines: Some(
+                next.baselines
+                    .iter()
+                    .map(|((device, channel), point)| store::BaselineMeta {
+                        device: device.clone(),
+                        channel: channel.clone(),
+                        point: *point,
+                    })
+                    .collect(),
+            ),
         };
         ctx.store.put(&meta, &signed.bytes)?;
         if let Some(k) = cursor
@@ -396,16 +436,19 @@ pub fn build_due_reports(ctx: &ReportContext, now_ms: u64) -> Result<Vec<ReportI
         {
             ctx.buffer.set_cursor(CursorName::Reported, k)?;
         }
-        tracing::info!(seq, id = %meta.report_id, readings = meta.readings, er = meta.er_rounded_down, "report signed and stored");
-        baselines = next_baselines(&baselines, &report.series);
-        awd_start = report.calculation.awd_end.clone();
-        silent = builder::silent_devices(&report);
+        let er: Vec<String> = meta
+            .er
+            .iter()
+            .map(|(k, v)| format!("{k} {v} tCO2e"))
+            .collect();
+        tracing::info!(seq, id = %meta.report_id, readings = meta.readings, er = %er.join(", "), "report signed and stored");
+        carry = next;
         out.push(ReportInfo {
             seq,
             report_id: meta.report_id.clone(),
             period,
             readings: meta.readings,
-            er_rounded_down: meta.er_rounded_down,
+            er: meta.er.clone(),
             path: ctx.store.path(seq),
             bytes: signed.bytes.len() as u64,
         });

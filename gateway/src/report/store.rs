@@ -58,8 +58,26 @@ pub struct ReportMeta {
     pub last_event_id: Option<u64>,
     /// Readings in the report.
     pub readings: u64,
-    /// ER rounded down, tCO2e.
-    pub er_rounded_down: i64,
+    /// Exact ER of each calculation (tCO2e, `n` or `n/d`), by calculation id.
+    #[serde(default)]
+    pub er: std::collections::BTreeMap<String, String>,
+    /// Every counter baseline the next report starts from (including those
+    /// of series this report has no sample of, which the report itself
+    /// cannot say), so a restart continues the chain exactly. `None` in
+    /// sidecars written before it existed.
+    #[serde(default)]
+    pub next_baselines: Option<Vec<BaselineMeta>>,
+}
+
+/// One counter baseline: the last usable point of a (device, channel).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaselineMeta {
+    /// Device.
+    pub device: mrv_shared::ids::DeviceId,
+    /// Channel.
+    pub channel: mrv_shared::ids::ChannelId,
+    /// The point.
+    pub point: mrv_shared::report::model::Point,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -338,7 +356,8 @@ mod tests {
             cursor: None,
             last_event_id: None,
             readings: 0,
-            er_rounded_down: 0,
+            er: Default::default(),
+            next_baselines: None,
         }
     }
 

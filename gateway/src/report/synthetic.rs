@@ -47,6 +47,7 @@ pub fn pv_devices(site: &PvSite) -> Vec<DeviceRecord> {
             let id = format!("pv-{i:04}");
             let key = device_key(&id);
             let x = b64(key.verifying_key().as_bytes());
+            let kid = mrv_shared::report::jwk::thumbprint(&key.verifying_key());
             DeviceRecord {
                 id: DeviceId::new(&id).expect("pv-NNNN is a valid id"),
                 kind: String::from("solar_meter"),
@@ -57,7 +58,7 @@ pub fn pv_devices(site: &PvSite) -> Vec<DeviceRecord> {
                     calibrated_on: String::from("2025-06-01"),
                     due_on: String::from("2030-06-01"),
                 }),
-                signing: Signing::Ed25519 { kid: x.clone(), x },
+                signing: Signing::Ed25519 { kid, x },
                 sample_interval_ms: Some(site.interval_ms),
                 counter_modulus: Some(1 << 32),
             }
@@ -119,4 +120,68 @@ pub fn pv_frames(site: &PvSite, site_id: &SiteId, period: Period) -> Vec<InputFr
     }
     out.sort_by_key(|f| f.received_ms);
     out
+}
+
+/// The synthetic site's PV calculation (id `pv`): every meter's `energy`
+/// bound as generation, `ef` 0.5113 tCO2/MWh.
+pub fn pv_calculation(site: &PvSite) -> super::config::CalculationConfig {
+    use mrv_shared::methodology::{Param, Role};
+    use mrv_shared::report::model::Binding;
+    let mut bindings: Vec<Binding> = (0..site.devices)
+        .map(|i| Binding {
+            role: Role::Generation,
+            device: DeviceId::new(&format!("pv-{i:04}")).expect("pv-NNNN is a valid id"),
+            channel: ChannelId::new("energy").expect("valid id"),
+            quantity: Quantity::Energy,
+            group: String::new(),
+        })
+        .collect();
+    bindings.sort();
+    let mut params = mrv_shared::methodology::Params::new();
+    params.insert(
+        String::from("ef"),
+        Param {
+            value: String::from("0.5113"),
+            unit: String::from("tCO2/MWh"),
+            source: String::from("Thailand grid emission factor, TGO 2023 (illustrative)"),
+        },
+    );
+    super::config::CalculationConfig {
+        id: String::from("pv"),
+        methodology: mrv_shared::methodology::MethodologyKind::SolarPv,
+        bindings,
+        params,
+    }
+}
+
+/// The synthetic site's device registry: every meter with its key.
+pub fn pv_registry(site: &PvSite) -> mrv_shared::report::DeviceRegistry {
+    use mrv_shared::report::jwk::{Jwk, thumbprint};
+    use mrv_shared::report::registry::{RegisteredDevice, RegisteredKey};
+    mrv_shared::report::DeviceRegistry {
+        devices: (0..site.devices)
+            .map(|i| {
+                let id = format!("pv-{i:04}");
+                let k = device_key(&id).verifying_key();
+                RegisteredDevice {
+                    id: DeviceId::new(&id).expect("valid id"),
+                    unsigned: false,
+                    keys: vec![RegisteredKey {
+                        jwk: Jwk::public(&thumbprint(&k), &k),
+                        valid_from: None,
+                        valid_until: None,
+                    }],
+                }
+            })
+            .collect(),
+    }
+}
+
+/// The device trust verifiers of the synthetic site use.
+pub fn pv_trust(site: &PvSite) -> mrv_shared::report::DeviceTrust {
+    mrv_shared::report::DeviceTrust::Registry(
+        pv_registry(site)
+            .trusted()
+            .expect("the synthetic registry is valid"),
+    )
 }

@@ -101,6 +101,15 @@ pub struct StoredHead {
     pub period_end_ms: u64,
     /// Counter last values: `[device, channel, point]`.
     pub counters: Vec<(DeviceId, String, Point)>,
+    /// Each device's last accounted frame seq: `[device, seq]`.
+    #[serde(default)]
+    pub positions: Vec<(DeviceId, u64)>,
+    /// Rice AWD end states by calculation id.
+    #[serde(default)]
+    pub awd: Vec<(
+        String,
+        std::collections::BTreeMap<String, mrv_shared::methodology::awd::AwdState>,
+    )>,
 }
 
 impl From<&ChainHead> for StoredHead {
@@ -114,6 +123,8 @@ impl From<&ChainHead> for StoredHead {
                 .iter()
                 .map(|((d, c), p)| (d.clone(), c.clone(), *p))
                 .collect(),
+            positions: h.positions.iter().map(|(d, s)| (d.clone(), *s)).collect(),
+            awd: h.awd.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         }
     }
 }
@@ -132,6 +143,8 @@ impl TryFrom<StoredHead> for ChainHead {
                 .into_iter()
                 .map(|(d, c, p)| ((d, c), p))
                 .collect(),
+            positions: s.positions.into_iter().collect(),
+            awd: s.awd.into_iter().collect(),
         })
     }
 }

@@ -3,7 +3,10 @@
 //! emission reductions (ER_p = RE_p - PE_p), all in tCO2e as exact
 //! [`Ratio`]s.
 //!
-//! - [`pv`]: solar PV, `ER = EG x EF`.
+//! - [`role`]: the inputs (roles) each calculator takes, bound by config to
+//!   a device's channel.
+//! - [`pv`]: solar PV, `RE = EG x EF`, `PE = EC x EF` (grid import and
+//!   auxiliary consumption).
 //! - [`pump`]: solar irrigation pump, displaced grid or diesel electricity.
 //! - [`digester`]: biogas digester, CH4 from flow x CH4 fraction x density
 //!   (normalised to 0 degC, 1 atm) x destruction efficiency x GWP.
@@ -20,8 +23,10 @@ pub mod digester;
 pub mod pump;
 pub mod pv;
 pub mod ratio;
+pub mod role;
 
 pub use ratio::{Ratio, RatioError};
+pub use role::{EnergyFlow, Role, Side};
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -95,6 +100,19 @@ pub enum CalcError {
     /// Exact arithmetic failed.
     #[error(transparent)]
     Ratio(#[from] RatioError),
+    /// The bindings do not fit the methodology or the report's devices.
+    #[error("bindings: {0}")]
+    Binding(String),
+    /// A calibration date is not a real `YYYY-MM-DD` date.
+    #[error("device {device}: calibration.{field} = {value:?} is not a valid date YYYY-MM-DD")]
+    BadDate {
+        /// Device.
+        device: String,
+        /// `calibrated_on` or `due_on`.
+        field: &'static str,
+        /// The text.
+        value: String,
+    },
 }
 
 /// Reads parameter `name` as an exact number.

@@ -45,6 +45,17 @@ pub fn unb64(s: &str) -> Result<alloc::vec::Vec<u8>, ReportError> {
         .map_err(|_| ReportError::Malformed(String::from("bad base64url")))
 }
 
+/// RFC 7638 thumbprint of an Ed25519 public key.
+pub fn thumbprint(key: &VerifyingKey) -> String {
+    thumbprint_of_x(&b64(key.as_bytes()))
+}
+
+fn thumbprint_of_x(x: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let members = alloc::format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+    b64(&Sha256::digest(members.as_bytes()))
+}
+
 impl Jwk {
     /// The public JWK of `key`.
     pub fn public(kid: &str, key: &VerifyingKey) -> Jwk {
@@ -76,6 +87,11 @@ impl Jwk {
             )));
         }
         Ok(())
+    }
+
+    /// RFC 7638 thumbprint (SHA-256 over `{"crv","kty","x"}`, base64url).
+    pub fn thumbprint(&self) -> String {
+        thumbprint_of_x(&self.x)
     }
 
     /// The public key.

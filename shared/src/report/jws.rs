@@ -4,7 +4,9 @@
 //! header = JCS of `{"alg":"EdDSA","kid":<kid>,"typ":"mrv-report+jws"}`,
 //! signature over the ASCII bytes of the first two parts. Read: `alg`
 //! `EdDSA` or `Ed25519` (RFC 9864's fully specified name); `kid` required;
-//! `crit` is refused (we understand no extensions).
+//! `crit` is refused (we understand no extensions); other header members
+//! are ignored. The stored bytes are exactly the compact form: no trailing
+//! newline, base64url without padding and with zero unused bits.
 
 use super::ReportError;
 use super::canonical::to_canonical_vec;
@@ -67,7 +69,6 @@ pub fn sign_compact(payload: &[u8], kid: &str, key: &SigningKey) -> String {
 pub fn parse_compact(bytes: &[u8]) -> Result<CompactJws<'_>, ReportError> {
     let text = core::str::from_utf8(bytes)
         .map_err(|_| ReportError::Malformed(String::from("not ASCII")))?;
-    let text = text.strip_suffix('\n').unwrap_or(text);
     let mut parts = text.split('.');
     let (Some(h), Some(p), Some(s), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -88,7 +89,7 @@ pub fn parse_compact(bytes: &[u8]) -> Result<CompactJws<'_>, ReportError> {
     }
     let signature: [u8; 64] = unb64(s)?
         .try_into()
-        .map_err(|_| ReportError::BadSignature)?;
+        .map_err(|_| ReportError::Malformed(String::from("JWS signature is not 64 bytes")))?;
     Ok(CompactJws {
         header,
         payload: unb64(p)?,
@@ -100,5 +101,8 @@ pub fn parse_compact(bytes: &[u8]) -> Result<CompactJws<'_>, ReportError> {
 /// Checks the signature of a parsed JWS with `key`.
 pub fn check_signature(jws: &CompactJws<'_>, key: &VerifyingKey) -> Result<(), ReportError> {
     key.verify(jws.signing_input, &Signature::from_bytes(&jws.signature))
-        .map_err(|_| ReportError::BadSignature)
+        .map_err(|_| ReportError::BadSignature {
+            kid: jws.header.kid.clone(),
+            thumbprint: super::jwk::thumbprint(key),
+        })
 }

@@ -4,11 +4,16 @@
 //! - [`model`]: the report ([`Report`]) and the Merkle leaf format;
 //! - [`canonical`]: RFC 8785 JCS, the bytes that are signed;
 //! - [`merkle`]: RFC 6962 tree hash and inclusion proofs over readings;
+//! - [`continuity`]: per-device frame seq ranges, so omissions are caught;
 //! - [`series`]: aggregates per (device, channel), gaps, counter deltas;
-//! - [`calc`]: the calculation block (exclusions, inputs, RE/PE/ER);
+//! - [`calc`]: the calculation blocks (bindings, exclusions, inputs, RE/PE/ER);
 //! - [`jws`], [`jwk`]: JWS compact Ed25519 and JWK keys;
+//! - [`registry`]: the device registry verification trusts (fails closed);
 //! - [`parallel`]: chunked parallel map for per-reading work;
 //! - [`verify`]: [`verify_jws`], [`check_contents`], [`verify_report`], [`Chain`].
+//!
+//! The normative specification of all of it, with test vectors, is
+//! `docs/REPORT-FORMAT.md`.
 //!
 //! The stored form of a report is its compact JWS, byte for byte; the chain
 //! hash (`prev_hash` of the next report) is SHA-256 of exactly those bytes.
@@ -16,17 +21,21 @@
 
 pub mod calc;
 pub mod canonical;
+pub mod continuity;
 pub mod jwk;
 pub mod jws;
 pub mod merkle;
 pub mod model;
 pub mod parallel;
+pub mod registry;
 pub mod series;
 pub mod verify;
 
+pub use continuity::ContinuityError;
 pub use model::Report;
+pub use registry::{DeviceRegistry, TrustedDevices};
 pub use verify::{
-    Chain, KeySet, VerifiedReport, check_contents, check_device_keys, verify_jws, verify_report,
+    Chain, DeviceTrust, KeySet, VerifiedReport, check_contents, verify_jws, verify_report,
 };
 
 use crate::ids::DeviceId;
@@ -59,9 +68,16 @@ pub enum ReportError {
     /// A key that cannot be used.
     #[error("bad key: {0}")]
     BadKey(String),
-    /// The gateway signature does not verify.
-    #[error("bad signature: the JWS does not verify with the key it names")]
-    BadSignature,
+    /// The gateway signature does not verify with the trusted key of its `kid`.
+    #[error(
+        "bad signature: the JWS does not verify with the trusted key for kid {kid:?} (thumbprint {thumbprint})"
+    )]
+    BadSignature {
+        /// The JWS `kid`.
+        kid: String,
+        /// RFC 7638 thumbprint of the key that was tried.
+        thumbprint: String,
+    },
     /// Schema version unknown.
     #[error("unsupported report schema {0}")]
     UnsupportedSchema(u32),
@@ -74,7 +90,9 @@ pub enum ReportError {
         report: String,
     },
     /// A sequence number was skipped (a report is missing or reordered).
-    #[error("broken chain: expected seq {expected}, found {found}")]
+    #[error(
+        "broken chain: expected seq {expected}, found {found} (verifying a slice of a chain? allow a start after seq 1, e.g. `verify --allow-mid-chain`)"
+    )]
     ChainSeqGap {
         /// Expected seq.
         expected: u64,
@@ -147,9 +165,54 @@ pub enum ReportError {
         /// Frame seq.
         seq: u64,
     },
-    /// The report lists a device key other than the trusted one.
-    #[error("device {0} is listed with a key other than its trusted public key")]
+    /// The report lists a device key other than one the registry trusts
+    /// for it over the period.
+    #[error("device {0} is listed with a key the device registry does not trust for this period")]
     DeviceKeyMismatch(DeviceId),
+    /// A device the registry does not know.
+    #[error("device {0} is not in the device registry")]
+    DeviceNotRegistered(DeviceId),
+    /// A device registered as unsigned appears with a key.
+    #[error("device {0} is registered as unsigned but listed with a key")]
+    DeviceKeyNotRegistered(DeviceId),
+    /// A device registered with keys appears unsigned.
+    #[error("device {0} is registered with a signing key but listed as unsigned")]
+    DeviceUnsignedMismatch(DeviceId),
+    /// The frames and give-ups of a device are not continuous.
+    #[error("continuity: {0}")]
+    Continuity(#[from] ContinuityError),
+    /// A continuity record differs from the frames and events.
+    #[error("continuity record of {0} does not match the report's frames and given-up events")]
+    ContinuityMismatch(DeviceId),
+    /// A device's continuity does not follow the previous report.
+    #[error("broken chain: device {device} {}, but {}", match stated { Some(s) => alloc::format!("continues after seq {s}"), None => alloc::string::String::from("has no continuity record") }, match expected { Some(e) => alloc::format!("the chain ended it at seq {e}"), None => alloc::string::String::from("the chain has not seen it") })]
+    ContinuityChain {
+        /// Device.
+        device: DeviceId,
+        /// The report's `after_seq` (`None`: the report has no record for it).
+        stated: Option<u64>,
+        /// The chain's last seq for it (`None`: not seen before).
+        expected: Option<u64>,
+    },
+    /// The bindings of a calculation are not valid.
+    #[error("bindings of calculation {calculation:?}: {why}")]
+    BindingInvalid {
+        /// Calculation id.
+        calculation: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A calibration date that is not a real date.
+    #[error("{0}")]
+    InvalidDate(String),
+    /// A rice AWD calculation does not start from the chain's last end state.
+    #[error(
+        "broken chain: awd_start of calculation {calculation:?} differs from the previous awd_end"
+    )]
+    AwdChainMismatch {
+        /// Calculation id.
+        calculation: String,
+    },
     /// A device signature does not verify.
     #[error("device signature invalid on {device} frame {seq}")]
     DeviceSignatureInvalid {
@@ -182,7 +245,7 @@ impl ReportError {
             ReportError::UnsupportedAlgorithm(_) => "unsupported_alg",
             ReportError::UnknownKid(_) => "unknown_kid",
             ReportError::BadKey(_) => "bad_key",
-            ReportError::BadSignature => "bad_signature",
+            ReportError::BadSignature { .. } => "bad_signature",
             ReportError::UnsupportedSchema(_) => "unsupported_schema",
             ReportError::KidMismatch { .. } => "kid_mismatch",
             ReportError::ChainSeqGap { .. } => "seq_gap",
@@ -197,6 +260,17 @@ impl ReportError {
             ReportError::UnknownDevice(_) => "unknown_device",
             ReportError::DeviceSignatureMissing { .. } => "device_signature_missing",
             ReportError::DeviceKeyMismatch(_) => "device_key_mismatch",
+            ReportError::DeviceNotRegistered(_) => "device_not_registered",
+            ReportError::DeviceKeyNotRegistered(_) => "device_key_not_registered",
+            ReportError::DeviceUnsignedMismatch(_) => "device_unsigned_mismatch",
+            ReportError::Continuity(ContinuityError::Hole { .. }) => "continuity_hole",
+            ReportError::Continuity(ContinuityError::Repeat { .. }) => "continuity_repeat",
+            ReportError::Continuity(ContinuityError::BadGiveUp { .. }) => "bad_give_up_event",
+            ReportError::ContinuityMismatch(_) => "continuity_mismatch",
+            ReportError::ContinuityChain { .. } => "continuity_chain",
+            ReportError::BindingInvalid { .. } => "binding_invalid",
+            ReportError::InvalidDate(_) => "invalid_date",
+            ReportError::AwdChainMismatch { .. } => "awd_chain_mismatch",
             ReportError::DeviceSignatureInvalid { .. } => "device_signature_invalid",
             ReportError::SeriesSetMismatch => "series_mismatch",
             ReportError::AggregateMismatch { .. } => "aggregate_mismatch",

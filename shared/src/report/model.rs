@@ -1,22 +1,28 @@
 //! The monitoring report, as signed (JSON, canonicalised by RFC 8785).
 //!
+//! The normative description, with byte layouts, rules and test vectors,
+//! is `docs/REPORT-FORMAT.md`; this module is its implementation.
+//!
 //! ```text
-//! Report
-//!   header       schema, report_id, site, project, methodology, gateway, kid,
-//!                period [start_ms, end_ms), seq (gap-free per gateway),
-//!                prev_hash (hex SHA-256 of the previous report's stored JWS
-//!                bytes; 64 zeros for seq 1), clock {source, last_sync_ms, max_skew_ms}
-//!   devices      id, kind, serial, meter_class, calibration, signing (device
-//!                key: public JWK x, or "unsigned"), sample_interval_ms,
-//!                counter_modulus
-//!   series       per (device, channel): unit, expected/received/usable counts,
-//!                first/last time, aggregates, counter deltas, gaps
-//!   readings     count, merkle_root, frames (each frame's header fields,
-//!                samples as [channel, offset_ms, value, quality], device signature)
-//!   events       gateway restarts, clock jumps, buffer full, devices offline
-//!                or back, config changes, rejected frames ...
-//!   calculation  methodology, parameters {value, unit, source}, inputs,
-//!                RE/PE/ER exact and rounded down, exclusions, treatment
+//! Report (schema 2)
+//!   header        schema, report_id, site, project, methodology, gateway, kid,
+//!                 period [start_ms, end_ms), seq (gap-free per gateway),
+//!                 prev_hash (hex SHA-256 of the previous report's stored JWS
+//!                 bytes; 64 zeros for seq 1), clock {source, last_sync_ms, max_skew_ms}
+//!   devices       id, kind, serial, meter_class, calibration, signing (device
+//!                 key: public JWK x, or "unsigned"), sample_interval_ms,
+//!                 counter_modulus
+//!   continuity    per device: the seqs this report accounts for (after the
+//!                 previous report's last), frames, ranges given up
+//!   series        per (device, channel): unit, expected/received/usable counts,
+//!                 first/last time, aggregates, counter deltas, gaps
+//!   readings      count, merkle_root, frames (each frame's header fields,
+//!                 samples as [channel, offset_ms, value, quality], device signature)
+//!   events        gateway restarts, clock jumps, buffer full, devices offline
+//!                 or back, frames given up, rejected frames ...
+//!   calculations  per calculation: id, methodology, bindings (role -> device,
+//!                 channel), parameters {value, unit, source}, inputs,
+//!                 completeness per binding, exact RE/PE/ER, exclusions, treatment
 //! ```
 //!
 //! Invariants: every number is an integer (base units of
@@ -31,10 +37,10 @@
 //! ([`reading_leaf`]), where `time_ms` is the frame base time plus the
 //! sample offset, or the gateway receipt time for frames without a clock.
 
-use crate::event::Event;
+use crate::event::{Event, SeqRange};
 use crate::ids::{ChannelId, DeviceId, SiteId};
 use crate::methodology::awd::AwdState;
-use crate::methodology::{MethodologyKind, Params};
+use crate::methodology::{MethodologyKind, Params, Role};
 use crate::quantity::{Quantity, ValueKind};
 use crate::reading::Channel;
 use alloc::collections::BTreeMap;
@@ -43,7 +49,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 /// The schema version this crate writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// `prev_hash` of the first report of a gateway.
 pub const GENESIS_PREV_HASH: &str =
@@ -57,14 +63,41 @@ pub struct Report {
     pub header: Header,
     /// Devices that contributed (or were expected to).
     pub devices: Vec<DeviceRecord>,
+    /// Per device, the frame seqs this report accounts for.
+    pub continuity: Vec<DeviceContinuity>,
     /// Aggregates per (device, channel).
     pub series: Vec<Series>,
     /// The readings themselves, grouped by frame.
     pub readings: Readings,
     /// Events of the period.
     pub events: Vec<Event>,
-    /// The emission-reduction calculation.
-    pub calculation: Calculation,
+    /// The emission-reduction calculations (one per methodology the site
+    /// runs), sorted by id.
+    pub calculations: Vec<Calculation>,
+}
+
+/// Which of a device's frame seqs a report accounts for (see
+/// [`super::continuity`]). Every seq in `after_seq + 1 ..= last_seq` is
+/// either a frame of the report or inside one of `given_up`; across a
+/// gateway's chain, `after_seq` is the previous report's `last_seq` (0 for
+/// a device's first appearance: numbering starts at 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceContinuity {
+    /// The device.
+    pub device: DeviceId,
+    /// Last seq accounted for before this report (0: none; the device's
+    /// first appearance in the chain).
+    pub after_seq: u64,
+    /// First seq this report accounts for (`None`: nothing new).
+    pub first_seq: Option<u64>,
+    /// Last seq accounted for after this report (= `after_seq` when nothing new).
+    pub last_seq: u64,
+    /// Frames of the device in this report.
+    pub frames: u64,
+    /// Seq ranges given up, each explained by a `frames_given_up` event of
+    /// this report with the same device and range; ascending.
+    pub given_up: Vec<SeqRange>,
 }
 
 /// Report header.
@@ -309,32 +342,100 @@ pub struct Readings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Amount {
-    /// Exact rational, `"n"` or `"n/d"`, tCO2e.
+    /// Exact rational, `"n"` or `"n/d"` in lowest terms, tCO2e. This is the
+    /// value; nothing in a report is rounded to whole tonnes (a crediting
+    /// total rounds down once, over many reports).
     pub exact: String,
-    /// Six decimals, rounded toward negative infinity, tCO2e.
+    /// The same to six decimals, rounded toward negative infinity, tCO2e
+    /// (for reading; derived from `exact`).
     pub decimal: String,
 }
 
-/// Something left out of the calculation, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Something left out of a calculation, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Exclusion {
     /// Device.
     pub device: DeviceId,
-    /// `calibration_expired`, `unregistered`, ...
+    /// `unregistered`, `calibration_expired`, `calibration_not_yet_valid`,
+    /// `binding_series_mismatch`, `subtracted_input_missing`.
     pub reason: String,
 }
 
-/// The calculation block.
+/// One methodology input bound to one series. Ordered as reports sort
+/// bindings: by role name (as a string), device, channel, group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Binding {
+    /// What the series is to the methodology.
+    pub role: Role,
+    /// Device.
+    pub device: DeviceId,
+    /// Channel of the device.
+    pub channel: ChannelId,
+    /// The quantity the role needs (and the series must have).
+    pub quantity: Quantity,
+    /// Pairing group (biogas digesters: the flow, CH4, temperature,
+    /// pressure and flame of one digester share a group); `""` otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub group: String,
+}
+
+impl Binding {
+    fn sort_key(&self) -> (&str, &DeviceId, &ChannelId, &str) {
+        (self.role.name(), &self.device, &self.channel, &self.group)
+    }
+}
+
+impl PartialOrd for Binding {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Binding {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        self.sort_key().cmp(&other.sort_key())
+    }
+}
+
+/// How complete one bound series was over the period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Completeness {
+    /// Role of the binding.
+    pub role: Role,
+    /// Device.
+    pub device: DeviceId,
+    /// Channel.
+    pub channel: ChannelId,
+    /// Samples expected (`None` without a nominal interval).
+    pub expected: Option<u64>,
+    /// Samples received.
+    pub received: u64,
+    /// Usable samples.
+    pub usable: u64,
+    /// Milliseconds of the period inside gaps (`None` without a nominal
+    /// interval).
+    pub gap_ms: Option<u64>,
+}
+
+/// One calculation block.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Calculation {
+    /// Name of the calculation on this site (config key), e.g. `pv`.
+    pub id: String,
     /// Calculator.
     pub methodology: MethodologyKind,
+    /// Which series feed which input, sorted.
+    pub bindings: Vec<Binding>,
     /// Every parameter, `{value, unit, source}`.
     pub parameters: Params,
-    /// Named inputs the calculator used, exact (e.g. `eg_wh`).
+    /// Named inputs the calculator used, exact (e.g. `re_energy_wh`).
     pub inputs: BTreeMap<String, String>,
+    /// Per binding, how complete its series was (binding order).
+    pub completeness: Vec<Completeness>,
     /// AWD tube states at period start, per `device/channel` (rice AWD only).
     pub awd_start: Option<BTreeMap<String, AwdState>>,
     /// AWD tube states at period end.
@@ -343,11 +444,9 @@ pub struct Calculation {
     pub re: Amount,
     /// Project emissions PE_p.
     pub pe: Amount,
-    /// Emission reductions ER_p = RE_p - PE_p.
+    /// Emission reductions ER_p = RE_p - PE_p, exact.
     pub er: Amount,
-    /// ER_p rounded down to whole tCO2e (never negative-rounded up).
-    pub er_rounded_down: i64,
-    /// Devices left out and why.
+    /// Bound devices left out and why, sorted.
     pub excluded: Vec<Exclusion>,
     /// The conservative treatment of gaps applied, in words.
     pub treatment: String,
@@ -421,14 +520,16 @@ pub fn report_canonical(report: &Report) -> Result<Vec<u8>, super::canonical::Ca
     struct View<'a> {
         header: &'a Header,
         devices: &'a [DeviceRecord],
+        continuity: &'a [DeviceContinuity],
         series: &'a [Series],
         readings: ReadingsView<'a>,
         events: &'a [Event],
-        calculation: &'a Calculation,
+        calculations: &'a [Calculation],
     }
     let rest = to_canonical_vec(&View {
         header: &report.header,
         devices: &report.devices,
+        continuity: &report.continuity,
         series: &report.series,
         readings: ReadingsView {
             count: report.readings.count,
@@ -436,7 +537,7 @@ pub fn report_canonical(report: &Report) -> Result<Vec<u8>, super::canonical::Ca
             frames: MARKER,
         },
         events: &report.events,
-        calculation: &report.calculation,
+        calculations: &report.calculations,
     })?;
     let rest = String::from_utf8(rest).expect("canonical JSON is UTF-8");
     let needle = alloc::format!(

@@ -143,7 +143,9 @@ pub fn counter_steps(
                 let fall = i128::from(q.value) - i128::from(p.value);
                 if fall > i128::from(m / 2) {
                     agg.rollovers += 1;
-                    i64::try_from(i128::from(p.value) + i128::from(m) - i128::from(q.value)).ok()
+                    i64::try_from(i128::from(p.value) + i128::from(m) - i128::from(q.value))
+                        .ok()
+                        .filter(|d| *d >= 0)
                 } else {
                     None
                 }

@@ -10,10 +10,9 @@ use mrv_gateway::keys::{generate, load_signing_key};
 use mrv_gateway::report::builder::Identity;
 use mrv_gateway::report::config::{DeviceReportSettings, ReportSection};
 use mrv_gateway::report::store::ReportStore;
-use mrv_gateway::report::synthetic::{PvSite, pv_devices, pv_frames};
+use mrv_gateway::report::synthetic::{PvSite, pv_calculation, pv_devices, pv_frames};
 use mrv_gateway::report::{ReportContext, build_due_reports};
 use mrv_shared::ids::SiteId;
-use mrv_shared::methodology::Param;
 use mrv_shared::report::model::Period;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -67,14 +66,6 @@ pub fn section() -> ReportSection {
         grace_seconds: 30,
         ..ReportSection::default()
     };
-    s.parameters.insert(
-        String::from("ef"),
-        Param {
-            value: String::from("0.5113"),
-            unit: String::from("tCO2/MWh"),
-            source: String::from("illustrative grid EF"),
-        },
-    );
     for d in 0..SITE.devices {
         s.devices.insert(
             format!("pv-{d:04}"),
@@ -111,6 +102,7 @@ pub fn context(data_dir: &Path, buffer: Buffer, clock: ManualClock) -> ReportCon
             gateway: String::from("gw-th-01"),
             kid,
         },
+        calculations: vec![pv_calculation(&SITE)],
         devices: pv_devices(&SITE)
             .into_iter()
             .map(|mut d| {
@@ -185,6 +177,11 @@ impl TestSite {
 /// Public keys of the site.
 pub fn keys(site: &TestSite) -> mrv_shared::report::KeySet {
     mrv_gateway::keys::load_public_keys(std::slice::from_ref(&site.public_jwk)).expect("keys")
+}
+
+/// The site's device registry, as verifiers trust it.
+pub fn trust() -> mrv_shared::report::DeviceTrust {
+    mrv_gateway::report::synthetic::pv_trust(&SITE)
 }
 
 /// The payload of a compact JWS as JSON.

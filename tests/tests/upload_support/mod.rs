@@ -11,13 +11,12 @@ use mrv_gateway::clock::SystemClock;
 use mrv_gateway::report::builder::{self, BuildInput, Identity};
 use mrv_gateway::report::signer;
 use mrv_gateway::report::store::{ReportMeta, ReportStore};
-use mrv_gateway::report::synthetic::{PvSite, pv_devices, pv_frames};
+use mrv_gateway::report::synthetic::{PvSite, pv_calculation, pv_devices, pv_frames};
 use mrv_gateway::upload::config::UploadConfig;
 use mrv_gateway::upload::{UploadContext, UploadStatus, run_upload_task};
 use mrv_receiver::tls::TlsSettings;
 use mrv_receiver::{ReceiverConfig, RunningReceiver};
 use mrv_shared::ids::SiteId;
-use mrv_shared::methodology::{MethodologyKind, Param, Params};
 use mrv_shared::report::jwk::Jwk;
 use mrv_shared::report::model::{ClockState, GENESIS_PREV_HASH, Period, Point};
 use mrv_shared::report::series::{SeriesKey, next_baselines};
@@ -59,21 +58,9 @@ pub struct TestChain {
     site: PvSite,
     period_ms: u64,
     baselines: BTreeMap<SeriesKey, Point>,
+    positions: BTreeMap<mrv_shared::ids::DeviceId, u64>,
     prev_hash: String,
     persist: bool,
-}
-
-fn params() -> Params {
-    let mut p = Params::new();
-    p.insert(
-        String::from("ef"),
-        Param {
-            value: String::from("0.5113"),
-            unit: String::from("tCO2/MWh"),
-            source: String::from("illustrative"),
-        },
-    );
-    p
 }
 
 impl TestChain {
@@ -103,6 +90,7 @@ impl TestChain {
             },
             period_ms,
             baselines: BTreeMap::new(),
+            positions: BTreeMap::new(),
             prev_hash: String::from(GENESIS_PREV_HASH),
             persist: true,
         }
@@ -139,7 +127,7 @@ impl TestChain {
     /// Builds, signs and stores `n` more reports.
     pub fn extend(&mut self, n: usize) {
         let devices = pv_devices(&self.site);
-        let params = params();
+        let calcs = [pv_calculation(&self.site)];
         for _ in 0..n {
             let seq = self.reports.len() as u64 + 1;
             let start = T0 + (seq - 1) * self.period_ms;
@@ -161,10 +149,10 @@ impl TestChain {
                 devices: &devices,
                 frames,
                 events: vec![],
-                methodology: MethodologyKind::SolarPv,
-                params: &params,
+                calculations: &calcs,
                 baselines: self.baselines.clone(),
-                awd_start: None,
+                awd_start: Default::default(),
+                positions: self.positions.clone(),
                 // Every meter reports in every period.
                 silent_before: Default::default(),
             })
@@ -178,12 +166,18 @@ impl TestChain {
                 cursor: None,
                 last_event_id: None,
                 readings: report.readings.count,
-                er_rounded_down: report.calculation.er_rounded_down,
+                er: report
+                    .calculations
+                    .iter()
+                    .map(|c| (c.id.clone(), c.er.exact.clone()))
+                    .collect(),
+                next_baselines: None,
             };
             if self.persist {
                 self.store.put(&meta, &signed.bytes).expect("stored");
             }
             self.baselines = next_baselines(&self.baselines, &report.series);
+            self.positions = mrv_shared::report::continuity::positions(&report.continuity);
             self.prev_hash = hex(&signed.hash);
             self.reports.push(signed.bytes);
         }
@@ -299,6 +293,27 @@ impl Pki {
     }
 }
 
+/// The device registry of every synthetic site the tests build (meters
+/// `pv-0000` to `pv-0063`).
+pub fn synthetic_registry() -> mrv_shared::report::DeviceRegistry {
+    mrv_gateway::report::synthetic::pv_registry(&PvSite {
+        devices: 64,
+        interval_ms: 1000,
+        samples_per_frame: 60,
+        wh_per_sample: 2,
+        epoch_ms: T0,
+    })
+}
+
+/// [`synthetic_registry`] as a receiver or verifier trusts it.
+pub fn synthetic_trust() -> mrv_shared::report::DeviceTrust {
+    mrv_shared::report::DeviceTrust::Registry(
+        synthetic_registry()
+            .trusted()
+            .expect("the synthetic registry is valid"),
+    )
+}
+
 /// Starts a receiver on `127.0.0.1:0` (or `addr`) storing into `data_dir`.
 pub async fn start_receiver(
     data_dir: &Path,
@@ -310,7 +325,7 @@ pub async fn start_receiver(
     let listener = TcpListener::bind(addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))))
         .await
         .expect("bind receiver");
-    let mut cfg = ReceiverConfig::files(data_dir, keys);
+    let mut cfg = ReceiverConfig::files(data_dir, keys, synthetic_trust());
     cfg.token = token.map(str::to_string);
     cfg.tls = tls;
     mrv_receiver::start(listener, cfg)
