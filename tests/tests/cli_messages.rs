@@ -27,8 +27,12 @@ fn text(o: &Output) -> (String, String) {
 const BASE: &str = "[site]\nid = \"s\"\n[gateway]\nid = \"g\"\ndata_dir = \"data\"\n\
                     [mqtt]\nlisten = \"127.0.0.1:0\"\n[diagnostics]\nlisten = \"127.0.0.1:0\"\n";
 
-const REPORT: &str = "[report]\nperiod_minutes = 60\nmethodology = \"solar_pv\"\n\
-    [report.parameters.ef]\nvalue = \"0.5\"\nunit = \"tCO2/MWh\"\nsource = \"t\"\n";
+const REPORT: &str = "[[devices]]\nid = \"pv-1\"\nkind = \"solar_meter\"\n\
+    channels = [{ id = \"energy\", quantity = \"energy\", kind = \"counter\" }]\n\
+    [report]\nperiod_minutes = 60\n\
+    [report.calculations.pv]\nmethodology = \"solar_pv\"\n\
+    inputs = [{ role = \"generation\", device = \"pv-1\", channel = \"energy\" }]\n\
+    [report.calculations.pv.parameters.ef]\nvalue = \"0.5\"\nunit = \"tCO2/MWh\"\nsource = \"t\"\n";
 
 fn write_config(dir: &Path, text: &str) -> String {
     let p = dir.join("gateway.toml");
@@ -68,7 +72,8 @@ fn a_missing_signing_key_is_found_by_check_config_and_run_says_it_once_with_exit
     let o = gateway(&["check-config", "--config", &cfg], &[]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
-    assert!(out.contains("methodology solar_pv"), "{out}");
+    assert!(out.contains("pv (solar_pv)"), "{out}");
+    assert!(out.contains("generation    <- pv-1/energy (energy)"), "{out}");
     assert!(!out.contains("SolarPv"), "{out}");
 }
 

@@ -37,7 +37,7 @@ fn three_periods_make_a_valid_chain_with_counters_carried_across() {
     // Report 1 has 59 credited steps per meter; later ones 60 (the step from
     // the previous report's last value counts).
     let e = |i: usize| {
-        payload(&std::fs::read(&files[i]).expect("read"))["calculation"]["inputs"]["energy_wh"]
+        payload(&std::fs::read(&files[i]).expect("read"))["calculations"][0]["inputs"]["re_energy_wh"]
             .as_str()
             .expect("string")
             .to_string()

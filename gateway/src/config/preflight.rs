@@ -203,8 +203,12 @@ mod tests {
         super::super::load(&path).expect("valid")
     }
 
-    const REPORT: &str = "[report]\nperiod_minutes = 60\nmethodology = \"solar_pv\"\n\
-        [report.parameters.ef]\nvalue = \"0.5\"\nunit = \"tCO2/MWh\"\nsource = \"t\"\n";
+    const REPORT: &str = "[[devices]]\nid = \"pv-1\"\nkind = \"solar_meter\"\n\
+        channels = [{ id = \"energy\", quantity = \"energy\", kind = \"counter\" }]\n\
+        [report]\nperiod_minutes = 60\n\
+        [report.calculations.pv]\nmethodology = \"solar_pv\"\n\
+        inputs = [{ role = \"generation\", device = \"pv-1\", channel = \"energy\" }]\n\
+        [report.calculations.pv.parameters.ef]\nvalue = \"0.5\"\nunit = \"tCO2/MWh\"\nsource = \"t\"\n";
 
     #[test]
     fn a_missing_report_key_is_an_error_with_the_keygen_command() {

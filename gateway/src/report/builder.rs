@@ -539,12 +539,22 @@ mod tests {
             mrv_shared::report::canonical::to_canonical_vec(&report).expect("generic")
         );
         let signed = sign(&report, "gw-th-01-2025", &gateway_key()).expect("signs");
-        // The stranger is in no registry: fail closed.
+        // The stranger is in no registry, but listed as unregistered and
+        // unsigned it earns nothing, so the registry lets it through; relabel
+        // it as a solar meter and the registry refuses the report.
+        verify_report(&signed.bytes, &keys(), &pv_trust(&SITE)).expect("verifies");
+        verify_report(&signed.bytes, &keys(), &DeviceTrust::ReportListed).expect("verifies");
+        let mut relabelled = report.clone();
+        for d in &mut relabelled.devices {
+            if d.id.as_str() == "stranger" {
+                d.kind = String::from("solar_meter");
+            }
+        }
+        let relabelled = sign(&relabelled, "gw-th-01-2025", &gateway_key()).expect("signs");
         assert_eq!(
-            verify_report(&signed.bytes, &keys(), &pv_trust(&SITE)).map_err(|e| e.label()),
+            verify_report(&relabelled.bytes, &keys(), &pv_trust(&SITE)).map_err(|e| e.label()),
             Err("device_not_registered")
         );
-        verify_report(&signed.bytes, &keys(), &DeviceTrust::ReportListed).expect("verifies");
         // Another gateway key does not verify it, and says which it tried.
         let mut other = KeySet::new();
         other.insert("gw-th-01-2025", device_key("x").verifying_key());

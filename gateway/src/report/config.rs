@@ -460,7 +460,8 @@ source = "test"
             + "\n[report.calculations.pv]\nmethodology = \"solar_pv\"\ninputs = [{ role = \"generation\", device = \"pv-1\", channel = \"energy\" }]\n";
         let e = parse(&text, Path::new("g.toml")).unwrap_err();
         assert_eq!(e.key, "report.calculations.pv.parameters");
-        let text = BASE.replace("[report]\n", "[report]\nperiod_minutes = 7\n");
+        let text = BASE.replace("[report]\n", "[report]\nperiod_minutes = 7\n")
+            + "\n[report.calculations.pv]\nmethodology = \"solar_pv\"\ninputs = [{ role = \"generation\", device = \"pv-1\", channel = \"energy\" }]\n";
         let e = parse(&text, Path::new("g.toml")).unwrap_err();
         assert_eq!(e.key, "report.period_minutes");
     }

@@ -35,8 +35,8 @@ pub struct PvSite {
     /// Watt-hours added per sample (all meters alike).
     pub wh_per_sample: i64,
     /// When the meters first sampled (Unix ms): their frames are numbered
-    /// from seq 1 there, as real devices number theirs. Periods must not
-    /// start before it.
+    /// from seq 1 there, consecutively over periods of one length, as real
+    /// devices number theirs. Periods must not start before it.
     pub epoch_ms: u64,
 }
 
@@ -71,8 +71,11 @@ pub fn pv_devices(site: &PvSite) -> Vec<DeviceRecord> {
 /// earlier periods added, so consecutive periods chain.
 pub fn pv_frames(site: &PvSite, site_id: &SiteId, period: Period) -> Vec<InputFrame> {
     let per_period = period.len_ms() / site.interval_ms;
+    // Frames are numbered consecutively over equal periods from the epoch.
+    let spf = site.samples_per_frame as u64;
+    let frames_per_period = per_period.div_ceil(spf);
+    let period_index = (period.start_ms - site.epoch_ms) / period.len_ms();
     let index0 = period.start_ms / site.interval_ms;
-    let epoch_index = site.epoch_ms / site.interval_ms;
     let mut out = Vec::new();
     let channel = Channel {
         id: ChannelId::new("energy").expect("valid id"),
@@ -102,7 +105,7 @@ pub fn pv_frames(site: &PvSite, site_id: &SiteId, period: Period) -> Vec<InputFr
             let mut frame = Frame {
                 site: site_id.clone(),
                 device: device.clone(),
-                seq: (index0 - epoch_index + k) / site.samples_per_frame as u64 + 1,
+                seq: period_index * frames_per_period + k / spf + 1,
                 boot: 1,
                 firmware: String::from("mrv-fw 0.1.0"),
                 base_time_ms: Some(base),
