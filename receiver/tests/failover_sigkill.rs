@@ -131,8 +131,10 @@ async fn sigkill_of_one_receiver_mid_upload_fails_over_losing_and_duplicating_no
             .expect("io")
             .expect("stored");
         assert_eq!(&stored, r, "seq {seq} verbatim");
-        c.push(&verify_report(&stored, &keys).expect("verifies"))
-            .expect("chain continues");
+        c.push(
+            &verify_report(&stored, &keys, &upload_support::synthetic_trust()).expect("verifies"),
+        )
+        .expect("chain continues");
         let kept = receipts.get(seq).expect("io").expect("receipt kept");
         verify_receipt(&kept, Some(r), identity.verifier()).expect("receipt checks out");
     }

@@ -73,7 +73,10 @@ fn a_missing_signing_key_is_found_by_check_config_and_run_says_it_once_with_exit
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
     assert!(out.contains("pv (solar_pv)"), "{out}");
-    assert!(out.contains("generation    <- pv-1/energy (energy)"), "{out}");
+    assert!(
+        out.contains("generation    <- pv-1/energy (energy)"),
+        "{out}"
+    );
     assert!(!out.contains("SolarPv"), "{out}");
 }
 

@@ -111,6 +111,7 @@ async fn the_emulated_node_reaches_a_signed_report_across_a_power_cut_and_bad_by
     // one report period on this clock.
     let t0 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
     let clock = ManualClock::new(t0 + 60_000);
+    let registry = mrv_gateway::cli::registry::registry_of(&site.config());
     let gw = mrv_gateway::runtime::start(site.config(), Arc::new(clock.clone()))
         .await
         .expect("gateway starts");
@@ -319,7 +320,10 @@ async fn the_emulated_node_reaches_a_signed_report_across_a_power_cut_and_bad_by
     let files: Vec<_> = (1..=head.seq).map(|s| reports.path(s)).collect();
     let keys = mrv_gateway::keys::load_public_keys(&[site.dir.path().join("data/keys")])
         .expect("gateway key");
-    let verdicts = mrv_gateway::cli::verify::verify_files(&files, &keys, false, None);
+    // Against the site's device registry: the provisioned key is the only
+    // one the node's frames may carry.
+    let trust = mrv_shared::report::DeviceTrust::Registry(registry.trusted().expect("registry"));
+    let (verdicts, _) = mrv_gateway::cli::verify::verify_files(&files, &keys, &trust, false, None);
     assert!(verdicts.iter().all(|v| v.problem.is_none()), "{verdicts:?}");
     let mut in_reports = BTreeMap::new();
     for f in &files {
