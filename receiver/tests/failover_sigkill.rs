@@ -36,6 +36,8 @@ fn spawn(url: &str, log_key: &Path, pki_dir: &Path, gw_key: &Path) -> (Child, u1
         .arg(log_key)
         .arg("--gateway-key")
         .arg(gw_key)
+        .arg("--device-registry")
+        .arg(pki_dir.join("registry.json"))
         .arg("--tls-cert")
         .arg(pki_dir.join("server.pem"))
         .arg("--tls-key")
@@ -69,6 +71,11 @@ async fn sigkill_of_one_receiver_mid_upload_fails_over_losing_and_duplicating_no
     chain.extend(40);
     let gw_key = dir.path().join("gw.jwk");
     std::fs::write(&gw_key, serde_json::to_vec(&chain.jwk()).expect("JWK")).expect("write");
+    std::fs::write(
+        dir.path().join("registry.json"),
+        serde_json::to_vec(&upload_support::synthetic_registry()).expect("registry JSON"),
+    )
+    .expect("write registry");
     let log_key = dir.path().join("log.jwk");
     let identity: LogIdentity =
         mrv_receiver::log_key::load_or_create(&log_key, Some("mrv.failover/log")).expect("key");

@@ -28,11 +28,19 @@ impl Receiver {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = dir.path().join("gw.jwk");
         std::fs::write(&key, serde_json::to_vec(&chain.jwk()).expect("JWK")).expect("write");
+        let registry = dir.path().join("registry.json");
+        std::fs::write(
+            &registry,
+            serde_json::to_vec(&upload_support::synthetic_registry()).expect("registry JSON"),
+        )
+        .expect("write registry");
         let mut child = Command::new(env!("CARGO_BIN_EXE_mrv-receiver"))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("data"))
             .arg("--gateway-key")
             .arg(&key)
+            .arg("--device-registry")
+            .arg(&registry)
             .args(extra)
             .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
