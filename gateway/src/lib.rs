@@ -19,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod diagnostics;
 pub mod endpoint;
+pub mod free_space;
 pub mod ingest;
 pub mod keys;
 pub mod modbus;

@@ -75,9 +75,10 @@ pub struct GatewayState {
     pub reports: Option<crate::report::store::ReportStore>,
     /// The uploader's status as JSON, when an uploader runs.
     pub upload_status: Option<crate::diagnostics::StatusProbe>,
-    /// Set when the gateway cannot go on and must be restarted (e.g. the
-    /// buffer failed a write); `run` exits non-zero so systemd restarts it.
-    pub fatal: watch::Receiver<Option<String>>,
+    /// The report task's failures and retries.
+    pub report_task: crate::report::retry::ReportTaskStatus,
+    /// Free space on the data directory's file system.
+    pub disk: crate::free_space::SpaceStatus,
     /// Where the diagnostics page listens (after binding), if enabled.
     pub diagnostics_addr: Option<std::net::SocketAddr>,
 }
@@ -143,7 +144,7 @@ pub async fn start(
             stats.unreported_readings
         ),
     });
-    for r in buffer.repairs() {
+    for r in buffer.take_repairs() {
         let _ = events_tx.send(Event {
             time_ms: clock.now_ms(),
             kind: EventKind::BufferRepaired,
@@ -153,7 +154,6 @@ pub async fn start(
         });
     }
     tasks.push(tokio::spawn(run_event_recorder(buffer.clone(), events_rx)));
-    let (fatal_tx, fatal_rx) = watch::channel(None::<String>);
     let writer = run_writer(
         buffer.clone(),
         writes_rx,
@@ -167,12 +167,24 @@ pub async fn start(
         },
         now.clone(),
     );
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = writer.await {
-            let _ = fatal_tx.send(Some(format!("buffer write failed: {e}")));
-        }
-    }));
+    // A failed buffer write does not stop the writer: it reopens the
+    // buffer itself (see `ingest::writer`).
+    tasks.push(tokio::spawn(writer));
     let config = Arc::new(config);
+    let disk = crate::free_space::SpaceStatus::new(
+        config.data_dir.clone(),
+        crate::free_space::Thresholds {
+            warn_below: config.buffer.warn_free_bytes,
+            refuse_below: config.buffer.min_free_bytes,
+        },
+    );
+    tasks.push(tokio::spawn(crate::free_space::run_space_watch(
+        disk.clone(),
+        buffer.clone(),
+        events_tx.clone(),
+        clock.clone(),
+        shutdown_rx.clone(),
+    )));
     let intake = Arc::new(FrameIntake::new(FrameIntakeParts {
         site: config.site.id.clone(),
         registry: Arc::new(config.devices.clone()),
@@ -286,6 +298,7 @@ pub async fn start(
         Some(status)
     };
     let upload_wake = Arc::new(tokio::sync::Notify::new());
+    let report_task = crate::report::retry::ReportTaskStatus::default();
     let reports = match &config.report {
         None => {
             tracing::info!("no [report] section: readings are buffered, no reports are built");
@@ -303,10 +316,11 @@ pub async fn start(
             crate::report::repair_reported_cursor(&ctx)?;
             let store = ctx.store.clone();
             // New reports wake the uploader at once (it also polls).
-            tasks.push(tokio::spawn(crate::report::run_report_task_notifying(
+            tasks.push(tokio::spawn(crate::report::run_report_task_with_status(
                 ctx,
                 shutdown_rx.clone(),
                 config.upload.as_ref().map(|_| upload_wake.clone()),
+                report_task.clone(),
             )));
             Some(store)
         }
@@ -342,10 +356,11 @@ pub async fn start(
         writes: writes_tx,
         events: events_tx,
         stored_frames: stored_tx,
-        fatal: fatal_rx,
         modbus_status,
         reports,
         upload_status,
+        disk,
+        report_task,
         diagnostics_addr: None,
     };
     let mut state = state;

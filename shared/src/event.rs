@@ -61,6 +61,17 @@ pub enum EventKind {
     /// A Modbus device answered, but a value does not decode (NaN, SunSpec
     /// "not implemented", overflow).
     ModbusBadValue,
+    /// A buffer write failed (I/O error, disk full) and the gateway reopened
+    /// the buffer from disk (detail: the error, how long it took).
+    BufferReopened,
+    /// Free space on the data directory's file system fell below the alarm
+    /// threshold (or rose back to between the thresholds).
+    DiskSpaceLow,
+    /// Free space fell below the refusal threshold: new frames are refused
+    /// (devices keep them) until space returns.
+    DiskSpaceCritical,
+    /// Free space is above the alarm threshold again.
+    DiskSpaceRecovered,
 }
 
 impl EventKind {
@@ -87,6 +98,10 @@ impl EventKind {
             EventKind::ModbusLinkError => "modbus_link_error",
             EventKind::ModbusRecovered => "modbus_recovered",
             EventKind::ModbusBadValue => "modbus_bad_value",
+            EventKind::BufferReopened => "buffer_reopened",
+            EventKind::DiskSpaceLow => "disk_space_low",
+            EventKind::DiskSpaceCritical => "disk_space_critical",
+            EventKind::DiskSpaceRecovered => "disk_space_recovered",
         }
     }
 }

@@ -54,6 +54,8 @@ pub fn require_tool(program: &str) -> bool {
 pub struct TestSite {
     /// Keeps the directory alive.
     pub dir: tempfile::TempDir,
+    /// The gateway's data dir.
+    pub data_dir: PathBuf,
     /// The config file.
     pub config_path: PathBuf,
     /// MQTT port devices connect to.
@@ -68,6 +70,12 @@ impl TestSite {
     /// A site with `n` signed devices (kinds cycling) and an embedded broker
     /// on a free port. `extra` is appended to the config text.
     pub fn new(n: usize, extra: &str) -> TestSite {
+        Self::with_data_dir(n, extra, None)
+    }
+
+    /// As [`TestSite::new`], with the data dir at `data_dir` (e.g. on a
+    /// small file system of its own) instead of inside the temp dir.
+    pub fn with_data_dir(n: usize, extra: &str, data_dir: Option<&Path>) -> TestSite {
         let dir = tempfile::tempdir().expect("temp dir");
         let mqtt_port = free_port();
         let devices: Vec<_> = (0..n)
@@ -82,7 +90,7 @@ impl TestSite {
                 )
             })
             .collect();
-        let data_dir = dir.path().join("data");
+        let data_dir = data_dir.map_or_else(|| dir.path().join("data"), Path::to_path_buf);
         let mut text = mrv_gateway::cli::demo::demo_config_text(&data_dir, mqtt_port, &devices);
         // Tests run in parallel: the diagnostics page takes any free port.
         text.push_str("\n[diagnostics]\nlisten = \"127.0.0.1:0\"\n");
@@ -91,6 +99,7 @@ impl TestSite {
         std::fs::write(&config_path, text).expect("write config");
         TestSite {
             dir,
+            data_dir,
             config_path,
             mqtt_port,
             site: SiteId::new("demo-site").expect("valid"),
@@ -118,7 +127,7 @@ impl TestSite {
 
     /// The buffer directory.
     pub fn buffer_dir(&self) -> PathBuf {
-        self.dir.path().join("data").join("buffer")
+        self.data_dir.join("buffer")
     }
 
     /// Simulator settings for this site's devices against `port`.

@@ -293,8 +293,11 @@ pub struct BufferStats {
     pub unreported_readings: u64,
     /// Receipt time of the first unreported frame in storage order.
     pub oldest_unreported_ms: Option<u64>,
-    /// True while new frames are refused.
+    /// True while new frames are refused for the byte limit.
     pub full: bool,
+    /// True while new frames are refused because the file system is nearly
+    /// full ([`Buffer::set_space_low`]).
+    pub space_low: bool,
     /// Times the buffer became full since it was opened.
     pub full_events: u64,
     /// Id the next recorded event gets (ids start at 1).

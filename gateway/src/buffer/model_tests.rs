@@ -917,3 +917,58 @@ fn a_long_history_reopens_from_the_log_alone() {
         assert!(b.verify(|_| {}).expect("verify").is_ok());
     }
 }
+
+#[test]
+fn a_nearly_full_disk_refuses_new_frames_like_a_full_buffer_and_reopen_rereads_the_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = open_at(dir.path(), u64::MAX);
+    let one = |q| {
+        vec![Incoming {
+            frame: frame(0, q, 0, 1),
+            received_ms: 5,
+        }]
+    };
+    assert_eq!(
+        b.append(one(1)).expect("append").outcomes,
+        [AppendOutcome::Stored]
+    );
+    b.set_space_low(true);
+    assert!(b.stats().space_low);
+    let r = b.append(one(2)).expect("append");
+    assert_eq!(r.outcomes, [AppendOutcome::BufferFull]);
+    assert_eq!(
+        r.acks[0].1,
+        Ack {
+            acked_seq: 1,
+            status: AckStatus::BufferFull
+        }
+    );
+    assert_eq!(
+        b.append(one(1)).expect("append").outcomes,
+        [AppendOutcome::Duplicate]
+    );
+    assert_eq!(b.ack_for(&dev(0)).status, AckStatus::BufferFull);
+    // A scan taken before keeps the old sled open: the reopen fails (after
+    // a short wait) and leaves the buffer closed; the scan still reads.
+    let mut scan = b.scan(None);
+    assert!(b.reopen().is_err());
+    assert!(scan.next().is_some());
+    assert!(matches!(
+        b.scan(None).next(),
+        Some(Err(StoreError::Poisoned))
+    ));
+    assert!(matches!(b.append(one(2)), Err(StoreError::Poisoned)));
+    assert_eq!(b.ack_for(&dev(0)).acked_seq, 1);
+    drop(scan);
+    b.reopen().expect("reopen once the scan is done");
+    // The flag is the watch's, not the disk's: it survives the reopen.
+    assert!(b.stats().space_low);
+    b.set_space_low(false);
+    assert_eq!(
+        b.append(one(2)).expect("append").outcomes,
+        [AppendOutcome::Stored]
+    );
+    let seqs: Vec<u64> = b.scan(None).map(|f| f.expect("frame").frame.seq).collect();
+    assert_eq!(seqs, [1, 2]);
+    assert!(!b.is_poisoned());
+}

@@ -23,7 +23,7 @@ use mrv_shared::ids::DeviceId;
 use mrv_shared::wire::binary::{decode_frame_exact, encode_frame};
 use mrv_shared::wire::{Ack, AckStatus, MAX_FRAME_BYTES};
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use tracing::{info, warn};
 
 /// Name of the sled tree that holds everything (layout version 1).
@@ -48,14 +48,21 @@ impl std::fmt::Debug for Buffer {
 }
 
 struct Inner {
+    cfg: BufferConfig,
+    /// sled's handles; `None` while [`Buffer::reopen`] has closed them and
+    /// not yet opened them again (every disk access then fails `Poisoned`).
+    sled: RwLock<Option<Arc<SledHandles>>>,
+    state: Mutex<State>,
+}
+
+/// One opening of the sled database.
+struct SledHandles {
     db: sled::Db,
     /// sled's log file, opened again only to `fdatasync` it: sled 0.34 on
     /// Linux writes its log with `sync_file_range`, which neither persists
     /// the file size nor flushes the drive's write cache.
     log_file: std::fs::File,
     tree: sled::Tree,
-    cfg: BufferConfig,
-    state: Mutex<State>,
 }
 
 /// A device's bookkeeping in memory.
@@ -119,6 +126,9 @@ struct State {
     full: bool,
     full_events: u64,
     poisoned: bool,
+    /// Set from outside (the free-space watch): the file system is nearly
+    /// full, so new frames are refused like in a full buffer.
+    space_low: bool,
     /// Highest sled blob file (named by its log sequence number) known to
     /// be fsynced.
     synced_blob: i64,
@@ -145,6 +155,19 @@ impl Buffer {
     /// Opens (or creates) the buffer at `cfg.path`. Reads only the totals,
     /// cursors, device records and the last batch: no data scan.
     pub fn open(cfg: BufferConfig) -> Result<Buffer, StoreError> {
+        let (handles, state) = Self::open_parts(&cfg)?;
+        Ok(Buffer {
+            inner: Arc::new(Inner {
+                cfg,
+                sled: RwLock::new(Some(Arc::new(handles))),
+                state: Mutex::new(state),
+            }),
+        })
+    }
+
+    /// Opens sled at `cfg.path` (repairing its files first) and reads the
+    /// bookkeeping: what [`Buffer::open`] and [`Buffer::reopen`] share.
+    fn open_parts(cfg: &BufferConfig) -> Result<(SledHandles, State), StoreError> {
         std::fs::create_dir_all(&cfg.path).map_err(|source| StoreError::Dir {
             path: cfg.path.clone(),
             source,
@@ -166,7 +189,7 @@ impl Buffer {
             sled_files::apply(&cfg.path, &repairs).map_err(dir_err)?;
             repairs
         };
-        let db = match open_sled(&cfg) {
+        let db = match open_sled(cfg) {
             Err(e @ sled::Error::Corruption { .. }) => {
                 let _lock = lock_sled_dir(&cfg.path)?;
                 let snaps = sled_files::snapshots(&cfg.path).map_err(dir_err)?;
@@ -179,7 +202,7 @@ impl Buffer {
                 sled_files::apply(&cfg.path, &snaps).map_err(dir_err)?;
                 repairs.extend(snaps);
                 drop(_lock);
-                open_sled(&cfg)?
+                open_sled(cfg)?
             }
             r => r?,
         };
@@ -261,24 +284,100 @@ impl Buffer {
             full,
             full_events: u64::from(full),
             poisoned: false,
+            space_low: false,
             synced_blob: newest_blob(&cfg.path),
         };
-        Ok(Buffer {
-            inner: Arc::new(Inner {
-                db,
-                log_file,
-                tree,
-                cfg,
-                state: Mutex::new(state),
-            }),
-        })
+        Ok((SledHandles { db, log_file, tree }, state))
     }
 
-    /// What [`Buffer::open`] repaired in sled's files before sled could
-    /// open them (empty after a clean shut-down). The runtime records a
-    /// `buffer_repaired` event for each.
+    /// Closes sled and opens it again from what is on disk, after a failed
+    /// write (`Poisoned`). Before opening, every sled file is `fdatasync`ed
+    /// and its cached pages are dropped (`POSIX_FADV_DONTNEED`): after a
+    /// failed fsync the kernel may have marked unwritten pages clean, and
+    /// reading them back from the page cache would make the buffer believe
+    /// (and ack as duplicates) frames that are not on disk. So what the
+    /// reopened buffer holds is what the disk holds or a successful fsync
+    /// just wrote. Blocks writers meanwhile; fails (and may be called again)
+    /// while the disk still fails, e.g. while it is full, or while a scan
+    /// begun before keeps the old sled open for more than a moment.
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        st.poisoned = true;
+        let old = self
+            .inner
+            .sled
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(mut old) = old {
+            // Scans begun before hold the old sled for a moment.
+            let started = std::time::Instant::now();
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(h) => {
+                        drop(h);
+                        break;
+                    }
+                    Err(a) if started.elapsed() < LOCK_WAIT => {
+                        old = a;
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let cfg = &self.inner.cfg;
+        settle_page_cache(&cfg.path).map_err(|source| StoreError::Dir {
+            path: cfg.path.clone(),
+            source,
+        })?;
+        let (handles, mut fresh) = Self::open_parts(cfg)?;
+        fresh.space_low = st.space_low;
+        fresh.full_events += st.full_events;
+        let mut repairs = std::mem::take(&mut st.repairs);
+        repairs.append(&mut fresh.repairs);
+        fresh.repairs = repairs;
+        *st = fresh;
+        *self
+            .inner
+            .sled
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(handles));
+        info!(path = %cfg.path.display(), "buffer reopened from disk after a failed write");
+        Ok(())
+    }
+
+    /// True while writes are refused after a failed one (until [`Buffer::reopen`]).
+    pub fn is_poisoned(&self) -> bool {
+        self.lock().poisoned
+    }
+
+    /// The free-space watch says the file system is nearly full (`true`):
+    /// new frames are refused with `BufferFull` acks (devices keep them),
+    /// duplicates are still acked; `false` accepts them again.
+    pub fn set_space_low(&self, low: bool) {
+        self.lock().space_low = low;
+    }
+
+    /// What [`Buffer::open`] (and any [`Buffer::reopen`] since) repaired in
+    /// sled's files before sled could open them (empty after a clean
+    /// shut-down). The runtime records a `buffer_repaired` event for each.
     pub fn repairs(&self) -> Vec<Repair> {
         self.lock().repairs.clone()
+    }
+
+    /// Takes the repairs not yet taken (for recording them as events once).
+    pub fn take_repairs(&self) -> Vec<Repair> {
+        std::mem::take(&mut self.lock().repairs)
+    }
+
+    fn sled(&self) -> Result<Arc<SledHandles>, StoreError> {
+        self.inner
+            .sled
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(StoreError::Poisoned)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -292,15 +391,14 @@ impl Buffer {
 
     /// Applies a sled batch and flushes; poisons the buffer on failure.
     fn commit(&self, st: &mut State, batch: sled::Batch) -> Result<(), StoreError> {
-        let r = self
-            .inner
+        let h = self.sled()?;
+        let r = h
             .tree
             .apply_batch(batch)
-            .and_then(|()| self.inner.tree.flush().map(|_| ()))
+            .and_then(|()| h.tree.flush().map(|_| ()))
             .map_err(StoreError::from)
             .and_then(|()| {
-                self.inner
-                    .log_file
+                h.log_file
                     .sync_data()
                     .and_then(|()| sync_new_blobs(&self.inner.cfg.path, &mut st.synced_blob))
                     .map_err(|e| StoreError::Sled(e.into()))
@@ -322,7 +420,8 @@ impl Buffer {
         if st.poisoned {
             return Err(StoreError::Poisoned);
         }
-        let full = st.full;
+        // Refused for space: the byte limit, or the file system nearly full.
+        let full = st.full || st.space_low;
         let mut totals = st.totals;
         let mut staged: BTreeMap<DeviceId, DeviceEntry> = BTreeMap::new();
         let mut dirty: Vec<DeviceId> = Vec::new();
@@ -523,7 +622,7 @@ impl Buffer {
         let st = self.lock();
         Ack {
             acked_seq: st.devices.get(device).map_or(0, |e| e.seq.contiguous()),
-            status: if st.full {
+            status: if st.full || st.space_low {
                 AckStatus::BufferFull
             } else {
                 AckStatus::Ok
@@ -540,7 +639,7 @@ impl Buffer {
     /// Buffer-wide figures; no data is read.
     pub fn stats(&self) -> BufferStats {
         // File metadata reads: outside the lock.
-        let disk_bytes = self.inner.db.size_on_disk().unwrap_or(0);
+        let disk_bytes = self.sled().map_or(0, |h| h.db.size_on_disk().unwrap_or(0));
         let st = self.lock();
         let t = &st.totals;
         let (unreported_frames, unreported_readings) = match &st.reported {
@@ -557,6 +656,7 @@ impl Buffer {
             unreported_readings,
             oldest_unreported_ms: st.oldest_unreported_ms,
             full: st.full,
+            space_low: st.space_low,
             full_events: st.full_events,
             next_event_id: t.next_event_id,
             last_key: st.last_key,
@@ -570,11 +670,17 @@ impl Buffer {
     /// yields an error item and the scan goes on with the next one.
     pub fn scan(&self, after: Option<FrameKey>) -> ScanIter {
         let from = after.map_or(0, |k| k.batch);
+        // Only what is durable: frames stored by appends that returned
+        // (a failed append may have left its frames in sled's memory).
+        let upto = self.lock().last_key;
+        let iter = self.sled().ok().map(|h| {
+            h.tree
+                .range(record::batch_key(from)..=record::batch_key(u64::MAX))
+        });
         ScanIter {
-            iter: self
-                .inner
-                .tree
-                .range(record::batch_key(from)..=record::batch_key(u64::MAX)),
+            closed: iter.is_none(),
+            iter,
+            upto,
             pending: VecDeque::new(),
             after,
         }
@@ -613,7 +719,8 @@ impl Buffer {
                 return Err(StoreError::DeliveredPastReported { key, reported });
             }
         }
-        let Some(v) = self.inner.tree.get(record::batch_key(key.batch))? else {
+        let h = self.sled()?;
+        let Some(v) = h.tree.get(record::batch_key(key.batch))? else {
             return Err(StoreError::NoSuchFrame { name, key });
         };
         let b = record::parse_batch(&v).map_err(corrupt(format!("d:{}", key.batch)))?;
@@ -644,9 +751,7 @@ impl Buffer {
         let mut batch = sled::Batch::default();
         batch.insert(k, rec.encode());
         let oldest = match name {
-            CursorName::Reported => {
-                Some(first_after(&self.inner.tree, Some(key))?.map(|(_, rx)| rx))
-            }
+            CursorName::Reported => Some(first_after(&h.tree, Some(key))?.map(|(_, rx)| rx)),
             CursorName::Delivered => None,
         };
         self.commit(&mut st, batch)?;
@@ -726,8 +831,10 @@ impl Buffer {
     /// Events with id greater than `after` (None = from the first kept), by id.
     pub fn events_after(&self, after: Option<u64>) -> EventIter {
         let from = after.map_or(0, |a| a.saturating_add(1));
+        let iter = self.sled().ok().map(|h| h.tree.range(event_range(from)));
         EventIter {
-            iter: self.inner.tree.range(event_range(from)),
+            closed: iter.is_none(),
+            iter,
         }
     }
 
@@ -764,6 +871,7 @@ impl Buffer {
         if st.poisoned {
             return Err(StoreError::Poisoned);
         }
+        let h = self.sled()?;
         let keep_ms = u64::try_from(self.inner.cfg.keep_delivered.as_millis()).unwrap_or(u64::MAX);
         let cutoff = now_ms.saturating_sub(keep_ms);
         let mut stats = PruneStats::default();
@@ -775,7 +883,7 @@ impl Buffer {
                 // First batch left after this chunk: Some(None) = none left.
                 let mut next_left: Option<Option<Result<record::BatchHeader, ()>>> = None;
                 let mut damaged = false;
-                for item in self.inner.tree.range(data_range()).take(PRUNE_CHUNK + 1) {
+                for item in h.tree.range(data_range()).take(PRUNE_CHUNK + 1) {
                     let (k, v) = item?;
                     let id = record::id_of_key(&k).expect("data range yields data keys");
                     if n == PRUNE_CHUNK {
@@ -850,7 +958,7 @@ impl Buffer {
         }
         if let Some(events_delivered) = st.events_delivered {
             let mut b = sled::Batch::default();
-            for item in self.inner.tree.range(event_range(0)) {
+            for item in h.tree.range(event_range(0)) {
                 let (k, v) = item?;
                 let id = record::id_of_key(&k).expect("event range yields event keys");
                 if id > events_delivered {
@@ -902,6 +1010,7 @@ impl Buffer {
     /// so far. Blocks writers while it runs (meant for the CLI).
     pub fn verify(&self, mut progress: impl FnMut(u64)) -> Result<VerifyReport, StoreError> {
         let st = self.lock();
+        let h = self.sled()?;
         let mut rep = VerifyReport::default();
         let mut seqs: BTreeMap<DeviceId, (u64, SeqRanges)> = BTreeMap::new();
         fn problem(rep: &mut VerifyReport, key: String, p: String) {
@@ -909,7 +1018,7 @@ impl Buffer {
         }
         // (id, cum frames after, cum readings after) of the previous good batch.
         let mut prev: Option<(u64, u64, u64)> = None;
-        for item in self.inner.tree.range(data_range()) {
+        for item in h.tree.range(data_range()) {
             let (k, v) = item?;
             let id = record::id_of_key(&k).expect("data range yields data keys");
             let key = format!("d:{id}");
@@ -1037,7 +1146,7 @@ impl Buffer {
             problem(&mut rep, "m/totals".into(), p);
         }
         let mut prev_event = 0;
-        for item in self.inner.tree.range(event_range(0)) {
+        for item in h.tree.range(event_range(0)) {
             let (k, v) = item?;
             let id = record::id_of_key(&k).expect("event range yields event keys");
             rep.events += 1;
@@ -1106,6 +1215,26 @@ fn open_sled(cfg: &BufferConfig) -> Result<sled::Db, sled::Error> {
             r => return r,
         }
     }
+}
+
+/// `fdatasync`s sled's log and every blob file, then drops their pages from
+/// the page cache, so that the next open reads what is on disk (see
+/// [`Buffer::reopen`]).
+fn settle_page_cache(path: &std::path::Path) -> std::io::Result<()> {
+    let mut files = vec![path.join("db")];
+    if let Ok(d) = std::fs::read_dir(path.join("blobs")) {
+        files.extend(d.flatten().map(|e| e.path()));
+    }
+    for p in files {
+        let f = match std::fs::File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        f.sync_data()?;
+        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed)?;
+    }
+    Ok(())
 }
 
 /// sled 0.34 writes pages larger than a quarter segment (~128 KiB) as
@@ -1206,7 +1335,12 @@ fn decode_event(id: u64, v: &[u8]) -> Result<Event, StoreError> {
 
 /// Iterator returned by [`Buffer::scan`].
 pub struct ScanIter {
-    iter: sled::Iter,
+    /// `None` while the buffer is closed for a reopen.
+    iter: Option<sled::Iter>,
+    /// Closed: one `Poisoned` error item is still to be yielded.
+    closed: bool,
+    /// Last durable frame when the scan began; nothing after it is yielded.
+    upto: Option<FrameKey>,
     pending: VecDeque<Result<StoredFrame, StoreError>>,
     after: Option<FrameKey>,
 }
@@ -1244,6 +1378,9 @@ impl ScanIter {
             if self.after.is_some_and(|a| key <= a) {
                 continue;
             }
+            if self.upto.is_none_or(|u| key > u) {
+                break;
+            }
             let item = e
                 .map_err(corrupt(format!("d:{id}")))
                 .and_then(|(received_ms, bytes)| {
@@ -1268,8 +1405,18 @@ impl Iterator for ScanIter {
             if let Some(x) = self.pending.pop_front() {
                 return Some(x);
             }
-            match self.iter.next()? {
-                Ok((k, v)) => self.load(&k, &v),
+            let Some(iter) = &mut self.iter else {
+                // Closed for a reopen: one error item, then the end.
+                return std::mem::take(&mut self.closed).then_some(Err(StoreError::Poisoned));
+            };
+            match iter.next()? {
+                Ok((k, v)) => {
+                    let id = record::id_of_key(&k).expect("data range yields data keys");
+                    if self.upto.is_none_or(|u| id > u.batch) {
+                        return None;
+                    }
+                    self.load(&k, &v)
+                }
                 Err(e) => return Some(Err(e.into())),
             }
         }
@@ -1278,7 +1425,10 @@ impl Iterator for ScanIter {
 
 /// Iterator returned by [`Buffer::events_after`].
 pub struct EventIter {
-    iter: sled::Iter,
+    /// `None` while the buffer is closed for a reopen.
+    iter: Option<sled::Iter>,
+    /// Closed: one `Poisoned` error item is still to be yielded.
+    closed: bool,
 }
 
 impl std::fmt::Debug for EventIter {
@@ -1291,7 +1441,11 @@ impl Iterator for EventIter {
     type Item = Result<(u64, Event), StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (k, v) = match self.iter.next()? {
+        let Some(iter) = &mut self.iter else {
+            // Closed for a reopen: one error item, then the end.
+            return std::mem::take(&mut self.closed).then_some(Err(StoreError::Poisoned));
+        };
+        let (k, v) = match iter.next()? {
             Ok(kv) => kv,
             Err(e) => return Some(Err(e.into())),
         };

@@ -34,20 +34,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
         let gateway = crate::runtime::start(config, Arc::new(SystemClock)).await?;
-        let mut fatal = gateway.state.fatal.clone();
-        let failure = tokio::select! {
-            _ = wait_for_stop_signal() => None,
-            r = fatal.wait_for(Option::is_some) => r.ok().and_then(|v| v.clone()),
-        };
-        match &failure {
-            None => tracing::info!("stop signal received; shutting down"),
-            Some(why) => tracing::error!(reason = %why, "gateway cannot continue; shutting down for a restart"),
-        }
+        wait_for_stop_signal().await;
+        tracing::info!("stop signal received; shutting down");
         gateway.shutdown().await;
-        match failure {
-            None => Ok(()),
-            Some(why) => Err(anyhow::anyhow!("{why}; restart the gateway (systemd does this automatically)")),
-        }
+        Ok(())
     })
 }
 

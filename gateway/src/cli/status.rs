@@ -367,6 +367,29 @@ pub fn render_status(s: &StatusView, rows: &[DeviceRow]) -> String {
         let r: Vec<String> = i.rejects.iter().map(|(k, v)| format!("{k}={v}")).collect();
         out.push_str(&format!("          rejects: {}\n", r.join(" ")));
     }
+    if let Some(k) = &s.disk {
+        out.push_str(&format!(
+            "disk      {} free of {} ({}), level {}{}\n",
+            k.free_bytes.map_or_else(|| "?".into(), bytes),
+            k.total_bytes.map_or_else(|| "?".into(), bytes),
+            k.path,
+            k.level,
+            k.alarm
+                .as_deref()
+                .or(k.error.as_deref())
+                .map(|a| format!("\n          ALARM: {a}"))
+                .unwrap_or_default(),
+        ));
+    }
+    if i.write_failures > 0 {
+        out.push_str(&format!(
+            "          buffer writes failed {} times, reopened {} times, {} frames refused meanwhile\n",
+            i.write_failures, i.buffer_reopens, i.refused_unavailable
+        ));
+    }
+    if let Some(a) = &u.report_alarm {
+        out.push_str(&format!("          ALARM: {a}\n"));
+    }
     if u.reports_configured {
         out.push_str(&format!(
             "reports   newest #{}, backlog {}, delivered up to #{}\n",

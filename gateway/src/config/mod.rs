@@ -162,6 +162,13 @@ pub struct BufferSection {
     /// `frames_given_up` event carried into the report. Unset (default):
     /// only an operator gives frames up (`mrv-gateway buffer give-up`).
     pub give_up_after_minutes: Option<u32>,
+    /// Free space on the data directory's file system below which new
+    /// frames are refused (devices keep them, as with a full buffer), bytes;
+    /// what is left is for reports, events and the buffer's own bookkeeping.
+    pub min_free_bytes: u64,
+    /// Free space below which the gateway raises a disk-space alarm (log,
+    /// status, metrics, `disk_space_low` event), bytes; at least `min_free_bytes`.
+    pub warn_free_bytes: u64,
 }
 
 impl Default for BufferSection {
@@ -173,6 +180,8 @@ impl Default for BufferSection {
             commit_window_ms: 2,
             max_commit_frames: 2048,
             give_up_after_minutes: None,
+            min_free_bytes: 64 << 20,
+            warn_free_bytes: 256 << 20,
         }
     }
 }
@@ -194,6 +203,10 @@ pub struct BufferSettings {
     pub max_commit_frames: usize,
     /// See [`BufferSection::give_up_after_minutes`].
     pub give_up_after: Option<Duration>,
+    /// See [`BufferSection::min_free_bytes`].
+    pub min_free_bytes: u64,
+    /// See [`BufferSection::warn_free_bytes`].
+    pub warn_free_bytes: u64,
 }
 
 /// Site identity as used in reports.
@@ -443,6 +456,13 @@ pub fn validate(file: ConfigFile, path: &Path) -> Result<GatewayConfig, ConfigEr
             "at most 1000 ms (devices wait for acks)",
         ));
     }
+    if b.warn_free_bytes < b.min_free_bytes {
+        return Err(ConfigError::new(
+            path,
+            "buffer.warn_free_bytes",
+            "must be at least buffer.min_free_bytes (the alarm comes before frames are refused)",
+        ));
+    }
     let buffer = BufferSettings {
         path: data_dir.join("buffer"),
         max_bytes: b.max_bytes,
@@ -453,6 +473,8 @@ pub fn validate(file: ConfigFile, path: &Path) -> Result<GatewayConfig, ConfigEr
         give_up_after: b
             .give_up_after_minutes
             .map(|m| Duration::from_secs(u64::from(m) * 60)),
+        min_free_bytes: b.min_free_bytes,
+        warn_free_bytes: b.warn_free_bytes,
     };
     if b.give_up_after_minutes == Some(0) {
         return Err(ConfigError::new(

@@ -7,7 +7,7 @@
 //!
 //! | path | body |
 //! |---|---|
-//! | `/api/status` | [`StatusView`]: site, buffer, ingest, uploads, Modbus, device counts |
+//! | `/api/status` | [`StatusView`]: site, buffer, ingest, uploads, Modbus, device counts, free disk space |
 //! | `/api/devices` | `[`[`DeviceRow`]`]` |
 //! | `/api/devices/{id}?range=1h\|24h\|7d` | [`DeviceDetail`]: the row plus each channel's points (1 h) or buckets (24 h, 7 d) |
 //! | `/api/quarantine?device=` | `[`[`QuarantineEntry`]`]`: rejected payloads, hex and text, newest last |
@@ -97,7 +97,8 @@ pub struct BufferView {
     pub oldest_unreported_ms: Option<u64>,
     /// Its age, s.
     pub oldest_unreported_age_s: Option<u64>,
-    /// At the limit: new frames are refused.
+    /// New frames are refused: at the byte limit, or the file system is
+    /// nearly full (then `alarm` says so).
     pub full: bool,
     /// Times the buffer became full.
     pub full_events: u64,
@@ -128,6 +129,15 @@ pub struct IngestView {
     pub rejects: BTreeMap<String, u64>,
     /// Rejected payloads in total.
     pub rejects_total: u64,
+    /// Buffer writes that failed (I/O error, disk full).
+    #[serde(default)]
+    pub write_failures: u64,
+    /// Times the buffer was reopened in-process after a failed write.
+    #[serde(default)]
+    pub buffer_reopens: u64,
+    /// Frames refused (not acked) while the buffer was being reopened.
+    #[serde(default)]
+    pub refused_unavailable: u64,
 }
 
 /// The MQTT side: the embedded endpoint's connections and refusals, or the
@@ -170,6 +180,69 @@ pub struct MqttView {
     pub broker_sessions_lost: u64,
 }
 
+/// Free space on the data directory's file system.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskView {
+    /// The directory watched.
+    pub path: String,
+    /// Bytes free for the gateway (last sample).
+    pub free_bytes: Option<u64>,
+    /// Size of the file system.
+    pub total_bytes: Option<u64>,
+    /// `free / total`, percent.
+    pub free_percent: Option<f64>,
+    /// `ok`, `low` (alarm) or `critical` (new frames refused).
+    pub level: String,
+    /// Alarm threshold, bytes.
+    pub warn_free_bytes: u64,
+    /// Refusal threshold, bytes.
+    pub min_free_bytes: u64,
+    /// When the level last changed, Unix ms.
+    pub since_ms: Option<u64>,
+    /// Alarm text when low or critical.
+    pub alarm: Option<String>,
+    /// Why the last sample failed, if it did.
+    pub error: Option<String>,
+}
+
+/// The disk view (pure).
+pub fn disk_view(r: &crate::free_space::SpaceReport) -> DiskView {
+    use crate::free_space::Level;
+    let free_percent = r
+        .sample
+        .filter(|s| s.total_bytes > 0)
+        .map(|s| (s.free_bytes as f64 * 1000.0 / s.total_bytes as f64).round() / 10.0);
+    let free = r.sample.map(|s| s.free_bytes);
+    let alarm = match r.level {
+        Level::Ok => None,
+        Level::Low => Some(format!(
+            "disk space low: {} bytes free; new frames are refused below {}",
+            free.unwrap_or(0),
+            r.thresholds.refuse_below
+        )),
+        Level::Critical => Some(format!(
+            "disk space CRITICAL: {} bytes free, below {}: new frames are refused (devices keep them)",
+            free.unwrap_or(0),
+            r.thresholds.refuse_below
+        )),
+    };
+    DiskView {
+        path: r.path.display().to_string(),
+        free_bytes: free,
+        total_bytes: r.sample.map(|s| s.total_bytes),
+        free_percent,
+        level: serde_json::to_value(r.level)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        warn_free_bytes: r.thresholds.warn_below,
+        min_free_bytes: r.thresholds.refuse_below,
+        since_ms: r.since_ms,
+        alarm,
+        error: r.error.clone(),
+    }
+}
+
 /// Reports and uploads.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UploadsView {
@@ -188,6 +261,12 @@ pub struct UploadsView {
     /// The uploader's own status (last success, last error, next retry, ...)
     /// as it reports it.
     pub upload: Option<serde_json::Value>,
+    /// The report task's failures and retries (e.g. the disk is full).
+    #[serde(default)]
+    pub report_task: Option<crate::report::retry::ReportTaskReport>,
+    /// Alarm text while reports cannot be built or stored.
+    #[serde(default)]
+    pub report_alarm: Option<String>,
 }
 
 /// Modbus status of one device.
@@ -289,6 +368,9 @@ pub struct StatusView {
     /// Overall health: ingest, buffer, reports, upload, clock.
     #[serde(default)]
     pub health: HealthView,
+    /// Free space on the data directory's file system.
+    #[serde(default)]
+    pub disk: Option<DiskView>,
 }
 
 /// The latest value of a channel.
@@ -589,7 +671,13 @@ pub fn buffer_view(s: &BufferStats, now_ms: u64) -> BufferView {
     } else {
         s.bytes as f64 * 100.0 / s.max_bytes as f64
     };
-    let alarm = if s.full {
+    let alarm = if s.space_low {
+        Some(
+            "new frames are refused: the data directory's file system is nearly full \
+             (see disk); they stay on the devices"
+                .to_string(),
+        )
+    } else if s.full {
         Some(format!(
             "buffer FULL ({} of {} bytes): new frames are refused and stay on the devices; \
              reports must be delivered before space is freed",
@@ -613,7 +701,7 @@ pub fn buffer_view(s: &BufferStats, now_ms: u64) -> BufferView {
         oldest_unreported_age_s: s
             .oldest_unreported_ms
             .map(|t| now_ms.saturating_sub(t) / 1000),
-        full: s.full,
+        full: s.full || s.space_low,
         full_events: s.full_events,
         alarm,
     }
@@ -637,6 +725,9 @@ pub fn ingest_view(s: &IngestStats) -> IngestView {
         signatures_verified: IngestStats::get(&s.signatures_verified),
         rejects_total: rejects.values().sum(),
         rejects,
+        write_failures: IngestStats::get(&s.write_failures),
+        buffer_reopens: IngestStats::get(&s.reopens),
+        refused_unavailable: IngestStats::get(&s.refused_unavailable),
     }
 }
 
@@ -688,6 +779,8 @@ pub fn uploads_view(
         delivered_upto,
         upload_configured: upload.is_some(),
         upload: upload.map(scrub_urls),
+        report_task: None,
+        report_alarm: None,
     }
 }
 
@@ -1284,6 +1377,7 @@ mod tests {
             unreported_readings: 28,
             oldest_unreported_ms: Some(40_000),
             full,
+            space_low: false,
             full_events: u64::from(full),
             next_event_id: 1,
             last_key: None,

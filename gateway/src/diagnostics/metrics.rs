@@ -9,6 +9,8 @@
 //! | `mrv_ingest_messages_total`, `mrv_ingest_frames_stored_total`, `mrv_ingest_readings_stored_total`, `mrv_ingest_duplicates_total`, `mrv_ingest_refused_buffer_full_total`, `mrv_ingest_signatures_verified_total` | |
 //! | `mrv_ingest_rejects_total` | `reason` |
 //! | `mrv_mqtt_connections`, `mrv_mqtt_connections_accepted_total`, `mrv_mqtt_refused_total` (`reason`: `connection_limit`, `auth`, `malformed`, `oversized`, `protocol`, `not_authorized_publish`, `subscribe`, `timeout`), `mrv_mqtt_publishes_total` (`qos`), `mrv_mqtt_pubacks_total`, `mrv_mqtt_waits_for_space_total`, `mrv_mqtt_broker_sessions_lost_total` | |
+//! | `mrv_ingest_write_failures_total`, `mrv_buffer_reopens_total`, `mrv_ingest_refused_unavailable_total` | |
+//! | `mrv_disk_free_bytes`, `mrv_disk_total_bytes`, `mrv_disk_min_free_bytes`, `mrv_disk_low`, `mrv_disk_critical` | |
 //! | `mrv_buffer_bytes`, `mrv_buffer_disk_bytes`, `mrv_buffer_max_bytes`, `mrv_buffer_depth_frames`, `mrv_buffer_unreported_readings`, `mrv_buffer_full`, `mrv_buffer_oldest_unreported_age_seconds` | |
 //! | `mrv_report_head_seq`, `mrv_upload_backlog_reports`, `mrv_upload_lag_seconds`, `mrv_upload_errors_total` | |
 //! | `mrv_device_last_frame_age_seconds`, `mrv_device_up` | `device` |
@@ -113,6 +115,58 @@ pub fn render(s: &StatusView, rows: &[DeviceRow]) -> String {
         i.signatures_verified,
     );
     let m = &s.mqtt;
+    o.one(
+        "mrv_ingest_write_failures_total",
+        "counter",
+        "Buffer writes that failed (I/O error, disk full).",
+        i.write_failures,
+    );
+    o.one(
+        "mrv_buffer_reopens_total",
+        "counter",
+        "Times the buffer was reopened in-process after a failed write.",
+        i.buffer_reopens,
+    );
+    o.one(
+        "mrv_ingest_refused_unavailable_total",
+        "counter",
+        "Frames refused (not acked) while the buffer was being reopened.",
+        i.refused_unavailable,
+    );
+    if let Some(d) = &s.disk {
+        if let (Some(free), Some(total)) = (d.free_bytes, d.total_bytes) {
+            o.one(
+                "mrv_disk_free_bytes",
+                "gauge",
+                "Bytes free for the gateway on the data directory's file system.",
+                free,
+            );
+            o.one(
+                "mrv_disk_total_bytes",
+                "gauge",
+                "Size of the data directory's file system.",
+                total,
+            );
+        }
+        o.one(
+            "mrv_disk_min_free_bytes",
+            "gauge",
+            "Free space below which new frames are refused.",
+            d.min_free_bytes,
+        );
+        o.one(
+            "mrv_disk_low",
+            "gauge",
+            "1 while free space is below the alarm threshold (warn_free_bytes).",
+            u8::from(d.level != "ok"),
+        );
+        o.one(
+            "mrv_disk_critical",
+            "gauge",
+            "1 while free space is below min_free_bytes and new frames are refused.",
+            u8::from(d.level == "critical"),
+        );
+    }
     o.one(
         "mrv_mqtt_connections",
         "gauge",

@@ -134,7 +134,13 @@ impl DiagContext {
         let backlog = reports.map(|r| r.undelivered().len() as u64);
         let delivered = reports.map(|r| r.delivered_upto());
         let upload = self.gw.upload_status.as_ref().map(|p| p());
-        api::uploads_view(head.as_ref(), backlog, delivered, upload, reports.is_some())
+        let mut v = api::uploads_view(head.as_ref(), backlog, delivered, upload, reports.is_some());
+        if reports.is_some() {
+            let t = self.gw.report_task.get();
+            v.report_alarm = t.alarm();
+            v.report_task = Some(t);
+        }
+        v
     }
 
     fn status(&self, s: &Snapshot, rows: &[DeviceRow]) -> StatusView {
@@ -162,6 +168,7 @@ impl DiagContext {
                     .collect()
             }),
             health: api::HealthView::default(),
+            disk: Some(api::disk_view(&self.gw.disk.get())),
         };
         let facts = api::HealthFacts {
             ingest_subscribed: crate::ingest::stats::IngestStats::get(&self.gw.ingest.subscribed)

@@ -22,6 +22,13 @@ pub struct IngestStats {
     pub out_of_order: AtomicU64,
     /// Holes given up after `buffer.give_up_after_minutes`.
     pub given_up_by_timeout: AtomicU64,
+    /// Frames refused while the buffer could not be written (after a failed
+    /// write, until it was reopened); not acked, devices keep them.
+    pub refused_unavailable: AtomicU64,
+    /// Buffer writes that failed (I/O error, disk full).
+    pub write_failures: AtomicU64,
+    /// Times the buffer was reopened in-process after a failed write.
+    pub reopens: AtomicU64,
     /// Group commits done.
     pub commits: AtomicU64,
     /// Application acks published.

@@ -15,6 +15,14 @@
 //! been sending only frames above the same hole for that long, and the
 //! writer gives the missing seqs up ([`Buffer::give_up`], a recorded
 //! `frames_given_up` event) so the device's later frames are stored again.
+//!
+//! After a failed write (I/O error, disk full) the buffer refuses writes
+//! until it is reopened. The writer then reopens it itself, with backoff
+//! (0.1 s doubling to 30 s), until that works: frames that arrive meanwhile
+//! are refused without an ack (devices keep them and send them again), and
+//! counted (`refused_unavailable`). The reopened buffer holds what is on
+//! disk (see `Buffer::reopen`), so an ack after it never covers a frame the
+//! kernel dropped. A `buffer_reopened` event records each recovery.
 
 use super::admit::WireFormat;
 use super::stats::IngestStats;
@@ -135,9 +143,11 @@ impl HoleWatch {
     }
 }
 
-/// Runs until every sender of `requests` is dropped (`Ok`), or until a
-/// buffer write fails (`Err`: the buffer must be reopened, i.e. the gateway
-/// restarted; nothing unacked is lost, devices still hold it).
+/// First and longest wait between reopen attempts after a failed write.
+const REOPEN_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(30));
+
+/// Runs until every sender of `requests` is dropped. A failed buffer write
+/// does not end it: the buffer is reopened in-process (see the module doc).
 pub async fn run_writer(
     buffer: Buffer,
     mut requests: mpsc::UnboundedReceiver<WriteRequest>,
@@ -146,7 +156,7 @@ pub async fn run_writer(
     stored: tokio::sync::broadcast::Sender<Arc<Incoming>>,
     settings: WriterSettings,
     now_ms: impl Fn() -> u64 + Send + 'static,
-) -> Result<(), crate::buffer::StoreError> {
+) {
     let mut holes = HoleWatch::default();
     while let Some(first) = requests.recv().await {
         let mut batch = vec![first];
@@ -166,11 +176,15 @@ pub async fn run_writer(
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 // Replies are dropped: the frames are not acked, devices keep
-                // them. After a failed write the buffer refuses writes until
-                // it is reopened (its memory may be ahead of the disk), so
-                // ingest stops here and the gateway restarts.
-                tracing::error!(error = %e, frames = frames.len(), "buffer write failed; ingest stops, frames are not acked and devices keep them; the gateway must restart");
-                return Err(e);
+                // them and send them again.
+                if buffer.is_poisoned() {
+                    IngestStats::add(&stats.write_failures, 1);
+                    tracing::error!(error = %e, frames = frames.len(), "buffer write failed; frames are not acked (devices keep them); reopening the buffer");
+                    reopen_until_it_works(&buffer, &mut requests, &stats, &now_ms, &e).await;
+                } else {
+                    tracing::error!(error = %e, frames = frames.len(), "buffer refused an append; its frames are not acked");
+                }
+                continue;
             }
             Err(e) => {
                 tracing::error!(error = %e, "buffer write task failed");
@@ -243,8 +257,9 @@ pub async fn run_writer(
                     Ok(Ok(Some(_))) => IngestStats::add(&stats.given_up_by_timeout, 1),
                     Ok(Ok(None)) => {}
                     Ok(Err(e)) => {
+                        // A failed write poisons the buffer: the next append
+                        // fails and reopens it.
                         tracing::error!(error = %e, %device, "giving up missing frames failed");
-                        return Err(e);
                     }
                     Err(e) => tracing::error!(error = %e, "give-up task failed"),
                 }
@@ -260,7 +275,82 @@ pub async fn run_writer(
             }
         }
     }
-    Ok(())
+}
+
+/// Reopens `buffer` with backoff until it works; meanwhile refuses (drops
+/// without a reply) every request that arrives. Records a `buffer_reopened`
+/// event (and the repairs the reopen made) when done.
+async fn reopen_until_it_works(
+    buffer: &Buffer,
+    requests: &mut mpsc::UnboundedReceiver<WriteRequest>,
+    stats: &IngestStats,
+    now_ms: &impl Fn() -> u64,
+    cause: &crate::buffer::StoreError,
+) {
+    let failed_ms = now_ms();
+    let mut wait = REOPEN_BACKOFF.0;
+    let mut attempts = 0u64;
+    let mut last_error = String::new();
+    loop {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                r = requests.recv() => match r {
+                    Some(_) => IngestStats::add(&stats.refused_unavailable, 1),
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        attempts += 1;
+        let b = buffer.clone();
+        match tokio::task::spawn_blocking(move || b.reopen()).await {
+            Ok(Ok(())) => break,
+            Ok(Err(e)) => {
+                let text = e.to_string();
+                if text != last_error {
+                    tracing::warn!(error = %text, attempts, "buffer cannot be reopened yet; retrying");
+                    last_error = text;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "buffer reopen task failed"),
+        }
+        wait = (wait * 2).min(REOPEN_BACKOFF.1);
+    }
+    IngestStats::add(&stats.reopens, 1);
+    let now = now_ms();
+    tracing::info!(
+        attempts,
+        after_ms = now.saturating_sub(failed_ms),
+        "buffer reopened; ingest resumes"
+    );
+    let mut events: Vec<Event> = buffer
+        .take_repairs()
+        .into_iter()
+        .map(|r| Event {
+            time_ms: now,
+            kind: EventKind::BufferRepaired,
+            device: None,
+            seqs: None,
+            detail: r.to_string(),
+        })
+        .collect();
+    events.push(Event {
+        time_ms: now,
+        kind: EventKind::BufferReopened,
+        device: None,
+        seqs: None,
+        detail: format!(
+            "buffer write failed ({cause}); reopened from disk after {} ms, {attempts} attempt(s); unacked frames are sent again by their devices",
+            now.saturating_sub(failed_ms)
+        ),
+    });
+    let b = buffer.clone();
+    match tokio::task::spawn_blocking(move || b.record_events(&events)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "could not record the reopen event"),
+        Err(e) => tracing::error!(error = %e, "event write task failed"),
+    }
 }
 
 async fn gather(

@@ -27,6 +27,7 @@
 pub mod builder;
 pub mod config;
 pub mod period;
+pub mod retry;
 pub mod signer;
 pub mod store;
 pub mod synthetic;
@@ -461,7 +462,7 @@ pub fn build_due_reports(ctx: &ReportContext, now_ms: u64) -> Result<Vec<ReportI
 /// grace), until `shutdown` becomes true. Each round first builds what is
 /// due, then checks `shutdown` (so a shutdown closes every period already
 /// due), then waits for the next period close (at most a minute, so clock
-/// corrections are noticed). Errors are logged and retried next round.
+/// corrections are noticed). Errors are retried with backoff (see [`retry`]).
 pub async fn run_report_task(ctx: ReportContext, shutdown: tokio::sync::watch::Receiver<bool>) {
     run_report_task_notifying(ctx, shutdown, None).await;
 }
@@ -470,32 +471,71 @@ pub async fn run_report_task(ctx: ReportContext, shutdown: tokio::sync::watch::R
 /// reports were stored, so they leave without waiting for its next poll.
 pub async fn run_report_task_notifying(
     ctx: ReportContext,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
     on_stored: Option<Arc<tokio::sync::Notify>>,
 ) {
+    run_report_task_with_status(ctx, shutdown, on_stored, retry::ReportTaskStatus::default()).await;
+}
+
+/// As [`run_report_task_notifying`], publishing failures and retries in
+/// `status`. A failed round is retried with backoff ([`retry`]), logged at
+/// ERROR once per distinct error.
+pub async fn run_report_task_with_status(
+    ctx: ReportContext,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    on_stored: Option<Arc<tokio::sync::Notify>>,
+    status: retry::ReportTaskStatus,
+) {
     let ctx = Arc::new(ctx);
+    let mut pacing = retry::RetryPacing::default();
+    let mut last_error = String::new();
     loop {
         let now = ctx.clock.now_ms();
         let c = Arc::clone(&ctx);
-        match tokio::task::spawn_blocking(move || build_due_reports(&c, now)).await {
+        let failure = match tokio::task::spawn_blocking(move || build_due_reports(&c, now)).await {
             Ok(Ok(built)) => {
                 if let (false, Some(n)) = (built.is_empty(), &on_stored) {
                     n.notify_one();
                 }
+                None
             }
-            Ok(Err(e)) => tracing::error!(error = %e, "building reports failed; retrying later"),
-            Err(e) => tracing::error!(error = %e, "report builder panicked; retrying later"),
-        }
+            Ok(Err(e)) => Some(format!("building reports failed: {e}")),
+            Err(e) => Some(format!("report builder panicked: {e}")),
+        };
         if *shutdown.borrow() {
             break;
         }
-        let next = period::next_close_ms(
-            ctx.store.head().map(|h| h.period.end_ms),
-            ctx.clock.now_ms(),
-            ctx.section.period_ms(),
-            ctx.section.grace_ms(),
-        );
-        let wait = next.saturating_sub(ctx.clock.now_ms()).clamp(1000, 60_000);
+        let wait = match failure {
+            None => {
+                if pacing.failures() > 0 {
+                    tracing::info!(
+                        after = pacing.failures(),
+                        "reports are built and stored again"
+                    );
+                }
+                pacing.on_success();
+                last_error.clear();
+                status.succeeded(ctx.clock.now_ms());
+                let next = period::next_close_ms(
+                    ctx.store.head().map(|h| h.period.end_ms),
+                    ctx.clock.now_ms(),
+                    ctx.section.period_ms(),
+                    ctx.section.grace_ms(),
+                );
+                next.saturating_sub(ctx.clock.now_ms()).clamp(1000, 60_000)
+            }
+            Some(e) => {
+                let wait = pacing.on_failure();
+                let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+                if e != last_error {
+                    tracing::error!(error = %e, retry_in_s = wait.as_secs(), "reports cannot be built or stored; retrying with backoff");
+                    last_error = e.clone();
+                }
+                let now = ctx.clock.now_ms();
+                status.failed(e, pacing.failures(), now, now.saturating_add(wait_ms));
+                wait_ms
+            }
+        };
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
             r = shutdown.changed() => {

@@ -23,6 +23,8 @@
 //! - **The head is the highest stored seq**; seqs are gap-free from the
 //!   oldest kept report (pruning removes a delivered prefix only).
 //! - `delivered_upto` only grows and never passes the head.
+//! - **No leftovers.** A failed write removes its `.<name>.tmp`; a crash
+//!   mid-write leaves one, which the next [`ReportStore::open`] removes.
 
 use mrv_shared::report::hex;
 use mrv_shared::report::model::Period;
@@ -145,30 +147,69 @@ pub fn file_stem(seq: u64) -> String {
 }
 
 /// Writes `bytes` to `path` atomically (temp file, fsync, rename, dir fsync).
+/// A failed write (e.g. ENOSPC) removes its temporary file again.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let dst = dir.join(name);
-    let mut f = OpenOptions::new()
+    let written = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .open(&tmp)
-        .map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    fs::rename(&tmp, &dst).map_err(io(&dst))?;
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .map_err(io(&tmp));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if let Err(e) = fs::rename(&tmp, &dst) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io(&dst)(e));
+    }
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io(dir))?;
     Ok(())
 }
 
+/// Removes the temporary files a crash in [`write_atomic`] leaves behind
+/// (`.<name>.tmp`; never renamed, so never part of the store). Returns
+/// their names.
+fn remove_leftover_tmp(dir: &Path) -> Result<Vec<String>, StoreError> {
+    let mut removed = Vec::new();
+    for e in fs::read_dir(dir).map_err(io(dir))? {
+        let e = e.map_err(io(dir))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            fs::remove_file(e.path()).map_err(io(&e.path()))?;
+            removed.push(name);
+        }
+    }
+    if !removed.is_empty() {
+        tracing::warn!(dir = %dir.display(), files = ?removed, "report store: removed temporary files left by an interrupted write");
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
+    }
+    Ok(removed)
+}
+
 impl ReportStore {
     /// Opens (creating) `<data_dir>/reports`.
     pub fn open(data_dir: &Path) -> Result<ReportStore, StoreError> {
         let dir = data_dir.join("reports");
-        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(io(&dir))?;
+            // The new directory's own entry, so a power cut cannot take the
+            // directory (and every report later written to it) away.
+            File::open(data_dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(data_dir))?;
+        }
+        remove_leftover_tmp(&dir)?;
         let mut seqs = Vec::new();
         for e in fs::read_dir(&dir).map_err(io(&dir))? {
             let e = e.map_err(io(&dir))?;
@@ -383,6 +424,24 @@ mod tests {
         assert_eq!(s.read(1).expect("read"), b"one");
         s.put(&meta(3), b"three").expect("put 3 over the leftover");
         assert_eq!(s.meta(3).expect("meta"), meta(3));
+    }
+
+    #[test]
+    fn temporary_files_of_an_interrupted_write_are_removed_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = ReportStore::open(dir.path()).expect("open");
+        s.put(&meta(1), b"one").expect("put 1");
+        fs::write(s.dir().join(".000000000002.jws.tmp"), b"").expect("write");
+        fs::write(s.dir().join(".delivered.json.tmp"), b"{").expect("write");
+        let s = ReportStore::open(dir.path()).expect("reopen");
+        let mut names: Vec<String> = fs::read_dir(s.dir())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["000000000001.jws", "000000000001.meta.json"]);
+        // A write that cannot create its file leaves nothing either.
+        assert!(write_atomic(&dir.path().join("missing"), "x", b"y").is_err());
     }
 
     #[test]
