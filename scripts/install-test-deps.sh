@@ -53,3 +53,8 @@ apt_install lintian systemd binutils
 # Firmware on an emulated Cortex-M4 (tests/tests/qemu_node.rs): Debian's
 # QEMU (bookworm: 7.2) boots firmware/image-mps2 on its mps2-an386 machine.
 apt_install qemu-system-arm
+
+# Disk-full tests (tests/tests/disk_full.rs): mkfs.ext4 and a loop device
+# (e2fsprogs, mount); power-cut tests (tests/tests/power_cut.rs): /dev/fuse
+# and, where the direct mount is refused, fusermount3.
+apt_install e2fsprogs mount fuse3

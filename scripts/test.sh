@@ -15,3 +15,8 @@ fi
 
 echo "== cargo test (workspace, debug)"
 cargo test --workspace --locked
+
+echo "== power cuts on a FUSE file system (tests/tests/power_cut.rs)"
+# Behind the mrv-e2e feature `power-cut`: the fuser crate ships a
+# rust-toolchain file (1.85); RUSTUP_TOOLCHAIN keeps the toolchain in use.
+RUSTUP_TOOLCHAIN="${RUSTUP_TOOLCHAIN:-stable}" cargo test -p mrv-e2e --features power-cut --locked --lib --test power_cut

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod diagnostics;
+pub mod durable_dir;
 pub mod endpoint;
 pub mod free_space;
 pub mod ingest;

@@ -98,9 +98,11 @@ pub async fn start(
     config: GatewayConfig,
     clock: Arc<dyn Clock>,
 ) -> Result<RunningGateway, RuntimeError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| RuntimeError::DataDir {
-        path: config.data_dir.clone(),
-        source,
+    crate::durable_dir::create_dir_all_durable(&config.data_dir).map_err(|source| {
+        RuntimeError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        }
     })?;
     let buffer_cfg = BufferConfig {
         path: config.buffer.path.clone(),

@@ -4,6 +4,8 @@
 //! - [`TestSite`]: a data dir, a generated config (site, signed devices) and
 //!   the simulator settings that go with it;
 //! - [`Mosquitto`]: a real mosquitto broker as a child process;
+//! - [`power_cut_fs::PowerCutFs`]: a FUSE file system that keeps only what
+//!   was fsynced and cuts the power at chosen or random points;
 //! - [`small_fs::SmallFs`]: a small loop-mounted ext4 or tmpfs that fills up;
 //! - [`require_tool`]: external programs are installed by
 //!   `scripts/install-test-deps.sh`; under `CI=true` a missing one fails the
@@ -13,6 +15,8 @@
 
 pub mod qemu;
 
+#[cfg(feature = "power-cut")]
+pub mod power_cut_fs;
 pub mod small_fs;
 
 use mrv_firmware::sim::{DeviceKind, Faults, SimConfig, SimDevice, WireFormat};

@@ -168,9 +168,11 @@ impl Buffer {
     /// Opens sled at `cfg.path` (repairing its files first) and reads the
     /// bookkeeping: what [`Buffer::open`] and [`Buffer::reopen`] share.
     fn open_parts(cfg: &BufferConfig) -> Result<(SledHandles, State), StoreError> {
-        std::fs::create_dir_all(&cfg.path).map_err(|source| StoreError::Dir {
-            path: cfg.path.clone(),
-            source,
+        crate::durable_dir::create_dir_all_durable(&cfg.path).map_err(|source| {
+            StoreError::Dir {
+                path: cfg.path.clone(),
+                source,
+            }
         })?;
         let dir_err = |source| StoreError::Dir {
             path: cfg.path.clone(),

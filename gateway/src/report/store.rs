@@ -201,14 +201,9 @@ impl ReportStore {
     /// Opens (creating) `<data_dir>/reports`.
     pub fn open(data_dir: &Path) -> Result<ReportStore, StoreError> {
         let dir = data_dir.join("reports");
-        if !dir.is_dir() {
-            fs::create_dir_all(&dir).map_err(io(&dir))?;
-            // The new directory's own entry, so a power cut cannot take the
-            // directory (and every report later written to it) away.
-            File::open(data_dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io(data_dir))?;
-        }
+        // Durable names up to here, so a power cut cannot take the
+        // directory (and every report later written to it) away.
+        crate::durable_dir::create_dir_all_durable(&dir).map_err(io(&dir))?;
         remove_leftover_tmp(&dir)?;
         let mut seqs = Vec::new();
         for e in fs::read_dir(&dir).map_err(io(&dir))? {
