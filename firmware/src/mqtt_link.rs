@@ -54,6 +54,31 @@ pub fn decode_any_ack(payload: &[u8]) -> Option<Ack> {
     }
 }
 
+/// Works around rumqttc 0.25.1 issue #1056 (bytebeamio/rumqtt, open): a
+/// publish whose packet id was still in flight ("collision") is stashed in
+/// `state.collision`, and the event loop takes no request while it is there;
+/// only the ack of the colliding id releases it. `clean()` on a disconnect
+/// does not touch it, so when the session is lost (clean session, as here)
+/// that ack never comes: the client sends nothing but pings, fails with
+/// `CollisionTimeout` after two keep-alives, reconnects, and loops so for
+/// ever. A window with a gap (a SUBSCRIBE takes a packet id too) makes a
+/// collision ordinary, and a gateway that closes connections (restart, a
+/// failed buffer write) then wedges every device whose window was full.
+///
+/// Called after each connection error, i.e. after rumqttc's `clean()`: the
+/// stashed publish joins the requests to send again (as the upstream fix
+/// does), so with a lost session it is dropped with them and the device's
+/// outbox re-sends its frame, and with a resumed one it is retransmitted.
+fn release_stashed_collision(el: &mut EventLoop) {
+    if let Some(p) = el.state.collision.take() {
+        tracing::debug!(
+            pkid = p.pkid,
+            "stashed colliding publish released after a disconnect"
+        );
+        el.pending.push_back(rumqttc::Request::Publish(p));
+    }
+}
+
 /// Polls `el` until `tx` closes: connections, breaks (then waits
 /// [`RECONNECT_BACKOFF`]) and messages on the `ack` topic.
 pub async fn poll_link(mut el: EventLoop, tx: mpsc::UnboundedSender<LinkEvent>, ack: String) {
@@ -66,6 +91,7 @@ pub async fn poll_link(mut el: EventLoop, tx: mpsc::UnboundedSender<LinkEvent>, 
             Ok(_) => None,
             Err(e) => {
                 tracing::debug!(error = %e, "mqtt link down");
+                release_stashed_collision(&mut el);
                 if tx.send(LinkEvent::Disconnected).is_err() {
                     return;
                 }

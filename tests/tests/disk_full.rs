@@ -241,8 +241,11 @@ async fn ingest_resumes_by_itself_after_a_write_failed_on_a_full_disk() {
     fs.unfill();
     assert!(
         sim.wait_all_acked(Duration::from_secs(120)).await,
-        "not all acked after space returned: {:?}",
-        sim.stats().totals
+        "not all acked after space returned: {:?}, acked {:?}, {:?}, {:?}",
+        sim.stats().totals,
+        sim.acked_seqs(),
+        gw.state.ingest,
+        gw.state.endpoint
     );
     assert!(IngestStats::get(&ingest.reopens) >= 1);
     let acked = sim.acked_seqs();
