@@ -58,3 +58,7 @@ apt_install qemu-system-arm
 # (e2fsprogs, mount); power-cut tests (tests/tests/power_cut.rs): /dev/fuse
 # and, where the direct mount is refused, fusermount3.
 apt_install e2fsprogs mount fuse3
+
+# Injected I/O errors (tests/tests/injected_io_errors.rs): libfiu's fiu-run
+# and fiu-ctrl preload failing fsync/fdatasync/sync_file_range/pwrite.
+apt_install fiu-utils
