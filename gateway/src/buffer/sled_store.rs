@@ -1337,7 +1337,8 @@ fn decode_event(id: u64, v: &[u8]) -> Result<Event, StoreError> {
 
 /// Iterator returned by [`Buffer::scan`].
 pub struct ScanIter {
-    /// `None` while the buffer is closed for a reopen.
+    /// `None` while the buffer is closed for a reopen, and after sled
+    /// returned an error (yielded once; the iteration ends there).
     iter: Option<sled::Iter>,
     /// Closed: one `Poisoned` error item is still to be yielded.
     closed: bool,
@@ -1419,7 +1420,12 @@ impl Iterator for ScanIter {
                     }
                     self.load(&k, &v)
                 }
-                Err(e) => return Some(Err(e.into())),
+                Err(e) => {
+                    // sled's iterator returns the same error at every call:
+                    // end here, or a caller that skips errors spins for ever.
+                    self.iter = None;
+                    return Some(Err(e.into()));
+                }
             }
         }
     }
@@ -1427,7 +1433,8 @@ impl Iterator for ScanIter {
 
 /// Iterator returned by [`Buffer::events_after`].
 pub struct EventIter {
-    /// `None` while the buffer is closed for a reopen.
+    /// `None` while the buffer is closed for a reopen, and after sled
+    /// returned an error (yielded once; the iteration ends there).
     iter: Option<sled::Iter>,
     /// Closed: one `Poisoned` error item is still to be yielded.
     closed: bool,
@@ -1449,7 +1456,11 @@ impl Iterator for EventIter {
         };
         let (k, v) = match iter.next()? {
             Ok(kv) => kv,
-            Err(e) => return Some(Err(e.into())),
+            Err(e) => {
+                // As in `ScanIter`: an error from sled ends the iteration.
+                self.iter = None;
+                return Some(Err(e.into()));
+            }
         };
         let id = record::id_of_key(&k).expect("event range yields event keys");
         Some(decode_event(id, &v).map(|ev| (id, ev)))
