@@ -20,6 +20,11 @@
 //! process does afterwards can become durable). In **torn** mode the cut
 //! also writes back a random subset of the unsynced 4 KiB blocks and of the
 //! unsynced directories, as a real disk's write-back may have done.
+//! [`PowerCutFs::fail_syncs`] makes file syncs fail (EIO) at random
+//! without cutting the power, the way Linux reports a write-back error: the
+//! file's unsynced blocks are lost (not written, no longer dirty, so a later
+//! successful sync does not write them either) and reading them returns
+//! what the durable image holds, as after the kernel dropped the pages.
 //! [`PowerCutFs::reboot`] (after the processes using it were killed)
 //! unmounts, makes the durable image the volatile one and mounts again:
 //! every later read sees exactly what the "disk" kept.
@@ -75,6 +80,12 @@ struct Disk {
     rng: Option<rand::rngs::StdRng>,
     /// What the last cut did (for the test's log).
     last_cut: String,
+    /// Probability that a file sync fails and loses its unsynced blocks.
+    sync_failure: f64,
+    /// File syncs failed so far (not reset by a reboot).
+    failed_syncs: u64,
+    /// Unsynced blocks those failures lost.
+    lost_blocks: u64,
 }
 
 impl Disk {
@@ -195,6 +206,28 @@ impl Disk {
         self.durable.entry(dir).or_default().entries = entries;
         self.durable.entry(dir).or_default().dir = true;
         self.dirty_dirs.remove(&dir);
+    }
+
+    /// A failed write-back: `ino`'s unsynced blocks are lost; reading them
+    /// returns the durable image's bytes (zeros past its end).
+    fn drop_unsynced(&mut self, ino: u64) {
+        let blocks = self.dirty_blocks.remove(&ino).unwrap_or_default();
+        self.lost_blocks += blocks.len() as u64;
+        let durable = self
+            .durable
+            .get(&ino)
+            .map(|n| n.data.clone())
+            .unwrap_or_default();
+        let Some(v) = self.volatile.get_mut(&ino) else {
+            return;
+        };
+        for b in blocks {
+            let start = b * BLOCK;
+            let end = ((b + 1) * BLOCK).min(v.data.len());
+            for i in start..end {
+                v.data[i] = durable.get(i).copied().unwrap_or(0);
+            }
+        }
     }
 
     fn check(&mut self) -> Result<(), Errno> {
@@ -566,6 +599,12 @@ impl Filesystem for Fs {
         if d.volatile.get(&ino.0).is_some_and(|n| n.dir) {
             d.persist_dir(ino.0);
         } else {
+            let p = d.sync_failure;
+            if p > 0.0 && d.rng().gen_bool(p.min(1.0)) {
+                d.drop_unsynced(ino.0);
+                d.failed_syncs += 1;
+                return reply.error(Errno::EIO);
+            }
             d.persist_file(ino.0, |_| true);
         }
         d.synced();
@@ -765,6 +804,19 @@ impl PowerCutFs {
         d.torn = torn;
     }
 
+    /// From now on each file sync fails with EIO with `probability` and
+    /// loses the file's unsynced blocks (see the module doc); 0 stops it.
+    pub fn fail_syncs(&self, probability: f64) {
+        self.lock().sync_failure = probability;
+    }
+
+    /// File syncs failed by [`Self::fail_syncs`] so far, and the unsynced
+    /// blocks they lost.
+    pub fn failed_syncs(&self) -> (u64, u64) {
+        let d = self.lock();
+        (d.failed_syncs, d.lost_blocks)
+    }
+
     /// Cuts the power now (if it is still on).
     pub fn cut_now(&self, why: &str) {
         self.lock().power_off(why.to_string());
@@ -849,6 +901,32 @@ mod tests {
         assert_eq!(std::fs::read(p.join("kept")).expect("kept"), b"durable");
         assert!(!p.join("nameless").exists());
         assert!(p.join("old").exists() && !p.join("new").exists());
+    }
+
+    #[test]
+    fn a_failed_sync_loses_the_unsynced_blocks_for_good() {
+        let Some(mut fs) = PowerCutFs::mount(3) else {
+            return;
+        };
+        let p = fs.path().to_path_buf();
+        let mut f = std::fs::File::create(p.join("a")).expect("create");
+        f.write_all(b"durable").expect("write");
+        f.sync_all().expect("fsync");
+        sync_dir(&p);
+        fs.fail_syncs(1.0);
+        f.write_all(b" lost").expect("write");
+        let e = f.sync_data().expect_err("the sync fails");
+        assert_eq!(e.raw_os_error(), Some(5), "{e}");
+        fs.fail_syncs(0.0);
+        // Linux: the pages are clean now, a second fsync succeeds and
+        // writes nothing.
+        f.sync_all().expect("the next sync works");
+        assert_eq!(fs.failed_syncs(), (1, 1));
+        drop(f);
+        fs.reboot().expect("reboot");
+        let got = std::fs::read(p.join("a")).expect("read");
+        assert!(got.starts_with(b"durable"), "{got:?}");
+        assert!(!got.windows(4).any(|w| w == b"lost"), "{got:?}");
     }
 
     #[test]
