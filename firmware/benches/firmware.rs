@@ -19,6 +19,10 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+#[path = "../tests/broker/mod.rs"]
+mod broker;
+use broker::Broker;
+
 fn quick() -> bool {
     std::env::var_os("MRV_BENCH_QUICK").is_some()
 }
@@ -153,56 +157,6 @@ fn bench_bytes_per_reading() {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-async fn start_broker(port: u16) {
-    let conn = rumqttd::ConnectionSettings {
-        connection_timeout_ms: 5000,
-        max_payload_size: 256 * 1024,
-        max_inflight_count: 1000,
-        auth: None,
-        external_auth: None,
-        dynamic_filters: true,
-    };
-    let server = rumqttd::ServerSettings {
-        name: "v4".into(),
-        listen: format!("127.0.0.1:{port}").parse().expect("addr"),
-        tls: None,
-        next_connection_delay_ms: 0,
-        connections: conn,
-    };
-    let config = rumqttd::Config {
-        router: rumqttd::RouterConfig {
-            max_connections: 10_000,
-            max_outgoing_packet_count: 10_000,
-            max_segment_size: 64 * 1024 * 1024,
-            max_segment_count: 10,
-            ..Default::default()
-        },
-        v4: Some([("v4".to_string(), server)].into_iter().collect()),
-        ..Default::default()
-    };
-    std::thread::spawn(move || {
-        rumqttd::Broker::new(config).start().expect("broker runs");
-    });
-    for _ in 0..500 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("broker did not start");
-}
-
 /// A minimal acking gateway: highest contiguous seq per device, binary acks.
 async fn acking_gateway(port: u16, site: SiteId) {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -255,8 +209,8 @@ fn bench_sim_end_to_end(devices: usize, frames: u64, interval: Duration, spf: us
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let port = free_port();
-        start_broker(port).await;
+        let broker = Broker::start();
+        let port = broker.port;
         let site = SiteId::new("bench").expect("valid");
         let gw = tokio::spawn(acking_gateway(port, site.clone()));
         let cfg = SimConfig {
@@ -287,7 +241,7 @@ fn bench_sim_end_to_end(devices: usize, frames: u64, interval: Duration, spf: us
         h.stop().await;
         gw.abort();
         println!(
-            "sim end to end ({devices} devices (kinds mixed), {} ms sampling, {spf} samples/frame, signed, rumqttd + acking gateway): all acked {ok}, {} frames in {secs:.2} s = {:.0} frames/s acked, {} re-sent",
+            "sim end to end ({devices} devices (kinds mixed), {} ms sampling, {spf} samples/frame, signed, mosquitto + acking gateway): all acked {ok}, {} frames in {secs:.2} s = {:.0} frames/s acked, {} re-sent",
             interval.as_millis(),
             st.frames_produced,
             st.frames_produced as f64 / secs,
@@ -304,6 +258,9 @@ fn main() {
     bench_signing();
     bench_seal_path();
     bench_bytes_per_reading();
+    if !broker::available() {
+        return;
+    }
     if quick() {
         bench_sim_end_to_end(10, 20, Duration::from_millis(2), 10);
     } else {
