@@ -20,10 +20,12 @@
 //! loudly, except under `CI`, where it fails.
 
 mod report_support;
+mod vector_files;
 
 use report_support::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use vector_files::{cases, cases_in, expect, files, vectors};
 
 fn python_ready() -> bool {
     let ok = Command::new("python3")
@@ -45,10 +47,6 @@ fn python_ready() -> bool {
 
 fn python_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python")
-}
-
-fn vectors() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/tests/vectors")
 }
 
 /// Runs the Python verifier; (exit code, one JSON verdict per report, stderr).
@@ -79,31 +77,6 @@ fn python_verify(
     )
 }
 
-fn dirs(kind: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(vectors().join(kind))
-        .expect("vectors")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    v.sort();
-    v
-}
-
-fn jws_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "jws"))
-        .collect();
-    v.sort();
-    v
-}
-
-fn expect(case: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(case.join("expect.json")).expect("expect.json"))
-        .expect("JSON")
-}
-
 /// The file name a verdict is about.
 fn verdict_file(v: &serde_json::Value) -> String {
     Path::new(v["file"].as_str().unwrap_or(""))
@@ -117,10 +90,10 @@ fn python_accepts_the_good_vectors_with_the_same_exact_figures() {
     if !python_ready() {
         return;
     }
-    let good = dirs("good");
+    let good = cases("good");
     assert!(!good.is_empty());
     for case in good {
-        let files = jws_files(&case);
+        let files = files(&case);
         let (code, verdicts, err) = python_verify(
             &vectors().join("gateway.pub.jwk"),
             &vectors().join("registry.json"),
@@ -154,14 +127,14 @@ fn python_rejects_every_tampered_vector_with_its_reason_at_its_file() {
     if !python_ready() {
         return;
     }
-    let tamper = dirs("tamper");
+    let tamper = cases("tamper");
     assert!(tamper.len() >= 10);
     for case in tamper {
         let e = expect(&case);
         let (code, verdicts, err) = python_verify(
             &vectors().join("gateway.pub.jwk"),
             &vectors().join("registry.json"),
-            &jws_files(&case),
+            &files(&case),
         );
         assert_ne!(code, 0, "{}: accepted {verdicts:?}", case.display());
         assert_ne!(code, 2, "{}: usage error {err}", case.display());
@@ -278,20 +251,13 @@ fn rust_and_python_give_the_strangers_corpus_the_verdicts_it_states() {
     );
     let keys = dir.path().join("gateway.pub.jwk");
     let registry = dir.path().join("registry.json");
-    let mut cases = Vec::new();
-    for kind in ["good", "tamper"] {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(dir.path().join(kind))
-            .expect("corpus")
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        v.sort();
-        cases.extend(v);
-    }
-    assert!(cases.len() >= 20, "{} cases", cases.len());
-    for case in cases {
+    let mut corpus = cases_in(dir.path(), "good");
+    corpus.extend(cases_in(dir.path(), "tamper"));
+    assert!(corpus.len() >= 20, "{} cases", corpus.len());
+    for case in corpus {
         let e = expect(&case);
         let (code, text) = rust_verify(&keys, &registry, &case);
-        let (py_code, verdicts, err) = python_verify(&keys, &registry, &jws_files(&case));
+        let (py_code, verdicts, err) = python_verify(&keys, &registry, &files(&case));
         match e["reason"].as_str() {
             None => {
                 assert_eq!(code, 0, "rust, {}: {text}", case.display());

@@ -9,38 +9,11 @@
 
 mod report_support;
 mod upload_support;
+mod vector_files;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-
-fn vectors() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/tests/vectors")
-}
-
-fn cases(kind: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(vectors().join(kind))
-        .expect("vectors")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    v.sort();
-    v
-}
-
-fn files(case: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(case)
-        .expect("case")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "jws"))
-        .collect();
-    v.sort();
-    v
-}
-
-fn expect(case: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(case.join("expect.json")).expect("expect.json"))
-        .expect("JSON")
-}
+use vector_files::{cases, expect, files, vectors};
 
 /// Runs the gateway binary's `verify` on `args`; (exit code, stdout).
 fn verify(args: &[&std::ffi::OsStr]) -> (i32, String) {
