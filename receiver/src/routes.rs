@@ -84,6 +84,10 @@ pub struct ReceiverStats {
     pub wire_bytes: AtomicU64,
     /// Uploads refused as a whole (token, size, encoding, slow body, busy).
     pub refused: AtomicU64,
+    /// Nanoseconds spent verifying reports (sum over reports).
+    pub verify_ns: AtomicU64,
+    /// Nanoseconds spent in the archive's chain decision and storage (sum).
+    pub commit_ns: AtomicU64,
 }
 
 /// What every handler shares.
@@ -394,15 +398,29 @@ async fn offer(state: &AppState, bytes: Vec<u8>) -> Result<ItemResult, ArchiveEr
         .await
         .expect("the semaphore is never closed");
     let trust = state.trust.clone();
-    let (bytes, verified) = tokio::task::spawn_blocking(move || {
+    let (bytes, verified, took) = tokio::task::spawn_blocking(move || {
         let _slot = slot;
+        let t = std::time::Instant::now();
         let v = verify_offered(&bytes, &trust);
-        (bytes, v)
+        (bytes, v, t.elapsed())
     })
     .await
     .expect("verification does not panic");
+    let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    state
+        .stats
+        .verify_ns
+        .fetch_add(nanos(took), Ordering::Relaxed);
     match verified {
-        Ok(v) => state.archive.commit(&bytes, &v, now_ms()).await,
+        Ok(v) => {
+            let t = std::time::Instant::now();
+            let r = state.archive.commit(&bytes, &v, now_ms()).await;
+            state
+                .stats
+                .commit_ns
+                .fetch_add(nanos(t.elapsed()), Ordering::Relaxed);
+            r
+        }
         Err(e) => {
             let v = crate::archive::file::parse_stored(&bytes, "offered report").ok();
             Ok(ItemResult::rejected(v.as_ref(), e.label(), e.to_string()))

@@ -1,0 +1,224 @@
+//! Backend benchmark (issue 13): many gateways' hourly reports of 6,000
+//! readings (10 meters x 600 samples, every frame device-signed) uploaded at
+//! once ("time compressed": every gateway's hour arrives together) to one
+//! and then two receivers over one PostgreSQL on this machine, each report
+//! fully verified (JWS, every device signature, Merkle root, aggregates,
+//! calculation), chained and logged in one transaction with the database's
+//! real fsync (`Durability::Full`).
+//!
+//! Prints: reports/s accepted, p50/p99/max upload latency, database bytes
+//! per report, time per report in verification and in the database
+//! (decision + storage + log, summed over reports), CPU split.
+//!
+//! Run: `cargo bench -p mrv-receiver --bench backend` (env `GATEWAYS`,
+//! default 10000; `CONCURRENCY`, default 64 uploads in flight; `RECEIVERS`,
+//! default `1,2`).
+
+#[path = "../../tests/tests/upload_support/mod.rs"]
+mod upload_support;
+
+use ed25519_dalek::SigningKey;
+use mrv_receiver::archive::LogIdentity;
+use mrv_receiver::archive::postgres::PgArchive;
+use mrv_receiver::throwaway_postgres::{Durability, ThrowawayPostgres};
+use mrv_receiver::{ReceiverConfig, Store};
+use mrv_shared::report::KeySet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use upload_support::{TestChain, init};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn cpu_secs() -> f64 {
+    // utime + stime of this process (the receivers, the load generator and
+    // the PostgreSQL client side), in clock ticks of 100 Hz.
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let f: Vec<&str> = s
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / 100.0
+}
+
+fn main() {
+    init();
+    let gateways = env("GATEWAYS", 10_000);
+    let concurrency = env("CONCURRENCY", 64);
+    let runs: Vec<usize> = std::env::var("RECEIVERS")
+        .unwrap_or_else(|_| String::from("1,2"))
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    // Build: one report per gateway, on both cores, before anything is timed.
+    let t0 = Instant::now();
+    let key = SigningKey::from_bytes(&[42; 32]);
+    let next = AtomicUsize::new(0);
+    let mut reports: Vec<(String, Vec<u8>)> = Vec::with_capacity(gateways);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= gateways {
+                            return out;
+                        }
+                        let mut c = TestChain::new(10, 6_000, 3_600_000).unstored();
+                        c.set_gateway(&format!("gw-{i:05}"));
+                        c.set_signer(key.clone(), &format!("kid-{i:05}"));
+                        c.extend(1);
+                        out.push((format!("gw-{i:05}-000000000001"), c.reports.remove(0)));
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            reports.extend(w.join().expect("builder"));
+        }
+    });
+    let build = t0.elapsed();
+    let bytes: usize = reports.iter().map(|(_, r)| r.len()).sum();
+    let readings = 6_000u64;
+    println!(
+        "backend benchmark ({gateways} gateways, one hourly report each, {readings} readings per report)"
+    );
+    println!(
+        "  build + sign           {:.1} s ({:.1} ms/report, {} KiB/report)",
+        build.as_secs_f64(),
+        build.as_secs_f64() * 1000.0 / gateways as f64,
+        bytes / gateways / 1024
+    );
+    let mut keys = KeySet::new();
+    for i in 0..gateways {
+        keys.insert(&format!("kid-{i:05}"), key.verifying_key());
+    }
+    let pg = ThrowawayPostgres::start(Durability::Full).expect("PostgreSQL");
+    let reports = Arc::new(reports);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let identity =
+        LogIdentity::new("bench.mrv/log", SigningKey::from_bytes(&[7; 32])).expect("identity");
+    for receivers in runs {
+        rt.block_on(async {
+            let url = pg
+                .create_database(&format!("bench_{receivers}"))
+                .await
+                .expect("database");
+            let db = PgArchive::connect(&url, 1, identity.clone())
+                .await
+                .expect("schema");
+            let db_before = db.database_bytes().await.expect("size");
+            let mut rxs = Vec::new();
+            for _ in 0..receivers {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                let mut cfg = ReceiverConfig::files("/nonexistent", keys.clone());
+                cfg.store = Store::Postgres {
+                    url: url.clone(),
+                    pool: 16,
+                };
+                cfg.log = Some(identity.clone());
+                rxs.push(mrv_receiver::start(listener, cfg).await.expect("receiver"));
+            }
+            let bases: Arc<Vec<String>> =
+                Arc::new(rxs.iter().map(|r| format!("http://{}", r.addr())).collect());
+            let http = reqwest::Client::builder()
+                .pool_max_idle_per_host(concurrency)
+                .timeout(Duration::from_secs(300))
+                .build()
+                .expect("client");
+            let next = Arc::new(AtomicUsize::new(0));
+            let cpu0 = cpu_secs();
+            let t = Instant::now();
+            let mut set = tokio::task::JoinSet::new();
+            for _ in 0..concurrency {
+                let (http, next, bases, reports) =
+                    (http.clone(), next.clone(), bases.clone(), reports.clone());
+                set.spawn(async move {
+                    let mut lat = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((id, body)) = reports.get(i) else {
+                            return lat;
+                        };
+                        let base = &bases[i % bases.len()];
+                        let s = Instant::now();
+                        let r = http
+                            .put(format!("{base}/v1/reports/{id}"))
+                            .body(body.clone())
+                            .send()
+                            .await
+                            .expect("answer");
+                        let code = r.status().as_u16();
+                        let _ = r.bytes().await;
+                        assert_eq!(code, 201, "{id}");
+                        lat.push(s.elapsed());
+                    }
+                });
+            }
+            let mut lat: Vec<Duration> = Vec::new();
+            while let Some(l) = set.join_next().await {
+                lat.extend(l.expect("uploader"));
+            }
+            let wall = t.elapsed();
+            let cpu = cpu_secs() - cpu0;
+            lat.sort_unstable();
+            let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+            let db_after = db.database_bytes().await.expect("size");
+            let (mut verify_ns, mut commit_ns, mut accepted) = (0u64, 0u64, 0u64);
+            for r in &rxs {
+                let s = r.handle.stats();
+                verify_ns += s.verify_ns.load(Ordering::Relaxed);
+                commit_ns += s.commit_ns.load(Ordering::Relaxed);
+                accepted += s.accepted.load(Ordering::Relaxed);
+            }
+            let n = accepted as f64;
+            println!("{receivers} receiver(s), {concurrency} uploads in flight, one PostgreSQL:");
+            println!(
+                "  accepted               {accepted} in {:.1} s = {:.1} reports/s ({:.0} readings/s)",
+                wall.as_secs_f64(),
+                n / wall.as_secs_f64(),
+                n * readings as f64 / wall.as_secs_f64()
+            );
+            println!(
+                "  upload latency         p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+                q(0.5).as_secs_f64() * 1e3,
+                q(0.99).as_secs_f64() * 1e3,
+                lat[lat.len() - 1].as_secs_f64() * 1e3
+            );
+            println!(
+                "  per report             verify {:.1} ms, database {:.1} ms (sums over reports / reports)",
+                verify_ns as f64 / n / 1e6,
+                commit_ns as f64 / n / 1e6
+            );
+            println!(
+                "  database bytes         {:.0} KiB/report ({:.0} MiB for {accepted}; report itself {} KiB)",
+                (db_after - db_before) as f64 / n / 1024.0,
+                (db_after - db_before) as f64 / 1048576.0,
+                bytes / gateways / 1024
+            );
+            println!(
+                "  CPU of this process    {:.1} s ({:.2} cores; PostgreSQL's own CPU not included)",
+                cpu,
+                cpu / wall.as_secs_f64()
+            );
+            for r in rxs {
+                r.stop().await.expect("stops");
+            }
+        });
+    }
+}
