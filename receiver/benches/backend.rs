@@ -126,7 +126,11 @@ fn main() {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                     .await
                     .expect("bind");
-                let mut cfg = ReceiverConfig::files("/nonexistent", keys.clone());
+                let mut cfg = ReceiverConfig::files(
+                    "/nonexistent",
+                    keys.clone(),
+                    upload_support::synthetic_trust(),
+                );
                 cfg.store = Store::Postgres {
                     url: url.clone(),
                     pool: 16,
