@@ -45,6 +45,11 @@ apt_install chromium
 # the tests start themselves (receiver/src/throwaway_postgres.rs) from
 # Debian's server binaries, as the unprivileged `postgres` user.
 apt_install postgresql
+# Crediting statement (receiver/tests/statement_pack.rs): openpyxl, a
+# workbook reader we did not write, reads the XLSX back.
+if ! python3 -c 'import openpyxl' 2>/dev/null; then
+    python3 -m pip install --quiet 'openpyxl>=3.1'
+fi
 
 # Debian package (tests/tests/debian_package.rs): dpkg-deb builds it, lintian
 # checks it, systemd-sysusers creates its user inside a throwaway root.

@@ -15,6 +15,10 @@
 //! - appends every accepted report's hash to its RFC 6962 log and answers
 //!   every `2xx` with a receipt: inclusion proof plus a C2SP signed
 //!   checkpoint ([`mrv_shared::tlog`], [`log_key`]);
+//! - indexes every accepted report's calculations in a crediting ledger
+//!   and answers totals rounded down once ([`ledger`]);
+//! - writes the auditor's pack for a project and period, signed by the
+//!   log key ([`statement`]);
 //! - keeps hostile clients from exhausting memory or connections
 //!   ([`limits`], [`serve`]).
 //!
@@ -37,10 +41,12 @@
 //! It prints `listening on https://<addr>` once it accepts connections.
 
 pub mod archive;
+pub mod ledger;
 pub mod limits;
 pub mod log_key;
 pub mod routes;
 pub mod serve;
+pub mod statement;
 pub mod throwaway_postgres;
 pub mod tls;
 pub mod verification;

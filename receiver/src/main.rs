@@ -3,6 +3,9 @@
 //! Prints `listening on <scheme>://<addr>` on stdout once it accepts
 //! connections (tests that start it with `--listen 127.0.0.1:0` read the
 //! port from there), and stops on Ctrl-C / SIGTERM.
+//!
+//! Subcommands: `statement` writes the auditor's pack for a project and
+//! period (`mrv_receiver::statement`); `verify-statement` checks one.
 
 use anyhow::Context;
 use clap::Parser;
@@ -16,9 +19,77 @@ use std::time::Duration;
 
 /// Reference MRV backend receiver: verifies, chains and stores signed
 /// monitoring reports, and logs every accepted one in a public,
-/// append-only log.
+/// append-only log. Without a subcommand it serves.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    serve: Args,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Cmd {
+    /// Write the crediting statement (auditor's pack) of a project over
+    /// whole days into a new directory, signed by the log key.
+    Statement(StatementArgs),
+    /// Check a pack: the signed note (log verifier key), the manifest and
+    /// every file.
+    VerifyStatement(VerifyStatementArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct StatementArgs {
+    /// Project (the reports' `header.project`).
+    #[arg(long)]
+    project: String,
+    /// Only this site (default: every site of the project).
+    #[arg(long)]
+    site: Option<String>,
+    /// First day, YYYY-MM-DD (UTC, inclusive).
+    #[arg(long)]
+    from: String,
+    /// Last day, YYYY-MM-DD (UTC, inclusive).
+    #[arg(long)]
+    to: String,
+    /// Output directory (must not exist or be empty).
+    #[arg(long)]
+    out: PathBuf,
+    /// File store directory (stop its receiver first: the file store is
+    /// one process's).
+    #[arg(long, required_unless_present = "database_url")]
+    data_dir: Option<PathBuf>,
+    /// PostgreSQL connection string.
+    #[arg(long, env = "MRV_RECEIVER_DATABASE_URL")]
+    database_url: Option<String>,
+    /// The log's private key (signs the statement). File store default:
+    /// `<data-dir>/log-key.jwk`.
+    #[arg(long)]
+    log_key: Option<PathBuf>,
+    /// The device registry the reports were verified against (copied into
+    /// the pack).
+    #[arg(long)]
+    device_registry: Option<PathBuf>,
+    /// Gateway public JWK files (copied into the pack); repeatable.
+    #[arg(long = "gateway-key")]
+    gateway_keys: Vec<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct VerifyStatementArgs {
+    /// The pack directory.
+    dir: PathBuf,
+    /// The log's note verifier key (`<origin>+<id>+<key>`), obtained out of band.
+    #[arg(long)]
+    log_verifier: String,
+}
+
+#[derive(Debug, clap::Args)]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8443")]
@@ -91,7 +162,23 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Some(Cmd::Statement(a)) => return statement(a).await,
+        Some(Cmd::VerifyStatement(a)) => {
+            let v = mrv_shared::tlog::note::NoteVerifier::parse(a.log_verifier.trim())
+                .context("--log-verifier")?;
+            let ok = mrv_receiver::statement::verify_pack(&a.dir, &v)?;
+            print!("{}", ok.text);
+            println!(
+                "OK: signature by {v}, {} files match the manifest",
+                ok.files
+            );
+            return Ok(());
+        }
+        None => {}
+    }
+    let args = cli.serve;
     let mut keys = KeySet::new();
     for p in &args.gateway_keys {
         let text =
@@ -172,5 +259,44 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("stopping");
     running.stop().await.context("server")?;
+    Ok(())
+}
+
+async fn statement(a: StatementArgs) -> anyhow::Result<()> {
+    let (store, key) = match (&a.database_url, &a.data_dir) {
+        (Some(url), _) => (
+            Store::Postgres {
+                url: url.clone(),
+                pool: 2,
+            },
+            a.log_key
+                .clone()
+                .context("a PostgreSQL store needs --log-key")?,
+        ),
+        (None, Some(dir)) => (
+            Store::Files(dir.clone()),
+            a.log_key.clone().unwrap_or_else(|| dir.join("log-key.jwk")),
+        ),
+        (None, None) => anyhow::bail!("give --data-dir or --database-url"),
+    };
+    let identity = mrv_receiver::log_key::load(&key, None)?;
+    let q = mrv_receiver::ledger::LedgerQuery::new(&a.project, a.site.as_deref(), &a.from, &a.to)?;
+    let archive = mrv_receiver::open_archive(&store, identity.clone()).await?;
+    let inputs = mrv_receiver::statement::PackInputs {
+        registry: a.device_registry.clone(),
+        gateway_keys: a.gateway_keys.clone(),
+    };
+    let pack =
+        mrv_receiver::statement::write_pack(&archive, &identity, &q, &inputs, &a.out).await?;
+    let er = &pack.totals.amounts.er;
+    println!(
+        "statement {}: {} reports, ER {} tCO2e exact = {} (6 decimals, rounded down once) = {} whole tonnes; {} files",
+        a.out.display(),
+        pack.totals.reports,
+        er.exact,
+        er.decimal,
+        er.tonnes,
+        pack.files.len() + 2
+    );
     Ok(())
 }

@@ -15,6 +15,8 @@
 //! | `GET` | `/v1/log/checkpoint` | the current signed checkpoint (`text/plain`) |
 //! | `GET` | `/v1/log/consistency` | consistency proof, `?old=<size>&new=<size>` |
 //! | `GET` | `/v1/log/key` | the log's note verifier key (`text/plain`) |
+//! | `GET` | `/v1/ledger/totals` | crediting totals, `?project=&site=&from=&to=` ([`crate::ledger`]) |
+//! | `GET` | `/v1/ledger/reports` | the ledger entries behind them, same query |
 //! | `GET` | `/v1/health` | liveness |
 //!
 //! Upload bodies may be `Content-Encoding: gzip`; they are decoded and
@@ -36,6 +38,7 @@
 //! `PUT`. Every `accepted` and `duplicate` result carries a receipt.
 
 use crate::archive::{AnyArchive, Archive, ArchiveError, ItemResult, ItemStatus, LogIdentity};
+use crate::ledger::LedgerQuery;
 use crate::limits::Limits;
 use crate::verification::{Trust, verify_offered};
 use axum::Router;
@@ -66,6 +69,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/log/checkpoint"),
     ("GET", "/v1/log/consistency"),
     ("GET", "/v1/log/key"),
+    ("GET", "/v1/ledger/totals"),
+    ("GET", "/v1/ledger/reports"),
     ("GET", "/v1/health"),
 ];
 
@@ -129,6 +134,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/log/checkpoint", get(checkpoint))
         .route("/v1/log/consistency", get(consistency))
         .route("/v1/log/key", get(log_key))
+        .route("/v1/ledger/totals", get(ledger_totals))
+        .route("/v1/ledger/reports", get(ledger_reports))
         .route("/v1/health", get(health))
         .with_state(state)
 }
@@ -589,6 +596,48 @@ async fn chain(State(state): State<AppState>, Path(gateway): Path<String>) -> Re
         Ok(Some(s)) => axum::Json(s).into_response(),
         Ok(None) => problem(StatusCode::NOT_FOUND, "not_found", "no such gateway"),
         Err(e) => storage_problem(&e),
+    }
+}
+
+/// Query of the ledger routes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LedgerParams {
+    project: String,
+    #[serde(default)]
+    site: Option<String>,
+    from: String,
+    to: String,
+}
+
+async fn ledger_query(
+    state: &AppState,
+    p: &LedgerParams,
+) -> Result<(LedgerQuery, Vec<crate::ledger::LedgerEntry>), Response> {
+    let q = LedgerQuery::new(&p.project, p.site.as_deref(), &p.from, &p.to)
+        .map_err(|e| problem(StatusCode::BAD_REQUEST, "bad_query", e.to_string()))?;
+    let entries = state
+        .archive
+        .ledger(&q)
+        .await
+        .map_err(|e| storage_problem(&e))?;
+    Ok((q, entries))
+}
+
+async fn ledger_totals(State(state): State<AppState>, Query(p): Query<LedgerParams>) -> Response {
+    match ledger_query(&state, &p).await {
+        Ok((q, entries)) => match crate::ledger::totals(&q, &entries) {
+            Ok(t) => axum::Json(t).into_response(),
+            Err(e) => problem(StatusCode::UNPROCESSABLE_ENTITY, "ledger", e.to_string()),
+        },
+        Err(r) => r,
+    }
+}
+
+async fn ledger_reports(State(state): State<AppState>, Query(p): Query<LedgerParams>) -> Response {
+    match ledger_query(&state, &p).await {
+        Ok((_, entries)) => axum::Json(entries).into_response(),
+        Err(r) => r,
     }
 }
 

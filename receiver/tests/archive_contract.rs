@@ -348,3 +348,122 @@ both!(
         }
     }
 );
+
+/// The exact ER of each calculation, straight from the JWS payload.
+fn payload_er(jws: &[u8]) -> Vec<(String, String)> {
+    let parsed = mrv_shared::report::jws::parse_compact(jws).expect("JWS");
+    let v: serde_json::Value = serde_json::from_slice(&parsed.payload).expect("JSON");
+    v["calculations"]
+        .as_array()
+        .expect("calculations")
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().expect("id").to_string(),
+                c["er"]["exact"].as_str().expect("exact").to_string(),
+            )
+        })
+        .collect()
+}
+
+both!(
+    the_ledger_holds_exactly_the_accepted_reports_and_totals_round_down_once,
+    |kind| {
+        use mrv_receiver::ledger::{LedgerQuery, totals};
+        use mrv_shared::methodology::Ratio;
+        let mut chain = TestChain::new(2, 60_000, 600_000);
+        chain.extend(6);
+        let mut other = TestChain::new(1, 60_000, 600_000);
+        other.extend(1);
+        let t = trust(&chain);
+        let a = kind.open().await;
+        // Seq 3 before seq 2: rejected (gap), nothing indexed.
+        assert_eq!(
+            offer(&a, &chain.reports[0], &t).await.status,
+            ItemStatus::Accepted
+        );
+        assert_eq!(
+            offer(&a, &chain.reports[2], &t).await.reason.as_deref(),
+            Some("seq_gap")
+        );
+        // An equivocation: flagged, nothing indexed.
+        assert_eq!(
+            offer(&a, &other.reports[0], &t).await.reason.as_deref(),
+            Some("equivocation")
+        );
+        for r in &chain.reports[1..] {
+            assert_eq!(offer(&a, r, &t).await.status, ItemStatus::Accepted);
+        }
+        // A duplicate adds nothing.
+        assert_eq!(
+            offer(&a, &chain.reports[3], &t).await.status,
+            ItemStatus::Duplicate
+        );
+        let q = LedgerQuery::new("JCM-TH-0042", None, "2025-11-26", "2025-11-26").expect("query");
+        let entries = a.ledger(&q).await.expect("io");
+        assert_eq!(
+            entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5, 6]
+        );
+        // Each entry is what its report states.
+        for (e, r) in entries.iter().zip(&chain.reports) {
+            let er: Vec<(String, String)> = e
+                .calculations
+                .iter()
+                .map(|c| (c.id.clone(), c.er.clone()))
+                .collect();
+            assert_eq!(er, payload_er(r));
+            assert_eq!(e.site, "th-solar-01");
+            assert_eq!(
+                e.calculations[0].completeness.len(),
+                e.calculations[0].bindings.len()
+            );
+            assert!(!e.devices.is_empty());
+        }
+        // Totals: the exact sum of the payloads' ER, rounded down once.
+        let mut sum = Ratio::ZERO;
+        for r in &chain.reports {
+            for (_, er) in payload_er(r) {
+                sum = sum
+                    .checked_add(Ratio::parse_exact(&er).expect("exact"))
+                    .expect("fits");
+            }
+        }
+        assert_ne!(sum, Ratio::ZERO, "the reports credit something");
+        let tot = totals(&q, &entries).expect("totals");
+        assert_eq!(tot.reports, 6);
+        assert_eq!(tot.amounts.er.exact, sum.to_string());
+        assert_eq!(
+            tot.amounts.er.decimal,
+            sum.to_decimal_floor(6).expect("fits")
+        );
+        assert_eq!(tot.amounts.er.tonnes, sum.floor());
+        assert_eq!(tot.coverage.len(), 1);
+        assert_eq!(tot.coverage[0].covered_ms, 6 * 600_000);
+        assert_eq!(tot.coverage[0].seqs, (1, 6));
+        // Per binding: 2 meters, 10 samples each per report.
+        assert_eq!(tot.completeness.len(), 2);
+        assert!(
+            tot.completeness
+                .iter()
+                .all(|c| c.received == 60 && c.reports == 6)
+        );
+        // Other project, other site, other day: nothing.
+        for q in [
+            LedgerQuery::new("OTHER", None, "2025-11-26", "2025-11-26"),
+            LedgerQuery::new("JCM-TH-0042", Some("elsewhere"), "2025-11-26", "2025-11-26"),
+            LedgerQuery::new(
+                "JCM-TH-0042",
+                Some("th-solar-01"),
+                "2025-11-27",
+                "2025-12-31",
+            ),
+        ] {
+            assert!(a.ledger(&q.expect("query")).await.expect("io").is_empty());
+        }
+        // Reopened: the same ledger.
+        drop(a);
+        let b = kind.open().await;
+        assert_eq!(b.ledger(&q).await.expect("io"), entries);
+    }
+);

@@ -213,6 +213,29 @@ async fn the_documented_operations_answer_on_a_live_receiver_with_documented_cod
             None,
             false,
         ),
+        (
+            "GET",
+            "/v1/ledger/totals",
+            String::from("/v1/ledger/totals?project=JCM-TH-0042&from=2025-11-26&to=2025-11-26"),
+            None,
+            false,
+        ),
+        (
+            "GET",
+            "/v1/ledger/totals",
+            String::from("/v1/ledger/totals?project=JCM-TH-0042&from=2025-11-31&to=2025-12-01"),
+            None,
+            false,
+        ),
+        (
+            "GET",
+            "/v1/ledger/reports",
+            String::from(
+                "/v1/ledger/reports?project=JCM-TH-0042&site=th-solar-01&from=2025-11-26&to=2025-11-26",
+            ),
+            None,
+            false,
+        ),
         ("GET", "/v1/health", String::from("/v1/health"), None, false),
     ];
     let mut seen = BTreeSet::new();

@@ -22,11 +22,16 @@
 //!   (report bytes were verified when accepted; they are parsed, not
 //!   re-verified). Memory: the log keeps every complete subtree, about
 //!   64 bytes per accepted report.
+//! - The ledger ([`crate::ledger`]) is derived from the report files: an
+//!   entry is added under the same lock right after its report file is
+//!   durable, and rebuilt from the files at open, so it holds exactly the
+//!   stored reports (memory: a few KiB per report).
 //! - One mutex serialises decisions and writes: this archive is for one
 //!   process. Several receivers need [`super::postgres::PgArchive`].
 
 use super::decision::{ChainView, Decision, decide};
 use super::{Archive, ArchiveError, ChainStatus, Entry, Flag, ItemResult, ItemStatus, LogIdentity};
+use crate::ledger::{self, LedgerEntry, LedgerQuery};
 use mrv_shared::ids::validate_id;
 use mrv_shared::report::jws::parse_compact;
 use mrv_shared::report::merkle::Hash;
@@ -114,6 +119,16 @@ struct State {
     log: MemoryLog,
     /// Signed checkpoint of the current size (cache).
     checkpoint: Option<(u64, String)>,
+    /// Ledger entries by (site, gateway, seq).
+    ledger: BTreeMap<(String, String, u64), LedgerEntry>,
+}
+
+impl State {
+    fn index(&mut self, v: &VerifiedReport) {
+        let e = ledger::entry_of(v);
+        self.ledger
+            .insert((e.site.clone(), e.gateway.clone(), e.seq), e);
+    }
 }
 
 #[derive(Debug)]
@@ -299,6 +314,7 @@ impl FileArchive {
                 st.by_hash.insert(v.hash, (name.clone(), seq));
                 st.by_id.insert(v.id().to_string(), (name.clone(), seq));
                 st.kid_gateway.insert(v.kid.clone(), name.clone());
+                st.index(&v);
                 loaded.push((v.hash, name.clone(), seq, bytes.len(), v));
             }
             st.chains.insert(name, chain);
@@ -434,6 +450,7 @@ impl FileArchive {
                 st.by_hash.insert(v.hash, (gw.clone(), v.seq()));
                 st.by_id.insert(v.id().to_string(), (gw.clone(), v.seq()));
                 st.kid_gateway.insert(v.kid.clone(), gw);
+                st.index(v);
                 let receipt = st.receipt(&inner.identity, &v.hash)?;
                 Ok(ItemResult::stored(
                     ItemStatus::Accepted,
@@ -600,5 +617,15 @@ impl Archive for FileArchive {
             new_size: new,
             proof: hex_hashes(&proof),
         })
+    }
+
+    async fn ledger(&self, q: &LedgerQuery) -> Result<Vec<LedgerEntry>, ArchiveError> {
+        Ok(self
+            .lock()
+            .ledger
+            .values()
+            .filter(|e| q.overlaps(e))
+            .cloned()
+            .collect())
     }
 }

@@ -30,11 +30,14 @@
 //!   conflicting reports.
 //! - **Every accepted report is in the log**, in acceptance order; every
 //!   `accepted` and `duplicate` answer carries a [`Receipt`] for it.
+//! - **Every accepted report is in the ledger** ([`crate::ledger`]), written
+//!   in the same atomic step as the acceptance; nothing else is.
 
 pub mod decision;
 pub mod file;
 pub mod postgres;
 
+use crate::ledger::{LedgerEntry, LedgerQuery};
 use mrv_shared::report::merkle::Hash;
 use mrv_shared::report::{VerifiedReport, hex};
 use mrv_shared::tlog::TlogError;
@@ -276,6 +279,19 @@ impl LogIdentity {
         self.signer.verifier()
     }
 
+    /// `text` (newline-terminated, no control characters) as a C2SP signed
+    /// note under the log's key (the crediting statement is one). Its
+    /// first line must not be the origin, so it can never pass as a
+    /// checkpoint.
+    pub fn sign_note(&self, text: &str) -> Result<String, TlogError> {
+        if text.lines().next() == Some(self.origin()) {
+            return Err(TlogError::Malformed(String::from(
+                "a note whose first line is the log origin would read as a checkpoint",
+            )));
+        }
+        self.signer.sign(text)
+    }
+
     /// The signed checkpoint of a tree of `size` with `root`.
     pub fn sign(&self, size: u64, root: Hash) -> String {
         Checkpoint {
@@ -357,6 +373,14 @@ pub trait Archive: Send + Sync {
         old: u64,
         new: u64,
     ) -> impl Future<Output = Result<ConsistencyProof, ArchiveError>> + Send;
+
+    /// The ledger entries of the reports of `q`'s project (and site) whose
+    /// period overlaps `q`'s ([`LedgerQuery::overlaps`]), in (site,
+    /// gateway, seq) order.
+    fn ledger(
+        &self,
+        q: &LedgerQuery,
+    ) -> impl Future<Output = Result<Vec<LedgerEntry>, ArchiveError>> + Send;
 }
 
 /// Either store, behind one type (the router holds this).
@@ -420,5 +444,8 @@ impl Archive for AnyArchive {
     }
     async fn consistency(&self, old: u64, new: u64) -> Result<ConsistencyProof, ArchiveError> {
         delegate!(self, a => a.consistency(old, new))
+    }
+    async fn ledger(&self, q: &LedgerQuery) -> Result<Vec<LedgerEntry>, ArchiveError> {
+        delegate!(self, a => a.ledger(q))
     }
 }

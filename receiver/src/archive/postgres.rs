@@ -1,7 +1,8 @@
 //! The PostgreSQL archive: any number of stateless receiver processes on
 //! one database.
 //!
-//! ## Schema (version 1, created at first connect)
+//! ## Schema (version 2, created at first connect; a version 1 database
+//! gets the ledger tables and its reports indexed in them at connect)
 //!
 //! ```text
 //! meta(key PK, value)                          schema_version, log_origin, log_verifier
@@ -13,6 +14,11 @@
 //! equivocations(offered_hash PK, gateway, seq, stored_hash, time_ms, evidence bytea)
 //! log_nodes(level, idx, PK(level, idx), hash)  every complete subtree of the log
 //! log_head(id = 1 PK, size, frontier bytea, checkpoint text)
+//! ledger_reports(gateway, seq, PK -> reports, project, site, period_start_ms, period_end_ms,
+//!         entry text)                          JSON LedgerEntry (crate::ledger)
+//! ledger_calculations(gateway, seq, calc_id, PK, methodology, re, pe, er, bindings,
+//!         completeness, excluded)              exact amounts as text, the rest JSON
+//! ledger_events(gateway, seq, idx, PK, time_ms, kind, device, first_seq, last_seq, detail)
 //! ```
 //!
 //! ## One transaction per offered report
@@ -22,7 +28,7 @@
 //! SELECT hash FROM reports WHERE (gateway, seq); SELECT gateway FROM kids  -- the ChainView
 //! decide()                                                                  -- pure
 //! accepted:     bind the kid (upsert, re-checked), SELECT log_head FOR UPDATE,
-//!               INSERT report, INSERT completed nodes, UPDATE log_head (new signed
+//!               INSERT report, INSERT ledger rows, INSERT completed nodes, UPDATE log_head (new signed
 //!               checkpoint), UPDATE gateways head; COMMIT
 //! equivocation: INSERT equivocations (evidence); COMMIT
 //! otherwise:    ROLLBACK (nothing stored)
@@ -37,6 +43,7 @@
 
 use super::decision::{ChainView, Decision, StoredHead, decide};
 use super::{Archive, ArchiveError, ChainStatus, Entry, Flag, ItemResult, ItemStatus, LogIdentity};
+use crate::ledger::{self, LedgerCalculation, LedgerEntry, LedgerQuery};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use mrv_shared::report::merkle::Hash;
 use mrv_shared::report::verify::ChainHead;
@@ -49,7 +56,7 @@ use std::collections::BTreeMap;
 use tokio_postgres::NoTls;
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: &str = "1";
+pub const SCHEMA_VERSION: &str = "2";
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text NOT NULL);
@@ -96,11 +103,54 @@ CREATE TABLE IF NOT EXISTS log_head (
     frontier bytea NOT NULL,
     checkpoint text NOT NULL
 );
+CREATE TABLE IF NOT EXISTS ledger_reports (
+    gateway text NOT NULL,
+    seq bigint NOT NULL,
+    project text NOT NULL,
+    site text NOT NULL,
+    period_start_ms bigint NOT NULL,
+    period_end_ms bigint NOT NULL,
+    entry text NOT NULL,
+    PRIMARY KEY (gateway, seq),
+    FOREIGN KEY (gateway, seq) REFERENCES reports (gateway, seq)
+);
+CREATE INDEX IF NOT EXISTS ledger_reports_period ON ledger_reports (project, period_start_ms);
+CREATE TABLE IF NOT EXISTS ledger_calculations (
+    gateway text NOT NULL,
+    seq bigint NOT NULL,
+    calc_id text NOT NULL,
+    methodology text NOT NULL,
+    re text NOT NULL,
+    pe text NOT NULL,
+    er text NOT NULL,
+    bindings text NOT NULL,
+    completeness text NOT NULL,
+    excluded text NOT NULL,
+    PRIMARY KEY (gateway, seq, calc_id),
+    FOREIGN KEY (gateway, seq) REFERENCES reports (gateway, seq)
+);
+CREATE TABLE IF NOT EXISTS ledger_events (
+    gateway text NOT NULL,
+    seq bigint NOT NULL,
+    idx int NOT NULL,
+    time_ms bigint NOT NULL,
+    kind text NOT NULL,
+    device text,
+    first_seq bigint,
+    last_seq bigint,
+    detail text NOT NULL,
+    PRIMARY KEY (gateway, seq, idx),
+    FOREIGN KEY (gateway, seq) REFERENCES reports (gateway, seq)
+);
 "#;
 
 /// Arbitrary constant key of the advisory lock that serialises schema
 /// creation among receivers starting at once.
 const MIGRATION_LOCK: i64 = 0x6d72_765f_7363_6831;
+
+fn json_text<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).expect("ledger records serialise")
+}
 
 fn db(e: impl std::fmt::Display) -> ArchiveError {
     ArchiveError::Database(e.to_string())
@@ -206,7 +256,7 @@ impl PgArchive {
                 .await
                 .map_err(db)?;
             }
-            Some(v) if v == SCHEMA_VERSION => {
+            Some(v) if v == SCHEMA_VERSION || v == "1" => {
                 if meta.get("log_verifier") != Some(&verifier) {
                     return Err(ArchiveError::Corrupt {
                         what: String::from("meta.log_verifier"),
@@ -215,6 +265,32 @@ impl PgArchive {
                             meta.get("log_verifier")
                         ),
                     });
+                }
+                if v == "1" {
+                    // Version 1 had no ledger: index every stored report.
+                    let rows = tx
+                        .query(
+                            "SELECT gateway, seq, bytes FROM reports ORDER BY gateway, seq",
+                            &[],
+                        )
+                        .await
+                        .map_err(db)?;
+                    for r in &rows {
+                        let what =
+                            format!("reports {} seq {}", r.get::<_, &str>(0), r.get::<_, i64>(1));
+                        let v = super::file::parse_stored(r.get(2), &what)?;
+                        Self::insert_ledger(&tx, &ledger::entry_of(&v)).await?;
+                    }
+                    tx.execute(
+                        "UPDATE meta SET value = $1 WHERE key = 'schema_version'",
+                        &[&SCHEMA_VERSION],
+                    )
+                    .await
+                    .map_err(db)?;
+                    tracing::info!(
+                        reports = rows.len(),
+                        "database schema 1 -> 2: ledger indexed"
+                    );
                 }
             }
             Some(v) => {
@@ -225,6 +301,107 @@ impl PgArchive {
             }
         }
         tx.commit().await.map_err(db)
+    }
+
+    /// Writes the ledger rows of `e` (inside the acceptance's transaction).
+    async fn insert_ledger(c: &impl GenericClient, e: &LedgerEntry) -> Result<(), ArchiveError> {
+        let seq = i64_of(e.seq, "seq")?;
+        let q = c
+            .prepare_cached(
+                "INSERT INTO ledger_reports (gateway, seq, project, site, period_start_ms, \
+                 period_end_ms, entry) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .await
+            .map_err(db)?;
+        c.execute(
+            &q,
+            &[
+                &e.gateway,
+                &seq,
+                &e.project,
+                &e.site,
+                &i64_of(e.period_start_ms, "period")?,
+                &i64_of(e.period_end_ms, "period")?,
+                &json_text(e),
+            ],
+        )
+        .await
+        .map_err(db)?;
+        if !e.calculations.is_empty() {
+            let col = |f: &dyn Fn(&LedgerCalculation) -> String| -> Vec<String> {
+                e.calculations.iter().map(f).collect()
+            };
+            let q = c
+                .prepare_cached(
+                    "INSERT INTO ledger_calculations (gateway, seq, calc_id, methodology, re, pe, er, \
+                     bindings, completeness, excluded) SELECT $1, $2, * FROM \
+                     unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
+                     $9::text[], $10::text[])",
+                )
+                .await
+                .map_err(db)?;
+            c.execute(
+                &q,
+                &[
+                    &e.gateway,
+                    &seq,
+                    &col(&|x| x.id.clone()),
+                    &col(&|x| x.methodology.name().to_string()),
+                    &col(&|x| x.re.clone()),
+                    &col(&|x| x.pe.clone()),
+                    &col(&|x| x.er.clone()),
+                    &col(&|x| json_text(&x.bindings)),
+                    &col(&|x| json_text(&x.completeness)),
+                    &col(&|x| json_text(&x.excluded)),
+                ],
+            )
+            .await
+            .map_err(db)?;
+        }
+        if !e.events.is_empty() {
+            let idx: Vec<i32> = (0..e.events.len())
+                .map(|i| i32::try_from(i).unwrap_or(i32::MAX))
+                .collect();
+            let time: Vec<i64> = e
+                .events
+                .iter()
+                .map(|x| i64_of(x.time_ms, "event time"))
+                .collect::<Result<_, _>>()?;
+            let kind: Vec<&str> = e.events.iter().map(|x| x.kind.name()).collect();
+            let device: Vec<Option<&str>> = e
+                .events
+                .iter()
+                .map(|x| x.device.as_ref().map(|d| d.as_str()))
+                .collect();
+            let first: Vec<Option<i64>> = e
+                .events
+                .iter()
+                .map(|x| x.seqs.as_ref().map(|s| i64_of(s.first, "seq")).transpose())
+                .collect::<Result<_, _>>()?;
+            let last: Vec<Option<i64>> = e
+                .events
+                .iter()
+                .map(|x| x.seqs.as_ref().map(|s| i64_of(s.last, "seq")).transpose())
+                .collect::<Result<_, _>>()?;
+            let detail: Vec<&str> = e.events.iter().map(|x| x.detail.as_str()).collect();
+            let q = c
+                .prepare_cached(
+                    "INSERT INTO ledger_events (gateway, seq, idx, time_ms, kind, device, first_seq, \
+                     last_seq, detail) SELECT $1, $2, * FROM unnest($3::int[], $4::bigint[], \
+                     $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::text[])",
+                )
+                .await
+                .map_err(db)?;
+            c.execute(
+                &q,
+                &[
+                    &e.gateway, &seq, &idx, &time, &kind, &device, &first, &last, &detail,
+                ],
+            )
+            .await
+            .map_err(db)?;
+        }
+        Ok(())
     }
 
     /// Fetches the stored nodes `ids`.
@@ -454,6 +631,7 @@ impl PgArchive {
                 )
                 .await
                 .map_err(db)?;
+                Self::insert_ledger(&tx, &ledger::entry_of(v)).await?;
                 let levels: Vec<i16> = done.iter().map(|(id, _)| i16::from(id.level)).collect();
                 let idxs: Vec<i64> = done
                     .iter()
@@ -760,5 +938,35 @@ impl Archive for PgArchive {
             new_size: new,
             proof: hex_hashes(&proof),
         })
+    }
+
+    async fn ledger(&self, q: &LedgerQuery) -> Result<Vec<LedgerEntry>, ArchiveError> {
+        let c = self.pool.get().await.map_err(db)?;
+        let rows = c
+            .query(
+                "SELECT gateway, seq, entry FROM ledger_reports WHERE project = $1 \
+                 AND ($2::text IS NULL OR site = $2) AND period_start_ms < $4 AND period_end_ms > $3 \
+                 ORDER BY site, gateway, seq",
+                &[
+                    &q.project,
+                    &q.site,
+                    &i64_of(q.from_ms, "from")?,
+                    &i64_of(q.to_ms, "to")?,
+                ],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                serde_json::from_str(r.get(2)).map_err(|e| ArchiveError::Corrupt {
+                    what: format!(
+                        "ledger_reports {} seq {}",
+                        r.get::<_, &str>(0),
+                        r.get::<_, i64>(1)
+                    ),
+                    why: e.to_string(),
+                })
+            })
+            .collect()
     }
 }
