@@ -467,3 +467,47 @@ both!(
         assert_eq!(b.ledger(&q).await.expect("io"), entries);
     }
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_1_database_gets_its_stored_reports_indexed_in_the_ledger_at_connect() {
+    use mrv_receiver::ledger::LedgerQuery;
+    let mut chain = TestChain::new(1, 60_000, 600_000);
+    chain.extend(3);
+    let t = trust(&chain);
+    let kind = Kind::postgres().await;
+    let a = kind.open().await;
+    for r in &chain.reports {
+        assert_eq!(offer(&a, r, &t).await.status, ItemStatus::Accepted);
+    }
+    let q = LedgerQuery::new("JCM-TH-0042", None, "2025-11-26", "2025-11-26").expect("query");
+    let before = a.ledger(&q).await.expect("io");
+    assert_eq!(before.len(), 3);
+    drop(a);
+    // Make it a schema 1 database: no ledger tables.
+    let Kind::Postgres(url) = &kind else {
+        unreachable!("a PostgreSQL kind")
+    };
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let conn = tokio::spawn(conn);
+    client
+        .batch_execute(
+            "DROP TABLE ledger_events; DROP TABLE ledger_calculations; DROP TABLE ledger_reports; \
+             UPDATE meta SET value = '1' WHERE key = 'schema_version'",
+        )
+        .await
+        .expect("downgrade");
+    drop(client);
+    let _ = conn.await;
+    let b = kind.open().await;
+    assert_eq!(b.ledger(&q).await.expect("io"), before);
+    // And it is schema 2 now: the chain goes on, indexed.
+    let mut more = chain;
+    more.extend(1);
+    assert_eq!(
+        offer(&b, &more.reports[3], &t).await.status,
+        ItemStatus::Accepted
+    );
+    assert_eq!(b.ledger(&q).await.expect("io").len(), 4);
+}
