@@ -395,15 +395,22 @@ impl<F: NorFlash, const P: usize> App<F, P> {
         self.stats.acks += 1;
         self.stats.last_status = Some(ack.status);
         self.stats.highest_acked = self.stats.highest_acked.max(ack.acked_seq);
-        let stale: Vec<FrameRef> = self
-            .journal
-            .frames()
-            .iter()
-            .filter(|f| f.seq <= ack.acked_seq)
-            .copied()
-            .collect();
-        if ack.status == AckStatus::SeqRegressed && !stale.is_empty() {
-            return self.renumber(ack.acked_seq, &stale);
+        // Only a renumbering needs the list of stale frames. An ordinary ack
+        // allocates nothing: it typically arrives when the outbox (and the
+        // heap) is at its fullest, e.g. one ack for 512 frames after an
+        // outage, which ran the F411-sized heap out of memory when this
+        // list was built for every ack.
+        if ack.status == AckStatus::SeqRegressed {
+            let stale: Vec<FrameRef> = self
+                .journal
+                .frames()
+                .iter()
+                .filter(|f| f.seq <= ack.acked_seq)
+                .copied()
+                .collect();
+            if !stale.is_empty() {
+                return self.renumber(ack.acked_seq, &stale);
+            }
         }
         let mut snap = self.snap;
         snap.acked_seq = snap.acked_seq.max(ack.acked_seq);

@@ -481,6 +481,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "std")]
     fn the_modem_side_decoder_says_incomplete_invalid_or_frame() {
         let f = encode_link_frame(TYPE_PUBLISH, b"MFabc").unwrap();
         for n in 0..f.len() {
@@ -591,6 +592,7 @@ mod tests {
 
         /// The modem side finds every whole publish frame among garbage.
         #[test]
+        #[cfg(feature = "std")]
         fn every_whole_publish_frame_survives_any_garbage_around_it(
             chunks in proptest::collection::vec(
                 (proptest::collection::vec(proptest::prelude::any::<u8>(), 0..30),

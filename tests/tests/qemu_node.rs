@@ -33,15 +33,19 @@ kind = "solar_meter"
 serial = "QEMU-MPS2-AN386"
 meter_class = "emulated"
 public_key = "PUBLIC_KEY"
+channels = [{{ id = "energy", quantity = "energy", kind = "counter" }}]
 
 [report]
 period_minutes = 60
 grace_seconds = 5
-methodology = "solar_pv"
 key_file = "keys/gateway.key"
 clock_source = "manual test clock"
 
-[report.parameters.ef]
+[report.calculations.pv]
+methodology = "solar_pv"
+inputs = [{{ role = "generation", device = "{DEVICE}", channel = "energy" }}]
+
+[report.calculations.pv.parameters.ef]
 value = "0.5113"
 unit = "tCO2/MWh"
 source = "illustrative grid EF"
