@@ -9,6 +9,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub trait Clock: Send + Sync + 'static {
     /// Now, in Unix ms.
     fn now_ms(&self) -> u64;
+
+    /// Whether this clock can step unlike elapsed time (NTP steps, someone
+    /// setting the date), so the gateway watches it for jumps
+    /// ([`crate::clock_watch`]). The system clock can; a [`ManualClock`]
+    /// models time passing (a test moving it on is not a jump).
+    fn can_jump(&self) -> bool {
+        false
+    }
 }
 
 /// The system clock.
@@ -21,6 +29,10 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0)
+    }
+
+    fn can_jump(&self) -> bool {
+        true
     }
 }
 

@@ -16,6 +16,7 @@
 pub mod buffer;
 pub mod cli;
 pub mod clock;
+pub mod clock_watch;
 pub mod config;
 pub mod diagnostics;
 pub mod durable_dir;

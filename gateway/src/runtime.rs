@@ -187,6 +187,15 @@ pub async fn start(
         clock.clone(),
         shutdown_rx.clone(),
     )));
+    // Steps of the wall clock become `clock_jump` events (reports take the
+    // largest as clock.max_skew_ms).
+    if clock.can_jump() {
+        tasks.push(tokio::spawn(crate::clock_watch::run_clock_watch(
+            clock.clone(),
+            events_tx.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
     let intake = Arc::new(FrameIntake::new(FrameIntakeParts {
         site: config.site.id.clone(),
         registry: Arc::new(config.devices.clone()),
