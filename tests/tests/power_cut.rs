@@ -15,17 +15,18 @@
 //! a run (the soak in docs/RELIABILITY.md uses 60 cycles).
 
 use mrv_e2e::power_cut_fs::{Cut, PowerCutFs};
-use mrv_e2e::{TestSite, assert_gap_free, stored_seqs, wait_for_port};
+use mrv_e2e::{KillOnDrop, TestSite, assert_gap_free, stored_seqs, wait_for_port};
 use mrv_gateway::buffer::{Buffer, BufferConfig};
 use rand::{Rng, SeedableRng};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|s| s.parse().ok())
 }
 
-fn spawn_gateway(site: &TestSite) -> Child {
+/// Killed and reaped when dropped: a failing test leaves no gateway behind.
+fn spawn_gateway(site: &TestSite) -> KillOnDrop {
     let child = Command::new(env!("CARGO_BIN_EXE_mrv-e2e-gateway"))
         .env("RUST_BACKTRACE", "0")
         .args(["--log", "error,rumqttd=off,sled=off", "run", "--config"])
@@ -34,6 +35,7 @@ fn spawn_gateway(site: &TestSite) -> Child {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("gateway child starts");
+    let child = KillOnDrop(child);
     wait_for_port(site.mqtt_port, Duration::from_secs(30));
     child
 }
@@ -76,8 +78,7 @@ async fn acked_frames_survive_random_power_cuts() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         // The process dies with the power.
-        child.kill().expect("SIGKILL the gateway");
-        child.wait().expect("reap the gateway");
+        child.kill();
         fs.reboot().expect("the file system reboots");
         let acked: u64 = sim.acked_seqs().values().sum();
         eprintln!(
@@ -94,8 +95,7 @@ async fn acked_frames_survive_random_power_cuts() {
     );
     let acked = sim.acked_seqs();
     sim.stop().await;
-    child.kill().expect("SIGKILL the last gateway");
-    child.wait().expect("reap");
+    child.kill();
     let config = site.config();
     let buffer = Buffer::open(BufferConfig {
         path: config.buffer.path.clone(),
@@ -161,14 +161,13 @@ async fn nothing_acked_is_lost_when_fsync_fails_and_the_kernel_drops_the_unsynce
         sim.stats().totals
     );
     assert!(
-        child.try_wait().expect("wait").is_none(),
+        child.0.try_wait().expect("wait").is_none(),
         "the gateway recovered in-process (no restart)"
     );
     let acked = sim.acked_seqs();
     let resent = sim.stats().totals.frames_resent;
     sim.stop().await;
-    child.kill().expect("SIGKILL the gateway");
-    child.wait().expect("reap");
+    child.kill();
     fs.reboot()
         .expect("the power is cut, the file system reboots");
     let config = site.config();
