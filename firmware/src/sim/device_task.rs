@@ -5,6 +5,9 @@
 //! One boot = one MQTT client. A simulated power cut drops the client (the
 //! broker sees the socket close), calls [`SimNode::reboot`] and starts a
 //! new client, so the boot counter and the reconnect path are both real.
+//! A device switched off ([`Faults::powered_off`]) has its power cut the
+//! same way, then stays silent (no client, no samples) until it is switched
+//! on and reboots.
 
 use super::node::SimNode;
 use super::{Faults, Shared, SimConfig};
@@ -22,6 +25,27 @@ const MODEL_START_S: f64 = 9.0 * 3600.0;
 enum BootEnd {
     Stop,
     PowerCut,
+    SwitchedOff,
+}
+
+/// Waits while the device is switched off. False when the simulator stops
+/// meanwhile.
+async fn wait_switched_on(
+    faults: &mut watch::Receiver<Faults>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    loop {
+        if *stop.borrow() {
+            return false;
+        }
+        if !faults.borrow_and_update().powered_off {
+            return true;
+        }
+        tokio::select! {
+            changed = stop.changed() => if changed.is_err() { return false; },
+            changed = faults.changed() => if changed.is_err() { return false; },
+        }
+    }
 }
 
 fn wall_ms() -> u64 {
@@ -125,6 +149,15 @@ pub(super) async fn run(
                         break BootEnd::Stop;
                     }
                 }
+                changed = faults.changed() => {
+                    if changed.is_err() {
+                        break BootEnd::Stop;
+                    }
+                    if faults.borrow_and_update().powered_off {
+                        node.power_cut();
+                        break BootEnd::SwitchedOff;
+                    }
+                }
                 ev = rx.recv() => match ev {
                     Some(LinkEvent::Connected) => {
                         connected = true;
@@ -173,6 +206,10 @@ pub(super) async fn run(
                     let dt = now.duration_since(last_sample).as_secs_f64();
                     last_sample = now;
                     let f = faults.borrow_and_update().clone();
+                    if f.powered_off {
+                        node.power_cut();
+                        break BootEnd::SwitchedOff;
+                    }
                     let model_t = MODEL_START_S + now.duration_since(t0).as_secs_f64();
                     let device_ms = wall_ms().saturating_add_signed(f.clock_skew_ms);
                     let out = node.sample(device_ms, model_t, dt, &f);
@@ -217,7 +254,16 @@ pub(super) async fn run(
         shared.update(&id, |s| s.connected = 0);
         match end {
             BootEnd::Stop => return,
-            BootEnd::PowerCut => {
+            BootEnd::PowerCut | BootEnd::SwitchedOff => {
+                if matches!(end, BootEnd::SwitchedOff) {
+                    shared.update(&id, |s| s.power_offs += 1);
+                    if !wait_switched_on(&mut faults, &mut stop).await {
+                        return;
+                    }
+                    // The meter was off: nothing it could have counted
+                    // meanwhile reaches its counters.
+                    last_sample = Instant::now();
+                }
                 if let Err(e) = node.reboot() {
                     tracing::error!(device = %id, error = %e, "simulated device did not reboot");
                     return;

@@ -136,6 +136,13 @@ pub struct Faults {
     pub clock_skew_ms: i64,
     /// Publish a garbage payload on the up topic after every this many frames.
     pub garbage_every_frames: Option<u64>,
+    /// The device is switched off: power is cut at once (pending samples in
+    /// RAM are lost, as in [`Faults::reboot_every_frames`]), its MQTT
+    /// session drops, and it takes no samples while this stays set. When it
+    /// is cleared the device boots from its flash (boot + 1) and re-sends
+    /// its outbox; the time it was off is missing from its series, which is
+    /// what a gap in a report looks like.
+    pub powered_off: bool,
 }
 
 /// Why the simulator did not start.
@@ -177,6 +184,8 @@ pub struct DeviceStats {
     pub next_seq: u64,
     /// Whether the device currently has an MQTT session (totals: count).
     pub connected: u64,
+    /// Times the device was switched off ([`Faults::powered_off`]).
+    pub power_offs: u64,
 }
 
 /// A snapshot of the whole simulator.
@@ -315,6 +324,7 @@ impl SimHandle {
             totals.frames_renumbered += s.frames_renumbered;
             totals.next_seq += s.next_seq;
             totals.connected += s.connected;
+            totals.power_offs += s.power_offs;
         }
         SimStats {
             totals,
