@@ -353,9 +353,13 @@ fn main() {
     // RSS with 200 devices at 1 Hz and 1M readings buffered.
     let dir = tempfile::tempdir().expect("tmp");
     let mqtt_port = free_port();
+    // 200 devices plus 1,000 idle connections: above the default
+    // connection limit (1,024), which would refuse the last ones.
     let cfg = gateway_config(
         dir.path(),
-        &format!("[mqtt]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{mqtt_port}\""),
+        &format!(
+            "[mqtt]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{mqtt_port}\"\nmax_connections = 2000"
+        ),
         200,
     );
     let target_readings: u64 = if quick { 100_000 } else { 1_000_000 };
