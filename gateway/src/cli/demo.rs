@@ -5,7 +5,19 @@
 //! kind: solar meter, irrigation pump, biogas digester, paddy water level)
 //! that sign their frames and honour the ack protocol, and prints live
 //! progress until Ctrl-C or `--duration` runs out.
+//!
+//! Then it has told a story ([`super::demo_story`]): every device has an
+//! expected sample interval (so every report states completeness), one
+//! fault was injected along the way (a device switched off for a while and
+//! a forged frame in its name), and the demo ends, after the reports of
+//! the periods that ended were signed and delivered, with a summary drawn
+//! from those reports as `verify` checks them: reports signed and accepted
+//! by the backend, completeness per device, exact ER per calculation, the
+//! fault as the reports show it, and the offline `verify` command.
 
+use crate::cli::demo_story::{
+    BackendCounts, FaultPlan, FaultRecord, FaultStep, SummaryInput, forged_frame, summary_lines,
+};
 use crate::clock::SystemClock;
 use crate::config;
 use crate::ingest::stats::IngestStats;
@@ -13,6 +25,7 @@ use anyhow::Context;
 use base64::Engine;
 use mrv_firmware::sim::{self, DeviceKind, Faults, SimConfig, SimDevice, WireFormat};
 use mrv_shared::ids::{DeviceId, SiteId};
+use mrv_shared::wire::topic::up_topic;
 use rand::RngCore;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,6 +60,17 @@ pub struct DemoArgs {
     /// Monitoring period of the demo's reports, minutes (divides 1440).
     #[arg(long, default_value_t = 1)]
     pub report_minutes: u32,
+    /// Seconds after the devices start when the demo's fault begins: the
+    /// first device (a solar meter) is switched off for `--offline-for`
+    /// seconds, and meanwhile a forged frame in its name is published.
+    #[arg(long, default_value_t = 10)]
+    pub fault_after: u64,
+    /// Seconds the faulted device stays switched off.
+    #[arg(long, default_value_t = 20)]
+    pub offline_for: u64,
+    /// Run without the fault.
+    #[arg(long)]
+    pub no_fault: bool,
 }
 
 /// The demo site's config file text for `data_dir`, broker port and device keys.
@@ -338,7 +362,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             broker_host: "127.0.0.1".into(),
             broker_port: port,
             credentials: None,
-            site,
+            site: site.clone(),
             devices: devices
                 .iter()
                 .map(|(id, kind, secret)| SimDevice { id: id.clone(), kind: *kind, signing_key: Some(*secret), faults: Faults::default() })
@@ -353,17 +377,69 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .await
         .context("cannot start the simulated devices")?;
         let started = Instant::now();
+        let started_ms = gateway.state.clock.now_ms();
         let stop_at = args.duration.map(|s| started + Duration::from_secs(s));
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         let mut last_readings = 0u64;
         let stop = crate::cli::run::wait_for_stop_signal();
         tokio::pin!(stop);
+        // The fault: the first device (a solar meter) switched off for a
+        // while, and a forged frame in its name meanwhile.
+        let plan = (!args.no_fault).then(|| FaultPlan {
+            device: devices[0].0.clone(),
+            after: Duration::from_secs(args.fault_after),
+            offline: Duration::from_secs(args.offline_for),
+        });
+        let mut steps = plan.as_ref().map(|p| p.steps().to_vec()).unwrap_or_default().into_iter().peekable();
+        let mut fault = FaultRecord { device: plan.as_ref().map(|p| p.device.clone()), ..FaultRecord::default() };
+        let mut forgery_reported = false;
         loop {
+            let next_step = steps.peek().map(|(at, _)| tokio::time::Instant::from_std(started + *at));
+            let step_due = async move {
+                match next_step {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = &mut stop => break,
+                _ = step_due => {
+                    let Some((_, step)) = steps.next() else { continue };
+                    let device = &devices[0].0;
+                    let now_ms = gateway.state.clock.now_ms();
+                    let at = started.elapsed().as_secs();
+                    match step {
+                        FaultStep::SwitchOff => {
+                            sim.set_faults(device, Faults { powered_off: true, ..Faults::default() });
+                            fault.off_ms = Some(now_ms);
+                            println!("[{at:>5}s] FAULT: {device} switched off for {} s (its series will show a gap)", args.offline_for);
+                        }
+                        FaultStep::Forge => {
+                            let seq = sim.stats().devices.get(device).map_or(1, |s| s.next_seq.max(1));
+                            fault.forged_seq = Some(seq);
+                            fault.forged_ms = Some(now_ms);
+                            let bytes = forged_frame(&site, device, seq, now_ms);
+                            tokio::spawn(publish_forged(port, up_topic(&site, device), bytes));
+                            println!("[{at:>5}s] FAULT: a forged frame claiming to be {device} seq {seq}, signed with a key no registry lists, published on its topic");
+                        }
+                        FaultStep::SwitchOn => {
+                            sim.set_faults(device, Faults::default());
+                            fault.on_ms = Some(now_ms);
+                            println!("[{at:>5}s] {device} switched on again: it reboots from its flash and re-sends what it kept");
+                        }
+                    }
+                    continue;
+                }
                 _ = tick.tick() => {}
             }
             let st = &gateway.state;
+            if let (Some(at), true) = (fault.forged_ms, fault.forged_refused.is_none()) {
+                fault.forged_refused = forgery_refusal(st, fault.device.as_ref(), at);
+            }
+            if let (Some(reason), false) = (&fault.forged_refused, forgery_reported) {
+                forgery_reported = true;
+                println!("[{:>5}s] the gateway refused the forged frame: {reason} (quarantined; see /quarantine on the page)", started.elapsed().as_secs());
+            }
             let b = st.buffer.stats();
             let readings = IngestStats::get(&st.ingest.readings_stored);
             let online = st.buffer.devices().iter().filter(|d| d.last_received_ms.is_some_and(|t| st.clock.now_ms().saturating_sub(t) < 30_000)).count();
@@ -386,12 +462,172 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 break;
             }
         }
-        println!("stopping");
+        if fault.off_ms.is_some() && fault.on_ms.is_none() {
+            sim.set_faults(&devices[0].0, Faults::default());
+        }
+        let st = &gateway.state;
+        if let (Some(at), true) = (fault.forged_ms, fault.forged_refused.is_none()) {
+            fault.forged_refused = forgery_refusal(st, fault.device.as_ref(), at);
+        }
+        let period_ms = u64::from(args.report_minutes) * 60_000;
+        let grace = st.config.report.as_ref().map_or(5, |r| u64::from(r.grace_seconds));
+        let now_ms = st.clock.now_ms();
+        let open_period_end_ms = now_ms - now_ms % period_ms + period_ms;
+        println!("stopping: waiting up to {} s for the reports of the periods that have ended to be signed and delivered (Ctrl-C skips)", grace + 30);
+        wait_for_reports(st, started_ms, period_ms, Duration::from_secs(grace + 30)).await;
+        let backend = {
+            let s = site_parts.receiver.handle.stats();
+            BackendCounts {
+                accepted: s.accepted.load(std::sync::atomic::Ordering::Relaxed),
+                rejected: s.rejected.load(std::sync::atomic::Ordering::Relaxed),
+            }
+        };
         sim.stop().await;
         gateway.shutdown().await;
         site_parts.stop().await;
+        // The summary, from the gateway's report files as `verify` reads them.
+        let reports_dir = data_dir.join("reports");
+        let keys_path = data_dir.join("keys/gateway.pub.jwk");
+        let (reports, invalid) = verify_reports(&reports_dir, &keys_path, &registry)?;
+        let verify_command = format!(
+            "mrv-gateway verify --keys {} --devices {} {}",
+            keys_path.display(),
+            registry_path.display(),
+            reports_dir.display()
+        );
+        let input = SummaryInput {
+            reports: &reports,
+            invalid,
+            backend,
+            started_ms,
+            fault: plan.is_some().then_some(&fault),
+            open_period_end_ms,
+            verify_command,
+            verify_note: args.data_dir.is_none().then(|| String::from(
+                "this data dir is temporary and is removed now; run the demo with --data-dir DIR to keep the reports for this",
+            )),
+        };
+        println!();
+        for line in summary_lines(&input) {
+            println!("{line}");
+        }
         anyhow::Ok(())
     })
+}
+
+/// The gateway's reason for refusing a payload from `device` received at
+/// or after `since_ms`, from its quarantine.
+fn forgery_refusal(
+    st: &crate::runtime::GatewayState,
+    device: Option<&DeviceId>,
+    since_ms: u64,
+) -> Option<String> {
+    let device = device?.as_str();
+    let q = st
+        .quarantine
+        .lock()
+        .expect("quarantine lock is never poisoned");
+    q.entries()
+        .find(|e| e.received_ms >= since_ms && e.device.as_deref() == Some(device))
+        .map(|e| e.reason.to_string())
+}
+
+/// Publishes the forged frame from a client of its own, as an intruder on
+/// the site network would (QoS 1; waits up to 5 s for the PUBACK).
+async fn publish_forged(port: u16, topic: String, bytes: Vec<u8>) {
+    let mut o = rumqttc::MqttOptions::new("demo-forger", "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut el) = rumqttc::AsyncClient::new(o, 4);
+    if let Err(e) = client
+        .publish(topic, rumqttc::QoS::AtLeastOnce, false, bytes)
+        .await
+    {
+        tracing::warn!(error = %e, "demo: could not queue the forged frame");
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match el.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "demo: the forger's connection failed");
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while el.poll().await.is_ok() {}
+    })
+    .await;
+}
+
+/// Waits (bounded, a second Ctrl-C ends it) until every period that ended
+/// after the devices started has its report signed and delivered.
+async fn wait_for_reports(
+    st: &crate::runtime::GatewayState,
+    started_ms: u64,
+    period_ms: u64,
+    limit: Duration,
+) {
+    let Some(store) = st.reports.as_ref() else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + limit;
+    let stop = crate::cli::run::wait_for_stop_signal();
+    tokio::pin!(stop);
+    loop {
+        let now = st.clock.now_ms();
+        let boundary = now - now % period_ms;
+        let done = boundary <= started_ms
+            || store
+                .head()
+                .is_some_and(|h| h.period.end_ms >= boundary && store.delivered_upto() >= h.seq);
+        if done {
+            return;
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep_until(deadline) => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+/// Verifies the report files in `dir` as `verify` does: the reports it
+/// accepted (chain order) and how many files it found invalid.
+fn verify_reports(
+    dir: &std::path::Path,
+    keys: &std::path::Path,
+    registry: &mrv_shared::report::DeviceRegistry,
+) -> anyhow::Result<(Vec<mrv_shared::report::model::Report>, usize)> {
+    let keys = crate::keys::load_public_keys(&[keys.to_path_buf()])
+        .context("cannot read the gateway public key")?;
+    let trust = mrv_shared::report::DeviceTrust::Registry(
+        registry
+            .trusted()
+            .context("the demo's device registry is not valid")?,
+    );
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "jws"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    files.sort();
+    let (verdicts, accepted) = crate::cli::verify::verify_files(&files, &keys, &trust, false, None);
+    let invalid = verdicts.iter().filter(|v| v.problem.is_some()).count();
+    for v in verdicts.iter().filter(|v| v.problem.is_some()) {
+        if let Some((label, detail)) = &v.problem {
+            println!("INVALID {}  {label}: {detail}", v.path.display());
+        }
+    }
+    Ok((accepted.into_iter().map(|v| v.report).collect(), invalid))
 }
 
 /// The diagnostics port the demo uses, and a note for the banner: the one

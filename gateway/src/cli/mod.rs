@@ -5,6 +5,8 @@ pub mod buffer;
 pub mod check_config;
 #[cfg(feature = "demo")]
 pub mod demo;
+#[cfg(feature = "demo")]
+pub mod demo_story;
 pub mod diag;
 pub mod keygen;
 pub mod modbus;
