@@ -5,6 +5,7 @@
 //! ```text
 //! devices --MQTT--> endpoint --> ingest (decode, verify, dedup) --> buffer (sled, flushed) --> PUBACK + ack to device
 //! meters <--Modbus-- modbus poller ------------------^
+//! third-party JSON --MQTT--> mapping (paths, units, dedup) --^
 //! buffer --> report (period close, Merkle root, calc, JWS) --> upload (HTTPS) --> MRV backend
 //! diagnostics reads state; it never writes the data path
 //! ```
@@ -24,6 +25,7 @@ pub mod endpoint;
 pub mod free_space;
 pub mod ingest;
 pub mod keys;
+pub mod mapping;
 pub mod modbus;
 pub mod report;
 pub mod runtime;

@@ -206,6 +206,7 @@ pub async fn start(
         quarantine: quarantine.clone(),
         events: events_tx.clone(),
         now_ms: Arc::new(now.clone()),
+        mappings: config.mappings.clone(),
     }));
     let endpoint_stats = Arc::new(EndpointStats::default());
     let mut mqtt_addr = None;
@@ -235,6 +236,7 @@ pub async fn start(
                     // Topic, packet id and MQTT 5 properties on top of the payload.
                     max_packet_bytes: m.max_payload_bytes + 1024,
                     receive_maximum: m.receive_maximum,
+                    mapped_filters: intake.mapping_filters(),
                 },
                 intake.clone(),
                 endpoint_stats.clone(),

@@ -112,6 +112,9 @@ pub struct ConfigFile {
     /// Modbus devices the gateway polls (TCP and RTU buses).
     #[serde(default)]
     pub modbus: crate::modbus::config::ModbusSection,
+    /// Third-party MQTT payloads mapped to readings (`[[mapping]]`).
+    #[serde(default)]
+    pub mapping: Vec<crate::mapping::MappingSection>,
 }
 
 /// `[site]`
@@ -241,6 +244,8 @@ pub struct GatewayConfig {
     pub devices: DeviceRegistry,
     /// Modbus devices and buses (empty when none are configured).
     pub modbus: crate::modbus::config::ValidModbusConfig,
+    /// Third-party MQTT mappings, paths compiled.
+    pub mappings: Vec<crate::mapping::ValidMapping>,
     /// Report settings, when reports are built.
     pub report: Option<crate::report::config::ReportSection>,
     /// The calculations reports carry, validated against the devices and
@@ -486,6 +491,7 @@ pub fn validate(file: ConfigFile, path: &Path) -> Result<GatewayConfig, ConfigEr
     let mqtt = file.mqtt.validate(path, base)?;
     let mut devices = DeviceRegistry::from_sections(&file.devices, path)?;
     let modbus = file.modbus.validate_in(base, path)?;
+    let mappings = crate::mapping::validate_mappings(&file.mapping, path)?;
     for d in &modbus.devices {
         // A polled meter is a device of the site too; `[[devices]]` may
         // describe it (serial, class, calibration), otherwise it is added bare.
@@ -530,6 +536,7 @@ pub fn validate(file: ConfigFile, path: &Path) -> Result<GatewayConfig, ConfigEr
         channel_facts,
         devices,
         modbus,
+        mappings,
         report,
         upload,
         diagnostics,

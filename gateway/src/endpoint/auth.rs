@@ -6,6 +6,12 @@
 //!   publish for any device of the site; an account bound to a device
 //!   (`[[mqtt.users]] device = "..."`) may publish only on
 //!   `mrv/<site>/<device>/up` and subscribe only to `mrv/<site>/<device>/ack`.
+//! - Third-party topics (`[[mapping]]`, [`crate::mapping`]): a topic matched
+//!   by a mapping's filter may be published on by any logged-in client,
+//!   device-bound accounts included (a Shelly publishes on `shellies/...`,
+//!   not on our up topic). Which device such a message is for is only known
+//!   once the payload is mapped, so the intake refuses a mapped frame whose
+//!   device is not the account's bound device (`not_bound_device`).
 //!
 //! Passwords are compared through their SHA-256 digests in constant time, so
 //! the comparison time does not tell how much of a guess was right.
@@ -62,11 +68,17 @@ impl Principal {
 
     /// May this client publish on `topic_name`? A site principal may publish
     /// anywhere (admission refuses topics it does not know, with a counted
-    /// reason); a device principal only on its own up topic.
-    pub fn may_publish(&self, site: &SiteId, topic_name: &str) -> bool {
+    /// reason); a device principal only on its own up topic, or on a topic
+    /// one of `mapped_filters` (third-party mappings) matches.
+    pub fn may_publish(&self, site: &SiteId, topic_name: &str, mapped_filters: &[String]) -> bool {
         match self {
             Principal::Site => true,
-            Principal::Device(d) => topic::up_topic(site, d) == topic_name,
+            Principal::Device(d) => {
+                topic::up_topic(site, d) == topic_name
+                    || mapped_filters
+                        .iter()
+                        .any(|f| rumqttc::mqttbytes::matches(topic_name, f))
+            }
         }
     }
 
@@ -88,12 +100,28 @@ pub struct AuthRefused;
 #[derive(Debug, Clone, Default)]
 pub struct Authenticator {
     accounts: Vec<Account>,
+    mapped_filters: Vec<String>,
 }
 
 impl Authenticator {
     /// With these accounts (none: open, as the whole site).
     pub fn new(accounts: Vec<Account>) -> Self {
-        Self { accounts }
+        Self {
+            accounts,
+            mapped_filters: Vec::new(),
+        }
+    }
+
+    /// Also lets device-bound accounts publish on topics these third-party
+    /// mapping filters match (see the module doc).
+    pub fn with_mapped_filters(mut self, filters: Vec<String>) -> Self {
+        self.mapped_filters = filters;
+        self
+    }
+
+    /// May `principal` publish on `topic_name` (see [`Principal::may_publish`])?
+    pub fn may_publish(&self, principal: &Principal, site: &SiteId, topic_name: &str) -> bool {
+        principal.may_publish(site, topic_name, &self.mapped_filters)
     }
 
     /// Checks a login.
@@ -160,9 +188,22 @@ mod tests {
     fn a_device_principal_publishes_only_on_its_up_topic() {
         let site = SiteId::new("s").expect("valid");
         let p = Principal::Device(DeviceId::new("d1").expect("valid"));
-        assert!(p.may_publish(&site, "mrv/s/d1/up"));
-        assert!(!p.may_publish(&site, "mrv/s/d2/up"));
-        assert!(!p.may_publish(&site, "mrv/s/d1/ack"));
-        assert!(Principal::Site.may_publish(&site, "anything/else"));
+        assert!(p.may_publish(&site, "mrv/s/d1/up", &[]));
+        assert!(!p.may_publish(&site, "mrv/s/d2/up", &[]));
+        assert!(!p.may_publish(&site, "mrv/s/d1/ack", &[]));
+        assert!(!p.may_publish(&site, "tele/plug/SENSOR", &[]));
+        assert!(Principal::Site.may_publish(&site, "anything/else", &[]));
+    }
+
+    #[test]
+    fn a_device_principal_may_publish_on_mapped_third_party_topics() {
+        let site = SiteId::new("s").expect("valid");
+        let d = DeviceId::new("d1").expect("valid");
+        let a = Authenticator::new(vec![Account::new("d1", "x", Some(d.clone()))])
+            .with_mapped_filters(vec!["tele/+/SENSOR".into()]);
+        let p = Principal::Device(d);
+        assert!(a.may_publish(&p, &site, "tele/plug-1/SENSOR"));
+        assert!(!a.may_publish(&p, &site, "tele/plug-1/STATE"));
+        assert!(!a.may_publish(&p, &site, "mrv/s/d2/up"));
     }
 }

@@ -30,7 +30,11 @@
 //!   dropped when the buffer is full) and counted separately.
 //! - **Authentication**: with `[[mqtt.users]]` a login is required; an
 //!   account with `device = "..."` may publish only on that device's up
-//!   topic and subscribe only to its ack topic. Wrong logins are refused
+//!   topic (or on a third-party mapping's topic, for that device only) and
+//!   subscribe only to its ack topic.
+//! - **Third-party devices** (`[[mapping]]`): a PUBLISH on a topic a
+//!   mapping's filter matches goes through the mapping stage in the intake;
+//!   its PUBACK (reason 0) likewise waits for the frame's durable outcome. Wrong logins are refused
 //!   with CONNACK 4/0x86 and counted.
 //! - **What it does not do** (stated in `docs/PROTOCOL.md`): no retained
 //!   messages (the retain flag is accepted and ignored: a retained frame is
@@ -114,6 +118,9 @@ pub struct EndpointSettings {
     pub max_packet_bytes: usize,
     /// Most publishes per connection awaiting their outcome.
     pub receive_maximum: u16,
+    /// Third-party mapping topic filters (`[[mapping]]`): device-bound
+    /// accounts may publish on the topics they match (see [`auth`]).
+    pub mapped_filters: Vec<String>,
 }
 
 /// A bound endpoint, ready to serve.
@@ -159,7 +166,7 @@ impl Endpoint {
                 max_packet_bytes: s.max_packet_bytes,
                 max_inflight: s.receive_maximum.max(1),
             },
-            auth: Authenticator::new(s.accounts),
+            auth: Authenticator::new(s.accounts).with_mapped_filters(s.mapped_filters),
             handler,
             stats,
             clients: Mutex::new(HashMap::new()),

@@ -17,7 +17,8 @@
 //!   after [`RETRY_AFTER`], keeping its place in the ack order;
 //! - a failed write closes the connection without acking anything more;
 //! - a credential bound to a device may publish only on that device's up
-//!   topic and subscribe only to its ack topic.
+//!   topic (or a third-party mapping's topic) and subscribe only to its ack
+//!   topic.
 
 use super::auth::{Authenticator, Principal};
 use super::codec::{
@@ -367,7 +368,7 @@ impl Session {
             (Phase::Open, Inbound::Connect(_)) => {
                 self.close_into(CloseReason::ProtocolError("second CONNECT".into()), out)
             }
-            (Phase::Open, Inbound::Publish(p)) => self.on_publish(p, out),
+            (Phase::Open, Inbound::Publish(p)) => self.on_publish(p, auth, out),
             (Phase::Open, Inbound::PubRel { pkid }) => {
                 self.awaiting_release.retain(|&k| k != pkid);
                 out.push(Action::Send(Outbound::PubComp { pkid }));
@@ -473,7 +474,7 @@ impl Session {
         out.push(Action::Accepted(client));
     }
 
-    fn on_publish(&mut self, p: PublishPacket, out: &mut Vec<Action>) {
+    fn on_publish(&mut self, p: PublishPacket, auth: &Authenticator, out: &mut Vec<Action>) {
         out.push(Action::Note(Note::Received(p.qos)));
         if p.topic_alias.is_some() {
             return self.close_into(
@@ -490,7 +491,7 @@ impl Session {
         let allowed = self
             .principal
             .as_ref()
-            .is_some_and(|pr| pr.may_publish(&self.site, &p.topic));
+            .is_some_and(|pr| auth.may_publish(pr, &self.site, &p.topic));
         if !allowed {
             if self.version == Some(Version::V311) {
                 // 3.1.1 has no negative PUBACK: close (MQTT-3.3.5-2).
@@ -517,6 +518,8 @@ impl Session {
             payload: p.payload,
             qos: p.qos.level(),
             retain: p.retain,
+            // An endpoint never replays: a retained publish is new data.
+            retained_replay: false,
             client,
         };
         let token = self.push_slot(p.pkid, p.qos, Some(publish.clone()), None);
@@ -572,6 +575,7 @@ impl Session {
                 }
             }
             Disposition::Refused(_) => AckReason::PayloadInvalid,
+            Disposition::Ignored(_) => AckReason::Success,
             Disposition::WriteFailed => return self.close_into(CloseReason::WriteFailed, out),
         };
         slot.ack = Some(reason);

@@ -4,24 +4,50 @@
 //! Both ways frames arrive call it: the embedded endpoint
 //! ([`crate::endpoint`]) for every PUBLISH a device sends, and the external
 //! broker client ([`super::mqtt_task`]) for every message of its
-//! subscription. [`PublishHandler`] is the seam: a later mapping stage (third
-//! party JSON on arbitrary topics) implements it, or wraps [`FrameIntake`].
+//! subscription. [`PublishHandler`] is the seam.
 //!
-//! Invariant: a [`Receipt`] resolves to [`Disposition::Stored`] only after
-//! the writer's group commit containing the frame returned from fdatasync
-//! (the writer's oneshot reply), and to [`Disposition::WriteFailed`] when the
-//! writer dropped the reply (the buffer failed; nothing may be acked).
+//! Two kinds of publish:
+//! - on the gateway's own tree (`mrv/<site>/<device>/up`): a device frame,
+//!   through admission ([`super::admit`]) to the writer;
+//! - on a topic a third-party mapping's filter matches (`[[mapping]]`, e.g.
+//!   `shellies/.../status/switch:0`, `tele/<plug>/SENSOR`): through the
+//!   mapping stage ([`crate::mapping::MappingStage`]) to a gateway-sequenced,
+//!   unsigned frame. The mapped device must be in `[[devices]]` without a
+//!   key (unless `mqtt.accept_unknown_devices`: then it is reported as
+//!   `unregistered`), and a device-bound login may only send for its own
+//!   device. Rejections (reason codes of the stage plus `unknown_device`,
+//!   `signed_device`, `not_bound_device`) are quarantined with the raw
+//!   payload, counted per device and reason, logged (rate-limited) and
+//!   recorded as `frame_rejected` events (at most one per device and reason
+//!   per hour). Duplicates (the mapping's dedup) resolve to
+//!   `Stored(Duplicate)` (a duplicate of a first copy still being written
+//!   waits for that copy's outcome, and is re-offered like a refused one if
+//!   the copy was refused for space); retained replays from an external
+//!   broker to [`Disposition::Ignored`]; both are counted.
+//!
+//! Invariants:
+//! - a [`Receipt`] resolves to [`Disposition::Stored`] only after the
+//!   writer's group commit containing the frame returned from fdatasync (the
+//!   writer's oneshot reply), and to [`Disposition::WriteFailed`] when the
+//!   writer dropped the reply (the buffer failed; nothing may be acked);
+//! - a mapped frame's dedup key is settled *before* its receipt resolves:
+//!   kept when the frame is on disk, forgotten otherwise, so a re-offer of a
+//!   publish refused for space (both paths re-offer third-party publishes)
+//!   is stored, not taken for a duplicate.
 
 use super::admit::{AdmissionRules, admit};
 use super::quarantine::{Quarantine, Quarantined};
 use super::reject_log::{LogDecision, RejectLog};
 use super::stats::IngestStats;
 use super::writer::WriteRequest;
-use crate::buffer::AppendOutcome;
+use crate::buffer::{AppendOutcome, Incoming};
 use crate::config::DeviceRegistry;
+use crate::mapping::stage::{DedupKey, Rejection as MappingRejection};
+use crate::mapping::{MappingStage, Message, Outcome, ValidMapping};
 use bytes::Bytes;
 use mrv_shared::event::{Event, EventKind};
 use mrv_shared::ids::{DeviceId, SiteId};
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -53,6 +79,10 @@ pub struct Publish {
     pub qos: u8,
     /// Retain flag as sent (nothing is retained; see `docs/PROTOCOL.md`).
     pub retain: bool,
+    /// True only when an external broker sent this as a retained message
+    /// because the gateway (re)subscribed: old state, never new data
+    /// (third-party mappings ignore it). The embedded endpoint never replays.
+    pub retained_replay: bool,
     /// Sender.
     pub client: Arc<ClientIdentity>,
 }
@@ -68,6 +98,9 @@ pub enum Disposition {
     Refused(&'static str),
     /// The write failed; the frame is not durable. Nothing may be acked.
     WriteFailed,
+    /// Handled and acknowledged, but not data (a retained message an
+    /// external broker replayed at subscription); counted under this reason.
+    Ignored(&'static str),
 }
 
 /// The outcome of a publish, now or later.
@@ -117,6 +150,25 @@ pub struct FrameIntake {
     events: mpsc::UnboundedSender<Event>,
     now_ms: Arc<dyn Fn() -> u64 + Send + Sync>,
     reject_log: Mutex<RejectLog>,
+    mapping: Option<Arc<Mutex<MappedState>>>,
+    mapping_events: Mutex<MappingEventGate>,
+}
+
+/// The mapping stage and the duplicates waiting for a pending first copy,
+/// under one lock (a key is settled and its waiters woken atomically).
+struct MappedState {
+    stage: MappingStage,
+    waiters: HashMap<DedupKey, Vec<oneshot::Sender<bool>>>,
+}
+
+impl MappedState {
+    /// Settles `key` and tells the duplicates that waited for it.
+    fn settle(&mut self, key: &DedupKey, on_disk: bool) {
+        self.stage.settle(key, on_disk);
+        for w in self.waiters.remove(key).unwrap_or_default() {
+            let _ = w.send(on_disk);
+        }
+    }
 }
 
 /// What [`FrameIntake`] needs.
@@ -139,11 +191,43 @@ pub struct FrameIntakeParts {
     pub events: mpsc::UnboundedSender<Event>,
     /// Wall clock, Unix ms.
     pub now_ms: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// Third-party mappings (`[[mapping]]`), validated; may be empty.
+    pub mappings: Vec<ValidMapping>,
+}
+
+/// At most one event per (device, reason) per hour for rejected third-party
+/// messages (every one is counted and quarantined).
+#[derive(Debug, Default)]
+struct MappingEventGate {
+    last: HashMap<(String, &'static str), u64>,
+}
+
+impl MappingEventGate {
+    const EVERY_MS: u64 = 3_600_000;
+
+    fn allow(&mut self, device: &str, reason: &'static str, now_ms: u64) -> bool {
+        if self.last.len() > 10_000 {
+            self.last.clear();
+        }
+        match self.last.get(&(device.to_string(), reason)) {
+            Some(&t) if now_ms.saturating_sub(t) < Self::EVERY_MS => false,
+            _ => {
+                self.last.insert((device.to_string(), reason), now_ms);
+                true
+            }
+        }
+    }
 }
 
 impl FrameIntake {
     /// Builds the intake.
     pub fn new(p: FrameIntakeParts) -> Self {
+        let mapping = (!p.mappings.is_empty()).then(|| {
+            Arc::new(Mutex::new(MappedState {
+                stage: MappingStage::new(p.site.clone(), p.mappings),
+                waiters: HashMap::new(),
+            }))
+        });
         Self {
             site: p.site,
             registry: p.registry,
@@ -155,7 +239,223 @@ impl FrameIntake {
             events: p.events,
             now_ms: p.now_ms,
             reject_log: Mutex::new(RejectLog::default()),
+            mapping,
+            mapping_events: Mutex::new(MappingEventGate::default()),
         }
+    }
+
+    /// The third-party mappings' topic filters (what an external-broker
+    /// client subscribes to besides the gateway's own tree).
+    pub fn mapping_filters(&self) -> Vec<String> {
+        self.mapping.as_ref().map_or_else(Vec::new, |m| {
+            self.stage(m)
+                .stage
+                .filters()
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        })
+    }
+
+    /// True when `topic` is handled by a third-party mapping (outside the
+    /// gateway's `mrv/` tree and matched by a mapping's filter).
+    pub fn is_mapped_topic(&self, topic: &str) -> bool {
+        !topic.starts_with("mrv/")
+            && self
+                .mapping
+                .as_ref()
+                .is_some_and(|m| self.stage(m).stage.handles(topic))
+    }
+
+    fn stage<'a>(&self, m: &'a Mutex<MappedState>) -> std::sync::MutexGuard<'a, MappedState> {
+        m.lock()
+            .expect("mapping lock is never poisoned: no panics while held")
+    }
+
+    /// A third-party publish through the mapping stage.
+    fn handle_mapped(&self, stage: &Arc<Mutex<MappedState>>, p: Publish, now: u64) -> Receipt {
+        // Held through the frame's hand-over to the writer, so a duplicate
+        // cannot slip between the key's creation and a refusal's settlement.
+        let mut st = self.stage(stage);
+        let outcome = st.stage.handle(&Message {
+            topic: &p.topic,
+            payload: &p.payload,
+            retained_replay: p.retained_replay,
+            received_ms: now,
+        });
+        match outcome {
+            Outcome::Frame(m) => {
+                let device = &m.frame.device;
+                let refused = match self.registry.get(device) {
+                    None if self.accept_unknown_devices => None,
+                    None => Some((
+                        "unknown_device",
+                        format!("device {device} is not in [[devices]]"),
+                    )),
+                    Some(info) if info.public_key.is_some() => Some((
+                        "signed_device",
+                        format!(
+                            "device {device} has a registered key; a mapped third-party message carries no signature"
+                        ),
+                    )),
+                    Some(_) => None,
+                }
+                .or_else(|| {
+                    p.client
+                        .bound_device
+                        .as_ref()
+                        .filter(|b| *b != device)
+                        .map(|b| {
+                            (
+                                "not_bound_device",
+                                format!(
+                                    "the login is bound to device {b}, the message maps to device {device}"
+                                ),
+                            )
+                        })
+                });
+                if let Some((reason, detail)) = refused {
+                    st.settle(&m.key, false);
+                    drop(st);
+                    return self.refuse_mapped(
+                        &p,
+                        now,
+                        MappingRejection {
+                            mapping: m.mapping,
+                            device: Some(m.frame.device),
+                            reason,
+                            detail,
+                        },
+                    );
+                }
+                IngestStats::add(&self.stats.mapped_messages, 1);
+                let (tx, rx) = oneshot::channel();
+                let key = m.key;
+                let sent = self.writes.send(WriteRequest {
+                    incoming: Incoming {
+                        frame: m.frame,
+                        received_ms: now,
+                    },
+                    origin: super::writer::Origin::Gateway,
+                    reply: Some(tx),
+                });
+                if sent.is_err() {
+                    st.settle(&key, false);
+                    return Receipt::Ready(Disposition::WriteFailed);
+                }
+                drop(st);
+                // Settled by a task of its own, so the key is settled even
+                // when nobody waits for the receipt any more (the device's
+                // connection closed): a redelivery is then judged right.
+                let stage = stage.clone();
+                let (done_tx, done_rx) = oneshot::channel();
+                tokio::spawn(async move {
+                    let d = match rx.await {
+                        Ok(o) => Disposition::Stored(o),
+                        Err(_) => Disposition::WriteFailed,
+                    };
+                    let on_disk = matches!(
+                        d,
+                        Disposition::Stored(AppendOutcome::Stored | AppendOutcome::Duplicate)
+                    );
+                    stage
+                        .lock()
+                        .expect("mapping lock is never poisoned: no panics while held")
+                        .settle(&key, on_disk);
+                    let _ = done_tx.send(d);
+                });
+                Receipt::Pending(Box::pin(async move {
+                    done_rx.await.unwrap_or(Disposition::WriteFailed)
+                }))
+            }
+            Outcome::Duplicate {
+                mapping,
+                device,
+                pending,
+            } => {
+                IngestStats::add(&self.stats.mapped_duplicates, 1);
+                tracing::debug!(%mapping, %device, topic = %p.topic, "third-party duplicate");
+                let Some(key) = pending else {
+                    return Receipt::Ready(Disposition::Stored(AppendOutcome::Duplicate));
+                };
+                // The first copy is still being written: acknowledge this one
+                // only once that is on disk. If it is not (refused for
+                // space), this copy is re-offered like a refused one and then
+                // stored (the key was forgotten).
+                let (tx, rx) = oneshot::channel();
+                st.waiters.entry(key).or_default().push(tx);
+                Receipt::Pending(Box::pin(async move {
+                    match rx.await {
+                        Ok(true) => Disposition::Stored(AppendOutcome::Duplicate),
+                        Ok(false) => Disposition::Stored(AppendOutcome::BufferFull),
+                        Err(_) => Disposition::WriteFailed,
+                    }
+                }))
+            }
+            Outcome::RetainedReplay { mapping } => {
+                IngestStats::add(&self.stats.retained_ignored, 1);
+                tracing::debug!(%mapping, topic = %p.topic, "retained message replayed by the broker: not new data");
+                Receipt::Ready(Disposition::Ignored("retained_replay"))
+            }
+            Outcome::Rejected(r) => {
+                drop(st);
+                self.refuse_mapped(&p, now, r)
+            }
+            Outcome::NoMapping => {
+                // `is_mapped_topic` said a filter matches: cannot happen.
+                self.stats.count_reject("no_mapping");
+                Receipt::Ready(Disposition::Refused("no_mapping"))
+            }
+        }
+    }
+
+    /// Quarantines, counts, logs and records a refused third-party message.
+    fn refuse_mapped(&self, p: &Publish, now: u64, r: MappingRejection) -> Receipt {
+        let device = r.device.as_ref().map(|d| d.to_string());
+        let dev = device.as_deref().unwrap_or("?");
+        self.stats.count_device_reject(dev, r.reason);
+        let decision = self
+            .reject_log
+            .lock()
+            .expect("reject log lock is never poisoned")
+            .decide(dev, r.reason, now);
+        let client = p.client.client_id.as_str();
+        match decision {
+            LogDecision::Log { suppressed } => {
+                tracing::warn!(device = dev, client, mapping = %r.mapping, topic = %p.topic, reason = r.reason, detail = %r.detail, suppressed, "third-party message rejected")
+            }
+            LogDecision::Suppress => {}
+        }
+        let event = self
+            .mapping_events
+            .lock()
+            .expect("event gate lock is never poisoned")
+            .allow(dev, r.reason, now);
+        if event {
+            let _ = self.events.send(Event {
+                time_ms: now,
+                kind: EventKind::FrameRejected,
+                device: r.device.clone(),
+                seqs: None,
+                detail: format!(
+                    "{} (mapping {}, topic {}): {}",
+                    r.reason, r.mapping, p.topic, r.detail
+                ),
+            });
+        }
+        self.quarantine
+            .lock()
+            .expect("quarantine lock is never poisoned")
+            .keep(Quarantined {
+                received_ms: now,
+                topic: p.topic.clone(),
+                device,
+                reason: r.reason,
+                detail: format!("mapping {}: {}", r.mapping, r.detail),
+                len: p.payload.len(),
+                payload: p.payload.to_vec(),
+            });
+        Receipt::Ready(Disposition::Refused(r.reason))
     }
 }
 
@@ -163,6 +463,11 @@ impl PublishHandler for FrameIntake {
     fn handle(&self, p: Publish) -> Receipt {
         IngestStats::add(&self.stats.messages, 1);
         let now = (self.now_ms)();
+        if let Some(stage) = &self.mapping
+            && self.is_mapped_topic(&p.topic)
+        {
+            return self.handle_mapped(stage, p, now);
+        }
         let rules = AdmissionRules {
             site: &self.site,
             registry: &self.registry,
@@ -234,5 +539,139 @@ impl PublishHandler for FrameIntake {
                 Receipt::Ready(Disposition::Refused(r.reason))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DeviceKind, DeviceSection};
+    use std::path::Path;
+
+    const MAPPING: &str = "[[mapping]]\nid = \"plug\"\ntopic = \"tele/+/SENSOR\"\ndevice = { topic_level = 1 }\n[[mapping.fields]]\nchannel = \"power\"\npath = \"$.Power\"\nquantity = \"power\"\nunit = \"W\"\n";
+
+    /// An intake with one mapping and one registered unsigned plug; the test
+    /// plays the writer through the returned receiver.
+    fn intake() -> (FrameIntake, mpsc::UnboundedReceiver<WriteRequest>) {
+        let registry = DeviceRegistry::from_sections(
+            &[DeviceSection {
+                id: "p1".into(),
+                kind: DeviceKind::Other,
+                serial: String::new(),
+                meter_class: String::new(),
+                calibration: None,
+                public_key: None,
+                channels: Vec::new(),
+            }],
+            Path::new("t"),
+        )
+        .expect("registry");
+        let (writes, rx) = mpsc::unbounded_channel();
+        let (events, _) = mpsc::unbounded_channel();
+        let i = FrameIntake::new(FrameIntakeParts {
+            site: SiteId::new("s").expect("id"),
+            registry: Arc::new(registry),
+            max_payload_bytes: 4096,
+            accept_unknown_devices: false,
+            writes,
+            stats: Arc::new(IngestStats::default()),
+            quarantine: Arc::new(Mutex::new(Quarantine::new(16))),
+            events,
+            now_ms: Arc::new(|| 1_000),
+            mappings: crate::mapping::parse_mappings(MAPPING, Path::new("t")).expect("mapping"),
+        });
+        (i, rx)
+    }
+
+    fn publish(topic: &str, payload: &str) -> Publish {
+        Publish {
+            topic: topic.into(),
+            payload: Bytes::from(payload.to_string()),
+            qos: 1,
+            retain: false,
+            retained_replay: false,
+            client: Arc::new(ClientIdentity {
+                client_id: "c".into(),
+                username: None,
+                bound_device: None,
+                peer: None,
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_of_a_copy_still_being_written_waits_for_it_and_is_retried_if_it_was_refused()
+     {
+        let (i, mut writer) = intake();
+        let p = publish("tele/p1/SENSOR", r#"{"Power":1.5}"#);
+        let first = i.handle(p.clone());
+        let dup = i.handle(p.clone());
+        let w = writer.recv().await.expect("the first copy is written");
+        assert_eq!(w.incoming.frame.samples[0].value, 1_500);
+        assert!(writer.try_recv().is_err(), "the duplicate is not written");
+        // The buffer refuses the first copy for space: both are re-offered.
+        let _ = w.reply.expect("reply").send(AppendOutcome::BufferFull);
+        let full = Disposition::Stored(AppendOutcome::BufferFull);
+        assert_eq!(first.wait().await, full);
+        assert_eq!(dup.wait().await, full);
+        // The re-offer is stored; a later copy is a duplicate of a stored one.
+        let again = i.handle(p.clone());
+        let w = writer.recv().await.expect("written again");
+        let _ = w.reply.expect("reply").send(AppendOutcome::Stored);
+        assert_eq!(
+            again.wait().await,
+            Disposition::Stored(AppendOutcome::Stored)
+        );
+        assert_eq!(
+            i.handle(p).wait().await,
+            Disposition::Stored(AppendOutcome::Duplicate)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_key_is_settled_even_when_nobody_waits_for_the_receipt() {
+        let (i, mut writer) = intake();
+        let p = publish("tele/p1/SENSOR", r#"{"Power":2}"#);
+        // The device's connection closed: its receipt is dropped unpolled.
+        drop(i.handle(p.clone()));
+        let w = writer.recv().await.expect("written");
+        let _ = w.reply.expect("reply").send(AppendOutcome::BufferFull);
+        // The settling task runs without anyone polling the receipt.
+        let m = i.mapping.clone().expect("mapping");
+        while i.stage(&m).stage.remembered() > 0 {
+            tokio::task::yield_now().await;
+        }
+        // The redelivery after the reconnect is stored, not taken for a duplicate.
+        let r = i.handle(p);
+        let w = writer.recv().await.expect("the redelivery is written");
+        let _ = w.reply.expect("reply").send(AppendOutcome::Stored);
+        assert_eq!(r.wait().await, Disposition::Stored(AppendOutcome::Stored));
+    }
+
+    #[tokio::test]
+    async fn mapped_devices_must_be_registered_unsigned_and_match_a_bound_login() {
+        let (i, _writer) = intake();
+        let d = i
+            .handle(publish("tele/stranger/SENSOR", r#"{"Power":2}"#))
+            .wait()
+            .await;
+        assert_eq!(d, Disposition::Refused("unknown_device"));
+        let mut p = publish("tele/p1/SENSOR", r#"{"Power":3}"#);
+        p.client = Arc::new(ClientIdentity {
+            client_id: "c".into(),
+            username: Some("other".into()),
+            bound_device: Some(DeviceId::new("p2").expect("id")),
+            peer: None,
+        });
+        assert_eq!(
+            i.handle(p).wait().await,
+            Disposition::Refused("not_bound_device")
+        );
+        assert_eq!(
+            i.stats
+                .device_rejects()
+                .get(&("p1".into(), "not_bound_device")),
+            Some(&1)
+        );
     }
 }

@@ -21,6 +21,17 @@
 //! (`IngestStats::broker_sessions_lost`) and recorded as a
 //! `broker_session_lost` event. See `docs/PROTOCOL.md` for what a site broker
 //! needs (persistence, no expiry of the gateway's session).
+//!
+//! Third-party topics (`[[mapping]]`): on every CONNACK the client also
+//! subscribes to each mapping's topic filter; those publishes go through the
+//! same intake (mapping stage). A message the broker sends with the retain
+//! flag is a retained replay (MQTT 3.1.1 §3.3.1.3: the flag is set only for
+//! messages sent because of a new subscription) and is ignored and counted.
+//! Third-party devices have no application ack, so a mapped publish is
+//! PUBACKed only once its frame is on disk: when the buffer refuses it for
+//! space the acker holds it (and every later PUBACK, which keeps their
+//! order) and re-offers it every [`crate::endpoint::session::RETRY_AFTER`]
+//! until it is stored.
 
 use super::admit::WireFormat;
 use super::intake::{
@@ -28,6 +39,7 @@ use super::intake::{
 };
 use super::stats::IngestStats;
 use super::writer::AckOut;
+use crate::buffer::AppendOutcome;
 use crate::config::MqttConfig;
 use mrv_shared::event::{Event, EventKind};
 use mrv_shared::ids::SiteId;
@@ -106,7 +118,8 @@ pub async fn run_mqtt_ingest(
 ) -> Result<(), MqttIngestError> {
     let (client, mut eventloop) = AsyncClient::new(options(&ctx.mqtt)?, 10_000);
     let (ack_queue, ack_rx) = mpsc::unbounded_channel::<(Publish, Receipt)>();
-    let acker = tokio::spawn(run_acker(client.clone(), ack_rx));
+    let map_filters = ctx.intake.mapping_filters();
+    let acker = tokio::spawn(run_acker(client.clone(), ack_rx, ctx.intake.clone()));
     let publisher = tokio::spawn(run_ack_publisher(
         client.clone(),
         ctx.site.clone(),
@@ -151,6 +164,12 @@ pub async fn run_mqtt_ingest(
                 if let Err(e) = client.subscribe(filter.clone(), QoS::AtLeastOnce).await {
                     tracing::error!(error = %e, "subscribe request failed");
                 }
+                for f in &map_filters {
+                    tracing::info!(filter = %f, "subscribing to a third-party mapping's topic");
+                    if let Err(e) = client.subscribe(f.clone(), QoS::AtLeastOnce).await {
+                        tracing::error!(error = %e, filter = %f, "subscribe request failed");
+                    }
+                }
             }
             Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
                 IngestStats::add(&ctx.stats.subscribed, 1);
@@ -161,6 +180,7 @@ pub async fn run_mqtt_ingest(
                     payload: p.payload.clone(),
                     qos: p.qos as u8,
                     retain: p.retain,
+                    retained_replay: p.retain,
                     client: identity.clone(),
                 });
                 let _ = ack_queue.send((p, receipt));
@@ -183,13 +203,41 @@ pub async fn run_mqtt_ingest(
     Ok(())
 }
 
-async fn run_acker(client: AsyncClient, mut queue: mpsc::UnboundedReceiver<(Publish, Receipt)>) {
+async fn run_acker(
+    client: AsyncClient,
+    mut queue: mpsc::UnboundedReceiver<(Publish, Receipt)>,
+    intake: Arc<FrameIntake>,
+) {
     while let Some((publish, receipt)) = queue.recv().await {
-        // (A frame refused for space is acked too, as before: holding it
-        // would fill the broker's in-flight window for the gateway and stall
-        // every device until a reconnect. Our devices got a `buffer_full`
-        // application ack and keep the frame.)
-        if receipt.wait().await == Disposition::WriteFailed {
+        // (A device frame refused for space is acked too, as before: holding
+        // it would fill the broker's in-flight window for the gateway and
+        // stall every device until a reconnect. Our devices got a
+        // `buffer_full` application ack and keep the frame.)
+        let mut d = receipt.wait().await;
+        // A third-party device keeps nothing: hold its PUBACK and re-offer
+        // the message until the buffer has room.
+        while d == Disposition::Stored(AppendOutcome::BufferFull)
+            && intake.is_mapped_topic(&publish.topic)
+        {
+            tokio::time::sleep(crate::endpoint::session::RETRY_AFTER).await;
+            d = intake
+                .handle(IntakePublish {
+                    topic: publish.topic.clone(),
+                    payload: publish.payload.clone(),
+                    qos: publish.qos as u8,
+                    retain: publish.retain,
+                    retained_replay: publish.retain,
+                    client: Arc::new(ClientIdentity {
+                        client_id: String::from("(re-offer)"),
+                        username: None,
+                        bound_device: None,
+                        peer: None,
+                    }),
+                })
+                .wait()
+                .await;
+        }
+        if d == Disposition::WriteFailed {
             // The write failed: leave the message un-acked so the broker redelivers it.
             continue;
         }

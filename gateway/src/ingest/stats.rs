@@ -41,7 +41,14 @@ pub struct IngestStats {
     pub broker_sessions_lost: AtomicU64,
     /// Frames whose signature verified.
     pub signatures_verified: AtomicU64,
+    /// Third-party messages mapped to a frame (`mapping`), before the store.
+    pub mapped_messages: AtomicU64,
+    /// Third-party messages recognised as duplicates by the mapping's dedup.
+    pub mapped_duplicates: AtomicU64,
+    /// Retained messages replayed by the broker at (re)subscription, ignored.
+    pub retained_ignored: AtomicU64,
     rejects: Mutex<BTreeMap<&'static str, u64>>,
+    device_rejects: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 impl IngestStats {
@@ -52,6 +59,26 @@ impl IngestStats {
             .lock()
             .expect("stats lock is never poisoned: no panics while held");
         *m.entry(reason).or_insert(0) += 1;
+    }
+
+    /// Counts one rejected payload of `device` under `reason` (also in
+    /// [`Self::rejects`]).
+    pub fn count_device_reject(&self, device: &str, reason: &'static str) {
+        self.count_reject(reason);
+        let mut m = self
+            .device_rejects
+            .lock()
+            .expect("stats lock is never poisoned: no panics while held");
+        *m.entry((device.to_string(), reason)).or_insert(0) += 1;
+    }
+
+    /// Rejected payloads by (device, reason) where the device was known
+    /// (third-party mappings).
+    pub fn device_rejects(&self) -> BTreeMap<(String, &'static str), u64> {
+        self.device_rejects
+            .lock()
+            .expect("stats lock is never poisoned: no panics while held")
+            .clone()
     }
 
     /// Rejected payloads by reason.

@@ -1,0 +1,756 @@
+//! The mapping stage: one third-party MQTT message in, one [`Outcome`] out.
+//! Pure (time comes in with the message), so both MQTT paths (the
+//! external-broker subscription and the embedded endpoint's publish
+//! handler) call the same code.
+//!
+//! Steps for a message: size check; the first mapping whose topic filter
+//! matches; retained replays ignored; JSON parse; device id; every field
+//! (exactly one match, a number, exact conversion, range); timestamp
+//! (format, skew); dedup key; frame.
+//!
+//! Invariants:
+//! - every message ends as exactly one of: a frame to store, a duplicate, a
+//!   retained replay, a rejection with a reason code (quarantined by the
+//!   caller with the raw payload), or "no mapping"; nothing is dropped
+//!   silently, no value is guessed: a missing path, several matches, a
+//!   string, `null` or a boolean where a number is expected, a value outside
+//!   `i64` or outside the configured range, a missing or unparsable
+//!   timestamp each reject the whole message (never a partial frame, never
+//!   a string fallback, never the path text as a value);
+//! - frames are gateway-sequenced (`seq` 0: the buffer assigns the device's
+//!   next number), unsigned, and say where they came from:
+//!   `firmware = "map:<mapping id>"`; `base_time_ms` is the payload time
+//!   when one is configured and within `max_skew` of receipt, else `None`
+//!   (the receipt time stands; samples flagged `clock_unsynced` when a
+//!   payload time was present but too far off) — the source of every
+//!   timestamp is in the frame itself;
+//! - a dedup key is *pending* from the frame's creation until the caller
+//!   [`MappingStage::settle`]s it: kept when stored, forgotten when the
+//!   store failed (so a redelivery is stored, not dropped as a duplicate);
+//!   a duplicate of a pending key says so ([`Outcome::Duplicate`]
+//!   `pending`), so the caller acknowledges it only once the first copy is
+//!   on disk;
+//!   keys expire after the mapping's window; at most [`MAX_KEYS`] are kept
+//!   (oldest dropped first);
+//! - values that do not fit the base unit are rounded (half away from zero)
+//!   and flagged `rounded` ([`mrv_shared::conversion`]).
+
+use super::config::{DedupKeyRule, TimeFormat, ValidDeviceSource, ValidMapping};
+use mrv_shared::conversion::{ConversionError, Decimal};
+use mrv_shared::ids::{DeviceId, SiteId};
+use mrv_shared::quantity::Quantity;
+use mrv_shared::reading::{Channel, Quality, Sample};
+use mrv_shared::wire::Frame;
+use serde_json::Value;
+use serde_json_path::{ExactlyOneError, JsonPath};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, VecDeque};
+
+/// Most dedup keys remembered at once.
+pub const MAX_KEYS: usize = 200_000;
+
+/// One message as it arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// Its topic.
+    pub topic: &'a str,
+    /// Its payload.
+    pub payload: &'a [u8],
+    /// True when the broker sent it because the gateway (re)subscribed (an
+    /// MQTT retained message): old state, never new data.
+    pub retained_replay: bool,
+    /// Gateway receipt time, Unix ms.
+    pub received_ms: u64,
+}
+
+/// Why a message was refused: a stable reason code and a detail naming the
+/// path and what was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The mapping that matched.
+    pub mapping: String,
+    /// The device, when it could be determined.
+    pub device: Option<DeviceId>,
+    /// `too_large`, `not_json`, `bad_device_id`, `missing_path`,
+    /// `multiple_matches`, `not_a_number`, `overflow`, `out_of_range`,
+    /// `missing_timestamp`, `bad_timestamp`, `missing_sequence`.
+    pub reason: &'static str,
+    /// What and where.
+    pub detail: String,
+}
+
+/// A remembered message identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DedupKey {
+    mapping: usize,
+    device: DeviceId,
+    value: KeyValue,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum KeyValue {
+    Sequence(String),
+    Time(u64),
+    Hash([u8; 16]),
+}
+
+/// Where a frame's time came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeSource {
+    /// The payload's timestamp (within the allowed skew).
+    Payload,
+    /// The gateway's receipt time (no timestamp configured).
+    Receipt,
+    /// The receipt time, because the payload's was off by this many ms.
+    ReceiptSkewed(i64),
+}
+
+/// A frame to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapped {
+    /// The frame (`seq` 0).
+    pub frame: Frame,
+    /// Its dedup key, pending until settled.
+    pub key: DedupKey,
+    /// The mapping's id.
+    pub mapping: String,
+    /// Where its time came from.
+    pub time: TimeSource,
+}
+
+/// What became of a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Store it (gateway-sequenced), then [`MappingStage::settle`] its key.
+    Frame(Box<Mapped>),
+    /// Seen within the window: acknowledge, do not store.
+    Duplicate {
+        /// Mapping.
+        mapping: String,
+        /// Device.
+        device: DeviceId,
+        /// The first copy's key while its store has not answered yet: the
+        /// caller waits for that key's settlement before it acknowledges
+        /// (the first copy may still be refused for space).
+        pending: Option<DedupKey>,
+    },
+    /// A retained message replayed at (re)subscription: acknowledge, ignore.
+    RetainedReplay {
+        /// Mapping.
+        mapping: String,
+    },
+    /// Bad input: quarantine with the payload, count, acknowledge.
+    Rejected(Rejection),
+    /// No mapping's filter matches the topic.
+    NoMapping,
+}
+
+/// The stage (see the module doc).
+#[derive(Debug)]
+pub struct MappingStage {
+    site: SiteId,
+    mappings: Vec<ValidMapping>,
+    keys: HashMap<DedupKey, (u64, bool)>,
+    order: VecDeque<(u64, DedupKey)>,
+}
+
+fn nodes_err(e: ExactlyOneError) -> &'static str {
+    match e {
+        ExactlyOneError::Empty => "missing_path",
+        _ => "multiple_matches",
+    }
+}
+
+fn one<'v>(
+    path: &JsonPath,
+    v: &'v Value,
+    text: &str,
+    missing: &'static str,
+) -> Result<&'v Value, (&'static str, String)> {
+    path.query(v).exactly_one().map_err(|e| {
+        let reason = match nodes_err(e) {
+            "missing_path" => missing,
+            r => r,
+        };
+        let what = if reason == "multiple_matches" {
+            "matches several values"
+        } else {
+            "matches nothing"
+        };
+        (reason, format!("{text} {what}"))
+    })
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn decimal(n: &serde_json::Number) -> Result<Decimal, ConversionError> {
+    if let Some(i) = n.as_i64() {
+        Ok(Decimal::int(i128::from(i)))
+    } else if let Some(u) = n.as_u64() {
+        Ok(Decimal::int(i128::from(u)))
+    } else {
+        Decimal::from_f64(n.as_f64().ok_or(ConversionError::NotFinite)?)
+    }
+}
+
+/// Parses a timestamp value per `format` into Unix ms.
+fn parse_time(v: &Value, format: TimeFormat) -> Result<u64, String> {
+    let ms = match (format, v) {
+        (TimeFormat::UnixS | TimeFormat::UnixMs, Value::Number(n)) => {
+            let d = decimal(n).map_err(|e| e.to_string())?;
+            let factor = if format == TimeFormat::UnixS { 1000 } else { 1 };
+            mrv_shared::conversion::Conversion::new(factor, 1)
+                .expect("non-zero")
+                .apply_decimal(d)
+                .map_err(|e| e.to_string())?
+                .value
+        }
+        (TimeFormat::Rfc3339, Value::String(s)) => {
+            let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| format!("{s:?} is not RFC 3339 with an offset: {e}"))?;
+            i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+                .map_err(|_| format!("{s:?} is out of range"))?
+        }
+        (f, other) => {
+            return Err(format!(
+                "{} where {f:?} needs {}",
+                kind_of(other),
+                if f == TimeFormat::Rfc3339 {
+                    "a string"
+                } else {
+                    "a number"
+                }
+            ));
+        }
+    };
+    u64::try_from(ms).map_err(|_| format!("{ms} ms is before 1970"))
+}
+
+impl MappingStage {
+    /// A stage for `site` with `mappings` (validated config order; the first
+    /// matching filter wins).
+    pub fn new(site: SiteId, mappings: Vec<ValidMapping>) -> Self {
+        MappingStage {
+            site,
+            mappings,
+            keys: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// The topic filters to subscribe to.
+    pub fn filters(&self) -> Vec<&str> {
+        self.mappings.iter().map(|m| m.topic.as_str()).collect()
+    }
+
+    /// True when some mapping's filter matches `topic`.
+    pub fn handles(&self, topic: &str) -> bool {
+        self.mappings
+            .iter()
+            .any(|m| rumqttc::mqttbytes::matches(topic, &m.topic))
+    }
+
+    /// Dedup keys remembered (pending or stored).
+    pub fn remembered(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Maps one message.
+    pub fn handle(&mut self, msg: &Message<'_>) -> Outcome {
+        let Some(mi) = self
+            .mappings
+            .iter()
+            .position(|m| rumqttc::mqttbytes::matches(msg.topic, &m.topic))
+        else {
+            return Outcome::NoMapping;
+        };
+        self.expire(msg.received_ms);
+        let m = &self.mappings[mi];
+        if msg.retained_replay {
+            return Outcome::RetainedReplay {
+                mapping: m.id.clone(),
+            };
+        }
+        let reject = |device: Option<&DeviceId>, reason: &'static str, detail: String| {
+            Outcome::Rejected(Rejection {
+                mapping: m.id.clone(),
+                device: device.cloned(),
+                reason,
+                detail,
+            })
+        };
+        if msg.payload.len() > m.max_payload_bytes {
+            return reject(
+                None,
+                "too_large",
+                format!(
+                    "{} bytes, at most {}",
+                    msg.payload.len(),
+                    m.max_payload_bytes
+                ),
+            );
+        }
+        // The device id first, so that every later rejection names it.
+        let topic_device = match &m.device {
+            ValidDeviceSource::TopicLevel(n) => Some(msg.topic.split('/').nth(*n).unwrap_or("")),
+            ValidDeviceSource::Path(..) => None,
+        };
+        let v: Value = match serde_json::from_slice(msg.payload) {
+            Ok(v) => v,
+            Err(e) => {
+                let device = topic_device
+                    .and_then(|d| DeviceId::new(&format!("{}{d}", m.device_prefix)).ok());
+                return reject(device.as_ref(), "not_json", format!("not JSON: {e}"));
+            }
+        };
+        let raw_id = match (&m.device, topic_device) {
+            (_, Some(d)) => d.to_string(),
+            (ValidDeviceSource::Path(p, text), None) => match one(p, &v, text, "missing_path") {
+                Ok(Value::String(s)) => s.clone(),
+                Ok(Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
+                Ok(other) => {
+                    return reject(
+                        None,
+                        "bad_device_id",
+                        format!("{text} is {}, not a string", kind_of(other)),
+                    );
+                }
+                Err((reason, detail)) => return reject(None, reason, detail),
+            },
+            (ValidDeviceSource::TopicLevel(_), None) => unreachable!("topic levels give Some"),
+        };
+        let device = match DeviceId::new(&format!("{}{raw_id}", m.device_prefix)) {
+            Ok(d) => d,
+            Err(e) => {
+                return reject(
+                    None,
+                    "bad_device_id",
+                    format!("{:?}: {e}", format!("{}{raw_id}", m.device_prefix)),
+                );
+            }
+        };
+        let dev = Some(&device);
+        let mut channels = Vec::with_capacity(m.fields.len());
+        let mut samples = Vec::with_capacity(m.fields.len());
+        for (i, f) in m.fields.iter().enumerate() {
+            let node = match one(&f.path, &v, &f.path_text, "missing_path") {
+                Ok(n) => n,
+                Err((reason, detail)) => return reject(dev, reason, detail),
+            };
+            let d = match node {
+                Value::Number(n) => match decimal(n) {
+                    Ok(d) => d,
+                    Err(e) => return reject(dev, "overflow", format!("{}: {e}", f.path_text)),
+                },
+                Value::Bool(b) if f.quantity == Quantity::Status => Decimal::int(i128::from(*b)),
+                other => {
+                    return reject(
+                        dev,
+                        "not_a_number",
+                        format!(
+                            "{} is {}{}, not a number",
+                            f.path_text,
+                            kind_of(other),
+                            match other {
+                                Value::String(s) => format!(" ({s:?})"),
+                                _ => String::new(),
+                            }
+                        ),
+                    );
+                }
+            };
+            let c = match f.conversion.apply_decimal(d) {
+                Ok(c) => c,
+                Err(e) => return reject(dev, "overflow", format!("{}: {e}", f.path_text)),
+            };
+            if f.min.is_some_and(|lo| c.value < lo) || f.max.is_some_and(|hi| c.value > hi) {
+                return reject(
+                    dev,
+                    "out_of_range",
+                    format!(
+                        "{} = {} {} outside {}..{}",
+                        f.path_text,
+                        c.value,
+                        f.quantity.unit(),
+                        f.min.map_or("".into(), |x| x.to_string()),
+                        f.max.map_or("".into(), |x| x.to_string())
+                    ),
+                );
+            }
+            channels.push(Channel {
+                id: f.channel.clone(),
+                quantity: f.quantity,
+                kind: f.kind,
+            });
+            samples.push(Sample {
+                channel: u8::try_from(i).expect("validated mappings have at most 255 fields"),
+                offset_ms: 0,
+                value: c.value,
+                quality: if c.rounded {
+                    Quality::ROUNDED
+                } else {
+                    Quality::GOOD
+                },
+            });
+        }
+        let mut time = TimeSource::Receipt;
+        let mut payload_ms = None;
+        if let Some(t) = &m.timestamp {
+            let node = match one(&t.path, &v, &t.path_text, "missing_timestamp") {
+                Ok(n) => n,
+                Err((reason, detail)) => return reject(dev, reason, detail),
+            };
+            let ms = match parse_time(node, t.format) {
+                Ok(ms) => ms,
+                Err(e) => {
+                    return reject(dev, "bad_timestamp", format!("{}: {e}", t.path_text));
+                }
+            };
+            payload_ms = Some(ms);
+            let skew = i64::try_from(ms).unwrap_or(i64::MAX)
+                - i64::try_from(msg.received_ms).unwrap_or(i64::MAX);
+            if skew.unsigned_abs() <= t.max_skew.as_millis() as u64 {
+                time = TimeSource::Payload;
+            } else {
+                time = TimeSource::ReceiptSkewed(skew);
+                for s in &mut samples {
+                    s.quality = s.quality.with(Quality::CLOCK_UNSYNCED);
+                }
+            }
+        }
+        let value = match &m.dedup {
+            DedupKeyRule::Sequence(p, text) => match one(p, &v, text, "missing_sequence") {
+                Ok(Value::Number(n)) => KeyValue::Sequence(n.to_string()),
+                Ok(Value::String(s)) => KeyValue::Sequence(s.clone()),
+                Ok(other) => {
+                    return reject(
+                        dev,
+                        "missing_sequence",
+                        format!("{text} is {}, not a number or string", kind_of(other)),
+                    );
+                }
+                Err((reason, detail)) => return reject(dev, reason, detail),
+            },
+            DedupKeyRule::Timestamp => {
+                KeyValue::Time(payload_ms.expect("a timestamp rule gives a time"))
+            }
+            DedupKeyRule::PayloadHash => {
+                let h = Sha256::digest(msg.payload);
+                let mut b = [0u8; 16];
+                b.copy_from_slice(&h[..16]);
+                KeyValue::Hash(b)
+            }
+        };
+        let key = DedupKey {
+            mapping: mi,
+            device: device.clone(),
+            value,
+        };
+        if let Some(&(_, stored)) = self.keys.get(&key) {
+            return Outcome::Duplicate {
+                mapping: m.id.clone(),
+                device,
+                pending: (!stored).then_some(key),
+            };
+        }
+        let frame = Frame {
+            site: self.site.clone(),
+            device,
+            seq: 0,
+            boot: 0,
+            firmware: format!("map:{}", m.id),
+            base_time_ms: matches!(time, TimeSource::Payload)
+                .then_some(payload_ms)
+                .flatten(),
+            channels,
+            samples,
+            signature: None,
+        };
+        let expires = msg
+            .received_ms
+            .saturating_add(m.dedup_window.as_millis() as u64);
+        let mapping = m.id.clone();
+        self.remember(key.clone(), expires);
+        Outcome::Frame(Box::new(Mapped {
+            frame,
+            key,
+            mapping,
+            time,
+        }))
+    }
+
+    /// Settles a frame's key once the store answered: kept when `stored`
+    /// (also for a buffer duplicate), forgotten otherwise.
+    pub fn settle(&mut self, key: &DedupKey, stored: bool) {
+        if stored {
+            if let Some(e) = self.keys.get_mut(key) {
+                e.1 = true;
+            }
+        } else {
+            self.keys.remove(key);
+        }
+    }
+
+    fn remember(&mut self, key: DedupKey, expires: u64) {
+        while self.keys.len() >= MAX_KEYS {
+            match self.order.pop_front() {
+                Some((_, k)) => {
+                    self.keys.remove(&k);
+                }
+                None => break,
+            }
+        }
+        self.keys.insert(key.clone(), (expires, false));
+        self.order.push_back((expires, key));
+    }
+
+    fn expire(&mut self, now_ms: u64) {
+        while let Some((t, _)) = self.order.front() {
+            if *t > now_ms {
+                break;
+            }
+            let (t, k) = self.order.pop_front().expect("front exists");
+            if self.keys.get(&k).is_some_and(|(e, _)| *e == t) {
+                self.keys.remove(&k);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::config::parse_mappings;
+    use std::path::Path;
+
+    const NOW: u64 = 1_764_590_400_000; // 2025-12-01T12:00:00Z
+
+    fn stage(text: &str) -> MappingStage {
+        MappingStage::new(
+            SiteId::new("site-a").expect("id"),
+            parse_mappings(text, Path::new("t.toml")).expect("valid"),
+        )
+    }
+
+    fn msg<'a>(topic: &'a str, payload: &'a str) -> Message<'a> {
+        Message {
+            topic,
+            payload: payload.as_bytes(),
+            retained_replay: false,
+            received_ms: NOW,
+        }
+    }
+
+    const TASMOTA: &str = r#"
+[[mapping]]
+id = "tasmota"
+topic = "tele/+/SENSOR"
+device = { topic_level = 1 }
+device_prefix = "tas-"
+[mapping.timestamp]
+path = "$.Time"
+format = "rfc3339"
+max_skew_s = 60
+[[mapping.fields]]
+channel = "energy"
+path = "$.ENERGY.Total"
+quantity = "energy"
+unit = "kWh"
+kind = "counter"
+[[mapping.fields]]
+channel = "power"
+path = "$.ENERGY.Power"
+quantity = "power"
+unit = "W"
+min = 0
+max = 4000000
+"#;
+
+    fn frame(o: Outcome) -> Mapped {
+        match o {
+            Outcome::Frame(m) => *m,
+            other => panic!("not a frame: {other:?}"),
+        }
+    }
+
+    fn rejected(o: Outcome) -> Rejection {
+        match o {
+            Outcome::Rejected(r) => r,
+            other => panic!("not rejected: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_tasmota_sensor_message_becomes_an_exact_gateway_sequenced_frame() {
+        let mut s = stage(TASMOTA);
+        let m = frame(s.handle(&msg(
+            "tele/plug-7/SENSOR",
+            r#"{"Time":"2025-12-01T12:59:30+01:00","ENERGY":{"Total":123.4565,"Power":45.5}}"#,
+        )));
+        let f = &m.frame;
+        assert_eq!(f.device.as_str(), "tas-plug-7");
+        assert_eq!((f.seq, f.firmware.as_str()), (0, "map:tasmota"));
+        assert!(f.signature.is_none());
+        assert_eq!(m.time, TimeSource::Payload);
+        assert_eq!(f.base_time_ms, Some(NOW - 30_000));
+        // 123.4565 kWh = 123456.5 Wh: rounded half away from zero, flagged.
+        assert_eq!(
+            (f.samples[0].value, f.samples[0].quality),
+            (123_457, Quality::ROUNDED)
+        );
+        // 45.5 W = 45500 mW exactly.
+        assert_eq!(
+            (f.samples[1].value, f.samples[1].quality),
+            (45_500, Quality::GOOD)
+        );
+    }
+
+    #[test]
+    fn bad_input_is_rejected_with_a_reason_never_a_fallback() {
+        let mut s = stage(TASMOTA);
+        let t = "tele/plug-7/SENSOR";
+        let cases = [
+            (
+                r#"{"Time":"2025-12-01T12:00:00Z","ENERGY":{"Power":45}}"#,
+                "missing_path",
+            ),
+            (
+                r#"{"Time":"2025-12-01T12:00:00Z","ENERGY":{"Total":"12.5","Power":45}}"#,
+                "not_a_number",
+            ),
+            (
+                r#"{"Time":"2025-12-01T12:00:00Z","ENERGY":{"Total":null,"Power":45}}"#,
+                "not_a_number",
+            ),
+            (
+                r#"{"Time":"2025-12-01T12:00:00Z","ENERGY":{"Total":1,"Power":-3}}"#,
+                "out_of_range",
+            ),
+            (
+                r#"{"Time":"2025-12-01T12:00:00","ENERGY":{"Total":1,"Power":3}}"#,
+                "bad_timestamp",
+            ),
+            (r#"{"ENERGY":{"Total":1,"Power":3}}"#, "missing_timestamp"),
+            (
+                r#"{"Time":"2025-12-01T12:00:00Z","ENERGY":{"Total":1e300,"Power":3}}"#,
+                "overflow",
+            ),
+            (r#"{"Time": NaN}"#, "not_json"),
+            ("not json", "not_json"),
+        ];
+        for (payload, reason) in cases {
+            let r = rejected(s.handle(&msg(t, payload)));
+            assert_eq!(r.reason, reason, "{payload}: {r:?}");
+            assert_eq!(r.device.as_ref().map(|d| d.as_str()), Some("tas-plug-7"));
+            assert_eq!(r.mapping, "tasmota");
+        }
+        let r = rejected(s.handle(&msg(
+            "tele/a b/SENSOR",
+            r#"{"Time":"2025-12-01T12:00:00Z","ENERGY":{"Total":1,"Power":3}}"#,
+        )));
+        assert_eq!(r.reason, "bad_device_id");
+        let several = "[[mapping]]\nid = \"m\"\ntopic = \"x/+\"\ndevice = { topic_level = 1 }\n[[mapping.fields]]\nchannel = \"t\"\npath = \"$..t\"\nquantity = \"temperature\"\nunit = \"degC\"\n";
+        let r = rejected(stage(several).handle(&msg("x/d1", r#"{"a":{"t":1},"b":{"t":2}}"#)));
+        assert_eq!(r.reason, "multiple_matches");
+        assert_eq!(r.detail, "$..t matches several values");
+    }
+
+    #[test]
+    fn a_far_off_payload_clock_gives_receipt_time_and_a_flag() {
+        let mut s = stage(TASMOTA);
+        let m = frame(s.handle(&msg(
+            "tele/p/SENSOR",
+            r#"{"Time":"1970-01-01T00:05:00Z","ENERGY":{"Total":1,"Power":2}}"#,
+        )));
+        assert!(matches!(m.time, TimeSource::ReceiptSkewed(s) if s < 0));
+        assert_eq!(m.frame.base_time_ms, None);
+        assert!(
+            m.frame
+                .samples
+                .iter()
+                .all(|s| s.quality.contains(Quality::CLOCK_UNSYNCED))
+        );
+    }
+
+    #[test]
+    fn duplicates_are_caught_by_timestamp_and_a_failed_store_forgets_the_key() {
+        let mut s = stage(TASMOTA);
+        let p = r#"{"Time":"2025-12-01T12:00:00Z","ENERGY":{"Total":1,"Power":2}}"#;
+        let m = frame(s.handle(&msg("tele/p/SENSOR", p)));
+        // A redelivery while the first is still being written: a duplicate
+        // of a pending key.
+        assert!(matches!(
+            s.handle(&msg("tele/p/SENSOR", p)),
+            Outcome::Duplicate { pending: Some(k), .. } if k == m.key
+        ));
+        // The store failed: the redelivery must be stored.
+        s.settle(&m.key, false);
+        let m2 = frame(s.handle(&msg("tele/p/SENSOR", p)));
+        s.settle(&m2.key, true);
+        assert!(matches!(
+            s.handle(&msg("tele/p/SENSOR", p)),
+            Outcome::Duplicate { pending: None, .. }
+        ));
+        // Same time from another device is not a duplicate.
+        assert!(matches!(
+            s.handle(&msg("tele/q/SENSOR", p)),
+            Outcome::Frame(_)
+        ));
+        // After the window the key is gone.
+        let mut late = msg("tele/p/SENSOR", p);
+        late.received_ms = NOW + 601_000;
+        assert!(matches!(
+            s.handle(&late),
+            Outcome::Frame(_) | Outcome::Rejected(_)
+        ));
+    }
+
+    #[test]
+    fn retained_replays_are_not_data_and_unknown_topics_have_no_mapping() {
+        let mut s = stage(TASMOTA);
+        let mut m = msg(
+            "tele/p/SENSOR",
+            r#"{"Time":"2025-12-01T12:00:00Z","ENERGY":{"Total":1,"Power":2}}"#,
+        );
+        m.retained_replay = true;
+        assert_eq!(
+            s.handle(&m),
+            Outcome::RetainedReplay {
+                mapping: "tasmota".into()
+            }
+        );
+        assert_eq!(s.handle(&msg("stat/p/RESULT", "{}")), Outcome::NoMapping);
+        assert_eq!(s.remembered(), 0);
+    }
+
+    #[test]
+    fn without_a_timestamp_identical_payloads_are_deduplicated_by_hash() {
+        let text = "[[mapping]]\nid = \"m\"\ntopic = \"x/+\"\ndevice = { path = \"$.src\" }\n[[mapping.fields]]\nchannel = \"on\"\npath = \"$.output\"\nquantity = \"status\"\n";
+        let mut s = stage(text);
+        let p = r#"{"src":"relay-1","output":true}"#;
+        let m = frame(s.handle(&msg("x/1", p)));
+        assert_eq!(m.frame.device.as_str(), "relay-1");
+        assert_eq!(m.frame.samples[0].value, 1);
+        assert_eq!(m.time, TimeSource::Receipt);
+        s.settle(&m.key, true);
+        assert!(matches!(
+            s.handle(&msg("x/1", p)),
+            Outcome::Duplicate { .. }
+        ));
+        assert!(matches!(
+            s.handle(&msg("x/1", r#"{"src":"relay-1","output":false}"#)),
+            Outcome::Frame(_)
+        ));
+        let r = rejected(s.handle(&msg("x/1", r#"{"src":{"id":1},"output":false}"#)));
+        assert_eq!(r.reason, "bad_device_id");
+    }
+}
