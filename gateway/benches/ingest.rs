@@ -152,10 +152,10 @@ async fn publish_all(
             while let Ok(ev) = sub_loop.poll().await {
                 if let Event::Incoming(Packet::Publish(_)) = ev {
                     got += 1;
-                    if got == total {
-                        if let Some(d) = done.take() {
-                            let _ = d.send(());
-                        }
+                    if got == total
+                        && let Some(d) = done.take()
+                    {
+                        let _ = d.send(());
                     }
                 }
             }
@@ -190,10 +190,10 @@ async fn publish_all(
             loop {
                 match el.poll().await {
                     Ok(Event::Incoming(Packet::Publish(p))) if await_acks => {
-                        if let Ok(a) = binary::decode_ack(&p.payload) {
-                            if a.acked_seq == per_device {
-                                break;
-                            }
+                        if let Ok(a) = binary::decode_ack(&p.payload)
+                            && a.acked_seq == per_device
+                        {
+                            break;
                         }
                     }
                     Ok(Event::Incoming(Packet::PubAck(_))) => {

@@ -188,8 +188,8 @@ impl<F: NorFlash> Journal<F> {
         let size = F::ERASE_SIZE as u32;
         let align = (F::WRITE_SIZE as u32).max(4);
         if !(3..=MAX_SECTORS).contains(&sectors)
-            || base % size != 0
-            || (CHUNK as u32) % align != 0
+            || !base.is_multiple_of(size)
+            || !(CHUNK as u32).is_multiple_of(align)
             || F::READ_SIZE > 1
             || (base as usize + sectors as usize * size as usize) > flash.capacity()
         {

@@ -192,8 +192,8 @@ impl<const SECTOR: usize> NorFlash for SizedRamFlash<SECTOR> {
             return Err(RamFlashError::PowerLost);
         }
         let o = offset as usize;
-        if o % Self::WRITE_SIZE != 0
-            || bytes.len() % Self::WRITE_SIZE != 0
+        if !o.is_multiple_of(Self::WRITE_SIZE)
+            || !bytes.len().is_multiple_of(Self::WRITE_SIZE)
             || o + bytes.len() > self.capacity()
         {
             return Err(RamFlashError::Bounds);

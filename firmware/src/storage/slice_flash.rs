@@ -43,7 +43,10 @@ impl<'a, const SECTOR: usize> SliceFlash<'a, SECTOR> {
 
     fn range(&self, offset: u32, len: usize, align: usize) -> Result<usize, SliceFlashError> {
         let start = offset as usize;
-        if start % align != 0 || len % align != 0 || start + len > self.mem.len() {
+        if !start.is_multiple_of(align)
+            || !len.is_multiple_of(align)
+            || start + len > self.mem.len()
+        {
             return Err(SliceFlashError::Bounds);
         }
         Ok(start)

@@ -606,8 +606,8 @@ pub fn parse_time(s: &str, now_ms: u64) -> anyhow::Result<u64> {
     if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit()) {
         return t.parse().context("a Unix time in ms");
     }
-    if let Some((n, unit)) = t.split_at_checked(t.len().saturating_sub(1)) {
-        if let (Ok(n), Some(ms)) = (
+    if let Some((n, unit)) = t.split_at_checked(t.len().saturating_sub(1))
+        && let (Ok(n), Some(ms)) = (
             n.parse::<u64>(),
             match unit {
                 "s" => Some(1_000u64),
@@ -616,9 +616,9 @@ pub fn parse_time(s: &str, now_ms: u64) -> anyhow::Result<u64> {
                 "d" => Some(86_400_000),
                 _ => None,
             },
-        ) {
-            return Ok(now_ms.saturating_sub(n.saturating_mul(ms)));
-        }
+        )
+    {
+        return Ok(now_ms.saturating_sub(n.saturating_mul(ms)));
     }
     let bad = || {
         anyhow::anyhow!(
@@ -674,14 +674,14 @@ fn dump(a: &DumpArgs, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--device: {e}"))?;
     let copy = open(&a.target)?;
     let buf = &copy.buf;
-    if let Some(d) = &device {
-        if !buf.devices().iter().any(|s| &s.device == d) {
-            let known: Vec<String> = buf.devices().iter().map(|s| s.device.to_string()).collect();
-            bail!(
-                "no device {d} in the buffer (devices: {})",
-                known.join(", ")
-            );
-        }
+    if let Some(d) = &device
+        && !buf.devices().iter().any(|s| &s.device == d)
+    {
+        let known: Vec<String> = buf.devices().iter().map(|s| s.device.to_string()).collect();
+        bail!(
+            "no device {d} in the buffer (devices: {})",
+            known.join(", ")
+        );
     }
     let mut n = 0usize;
     let mut rows = Vec::new();

@@ -182,10 +182,10 @@ fn completeness(reports: &[Report]) -> BTreeMap<DeviceId, DeviceCompleteness> {
             }
             c.usable += s.usable;
             c.received += s.received;
-            if let Some(k) = &s.counter {
-                if k.gap_delta != 0 {
-                    *c.gap_delta.entry(s.channel.to_string()).or_default() += k.gap_delta;
-                }
+            if let Some(k) = &s.counter
+                && k.gap_delta != 0
+            {
+                *c.gap_delta.entry(s.channel.to_string()).or_default() += k.gap_delta;
             }
             spans
                 .entry(s.device.clone())

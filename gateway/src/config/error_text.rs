@@ -183,30 +183,30 @@ pub fn plain_problem(_key: &str, message: &str) -> String {
         let word = rest.split('`').next().unwrap_or(rest);
         return format!("the required key `{word}` is missing");
     }
-    if let Some(rest) = m.strip_prefix("invalid type: ") {
-        if let Some((found, expected)) = rest.split_once(", expected ") {
-            let (exp, _) = expected_text(expected);
-            let (fnd, quoted) = found_text(found);
-            let hint = match quoted {
-                Some(q) if q.trim().parse::<f64>().is_ok() && exp.contains("number") => {
-                    format!(": write {} without the quotes", q.trim())
-                }
-                Some(q) if matches!(q.trim(), "true" | "false") && exp == "true or false" => {
-                    format!(": write {} without the quotes", q.trim())
-                }
-                None if exp == "text in quotes" => ": put the value in quotes".to_string(),
-                _ => String::new(),
-            };
-            return format!("must be {exp}, but it is {fnd}{hint}");
-        }
+    if let Some(rest) = m.strip_prefix("invalid type: ")
+        && let Some((found, expected)) = rest.split_once(", expected ")
+    {
+        let (exp, _) = expected_text(expected);
+        let (fnd, quoted) = found_text(found);
+        let hint = match quoted {
+            Some(q) if q.trim().parse::<f64>().is_ok() && exp.contains("number") => {
+                format!(": write {} without the quotes", q.trim())
+            }
+            Some(q) if matches!(q.trim(), "true" | "false") && exp == "true or false" => {
+                format!(": write {} without the quotes", q.trim())
+            }
+            None if exp == "text in quotes" => ": put the value in quotes".to_string(),
+            _ => String::new(),
+        };
+        return format!("must be {exp}, but it is {fnd}{hint}");
     }
-    if let Some(rest) = m.strip_prefix("invalid value: ") {
-        if let Some((found, expected)) = rest.split_once(", expected ") {
-            let (exp, _) = expected_text(expected);
-            let (fnd, _) = found_text(found);
-            let fnd = fnd.trim_start_matches("the number ").to_string();
-            return format!("must be {exp}, but it is {fnd}");
-        }
+    if let Some(rest) = m.strip_prefix("invalid value: ")
+        && let Some((found, expected)) = rest.split_once(", expected ")
+    {
+        let (exp, _) = expected_text(expected);
+        let (fnd, _) = found_text(found);
+        let fnd = fnd.trim_start_matches("the number ").to_string();
+        return format!("must be {exp}, but it is {fnd}");
     }
     m.to_string()
 }

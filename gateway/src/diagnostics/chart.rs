@@ -356,10 +356,10 @@ pub fn render(spec: &ChartSpec<'_>) -> String {
         prev = Some(p.t_ms);
     }
     let bucket = spec.range.bucket_ms().unwrap_or(0);
-    if let Some(last) = pts.last().map(|p| p.t_ms) {
-        if to.saturating_sub(last + bucket) > spec.gap_ms {
-            gaps.push((last, to));
-        }
+    if let Some(last) = pts.last().map(|p| p.t_ms)
+        && to.saturating_sub(last + bucket) > spec.gap_ms
+    {
+        gaps.push((last, to));
     }
     for (a, b) in &gaps {
         let (xa, xb) = (x(*a + bucket), x(*b));

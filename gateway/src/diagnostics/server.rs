@@ -307,10 +307,9 @@ impl DiagContext {
         if let Some(v) = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
+            && let Some(t) = v.strip_prefix("Bearer ")
         {
-            if let Some(t) = v.strip_prefix("Bearer ") {
-                return token.matches(t.trim());
-            }
+            return token.matches(t.trim());
         }
         let Some(session) = &self.session else {
             return false;

@@ -43,10 +43,10 @@ pub fn watchdog_interval() -> Option<Duration> {
 /// when `WATCHDOG_PID` is set it must be this process.
 pub fn watchdog_interval_from(usec: Option<&str>, pid: Option<&str>, me: u32) -> Option<Duration> {
     let usec: u64 = usec?.trim().parse().ok().filter(|u| *u > 0)?;
-    if let Some(p) = pid {
-        if p.trim().parse::<u32>().ok() != Some(me) {
-            return None;
-        }
+    if let Some(p) = pid
+        && p.trim().parse::<u32>().ok() != Some(me)
+    {
+        return None;
     }
     Some(Duration::from_micros(usec / 2).max(Duration::from_millis(100)))
 }

@@ -382,10 +382,10 @@ impl MappingSection {
             let conversion = scale
                 .then(unit)
                 .ok_or_else(|| fe("scale", "scale times the unit factor is too large".into()))?;
-            if let (Some(lo), Some(hi)) = (f.min, f.max) {
-                if lo > hi {
-                    return Err(fe("min", format!("min {lo} is above max {hi}")));
-                }
+            if let (Some(lo), Some(hi)) = (f.min, f.max)
+                && lo > hi
+            {
+                return Err(fe("min", format!("min {lo} is above max {hi}")));
             }
             fields.push(ValidField {
                 channel,

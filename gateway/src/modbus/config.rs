@@ -703,10 +703,10 @@ impl RegisterSection {
         if self.scale_factor_address.is_some() && table.is_bits() {
             return Err(at.err("scale_factor_address", "bit tables have no scale factors"));
         }
-        if let (Some(lo), Some(hi)) = (self.min, self.max) {
-            if lo > hi {
-                return Err(at.err("min", format!("min {lo} is above max {hi}")));
-            }
+        if let (Some(lo), Some(hi)) = (self.min, self.max)
+            && lo > hi
+        {
+            return Err(at.err("min", format!("min {lo} is above max {hi}")));
         }
         Ok(RegisterDef {
             name,
@@ -903,10 +903,10 @@ pub fn load_profile(
         })?;
         return parse_profile(&text, &candidate);
     }
-    if !looks_like_path {
-        if let Some((_, text)) = BUILTIN_PROFILES.iter().find(|(n, _)| *n == reference) {
-            return parse_profile(text, Path::new(&format!("<built-in profile {reference}>")));
-        }
+    if !looks_like_path
+        && let Some((_, text)) = BUILTIN_PROFILES.iter().find(|(n, _)| *n == reference)
+    {
+        return parse_profile(text, Path::new(&format!("<built-in profile {reference}>")));
     }
     Err(ConfigError::new(
         at_file,

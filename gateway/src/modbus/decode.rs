@@ -223,10 +223,11 @@ pub fn decode_value(
     if def.sentinel == Sentinel::SunSpec && is_sunspec_sentinel(def.data_type, def.kind, &raw) {
         return Err(DecodeError::NotImplemented);
     }
-    if let (Some(bits), RawValue::Int(v)) = (def.rollover_bits, &raw) {
-        if def.kind == ValueKind::Counter && bits < 127 {
-            raw = RawValue::Int(v.rem_euclid(1_i128 << bits));
-        }
+    if let (Some(bits), RawValue::Int(v)) = (def.rollover_bits, &raw)
+        && def.kind == ValueKind::Counter
+        && bits < 127
+    {
+        raw = RawValue::Int(v.rem_euclid(1_i128 << bits));
     }
     let scale = match scale_factor_word {
         Some(w) => {

@@ -75,10 +75,10 @@ pub async fn execute<R: RegisterReader>(
             continue;
         }
         let result = read_one(reader, *req, retries).await;
-        if let Err(e) = &result {
-            if e.is_link_fault() {
-                dead = Some(e.clone());
-            }
+        if let Err(e) = &result
+            && e.is_link_fault()
+        {
+            dead = Some(e.clone());
         }
         out.push(result);
     }

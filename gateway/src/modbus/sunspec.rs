@@ -316,10 +316,11 @@ pub async fn discover<R: RegisterReader>(
             address: u16::try_from(addr).expect("hr() checked the address"),
             length,
         };
-        if id == 1 && length >= 64 {
-            if let Ok(data) = reader.read(hr(m.data_start(), 64)?).await {
-                common = common_from_words(&data);
-            }
+        if id == 1
+            && length >= 64
+            && let Ok(data) = reader.read(hr(m.data_start(), 64)?).await
+        {
+            common = common_from_words(&data);
         }
         models.push(m);
         addr = m.data_start() + u32::from(length);

@@ -240,15 +240,14 @@ impl Sinks {
                 tracing::debug!("event store closed; Modbus event dropped");
             }
         }
-        if let Some(frame) = out.frame {
-            if self
+        if let Some(frame) = out.frame
+            && self
                 .writes
                 .send(WriteRequest::gateway_sequenced(frame, now_ms))
                 .await
                 .is_err()
-            {
-                return false;
-            }
+        {
+            return false;
         }
         true
     }

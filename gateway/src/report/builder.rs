@@ -233,26 +233,26 @@ pub fn build(input: BuildInput<'_>) -> Result<Report, BuildError> {
             left_out(&mut events, &frame, received_ms, "is for another site");
             continue;
         }
-        if let Some(ok) = sig_ok {
-            if !ok {
-                events.push(Event {
-                    time_ms: clamp(received_ms),
-                    kind: EventKind::SignatureRejected,
-                    device: Some(frame.device.clone()),
-                    seqs: None,
-                    detail: format!(
-                        "frame {} has no valid device signature, left out of the report",
-                        frame.seq
-                    ),
-                });
-                left_out(
-                    &mut events,
-                    &frame,
-                    received_ms,
-                    "has no valid device signature",
-                );
-                continue;
-            }
+        if let Some(ok) = sig_ok
+            && !ok
+        {
+            events.push(Event {
+                time_ms: clamp(received_ms),
+                kind: EventKind::SignatureRejected,
+                device: Some(frame.device.clone()),
+                seqs: None,
+                detail: format!(
+                    "frame {} has no valid device signature, left out of the report",
+                    frame.seq
+                ),
+            });
+            left_out(
+                &mut events,
+                &frame,
+                received_ms,
+                "has no valid device signature",
+            );
+            continue;
         }
         if !devices.iter().any(|d| d.id == frame.device) {
             devices.push(DeviceRecord {

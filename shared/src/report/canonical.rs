@@ -182,7 +182,7 @@ fn tie_to_even(digits: &mut String, exp: i32, a: f64) {
     }
     let trunc = &x[..k];
     let last = trunc.as_bytes()[k - 1];
-    let chosen = if (last - b'0') % 2 == 0 {
+    let chosen = if (last - b'0').is_multiple_of(2) {
         String::from(trunc)
     } else if last != b'9' {
         let mut t = String::from(&trunc[..k - 1]);
