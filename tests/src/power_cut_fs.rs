@@ -86,6 +86,11 @@ struct Disk {
     failed_syncs: u64,
     /// Unsynced blocks those failures lost.
     lost_blocks: u64,
+    /// Files and directories open now (open/create/opendir minus
+    /// release/releasedir). The kernel sends RELEASE after close() has
+    /// returned, so a reboot waits for this to reach 0: unmounting while a
+    /// release is still on its way fails with EBUSY.
+    open_handles: u64,
 }
 
 impl Disk {
@@ -416,13 +421,16 @@ impl Filesystem for Fs {
     ) {
         let mut d = self.disk();
         match new_node(&mut d, parent.0, name, false) {
-            Ok(a) => reply.created(
-                &TTL,
-                &a,
-                Generation(0),
-                FileHandle(0),
-                FopenFlags::FOPEN_DIRECT_IO,
-            ),
+            Ok(a) => {
+                d.open_handles += 1;
+                reply.created(
+                    &TTL,
+                    &a,
+                    Generation(0),
+                    FileHandle(0),
+                    FopenFlags::FOPEN_DIRECT_IO,
+                )
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -496,12 +504,43 @@ impl Filesystem for Fs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let d = self.disk();
+        let mut d = self.disk();
         match d.volatile.get(&ino.0) {
             Some(_) if d.dead => reply.error(Errno::EIO),
-            Some(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO),
+            Some(_) => {
+                d.open_handles += 1;
+                reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO)
+            }
             None => reply.error(Errno::ENOENT),
         }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let mut d = self.disk();
+        d.open_handles = d.open_handles.saturating_sub(1);
+        reply.ok()
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        let mut d = self.disk();
+        d.open_handles = d.open_handles.saturating_sub(1);
+        reply.ok()
     }
 
     fn read(
@@ -612,9 +651,12 @@ impl Filesystem for Fs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let d = self.disk();
+        let mut d = self.disk();
         match d.volatile.get(&ino.0) {
-            Some(n) if n.dir => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Some(n) if n.dir => {
+                d.open_handles += 1;
+                reply.opened(FileHandle(0), FopenFlags::empty())
+            }
             Some(_) => reply.error(Errno::ENOTDIR),
             None => reply.error(Errno::ENOENT),
         }
@@ -842,6 +884,11 @@ impl PowerCutFs {
     /// on, unmounts, keeps only the durable image and mounts again.
     pub fn reboot(&mut self) -> std::io::Result<()> {
         self.cut_now("at reboot");
+        // Files the caller closed may still have their RELEASE in flight.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.lock().open_handles > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         if let Some(s) = self.session.take() {
             s.umount_and_join()?;
         }

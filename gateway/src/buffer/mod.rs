@@ -144,6 +144,8 @@ mod ledger;
 mod record;
 pub mod sled_files;
 mod sled_store;
+#[cfg(test)]
+pub(crate) use sled_store::open_raw_sled_for_test;
 
 #[cfg(test)]
 mod model_tests;

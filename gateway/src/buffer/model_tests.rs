@@ -720,7 +720,7 @@ fn a_damaged_batch_is_reported_by_verify_and_scan_and_pruned_once_delivered() {
     }
     // Corrupt batch 2 behind the buffer's back.
     {
-        let db = sled::open(&path).expect("sled");
+        let db = super::sled_store::open_raw_sled_for_test(&path);
         let t = db.open_tree("buffer.v1").expect("tree");
         let k = super::record::batch_key(2);
         let mut v = t.get(k).expect("get").expect("batch 2").to_vec();

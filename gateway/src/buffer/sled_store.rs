@@ -1219,6 +1219,24 @@ fn open_sled(cfg: &BufferConfig) -> Result<sled::Db, sled::Error> {
     }
 }
 
+/// Tests that damage a buffer behind its back open sled directly, right
+/// after dropping a [`Buffer`]: wait for the lock as [`open_sled`] does.
+#[cfg(test)]
+pub(crate) fn open_raw_sled_for_test(path: &std::path::Path) -> sled::Db {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::open(path) {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return r.expect("sled opens"),
+        }
+    }
+}
+
 /// `fdatasync`s sled's log and every blob file, then drops their pages from
 /// the page cache, so that the next open reads what is on disk (see
 /// [`Buffer::reopen`]).

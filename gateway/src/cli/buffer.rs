@@ -957,7 +957,7 @@ mod tests {
         }
         // Damage the stored batch behind the buffer's back.
         {
-            let db = sled::open(&path).expect("sled");
+            let db = crate::buffer::open_raw_sled_for_test(&path);
             let tree = db.open_tree("buffer.v1").expect("tree");
             let (k, v) = tree
                 .scan_prefix(b"d")
