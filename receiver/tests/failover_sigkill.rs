@@ -15,49 +15,32 @@ use mrv_shared::report::verify::Chain;
 use mrv_shared::report::verify_report;
 use mrv_shared::tlog::checkpoint::Checkpoint;
 use mrv_shared::tlog::receipt::verify_receipt;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 use upload_support::{Pki, TestChain, Uploader, init};
 
 /// Starts `mrv-receiver` on the database and returns it with its port.
 fn spawn(url: &str, log_key: &Path, pki_dir: &Path, gw_key: &Path) -> (Child, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mrv-receiver"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            url,
-            "--db-pool",
-            "4",
-        ])
-        .arg("--log-key")
-        .arg(log_key)
-        .arg("--gateway-key")
-        .arg(gw_key)
-        .arg("--device-registry")
-        .arg(pki_dir.join("registry.json"))
-        .arg("--tls-cert")
-        .arg(pki_dir.join("server.pem"))
-        .arg("--tls-key")
-        .arg(pki_dir.join("server.key"))
-        .args(["--token", "tok"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn mrv-receiver");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read the listening line");
-    let port = line
-        .trim()
-        .strip_prefix("listening on https://")
-        .and_then(|a| a.rsplit(':').next())
+    let (child, addr) = upload_support::spawn_receiver(
+        env!("CARGO_BIN_EXE_mrv-receiver"),
+        "127.0.0.1:0",
+        &[
+            "--database-url".as_ref(),
+            url.as_ref(),
+            "--db-pool".as_ref(),
+            "4".as_ref(),
+            "--log-key".as_ref(),
+            log_key.as_os_str(),
+        ],
+        pki_dir,
+        gw_key,
+    );
+    let port = addr
+        .rsplit(':')
+        .next()
         .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        .unwrap_or_else(|| panic!("no port in {addr:?}"));
     (child, port)
 }
 

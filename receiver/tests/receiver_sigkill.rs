@@ -8,42 +8,20 @@ mod upload_support;
 
 use mrv_shared::report::verify::Chain;
 use mrv_shared::report::verify_report;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 use upload_support::{Pki, TestChain, Uploader, init};
 
-/// Starts `mrv-receiver` and returns it with its address (read from its
-/// `listening on` line).
+/// Starts `mrv-receiver` on the file archive `data`; (child, address).
 fn spawn(data: &Path, pki_dir: &Path, key: &Path, listen: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mrv-receiver"))
-        .args(["--listen", listen, "--data-dir"])
-        .arg(data)
-        .arg("--gateway-key")
-        .arg(key)
-        .arg("--device-registry")
-        .arg(pki_dir.join("registry.json"))
-        .arg("--tls-cert")
-        .arg(pki_dir.join("server.pem"))
-        .arg("--tls-key")
-        .arg(pki_dir.join("server.key"))
-        .args(["--token", "tok"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn mrv-receiver");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read the listening line");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on https://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (child, addr)
+    upload_support::spawn_receiver(
+        env!("CARGO_BIN_EXE_mrv-receiver"),
+        listen,
+        &["--data-dir".as_ref(), data.as_os_str()],
+        pki_dir,
+        key,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1205,9 +1205,17 @@ fn open_sled(cfg: &BufferConfig) -> Result<sled::Db, sled::Error> {
         .cache_capacity(cfg.cache_bytes)
         // Every write path flushes itself before returning.
         .flush_every_ms(None);
+    waiting_for_lock(|| sled_cfg.open())
+}
+
+/// Runs `open` until it does not fail on sled's file lock, for up to
+/// LOCK_WAIT (see [`open_sled`]).
+fn waiting_for_lock(
+    mut open: impl FnMut() -> Result<sled::Db, sled::Error>,
+) -> Result<sled::Db, sled::Error> {
     let started = std::time::Instant::now();
     loop {
-        match sled_cfg.open() {
+        match open() {
             Err(sled::Error::Io(e))
                 if e.to_string().contains("could not acquire lock")
                     && started.elapsed() < LOCK_WAIT =>
@@ -1223,18 +1231,7 @@ fn open_sled(cfg: &BufferConfig) -> Result<sled::Db, sled::Error> {
 /// after dropping a [`Buffer`]: wait for the lock as [`open_sled`] does.
 #[cfg(test)]
 pub(crate) fn open_raw_sled_for_test(path: &std::path::Path) -> sled::Db {
-    let started = std::time::Instant::now();
-    loop {
-        match sled::open(path) {
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && started.elapsed() < LOCK_WAIT =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            r => return r.expect("sled opens"),
-        }
-    }
+    waiting_for_lock(|| sled::open(path)).expect("sled opens")
 }
 
 /// `fdatasync`s sled's log and every blob file, then drops their pages from

@@ -545,3 +545,47 @@ async fn proxy_conn(client: TcpStream, upstream: SocketAddr, fault: Fault) {
         }
     }
 }
+
+/// Starts the `mrv-receiver` binary at `exe` (the receiver crate's tests
+/// pass `env!("CARGO_BIN_EXE_mrv-receiver")`) with TLS from `pki_dir`
+/// ([`Pki::write`]), the device registry `pki_dir/registry.json`, gateway
+/// key `gw_key`, token `tok`, listening on `listen`, and the store given by
+/// `store_args` (`--data-dir D`, or `--database-url U ...`). Returns the
+/// child and the `host:port` of its `listening on https://` line.
+pub fn spawn_receiver(
+    exe: &str,
+    listen: &str,
+    store_args: &[&std::ffi::OsStr],
+    pki_dir: &Path,
+    gw_key: &Path,
+) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(exe)
+        .args(["--listen", listen])
+        .args(store_args)
+        .arg("--gateway-key")
+        .arg(gw_key)
+        .arg("--device-registry")
+        .arg(pki_dir.join("registry.json"))
+        .arg("--tls-cert")
+        .arg(pki_dir.join("server.pem"))
+        .arg("--tls-key")
+        .arg(pki_dir.join("server.key"))
+        .args(["--token", "tok"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn mrv-receiver");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read the listening line");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on https://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (child, addr)
+}
