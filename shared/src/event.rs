@@ -72,6 +72,19 @@ pub enum EventKind {
     DiskSpaceCritical,
     /// Free space is above the alarm threshold again.
     DiskSpaceRecovered,
+    /// A LoRaWAN device's uplink frame counter started a new epoch: the
+    /// network server reported a join, the device address changed, or the
+    /// frame counter went backwards without either (detail: the cause,
+    /// `join`, `dev_addr_change` or `fcnt_backwards`, then the devEui, the
+    /// counters and addresses). Lost uplinks are counted only within an
+    /// epoch.
+    LorawanSessionReset,
+    /// A LoRaWAN device's frame counter jumped within an epoch: uplinks were
+    /// lost on the radio or at the network server (detail: the fCnt range,
+    /// how many, between which received uplinks). The readings they carried
+    /// are missing; with a nominal sample interval the time is a gap in the
+    /// device's series.
+    LorawanUplinksLost,
 }
 
 impl EventKind {
@@ -102,6 +115,8 @@ impl EventKind {
             EventKind::DiskSpaceLow => "disk_space_low",
             EventKind::DiskSpaceCritical => "disk_space_critical",
             EventKind::DiskSpaceRecovered => "disk_space_recovered",
+            EventKind::LorawanSessionReset => "lorawan_session_reset",
+            EventKind::LorawanUplinksLost => "lorawan_uplinks_lost",
         }
     }
 }

@@ -43,7 +43,7 @@ use super::writer::WriteRequest;
 use crate::buffer::{AppendOutcome, Incoming};
 use crate::config::DeviceRegistry;
 use crate::mapping::stage::{DedupKey, Rejection as MappingRejection};
-use crate::mapping::{MappingStage, Message, Outcome, ValidMapping};
+use crate::mapping::{MappingStage, Message, Notice, Outcome, ValidMapping};
 use bytes::Bytes;
 use mrv_shared::event::{Event, EventKind};
 use mrv_shared::ids::{DeviceId, SiteId};
@@ -283,7 +283,14 @@ impl FrameIntake {
             retained_replay: p.retained_replay,
             received_ms: now,
         });
+        for n in st.stage.take_notices() {
+            self.record_notice(n, now);
+        }
         match outcome {
+            Outcome::NotData { mapping, what } => {
+                tracing::debug!(%mapping, topic = %p.topic, what, "ChirpStack event handled (not a reading)");
+                Receipt::Ready(Disposition::Ignored(what))
+            }
             Outcome::Frame(m) => {
                 let device = &m.frame.device;
                 let refused = match self.registry.get(device) {
@@ -407,6 +414,92 @@ impl FrameIntake {
                 Receipt::Ready(Disposition::Refused("no_mapping"))
             }
         }
+    }
+
+    /// Records, counts and logs what a ChirpStack event said about its
+    /// device (`docs/LORAWAN.md`): a new frame-counter epoch and lost
+    /// uplinks become recorded events (they travel in signed reports); a
+    /// device `log` is counted and logged only (its codec errors also reject
+    /// the uplink they concern, which records `frame_rejected`). Nothing is
+    /// recorded for devices the registry does not accept.
+    fn record_notice(&self, n: Notice, now: u64) {
+        let device = match &n {
+            Notice::SessionReset { device, .. }
+            | Notice::UplinksLost { device, .. }
+            | Notice::DeviceLog { device, .. } => device.clone(),
+        };
+        if self.registry.get(&device).is_none() && !self.accept_unknown_devices {
+            return;
+        }
+        let fmt_ms = |ms: u64| {
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_else(|| format!("{ms} ms"))
+        };
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "unknown".into());
+        let (kind, detail) = match n {
+            Notice::SessionReset {
+                mapping,
+                device,
+                dev_eui,
+                reset,
+            } => {
+                IngestStats::add(&self.stats.lorawan_session_resets, 1);
+                let detail = format!(
+                    "{}: devEui {dev_eui}, epoch {}, last fCnt {}, {}, devAddr {} -> {} (mapping {mapping})",
+                    reset.cause.name(),
+                    reset.epoch,
+                    reset.last_fcnt.map_or("none".into(), |f| f.to_string()),
+                    reset
+                        .fcnt
+                        .map_or("new session".to_string(), |f| format!("now fCnt {f}")),
+                    opt(&reset.old_dev_addr),
+                    opt(&reset.dev_addr),
+                );
+                tracing::info!(%device, %detail, "LoRaWAN frame-counter session reset");
+                (EventKind::LorawanSessionReset, detail)
+            }
+            Notice::UplinksLost {
+                mapping,
+                device,
+                dev_eui,
+                lost,
+            } => {
+                IngestStats::add(&self.stats.lorawan_uplinks_lost, lost.count());
+                let detail = format!(
+                    "fCnt {}..={} ({} uplink{}) lost: devEui {dev_eui}, epoch {}, between {} and {} (mapping {mapping})",
+                    lost.first,
+                    lost.last,
+                    lost.count(),
+                    if lost.count() == 1 { "" } else { "s" },
+                    lost.epoch,
+                    lost.after_ms
+                        .map_or("the session start".to_string(), fmt_ms),
+                    fmt_ms(lost.until_ms),
+                );
+                tracing::warn!(%device, %detail, "LoRaWAN uplinks lost");
+                (EventKind::LorawanUplinksLost, detail)
+            }
+            Notice::DeviceLog {
+                mapping,
+                device,
+                dev_eui,
+                level,
+                code,
+                description,
+            } => {
+                IngestStats::add(&self.stats.lorawan_logs, 1);
+                tracing::warn!(%device, %dev_eui, %mapping, %level, %code, %description, "ChirpStack device log");
+                return;
+            }
+        };
+        let _ = self
+            .events
+            .send(Event::new(now, kind, Some(device), detail));
     }
 
     /// Quarantines, counts, logs and records a refused third-party message.

@@ -47,6 +47,13 @@ pub struct IngestStats {
     pub mapped_duplicates: AtomicU64,
     /// Retained messages replayed by the broker at (re)subscription, ignored.
     pub retained_ignored: AtomicU64,
+    /// LoRaWAN (ChirpStack) uplinks lost: fCnt jumps within an epoch, summed.
+    pub lorawan_uplinks_lost: AtomicU64,
+    /// LoRaWAN frame-counter epochs started (join, devAddr change, fCnt
+    /// going backwards).
+    pub lorawan_session_resets: AtomicU64,
+    /// ChirpStack `log` events received (codec errors and others).
+    pub lorawan_logs: AtomicU64,
     rejects: Mutex<BTreeMap<&'static str, u64>>,
     device_rejects: Mutex<BTreeMap<(String, &'static str), u64>>,
 }

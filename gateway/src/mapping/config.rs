@@ -53,6 +53,13 @@ pub struct MappingSection {
     /// Mapping id (1-32 of `A-Za-z0-9_.-`): recorded as the frames'
     /// provenance (`map:<id>`) and in counters.
     pub id: String,
+    /// What the payloads are: `plain` (default: any JSON, the fields'
+    /// paths say everything) or `chirpstack_v4` (ChirpStack v4's MQTT
+    /// integration events, JSON marshaler: `up` uplinks are mapped, with
+    /// deduplication on `deduplicationId` and on (devEui, epoch, fCnt);
+    /// `join` and `log` events are tracked; see `docs/LORAWAN.md`).
+    #[serde(default)]
+    pub format: PayloadFormat,
     /// MQTT topic filter the gateway subscribes to.
     pub topic: String,
     /// Where the device id comes from.
@@ -75,6 +82,17 @@ pub struct MappingSection {
 
 fn default_max_payload() -> usize {
     64 * 1024
+}
+
+/// The shape of a mapping's payloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadFormat {
+    /// Any JSON document.
+    #[default]
+    Plain,
+    /// ChirpStack v4 integration events (`application/<id>/device/<devEui>/event/<type>`).
+    ChirpstackV4,
 }
 
 /// Where a mapping finds the device id.
@@ -225,6 +243,8 @@ pub enum DedupKeyRule {
     Timestamp,
     /// A hash of the payload bytes.
     PayloadHash,
+    /// ChirpStack v4 uplinks: `deduplicationId`, then (devEui, epoch, fCnt).
+    ChirpstackUplink,
 }
 
 /// A validated mapping.
@@ -232,6 +252,8 @@ pub enum DedupKeyRule {
 pub struct ValidMapping {
     /// Id.
     pub id: String,
+    /// Payload shape.
+    pub format: PayloadFormat,
     /// Topic filter.
     pub topic: String,
     /// Device id source.
@@ -305,6 +327,9 @@ impl MappingSection {
                 ValidDeviceSource::Path(compile(file, &format!("{key}.device.path"), p)?, p.clone())
             }
         };
+        if self.format == PayloadFormat::ChirpstackV4 {
+            self.check_chirpstack(file, key)?;
+        }
         if self.fields.is_empty() {
             return Err(err("fields", "give at least one field".into()));
         }
@@ -398,7 +423,18 @@ impl MappingSection {
                 max: f.max,
             });
         }
+        let chirpstack_time = TimestampSection {
+            path: "$.time".into(),
+            format: TimeFormat::Rfc3339,
+            max_skew_s: default_skew(),
+        };
         let timestamp = match &self.timestamp {
+            None if self.format == PayloadFormat::ChirpstackV4 => Some(ValidTimestamp {
+                path: compile(file, key, &chirpstack_time.path)?,
+                path_text: chirpstack_time.path.clone(),
+                format: chirpstack_time.format,
+                max_skew: Duration::from_secs(chirpstack_time.max_skew_s),
+            }),
             None => None,
             Some(t) => Some(ValidTimestamp {
                 path: compile(file, &format!("{key}.timestamp.path"), &t.path)?,
@@ -408,6 +444,7 @@ impl MappingSection {
             }),
         };
         let dedup = match (&self.dedup.sequence_path, &timestamp) {
+            _ if self.format == PayloadFormat::ChirpstackV4 => DedupKeyRule::ChirpstackUplink,
             (Some(p), _) => DedupKeyRule::Sequence(
                 compile(file, &format!("{key}.dedup.sequence_path"), p)?,
                 p.clone(),
@@ -420,6 +457,7 @@ impl MappingSection {
         }
         Ok(ValidMapping {
             id: self.id.clone(),
+            format: self.format,
             topic: self.topic.clone(),
             device,
             device_prefix: self.device_prefix.clone(),
@@ -429,6 +467,49 @@ impl MappingSection {
             dedup_window: Duration::from_secs(self.dedup.window_s),
             fields,
         })
+    }
+}
+
+impl MappingSection {
+    /// The extra rules of `format = "chirpstack_v4"`: the topic is
+    /// ChirpStack's event tree with the event type as a wildcard (so `up`,
+    /// `join` and `log` all arrive), the device id comes from `deviceInfo`
+    /// (present in every event type), and dedup is ChirpStack's own.
+    fn check_chirpstack(&self, file: &Path, key: &str) -> Result<(), ConfigError> {
+        let err = |sub: &str, p: String| ConfigError::new(file, format!("{key}.{sub}"), p);
+        let levels: Vec<&str> = self.topic.split('/').collect();
+        let shape_ok = levels.len() == 6
+            && levels[0] == "application"
+            && levels[2] == "device"
+            && levels[4] == "event"
+            && levels[5] == "+"
+            && !levels[1].is_empty()
+            && !levels[3].is_empty();
+        if !shape_ok {
+            return Err(err(
+                "topic",
+                format!(
+                    "{:?}: a chirpstack_v4 mapping subscribes to \"application/<application id or +>/device/<devEui or +>/event/+\" (the event type must be + so that up, join and log arrive)",
+                    self.topic
+                ),
+            ));
+        }
+        match &self.device {
+            DeviceSource::Path(p) if p.starts_with("$.deviceInfo.") => {}
+            _ => {
+                return Err(err(
+                    "device",
+                    "a chirpstack_v4 mapping takes the device id from deviceInfo: { path = \"$.deviceInfo.devEui\" }, \"$.deviceInfo.deviceName\" or a tag, \"$.deviceInfo.tags.<name>\"".into(),
+                ));
+            }
+        }
+        if self.dedup.sequence_path.is_some() {
+            return Err(err(
+                "dedup.sequence_path",
+                "a chirpstack_v4 mapping deduplicates on deduplicationId and (devEui, epoch, fCnt); leave sequence_path out".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -491,6 +572,7 @@ mod tests {
         for text in [
             include_str!("../../../config/mappings/shelly_gen2_switch.toml"),
             include_str!("../../../config/mappings/tasmota_energy_plug.toml"),
+            include_str!("../../../config/mappings/chirpstack_paddy_water_level.toml"),
         ] {
             let m = parse(text).expect("shipped example is valid");
             assert_eq!(m.len(), 1);

@@ -7,6 +7,9 @@
 //!   source, per-field RFC 9535 JSON path, quantity, payload unit and exact
 //!   conversion, value kind, range; timestamp path and explicit format with
 //!   a maximum skew; dedup rule and window), validated and compiled at load;
+//! - [`chirpstack`]: `format = "chirpstack_v4"` mappings (LoRaWAN through
+//!   ChirpStack v4's MQTT integration): the event envelope and the pure
+//!   per-device frame-counter tracker (epochs, lost uplinks);
 //! - [`stage`]: the pure mapping stage ([`stage::MappingStage`]): a message
 //!   (topic, payload, "retained replay", receipt time) in, one
 //!   [`stage::Outcome`] out; dedup keys settle after the store answered.
@@ -17,11 +20,13 @@
 //! endpoint and the external-broker client), writes the frame and resolves
 //! the publish (its PUBACK) only after the frame is durable.
 //!
-//! Normative description: `docs/MAPPING.md`. Examples with documented
+//! Normative description: `docs/MAPPING.md`, and `docs/LORAWAN.md` for
+//! ChirpStack. Examples with documented
 //! payload shapes: `config/mappings/`.
 
+pub mod chirpstack;
 pub mod config;
 pub mod stage;
 
 pub use config::{MappingSection, ValidMapping, parse_mappings, validate_mappings};
-pub use stage::{MappingStage, Message, Outcome};
+pub use stage::{MappingStage, Message, Notice, Outcome};

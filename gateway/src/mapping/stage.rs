@@ -35,7 +35,8 @@
 //! - values that do not fit the base unit are rounded (half away from zero)
 //!   and flagged `rounded` ([`mrv_shared::conversion`]).
 
-use super::config::{DedupKeyRule, TimeFormat, ValidDeviceSource, ValidMapping};
+use super::chirpstack::{Envelope, EventType, FcntTracker, SessionReset, UplinksLost};
+use super::config::{DedupKeyRule, PayloadFormat, TimeFormat, ValidDeviceSource, ValidMapping};
 use mrv_shared::conversion::{ConversionError, Decimal};
 use mrv_shared::ids::{DeviceId, SiteId};
 use mrv_shared::quantity::Quantity;
@@ -92,6 +93,9 @@ enum KeyValue {
     Sequence(String),
     Time(u64),
     Hash([u8; 16]),
+    /// ChirpStack uplink: (epoch, fCnt) of the devEui (the device id is in
+    /// the key already; the devEui determines it for a given mapping).
+    Fcnt(u32, u32),
 }
 
 /// Where a frame's time came from.
@@ -141,8 +145,116 @@ pub enum Outcome {
     },
     /// Bad input: quarantine with the payload, count, acknowledge.
     Rejected(Rejection),
+    /// A message that is not a reading but was handled (ChirpStack `join`,
+    /// `log` and other event types): acknowledge; what it meant is in
+    /// [`MappingStage::take_notices`].
+    NotData {
+        /// Mapping.
+        mapping: String,
+        /// What it was: `lorawan_join`, `lorawan_log`, `lorawan_duplicate`
+        /// (an event seen before), `lorawan_other_event`.
+        what: &'static str,
+    },
     /// No mapping's filter matches the topic.
     NoMapping,
+}
+
+/// Something a message said about its device besides readings (ChirpStack
+/// mappings): the caller records or shows it (see `docs/LORAWAN.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A new frame-counter epoch.
+    SessionReset {
+        /// Mapping.
+        mapping: String,
+        /// Device.
+        device: DeviceId,
+        /// Its devEui.
+        dev_eui: String,
+        /// What happened.
+        reset: SessionReset,
+    },
+    /// Uplinks lost within an epoch.
+    UplinksLost {
+        /// Mapping.
+        mapping: String,
+        /// Device.
+        device: DeviceId,
+        /// Its devEui.
+        dev_eui: String,
+        /// Which.
+        lost: UplinksLost,
+    },
+    /// A ChirpStack `log` event of the device.
+    DeviceLog {
+        /// Mapping.
+        mapping: String,
+        /// Device.
+        device: DeviceId,
+        /// Its devEui.
+        dev_eui: String,
+        /// `level` (`INFO`, `WARNING`, `ERROR`).
+        level: String,
+        /// `code` (`UPLINK_CODEC`, `UPLINK_F_CNT_RESET`, ...).
+        code: String,
+        /// `description`.
+        description: String,
+    },
+}
+
+/// A ChirpStack deduplication id seen recently.
+#[derive(Debug, Clone, Default)]
+struct SeenId {
+    expires: u64,
+    /// The uplink's (devEui, epoch, fCnt) key, once it became a frame.
+    key: Option<DedupKey>,
+    /// The codec error ChirpStack logged for this uplink.
+    codec_error: Option<String>,
+    /// A join event with this id was handled.
+    join: bool,
+}
+
+/// ChirpStack state of the stage: frame-counter sessions and recent
+/// deduplication ids.
+#[derive(Debug, Default)]
+struct ChirpstackState {
+    fcnt: FcntTracker,
+    ids: HashMap<(usize, String), SeenId>,
+    order: VecDeque<(u64, (usize, String))>,
+}
+
+impl ChirpstackState {
+    fn entry(&mut self, id: (usize, String), expires: u64) -> &mut SeenId {
+        while self.ids.len() >= MAX_KEYS {
+            match self.order.pop_front() {
+                Some((_, k)) => {
+                    self.ids.remove(&k);
+                }
+                None => break,
+            }
+        }
+        if !self.ids.contains_key(&id) {
+            self.order.push_back((expires, id.clone()));
+        }
+        let e = self.ids.entry(id).or_default();
+        e.expires = e.expires.max(expires);
+        e
+    }
+
+    fn expire(&mut self, now_ms: u64) {
+        while let Some((t, _)) = self.order.front() {
+            if *t > now_ms {
+                break;
+            }
+            let (_, k) = self.order.pop_front().expect("front exists");
+            match self.ids.get(&k) {
+                Some(e) if e.expires > now_ms => self.order.push_back((e.expires, k)),
+                _ => {
+                    self.ids.remove(&k);
+                }
+            }
+        }
+    }
 }
 
 /// The stage (see the module doc).
@@ -152,6 +264,8 @@ pub struct MappingStage {
     mappings: Vec<ValidMapping>,
     keys: HashMap<DedupKey, (u64, bool)>,
     order: VecDeque<(u64, DedupKey)>,
+    chirpstack: ChirpstackState,
+    notices: Vec<Notice>,
 }
 
 fn nodes_err(e: ExactlyOneError) -> &'static str {
@@ -244,7 +358,15 @@ impl MappingStage {
             mappings,
             keys: HashMap::new(),
             order: VecDeque::new(),
+            chirpstack: ChirpstackState::default(),
+            notices: Vec::new(),
         }
+    }
+
+    /// What the messages handled since the last call said about their
+    /// devices besides readings (ChirpStack sessions, lost uplinks, logs).
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
     }
 
     /// The topic filters to subscribe to.
@@ -339,6 +461,141 @@ impl MappingStage {
             }
         };
         let dev = Some(&device);
+        let mut chirpstack_key = None;
+        if m.format == PayloadFormat::ChirpstackV4 {
+            let window = m.dedup_window.as_millis() as u64;
+            let expires = msg.received_ms.saturating_add(window);
+            let cs = &mut self.chirpstack;
+            let ty = EventType::of_topic(msg.topic);
+            let env = match Envelope::read(&v, ty) {
+                Ok(e) => e,
+                Err(e) => return reject(dev, e.reason, e.detail),
+            };
+            let not_data = |what| Outcome::NotData {
+                mapping: m.id.clone(),
+                what,
+            };
+            match ty {
+                EventType::Other => return not_data("lorawan_other_event"),
+                EventType::Join => {
+                    if let Some(id) = &env.dedup_id {
+                        let seen = cs.entry((mi, id.clone()), expires);
+                        if seen.join {
+                            return not_data("lorawan_duplicate");
+                        }
+                        seen.join = true;
+                    }
+                    let reset =
+                        cs.fcnt
+                            .join(mi, &env.dev_eui, env.dev_addr.as_deref(), msg.received_ms);
+                    self.notices.push(Notice::SessionReset {
+                        mapping: m.id.clone(),
+                        device: device.clone(),
+                        dev_eui: env.dev_eui,
+                        reset,
+                    });
+                    return not_data("lorawan_join");
+                }
+                EventType::Log => {
+                    let text = |k: &str| match v.get(k) {
+                        Some(Value::String(s)) => s.clone(),
+                        Some(Value::Null) | None => String::new(),
+                        Some(other) => other.to_string(),
+                    };
+                    let (level, code, description) =
+                        (text("level"), text("code"), text("description"));
+                    if let Some(id) = &env.dedup_id {
+                        let seen = cs.entry((mi, id.clone()), expires);
+                        if code == "UPLINK_CODEC" {
+                            if seen.codec_error.is_some() {
+                                return not_data("lorawan_duplicate");
+                            }
+                            seen.codec_error = Some(description.clone());
+                        }
+                    }
+                    self.notices.push(Notice::DeviceLog {
+                        mapping: m.id.clone(),
+                        device: device.clone(),
+                        dev_eui: env.dev_eui,
+                        level,
+                        code,
+                        description,
+                    });
+                    return not_data("lorawan_log");
+                }
+                EventType::Up => {}
+            }
+            let id = (mi, env.dedup_id.clone().expect("read checks an up's id"));
+            if let Some(k) = cs.ids.get(&id).and_then(|e| e.key.as_ref())
+                && let Some(&(_, stored)) = self.keys.get(k)
+            {
+                return Outcome::Duplicate {
+                    mapping: m.id.clone(),
+                    device,
+                    pending: (!stored).then(|| k.clone()),
+                };
+            }
+            let heard = v
+                .get("time")
+                .and_then(|t| parse_time(t, TimeFormat::Rfc3339).ok())
+                .unwrap_or(msg.received_ms);
+            let j = cs
+                .fcnt
+                .judge(mi, &env.dev_eui, env.dev_addr.as_deref(), env.fcnt, heard);
+            let key = DedupKey {
+                mapping: mi,
+                device: device.clone(),
+                value: KeyValue::Fcnt(j.epoch, env.fcnt),
+            };
+            if let Some(&(_, stored)) = self.keys.get(&key) {
+                // The same (devEui, epoch, fCnt) under another
+                // deduplicationId: the same uplink delivered twice.
+                return Outcome::Duplicate {
+                    mapping: m.id.clone(),
+                    device,
+                    pending: (!stored).then_some(key),
+                };
+            }
+            cs.fcnt.commit(mi, &j);
+            if let Some(reset) = j.reset.clone() {
+                self.notices.push(Notice::SessionReset {
+                    mapping: m.id.clone(),
+                    device: device.clone(),
+                    dev_eui: env.dev_eui.clone(),
+                    reset,
+                });
+            }
+            if let Some(lost) = j.lost.clone() {
+                self.notices.push(Notice::UplinksLost {
+                    mapping: m.id.clone(),
+                    device: device.clone(),
+                    dev_eui: env.dev_eui.clone(),
+                    lost,
+                });
+            }
+            if !matches!(v.get("object"), Some(Value::Object(_))) {
+                let seen = cs.ids.get(&id).and_then(|e| e.codec_error.clone());
+                return match seen {
+                    Some(why) => reject(
+                        dev,
+                        "codec_error",
+                        format!(
+                            "ChirpStack's codec failed on uplink fCnt {} (deduplicationId {}): {why}",
+                            env.fcnt, id.1
+                        ),
+                    ),
+                    None => reject(
+                        dev,
+                        "missing_object",
+                        format!(
+                            "uplink fCnt {} has no decoded $.object (the device profile has no codec, or its codec failed and the log event was not received)",
+                            env.fcnt
+                        ),
+                    ),
+                };
+            }
+            chirpstack_key = Some((id, key));
+        }
         let mut channels = Vec::with_capacity(m.fields.len());
         let mut samples = Vec::with_capacity(m.fields.len());
         for (i, f) in m.fields.iter().enumerate() {
@@ -449,6 +706,10 @@ impl MappingStage {
                 b.copy_from_slice(&h[..16]);
                 KeyValue::Hash(b)
             }
+            DedupKeyRule::ChirpstackUplink => chirpstack_key
+                .as_ref()
+                .map(|(_, k)| k.value.clone())
+                .expect("a chirpstack_v4 uplink got its key above"),
         };
         let key = DedupKey {
             mapping: mi,
@@ -479,6 +740,9 @@ impl MappingStage {
             .received_ms
             .saturating_add(m.dedup_window.as_millis() as u64);
         let mapping = m.id.clone();
+        if let Some((id, _)) = chirpstack_key {
+            self.chirpstack.entry(id, expires).key = Some(key.clone());
+        }
         self.remember(key.clone(), expires);
         Outcome::Frame(Box::new(Mapped {
             frame,
@@ -514,6 +778,7 @@ impl MappingStage {
     }
 
     fn expire(&mut self, now_ms: u64) {
+        self.chirpstack.expire(now_ms);
         while let Some((t, _)) = self.order.front() {
             if *t > now_ms {
                 break;
@@ -752,5 +1017,186 @@ max = 4000000
         ));
         let r = rejected(s.handle(&msg("x/1", r#"{"src":{"id":1},"output":false}"#)));
         assert_eq!(r.reason, "bad_device_id");
+    }
+
+    const PADDY: &str = include_str!("../../../config/mappings/chirpstack_paddy_water_level.toml");
+    const UP: &str = "application/app-1/device/a84041000181c0d3/event/up";
+
+    fn cs_up(dedup: &str, addr: &str, fcnt: u32, level: &str) -> String {
+        format!(
+            r#"{{"deduplicationId":"{dedup}","time":"2025-12-01T12:00:00.482+00:00","deviceInfo":{{"applicationId":"app-1","deviceName":"awd-tube-3","devEui":"a84041000181c0d3","tags":{{}}}},"devAddr":"{addr}","fCnt":{fcnt},"fPort":2,"object":{{"water_level_cm":{level}}},"rxInfo":[{{"gatewayId":"0016c001f153a14c","rssi":-97,"snr":7.5}}]}}"#
+        )
+    }
+
+    fn cs_stored(s: &mut MappingStage, payload: &str) -> Mapped {
+        let m = frame(s.handle(&msg(UP, payload)));
+        s.settle(&m.key, true);
+        m
+    }
+
+    fn lost_of(n: &[Notice]) -> Vec<(u32, u32)> {
+        n.iter()
+            .filter_map(|n| match n {
+                Notice::UplinksLost { lost, .. } => Some((lost.first, lost.last)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn resets_of(n: &[Notice]) -> Vec<(&'static str, u32)> {
+        n.iter()
+            .filter_map(|n| match n {
+                Notice::SessionReset { reset, .. } => Some((reset.cause.name(), reset.epoch)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_chirpstack_uplink_maps_object_fields_with_the_event_time() {
+        let mut s = stage(PADDY);
+        let m = cs_stored(&mut s, &cs_up("d-1", "00e1a2b3", 10, "-3.5"));
+        assert_eq!(m.frame.device.as_str(), "awd-tube-3");
+        assert_eq!(m.frame.firmware, "map:paddy-awd");
+        assert_eq!(m.time, TimeSource::Payload);
+        assert_eq!(m.frame.base_time_ms, Some(NOW + 482));
+        assert_eq!(
+            (m.frame.samples[0].value, m.frame.samples[0].quality),
+            (-35, Quality::GOOD)
+        );
+        assert!(
+            s.take_notices().is_empty(),
+            "the first uplink heard says nothing"
+        );
+    }
+
+    #[test]
+    fn chirpstack_duplicates_are_caught_by_deduplication_id_and_by_fcnt() {
+        let mut s = stage(PADDY);
+        let first = frame(s.handle(&msg(UP, &cs_up("d-1", "0a", 10, "1"))));
+        // A redelivery while the first copy is being written: pending.
+        assert!(matches!(
+            s.handle(&msg(UP, &cs_up("d-1", "0a", 10, "1"))),
+            Outcome::Duplicate { pending: Some(k), .. } if k == first.key
+        ));
+        s.settle(&first.key, true);
+        assert!(matches!(
+            s.handle(&msg(UP, &cs_up("d-1", "0a", 10, "1"))),
+            Outcome::Duplicate { pending: None, .. }
+        ));
+        // The same (devEui, epoch, fCnt) under another deduplicationId.
+        assert!(matches!(
+            s.handle(&msg(UP, &cs_up("d-other", "0a", 10, "1"))),
+            Outcome::Duplicate { pending: None, .. }
+        ));
+        // Refused for space: forgotten, so the re-offer is stored, no gap.
+        let next = frame(s.handle(&msg(UP, &cs_up("d-2", "0a", 11, "1"))));
+        s.settle(&next.key, false);
+        let again = cs_stored(&mut s, &cs_up("d-2", "0a", 11, "1"));
+        assert_eq!(again.key, next.key);
+        assert!(s.take_notices().is_empty(), "no loss, no reset");
+    }
+
+    #[test]
+    fn an_fcnt_jump_is_lost_uplinks_and_a_join_or_fall_starts_an_epoch() {
+        let mut s = stage(PADDY);
+        cs_stored(&mut s, &cs_up("d-1", "0a", 10, "1"));
+        cs_stored(&mut s, &cs_up("d-2", "0a", 13, "1"));
+        assert_eq!(lost_of(&s.take_notices()), [(11, 12)]);
+        // A join: epoch 1, fCnt 0 expected; 0 is then not a duplicate of
+        // anything in epoch 0.
+        let join = r#"{"deduplicationId":"j-1","time":"2025-12-01T12:00:00Z","deviceInfo":{"deviceName":"awd-tube-3","devEui":"a84041000181c0d3"},"devAddr":"0b"}"#;
+        let jt = "application/app-1/device/a84041000181c0d3/event/join";
+        assert_eq!(
+            s.handle(&msg(jt, join)),
+            Outcome::NotData {
+                mapping: "paddy-awd".into(),
+                what: "lorawan_join"
+            }
+        );
+        assert!(matches!(
+            s.handle(&msg(jt, join)),
+            Outcome::NotData {
+                what: "lorawan_duplicate",
+                ..
+            }
+        ));
+        assert_eq!(resets_of(&s.take_notices()), [("join", 1)]);
+        cs_stored(&mut s, &cs_up("d-3", "0b", 0, "1"));
+        cs_stored(&mut s, &cs_up("d-4", "0b", 1, "1"));
+        assert!(s.take_notices().is_empty());
+        // fCnt back to 0 without a join (an ABP reset): epoch 2.
+        cs_stored(&mut s, &cs_up("d-5", "0b", 0, "1"));
+        assert_eq!(resets_of(&s.take_notices()), [("fcnt_backwards", 2)]);
+        // A new devAddr without a join seen: epoch 3, no loss claimed.
+        cs_stored(&mut s, &cs_up("d-6", "0c", 5, "1"));
+        let n = s.take_notices();
+        assert_eq!(resets_of(&n), [("dev_addr_change", 3)]);
+        assert!(lost_of(&n).is_empty());
+    }
+
+    #[test]
+    fn a_codec_failure_quarantines_the_uplink_with_chirpstacks_reason() {
+        let mut s = stage(PADDY);
+        let log = r#"{"time":"2025-12-01T12:00:00Z","deviceInfo":{"deviceName":"awd-tube-3","devEui":"a84041000181c0d3"},"level":"ERROR","code":"UPLINK_CODEC","description":"TypeError: bytes[3] is undefined","context":{"deduplication_id":"d-7"}}"#;
+        let lt = "application/app-1/device/a84041000181c0d3/event/log";
+        assert!(matches!(
+            s.handle(&msg(lt, log)),
+            Outcome::NotData {
+                what: "lorawan_log",
+                ..
+            }
+        ));
+        let n = s.take_notices();
+        assert!(matches!(&n[..], [Notice::DeviceLog { code, .. }] if code == "UPLINK_CODEC"));
+        let no_object = cs_up("d-7", "0a", 3, "1").replace(r#""object":{"water_level_cm":1},"#, "");
+        let r = rejected(s.handle(&msg(UP, &no_object)));
+        assert_eq!(r.reason, "codec_error");
+        assert!(r.detail.contains("bytes[3] is undefined"), "{}", r.detail);
+        assert_eq!(r.device.as_ref().map(|d| d.as_str()), Some("awd-tube-3"));
+        // Without a log: missing_object. The fCnt still counts as heard.
+        let no_object = cs_up("d-8", "0a", 4, "1").replace(r#""object":{"water_level_cm":1},"#, "");
+        assert_eq!(
+            rejected(s.handle(&msg(UP, &no_object))).reason,
+            "missing_object"
+        );
+        cs_stored(&mut s, &cs_up("d-9", "0a", 5, "1"));
+        assert!(lost_of(&s.take_notices()).is_empty());
+        // Bad values are rejected as in any mapping.
+        for (payload, reason) in [
+            (cs_up("d-10", "0a", 6, "\"-3.5 cm\""), "not_a_number"),
+            (cs_up("d-11", "0a", 7, "-250"), "out_of_range"),
+            (
+                cs_up("d-12", "0a", 8, "1").replace("deduplicationId", "x"),
+                "missing_path",
+            ),
+        ] {
+            assert_eq!(
+                rejected(s.handle(&msg(UP, &payload))).reason,
+                reason,
+                "{payload}"
+            );
+        }
+        // Other event types are not data.
+        assert!(matches!(
+            s.handle(&msg(
+                "application/app-1/device/a84041000181c0d3/event/status",
+                r#"{"deviceInfo":{"deviceName":"awd-tube-3","devEui":"a84041000181c0d3"},"batteryLevel":90}"#
+            )),
+            Outcome::NotData { what: "lorawan_other_event", .. }
+        ));
+    }
+
+    #[test]
+    fn a_chirpstack_mapping_needs_the_event_tree_and_a_device_info_id() {
+        let e = parse_mappings(&PADDY.replace("event/+", "event/up"), Path::new("t.toml"))
+            .expect_err("event type fixed");
+        assert_eq!(e.key, "mapping[0].topic");
+        let e = parse_mappings(
+            &PADDY.replace("$.deviceInfo.deviceName", "$.object.id"),
+            Path::new("t.toml"),
+        )
+        .expect_err("device id outside deviceInfo");
+        assert_eq!(e.key, "mapping[0].device");
     }
 }
