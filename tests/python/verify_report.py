@@ -73,6 +73,9 @@ EVENT_KINDS = {
     "gateway_started", "gateway_stopped", "clock_jump", "buffer_full", "buffer_recovered",
     "buffer_repaired", "device_offline", "device_online", "config_changed", "frame_rejected",
     "signature_rejected", "modbus_exception", "modbus_timeout", "upload_rejected", "frames_given_up",
+    "broker_session_lost", "modbus_unreachable", "modbus_link_error", "modbus_recovered",
+    "modbus_bad_value", "buffer_reopened", "disk_space_low", "disk_space_critical",
+    "disk_space_recovered", "lorawan_session_reset", "lorawan_uplinks_lost",
 }
 
 Q_UNAVAILABLE = 0x01
