@@ -210,6 +210,28 @@ def cases(s):
     add("rice_chain_quiet_tube", "rice over two periods: tube-1 drains, tube-2 goes quiet, tube-old is out of "
         "calibration (keeps its share)", files)
 
+    # --- good: a LoRaWAN tube with lost uplinks and a rejoin (docs/LORAWAN.md) --
+    # The two lorawan_* kinds are informative (REPORT-FORMAT §8): the lost
+    # uplinks are a no_data gap of the series (hours 1 to 4), the events say why.
+    lvl = [("lvl", "water_level", "instant")]
+    tube_frames = [s.frame("tube-1", i + 1, T0 + h * HOUR, lvl, [(0, 0, v, 0)])
+                   for i, (h, v) in enumerate([(0, 20), (1, -160), (4, -170), (5, -180)])]
+    lora_events = [
+        {"time_ms": T0 + 4 * HOUR + 1000, "kind": "lorawan_uplinks_lost", "device": "tube-1",
+         "detail": "fCnt 13..=14 (2 uplinks) lost: devEui a84041000181c0d3, epoch 0, "
+                   "between 2026-01-01T01:00:00Z and 2026-01-01T04:00:00Z (mapping paddy-awd)"},
+        {"time_ms": T0 + 4 * HOUR + 2000, "kind": "lorawan_session_reset", "device": "tube-1",
+         "detail": "join: devEui a84041000181c0d3, epoch 1, last fCnt 15, new session, "
+                   "devAddr 00e1a2b3 -> 01f7c9d2 (mapping paddy-awd)"},
+    ]
+    r = s.report(1, T0, T0 + 6 * HOUR, tube_frames, events=lora_events,
+                 calcs=[("rice", "rice_awd", [binding("water_level", "tube-1", "lvl", "water_level")],
+                         RICE_PARAMS, {})], device_ids=["tube-1"])
+    assert [(g["start_ms"], g["end_ms"], g["reason"]) for g in r["series"][0]["gaps"]] == \
+        [(T0 + HOUR, T0 + 4 * HOUR, "no_data")]
+    add("lorawan_lost_uplinks_and_rejoin", "a LoRaWAN tube: 2 uplinks lost (a no_data gap) and a rejoin, "
+        "recorded as lorawan_uplinks_lost and lorawan_session_reset", [r])
+
     # --- good: pump with water, a new device joining the chain ----------
     pump_calc = ("pump", "solar_pump", [binding("pump_energy", "pump", "energy", "energy"),
                                         binding("water_volume", "pump", "water", "water_volume")],
