@@ -18,6 +18,9 @@
 //!   gateway, site login): the same dedup and loss tracking, each uplink on
 //!   disk when its PUBACK arrives.
 
+mod diagnostics_support;
+
+use diagnostics_support::{get, get_json};
 use mrv_e2e::{Mosquitto, TestSite, mosquitto_available};
 use mrv_gateway::clock::{Clock, ManualClock};
 use mrv_gateway::ingest::stats::IngestStats;
@@ -467,6 +470,41 @@ async fn a_paddy_sensor_through_chirpstack_on_an_external_mosquitto_reaches_a_ve
     assert!(
         rejected.iter().any(|d| d.starts_with("codec_error")),
         "{rejected:?}"
+    );
+
+    // The technician sees it on the diagnostics page: the events (recorded
+    // ones marked so) and the counters.
+    let diag = gw.state.diagnostics_addr.expect("diagnostics listens");
+    let ev = get_json(&format!("http://{diag}/api/events?limit=100"), None).await;
+    let shown = |kind: &str, starts: &str| {
+        ev.as_array().expect("events").iter().any(|e| {
+            e["kind"] == kind
+                && e["device"] == TUBE
+                && e["recorded"] == true
+                && e["detail"].as_str().is_some_and(|d| d.starts_with(starts))
+        })
+    };
+    assert!(shown("lorawan_uplinks_lost", "fCnt 13..=14"), "{ev}");
+    assert!(shown("lorawan_session_reset", "join"), "{ev}");
+    assert!(shown("lorawan_session_reset", "fcnt_backwards"), "{ev}");
+    assert!(shown("frame_rejected", "codec_error"), "{ev}");
+    let (status, metrics) = get(&format!("http://{diag}/metrics"), None).await;
+    assert_eq!(status, 200);
+    for line in [
+        "mrv_lorawan_uplinks_lost_total 2",
+        "mrv_lorawan_session_resets_total 2",
+        "mrv_lorawan_logs_total 1",
+        "mrv_mapping_duplicates_total 2",
+        "mrv_mapping_retained_ignored_total 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in {metrics}"
+        );
+    }
+    assert!(
+        metrics.contains(r#"mrv_device_rejects_total{device="awd-tube-3",reason="codec_error"} 1"#),
+        "{metrics}"
     );
 
     // Close the period: one signed report.

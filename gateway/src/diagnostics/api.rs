@@ -138,6 +138,25 @@ pub struct IngestView {
     /// Frames refused (not acked) while the buffer was being reopened.
     #[serde(default)]
     pub refused_unavailable: u64,
+    /// Third-party messages mapped to a frame (`[[mapping]]`).
+    #[serde(default)]
+    pub mapped_messages: u64,
+    /// Third-party messages recognised as duplicates by their mapping.
+    #[serde(default)]
+    pub mapped_duplicates: u64,
+    /// Retained messages an external broker replayed, ignored.
+    #[serde(default)]
+    pub retained_ignored: u64,
+    /// LoRaWAN uplinks lost (fCnt jumps within an epoch, summed).
+    #[serde(default)]
+    pub lorawan_uplinks_lost: u64,
+    /// LoRaWAN frame-counter epochs started (join, devAddr change, fCnt
+    /// going backwards).
+    #[serde(default)]
+    pub lorawan_session_resets: u64,
+    /// ChirpStack `log` events received.
+    #[serde(default)]
+    pub lorawan_logs: u64,
 }
 
 /// The MQTT side: the embedded endpoint's connections and refusals, or the
@@ -728,6 +747,12 @@ pub fn ingest_view(s: &IngestStats) -> IngestView {
         write_failures: IngestStats::get(&s.write_failures),
         buffer_reopens: IngestStats::get(&s.reopens),
         refused_unavailable: IngestStats::get(&s.refused_unavailable),
+        mapped_messages: IngestStats::get(&s.mapped_messages),
+        mapped_duplicates: IngestStats::get(&s.mapped_duplicates),
+        retained_ignored: IngestStats::get(&s.retained_ignored),
+        lorawan_uplinks_lost: IngestStats::get(&s.lorawan_uplinks_lost),
+        lorawan_session_resets: IngestStats::get(&s.lorawan_session_resets),
+        lorawan_logs: IngestStats::get(&s.lorawan_logs),
     }
 }
 

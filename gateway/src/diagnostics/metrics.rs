@@ -6,6 +6,7 @@
 //! | metric | labels |
 //! |---|---|
 //! | `mrv_up`, `mrv_uptime_seconds` | |
+//! | `mrv_mapping_messages_total`, `mrv_mapping_duplicates_total`, `mrv_mapping_retained_ignored_total`, `mrv_lorawan_uplinks_lost_total`, `mrv_lorawan_session_resets_total`, `mrv_lorawan_logs_total` | |
 //! | `mrv_ingest_messages_total`, `mrv_ingest_frames_stored_total`, `mrv_ingest_readings_stored_total`, `mrv_ingest_duplicates_total`, `mrv_ingest_refused_buffer_full_total`, `mrv_ingest_signatures_verified_total` | |
 //! | `mrv_ingest_rejects_total` | `reason` |
 //! | `mrv_mqtt_connections`, `mrv_mqtt_connections_accepted_total`, `mrv_mqtt_refused_total` (`reason`: `connection_limit`, `auth`, `malformed`, `oversized`, `protocol`, `not_authorized_publish`, `subscribe`, `timeout`), `mrv_mqtt_publishes_total` (`qos`), `mrv_mqtt_pubacks_total`, `mrv_mqtt_waits_for_space_total`, `mrv_mqtt_broker_sessions_lost_total` | |
@@ -225,6 +226,42 @@ pub fn render(s: &StatusView, rows: &[DeviceRow]) -> String {
         "counter",
         "External broker reconnects where it had lost the gateway's session.",
         m.broker_sessions_lost,
+    );
+    o.one(
+        "mrv_mapping_messages_total",
+        "counter",
+        "Third-party messages mapped to a frame.",
+        i.mapped_messages,
+    );
+    o.one(
+        "mrv_mapping_duplicates_total",
+        "counter",
+        "Third-party messages recognised as duplicates.",
+        i.mapped_duplicates,
+    );
+    o.one(
+        "mrv_mapping_retained_ignored_total",
+        "counter",
+        "Retained messages replayed by the external broker, ignored.",
+        i.retained_ignored,
+    );
+    o.one(
+        "mrv_lorawan_uplinks_lost_total",
+        "counter",
+        "LoRaWAN uplinks lost (fCnt jumps within an epoch).",
+        i.lorawan_uplinks_lost,
+    );
+    o.one(
+        "mrv_lorawan_session_resets_total",
+        "counter",
+        "LoRaWAN frame-counter epochs started (join, devAddr change, fCnt backwards).",
+        i.lorawan_session_resets,
+    );
+    o.one(
+        "mrv_lorawan_logs_total",
+        "counter",
+        "ChirpStack log events received (codec errors and others).",
+        i.lorawan_logs,
     );
     o.family(
         "mrv_ingest_rejects_total",
