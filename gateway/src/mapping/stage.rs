@@ -93,9 +93,10 @@ enum KeyValue {
     Sequence(String),
     Time(u64),
     Hash([u8; 16]),
-    /// ChirpStack uplink: (epoch, fCnt) of the devEui (the device id is in
-    /// the key already; the devEui determines it for a given mapping).
-    Fcnt(u32, u32),
+    /// ChirpStack uplink: (devEui, epoch, fCnt). The devEui is kept besides
+    /// the device id: two radios mapped to one id (a tag set twice) must
+    /// not take each other's uplinks for duplicates.
+    Fcnt(String, u32, u32),
 }
 
 /// Where a frame's time came from.
@@ -545,7 +546,7 @@ impl MappingStage {
             let key = DedupKey {
                 mapping: mi,
                 device: device.clone(),
-                value: KeyValue::Fcnt(j.epoch, env.fcnt),
+                value: KeyValue::Fcnt(env.dev_eui.clone(), j.epoch, env.fcnt),
             };
             if let Some(&(_, stored)) = self.keys.get(&key) {
                 // The same (devEui, epoch, fCnt) under another
@@ -1198,5 +1199,30 @@ max = 4000000
         )
         .expect_err("device id outside deviceInfo");
         assert_eq!(e.key, "mapping[0].device");
+    }
+
+    #[test]
+    fn the_device_id_can_come_from_a_chirpstack_tag() {
+        let text = PADDY.replace("$.deviceInfo.deviceName", "$.deviceInfo.tags.mrv_device");
+        let mut s = stage(&text);
+        let tagged = cs_up("d-1", "0a", 1, "1")
+            .replace(r#""tags":{}"#, r#""tags":{"mrv_device":"tube-n3"}"#);
+        assert_eq!(
+            frame(s.handle(&msg(UP, &tagged))).frame.device.as_str(),
+            "tube-n3"
+        );
+        // No such tag: refused, naming the path (never the devEui as a fallback).
+        let r = rejected(s.handle(&msg(UP, &cs_up("d-2", "0a", 2, "1"))));
+        assert_eq!(r.reason, "missing_path");
+        assert!(
+            r.detail.contains("$.deviceInfo.tags.mrv_device"),
+            "{}",
+            r.detail
+        );
+        // Two radios with the same tag do not deduplicate each other by fCnt.
+        let other = tagged
+            .replace("a84041000181c0d3", "a84041000181c0d4")
+            .replace("d-1", "d-3");
+        assert!(matches!(s.handle(&msg(UP, &other)), Outcome::Frame(_)));
     }
 }
