@@ -14,13 +14,13 @@
 //! `modbus::planner`, `upload::machine`, ...) sit beside the thin async tasks
 //! that drive them.
 
-pub mod buffer;
+pub use mrv_gateway_buffer as buffer;
 pub mod cli;
-pub mod clock;
+pub use mrv_shared::clock;
 pub mod clock_watch;
 pub mod config;
 pub mod diagnostics;
-pub mod durable_dir;
+pub use mrv_gateway_buffer::durable_dir;
 pub mod endpoint;
 pub mod free_space;
 pub mod ingest;

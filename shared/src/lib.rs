@@ -40,6 +40,10 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(feature = "std")]
+pub mod clock;
+#[cfg(feature = "std")]
+pub mod config_error;
 pub mod conversion;
 pub mod display;
 pub mod event;

@@ -7,14 +7,7 @@ use crate::config::DeviceRegistry;
 use mrv_shared::ids::{DeviceId, SiteId};
 use mrv_shared::wire::{DecodeError, Frame, binary, json, signature, topic};
 
-/// The form a device used; acks go back in the same form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum WireFormat {
-    /// Compact binary (starts with `"MF"`).
-    Binary,
-    /// JSON (starts with `{`).
-    Json,
-}
+pub use mrv_shared::wire::WireFormat;
 
 /// A frame that may be written.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,58 +29,13 @@ use super::stats::IngestStats;
 use crate::buffer::{AppendOutcome, Buffer, Incoming};
 use mrv_shared::event::{Event, EventKind};
 use mrv_shared::ids::DeviceId;
-use mrv_shared::wire::{Ack, Frame};
+use mrv_shared::wire::Ack;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-/// Where a frame came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// A device over MQTT, in this form; it gets application acks.
-    Device(WireFormat),
-    /// Produced by the gateway itself (Modbus poller); the buffer assigns the
-    /// sequence number; no ack is sent anywhere.
-    Gateway,
-}
-
-/// One frame to write.
-#[derive(Debug)]
-pub struct WriteRequest {
-    /// The frame and its receipt time.
-    pub incoming: Incoming,
-    /// Where it came from.
-    pub origin: Origin,
-    /// Told the outcome once the write is durable (dropped on store failure).
-    pub reply: Option<oneshot::Sender<AppendOutcome>>,
-}
-
-impl WriteRequest {
-    /// A frame the gateway produced (e.g. a Modbus poll): `frame.seq` should
-    /// be 0 and the buffer assigns the next gap-free sequence number.
-    pub fn gateway_sequenced(frame: Frame, received_ms: u64) -> Self {
-        Self {
-            incoming: Incoming { frame, received_ms },
-            origin: Origin::Gateway,
-            reply: None,
-        }
-    }
-
-    /// A frame from a device; `reply` hears the outcome after the flush.
-    pub fn from_device(
-        frame: Frame,
-        received_ms: u64,
-        format: WireFormat,
-        reply: oneshot::Sender<AppendOutcome>,
-    ) -> Self {
-        Self {
-            incoming: Incoming { frame, received_ms },
-            origin: Origin::Device(format),
-            reply: Some(reply),
-        }
-    }
-}
+pub use mrv_gateway_buffer::write_request::{Origin, WriteRequest};
 
 /// An application ack to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,6 +21,15 @@ mod varint;
 
 pub use frame::{Ack, AckStatus, Frame, FrameError};
 
+/// The form a device used for a frame; its acks go back in the same form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WireFormat {
+    /// Compact binary (starts with `"MF"`), [`binary`].
+    Binary,
+    /// JSON (starts with `{`), [`json`].
+    Json,
+}
+
 use core::fmt;
 
 /// Largest encoded frame we accept, in bytes (binary or JSON).

@@ -11,11 +11,11 @@
 //!
 //! Each scenario runs in a child process (the bench re-executes itself) so
 //! its RSS is its own. Usage:
-//! `cargo bench -p mrv-gateway --bench buffer [-- <readings>]` (default 1,000,000).
+//! `cargo bench -p mrv-gateway-buffer --bench buffer [-- <readings>]` (default 1,000,000).
 //! Targets from the issue: >= 200,000 readings/s durable, <= 64 disk bytes
 //! per reading, open <= 300 ms with 1M readings buffered.
 
-use mrv_gateway::buffer::{Buffer, BufferConfig, Incoming};
+use mrv_gateway_buffer::{Buffer, BufferConfig, Incoming};
 use mrv_shared::ids::{ChannelId, DeviceId, SiteId};
 use mrv_shared::quantity::{Quantity, ValueKind};
 use mrv_shared::reading::{Channel, Quality, Sample};

@@ -1,4 +1,8 @@
-//! # The durable buffer: where a frame becomes durable and may be acked
+//! # mrv-gateway-buffer: the durable buffer, where a frame becomes durable and may be acked
+//!
+//! The gateway's data path is devices -> ingest -> **buffer** -> report ->
+//! upload (see `docs/ARCHITECTURE.md`). This crate is the durable stage; the
+//! `mrv-gateway` crate re-exports it as `mrv_gateway::buffer`.
 //!
 //! Frames (device batches, [`Frame`]) are stored in their canonical binary
 //! form, many per sled value, together with their gateway receipt time. The
@@ -140,12 +144,14 @@
 //! key in sled frees its space in sled's files lazily (segment GC), so
 //! `disk_bytes` shrinks later than `bytes`.
 
+pub mod durable_dir;
 mod ledger;
 mod record;
 pub mod sled_files;
 mod sled_store;
-#[cfg(test)]
-pub(crate) use sled_store::open_raw_sled_for_test;
+pub mod write_request;
+#[doc(hidden)]
+pub use sled_store::open_raw_sled_for_test;
 
 #[cfg(test)]
 mod model_tests;

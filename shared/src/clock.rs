@@ -1,7 +1,12 @@
-//! Time source. Pure cores take `now_ms` as an argument; the tasks that drive
-//! them ask a [`Clock`], so tests can run on a [`ManualClock`].
+//! Time source (std only). Pure cores take `now_ms` as an argument; the
+//! tasks that drive them (in the gateway, its buffer and Modbus crates, the
+//! receiver) ask a [`Clock`], so tests can run on a [`ManualClock`]. Also
+//! the UTC formats people read in logs, CLI output and pages.
 
-use std::sync::Arc;
+use alloc::format;
+use alloc::string::String;
+
+use alloc::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,7 +17,7 @@ pub trait Clock: Send + Sync + 'static {
 
     /// Whether this clock can step unlike elapsed time (NTP steps, someone
     /// setting the date), so the gateway watches it for jumps
-    /// ([`crate::clock_watch`]). The system clock can; a [`ManualClock`]
+    /// (`mrv_gateway::clock_watch`). The system clock can; a [`ManualClock`]
     /// models time passing (a test moving it on is not a jump).
     fn can_jump(&self) -> bool {
         false

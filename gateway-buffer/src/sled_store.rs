@@ -1227,10 +1227,12 @@ fn waiting_for_lock(
     }
 }
 
-/// Tests that damage a buffer behind its back open sled directly, right
-/// after dropping a [`Buffer`]: wait for the lock as [`open_sled`] does.
-#[cfg(test)]
-pub(crate) fn open_raw_sled_for_test(path: &std::path::Path) -> sled::Db {
+/// Opens the sled database directly, waiting for its lock as [`open_sled`]
+/// does: for tests (here and in `mrv-gateway`) that damage a buffer behind
+/// its back right after dropping a [`Buffer`]. Not for production use: it
+/// skips the repair and bookkeeping of [`Buffer::open`].
+#[doc(hidden)]
+pub fn open_raw_sled_for_test(path: &std::path::Path) -> sled::Db {
     waiting_for_lock(|| sled::open(path)).expect("sled opens")
 }
 
