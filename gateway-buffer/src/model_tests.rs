@@ -790,7 +790,7 @@ fn acked_frames_survive_a_killed_process() {
     let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
         .args([
             "--exact",
-            "buffer::model_tests::crash_child_appends_until_killed",
+            "model_tests::crash_child_appends_until_killed",
             "--ignored",
             "--nocapture",
             "--test-threads=1",

@@ -10,9 +10,14 @@
 //! diagnostics reads state; it never writes the data path
 //! ```
 //!
-//! Modules are named for what they do; pure state machines (`ingest::ledger`,
-//! `modbus::planner`, `upload::machine`, ...) sit beside the thin async tasks
-//! that drive them.
+//! The durable stage and the Modbus source are crates of their own
+//! (`mrv-gateway-buffer`, `mrv-gateway-modbus`), re-exported here as
+//! [`buffer`] and [`modbus`]; the clock and the located config error come
+//! from `mrv-shared` ([`clock`], [`config::ConfigError`]).
+//!
+//! Modules are named for what they do; pure state machines
+//! (`buffer::SeqState`, `modbus::planner`, `upload::machine`, ...) sit
+//! beside the thin async tasks that drive them.
 
 pub use mrv_gateway_buffer as buffer;
 pub mod cli;
@@ -26,7 +31,7 @@ pub mod free_space;
 pub mod ingest;
 pub mod keys;
 pub mod mapping;
-pub mod modbus;
+pub use mrv_gateway_modbus as modbus;
 pub mod report;
 pub mod runtime;
 pub mod upload;

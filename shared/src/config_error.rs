@@ -7,8 +7,8 @@
 //! read the same: `gateway.toml:12:3: key `modbus.devices[0].unit`: ...`.
 
 use std::fmt;
-use std::string::String;
 use std::path::{Path, PathBuf};
+use std::string::String;
 
 /// A configuration problem: which file, which key, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]

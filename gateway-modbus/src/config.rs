@@ -73,7 +73,7 @@ use super::register_map::{
     ByteOrder, DataType, Limits, RegisterDef, RegisterMap, Scale, Sentinel, Table, Unreadable,
 };
 use super::sunspec::{ModelProfile, PointProfile, SunSpecProfile};
-use crate::config::ConfigError;
+use mrv_shared::config_error::ConfigError;
 use mrv_shared::ids::{ChannelId, DeviceId};
 use mrv_shared::quantity::{Quantity, ValueKind};
 use serde::Deserialize;
@@ -86,11 +86,11 @@ use std::time::Duration;
 pub const BUILTIN_PROFILES: [(&str, &str); 2] = [
     (
         "sunspec",
-        include_str!("../../../config/profiles/sunspec.toml"),
+        include_str!("../../config/profiles/sunspec.toml"),
     ),
     (
         "din_meter",
-        include_str!("../../../config/profiles/din_meter.toml"),
+        include_str!("../../config/profiles/din_meter.toml"),
     ),
 ];
 

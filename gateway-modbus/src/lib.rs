@@ -1,5 +1,10 @@
-//! Modbus acquisition: solar inverters, energy meters, pump drives and flow
-//! computers polled over Modbus TCP and RTU.
+//! # mrv-gateway-modbus: Modbus acquisition
+//!
+//! Solar inverters, energy meters, pump drives and flow computers polled
+//! over Modbus TCP and RTU. On the gateway's data path (see
+//! `docs/ARCHITECTURE.md`) this is an ingest source: it feeds the durable
+//! writer (`mrv-gateway-buffer`'s `WriteRequest`) beside the MQTT intake. The
+//! `mrv-gateway` crate re-exports it as `mrv_gateway::modbus`.
 //!
 //! Pure core (no I/O, byte-exact and property tests):
 //! - [`register_map`]: what a value is (table, address, type, byte order,
@@ -36,9 +41,9 @@ pub mod sunspec;
 pub mod tcp_task;
 pub mod transport;
 
-use crate::clock::{Clock, SystemClock};
-use crate::ingest::writer::WriteRequest;
 use config::{Link, ValidModbusConfig};
+use mrv_gateway_buffer::write_request::WriteRequest;
+use mrv_shared::clock::{Clock, SystemClock};
 use mrv_shared::event::Event;
 use mrv_shared::ids::SiteId;
 use status::ModbusStatus;

@@ -8,13 +8,13 @@
 //! time and the requests per cycle of the coalescing planner against the
 //! naive one-request-per-register plan.
 //!
-//! Run: `cargo bench -p mrv-gateway --bench modbus` (add `-- --cycles N`).
+//! Run: `cargo bench -p mrv-gateway-modbus --bench modbus` (add `-- --cycles N`).
 
-use mrv_gateway::modbus::config::{ValidDevice, parse_section};
-use mrv_gateway::modbus::planner::{Plan, naive_plan, plan};
-use mrv_gateway::modbus::poll::{DevicePoller, execute};
-use mrv_gateway::modbus::status::ModbusStatus;
-use mrv_gateway::modbus::tcp_task::TcpReader;
+use mrv_gateway_modbus::config::{ValidDevice, parse_section};
+use mrv_gateway_modbus::planner::{Plan, naive_plan, plan};
+use mrv_gateway_modbus::poll::{DevicePoller, execute};
+use mrv_gateway_modbus::status::ModbusStatus;
+use mrv_gateway_modbus::tcp_task::TcpReader;
 use mrv_shared::ids::SiteId;
 use std::future::Future;
 use std::path::Path;
@@ -191,7 +191,7 @@ fn main() {
             .iter()
             .map(|d| {
                 let (host, port) = match &d.link {
-                    mrv_gateway::modbus::config::Link::Tcp { host, port } => (host.clone(), *port),
+                    mrv_gateway_modbus::config::Link::Tcp { host, port } => (host.clone(), *port),
                     _ => unreachable!("all TCP"),
                 };
                 (

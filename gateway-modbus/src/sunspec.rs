@@ -338,7 +338,7 @@ pub async fn discover<R: RegisterReader>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modbus::transport::Exception;
+    use crate::transport::Exception;
     use std::collections::BTreeMap;
 
     /// A device that is a plain register array (a real, simple model of a
@@ -379,8 +379,8 @@ mod tests {
     }
 
     fn profile() -> SunSpecProfile {
-        let text = include_str!("../../../config/profiles/sunspec.toml");
-        crate::modbus::config::parse_profile(text, std::path::Path::new("sunspec.toml"))
+        let text = include_str!("../../config/profiles/sunspec.toml");
+        crate::config::parse_profile(text, std::path::Path::new("sunspec.toml"))
             .expect("shipped profile is valid")
             .sunspec
             .expect("has a sunspec section")

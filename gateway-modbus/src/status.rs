@@ -136,7 +136,7 @@ impl ModbusStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modbus::health::Problem;
+    use crate::health::Problem;
     use mrv_shared::event::EventKind;
 
     fn outcome(good: usize, total: usize, problem: Option<&str>) -> PollOutcome {

@@ -244,7 +244,7 @@ pub fn decode_value(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modbus::register_map::{Limits, Table};
+    use crate::register_map::{Limits, Table};
     use mrv_shared::ids::ChannelId;
     use mrv_shared::quantity::Quantity;
 

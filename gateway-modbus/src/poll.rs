@@ -629,11 +629,9 @@ fn kind_label(kind: EventKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modbus::planner::{PlanLimits, ReadRequest};
-    use crate::modbus::register_map::{
-        ByteOrder, DataType, Limits, RegisterDef, Scale, Sentinel, Table,
-    };
-    use crate::modbus::transport::Exception;
+    use crate::planner::{PlanLimits, ReadRequest};
+    use crate::register_map::{ByteOrder, DataType, Limits, RegisterDef, Scale, Sentinel, Table};
+    use crate::transport::Exception;
     use mrv_shared::ids::ChannelId;
     use mrv_shared::quantity::ValueKind;
     use std::time::Duration;
@@ -734,7 +732,7 @@ type = "u16"
 quantity = "count"
 "#;
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
-        let cfg = crate::modbus::config::parse_section(text, &dir.join("g.toml"))
+        let cfg = crate::config::parse_section(text, &dir.join("g.toml"))
             .expect("parses")
             .validate(&dir)
             .expect("valid");
@@ -768,7 +766,7 @@ quantity = "count"
 
     fn poller_for(text: &str) -> DevicePoller {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
-        let cfg = crate::modbus::config::parse_section(text, &dir.join("g.toml"))
+        let cfg = crate::config::parse_section(text, &dir.join("g.toml"))
             .expect("parses")
             .validate(&dir)
             .expect("valid");
