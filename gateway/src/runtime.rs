@@ -81,6 +81,8 @@ pub struct GatewayState {
     pub disk: crate::free_space::SpaceStatus,
     /// Where the diagnostics page listens (after binding), if enabled.
     pub diagnostics_addr: Option<std::net::SocketAddr>,
+    /// The publish intake (its LoRaWAN sessions are shown by diagnostics).
+    pub intake: Arc<FrameIntake>,
 }
 
 /// A started gateway.
@@ -375,6 +377,7 @@ pub async fn start(
         disk,
         report_task,
         diagnostics_addr: None,
+        intake,
     };
     let mut state = state;
     let diagnostics = state.config.diagnostics.clone();

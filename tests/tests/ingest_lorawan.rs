@@ -488,6 +488,14 @@ async fn a_paddy_sensor_through_chirpstack_on_an_external_mosquitto_reaches_a_ve
     assert!(shown("lorawan_session_reset", "join"), "{ev}");
     assert!(shown("lorawan_session_reset", "fcnt_backwards"), "{ev}");
     assert!(shown("frame_rejected", "codec_error"), "{ev}");
+    let st = get_json(&format!("http://{diag}/api/status"), None).await;
+    assert_eq!(
+        st["lorawan"],
+        serde_json::json!([{"mapping": "paddy-awd", "device": TUBE, "dev_eui": DEV_EUI,
+            "epoch": 2, "dev_addr": b, "last_fcnt": 0, "last_heard_ms": T0 + 58 * MIN,
+            "uplinks_lost": 2, "resets": 2}]),
+        "{st}"
+    );
     let (status, metrics) = get(&format!("http://{diag}/metrics"), None).await;
     assert_eq!(status, 200);
     for line in [
@@ -496,6 +504,8 @@ async fn a_paddy_sensor_through_chirpstack_on_an_external_mosquitto_reaches_a_ve
         "mrv_lorawan_logs_total 1",
         "mrv_mapping_duplicates_total 2",
         "mrv_mapping_retained_ignored_total 1",
+        r#"mrv_lorawan_device_uplinks_lost_total{device="awd-tube-3",dev_eui="a84041000181c0d3"} 2"#,
+        r#"mrv_lorawan_device_epoch{device="awd-tube-3",dev_eui="a84041000181c0d3"} 2"#,
     ] {
         assert!(
             metrics.lines().any(|l| l == line),

@@ -390,6 +390,10 @@ pub struct StatusView {
     /// Free space on the data directory's file system.
     #[serde(default)]
     pub disk: Option<DiskView>,
+    /// LoRaWAN devices (ChirpStack mappings): frame-counter session per
+    /// devEui, by device (`docs/LORAWAN.md` §5).
+    #[serde(default)]
+    pub lorawan: Vec<crate::mapping::chirpstack::SessionView>,
 }
 
 /// The latest value of a channel.

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `mrv_up`, `mrv_uptime_seconds` | |
 //! | `mrv_mapping_messages_total`, `mrv_mapping_duplicates_total`, `mrv_mapping_retained_ignored_total`, `mrv_lorawan_uplinks_lost_total`, `mrv_lorawan_session_resets_total`, `mrv_lorawan_logs_total` | |
+//! | `mrv_lorawan_device_uplinks_lost_total`, `mrv_lorawan_device_epoch` | `device`, `dev_eui` |
 //! | `mrv_ingest_messages_total`, `mrv_ingest_frames_stored_total`, `mrv_ingest_readings_stored_total`, `mrv_ingest_duplicates_total`, `mrv_ingest_refused_buffer_full_total`, `mrv_ingest_signatures_verified_total` | |
 //! | `mrv_ingest_rejects_total` | `reason` |
 //! | `mrv_mqtt_connections`, `mrv_mqtt_connections_accepted_total`, `mrv_mqtt_refused_total` (`reason`: `connection_limit`, `auth`, `malformed`, `oversized`, `protocol`, `not_authorized_publish`, `subscribe`, `timeout`), `mrv_mqtt_publishes_total` (`qos`), `mrv_mqtt_pubacks_total`, `mrv_mqtt_waits_for_space_total`, `mrv_mqtt_broker_sessions_lost_total` | |
@@ -263,6 +264,30 @@ pub fn render(s: &StatusView, rows: &[DeviceRow]) -> String {
         "ChirpStack log events received (codec errors and others).",
         i.lorawan_logs,
     );
+    o.family(
+        "mrv_lorawan_device_uplinks_lost_total",
+        "counter",
+        "LoRaWAN uplinks lost per device and devEui since start.",
+    );
+    for l in &s.lorawan {
+        o.sample(
+            "mrv_lorawan_device_uplinks_lost_total",
+            &[("device", &l.device), ("dev_eui", &l.dev_eui)],
+            l.uplinks_lost,
+        );
+    }
+    o.family(
+        "mrv_lorawan_device_epoch",
+        "gauge",
+        "LoRaWAN frame-counter epoch per device and devEui (0 at start; +1 per join, devAddr change, fCnt going backwards).",
+    );
+    for l in &s.lorawan {
+        o.sample(
+            "mrv_lorawan_device_epoch",
+            &[("device", &l.device), ("dev_eui", &l.dev_eui)],
+            l.epoch,
+        );
+    }
     o.family(
         "mrv_ingest_rejects_total",
         "counter",

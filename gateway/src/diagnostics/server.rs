@@ -169,6 +169,7 @@ impl DiagContext {
             }),
             health: api::HealthView::default(),
             disk: Some(api::disk_view(&self.gw.disk.get())),
+            lorawan: self.gw.intake.lorawan_sessions(),
         };
         let facts = api::HealthFacts {
             ingest_subscribed: crate::ingest::stats::IngestStats::get(&self.gw.ingest.subscribed)

@@ -257,6 +257,14 @@ impl FrameIntake {
         })
     }
 
+    /// The LoRaWAN (ChirpStack) devices' frame-counter sessions (empty
+    /// without `chirpstack_v4` mappings).
+    pub fn lorawan_sessions(&self) -> Vec<crate::mapping::chirpstack::SessionView> {
+        self.mapping
+            .as_ref()
+            .map_or_else(Vec::new, |m| self.stage(m).stage.lorawan_sessions())
+    }
+
     /// True when `topic` is handled by a third-party mapping (outside the
     /// gateway's `mrv/` tree and matched by a mapping's filter).
     pub fn is_mapped_topic(&self, topic: &str) -> bool {

@@ -97,11 +97,15 @@ impl Envelope {
     /// Reads the envelope of an event of type `ty`.
     pub fn read(v: &Value, ty: EventType) -> Result<Envelope, EnvelopeError> {
         let dev_eui = match string_at(v, &["deviceInfo", "devEui"]) {
-            Some(Value::String(s)) if !s.is_empty() => s.to_ascii_lowercase(),
+            Some(Value::String(s)) if s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                s.to_ascii_lowercase()
+            }
             Some(other) => {
                 return Err(EnvelopeError {
                     reason: "bad_envelope",
-                    detail: format!("$.deviceInfo.devEui is {other}, not a devEui string"),
+                    detail: format!(
+                        "$.deviceInfo.devEui is {other}, not an EUI-64 (16 hex digits)"
+                    ),
                 });
             }
             None => {
@@ -229,6 +233,32 @@ struct Session {
     expected: Option<u32>,
     last_ms: Option<u64>,
     heard_ms: u64,
+    device: String,
+    uplinks_lost: u64,
+    resets: u64,
+}
+
+/// One device's session as the technician sees it (diagnostics).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionView {
+    /// Mapping id.
+    pub mapping: String,
+    /// Device id (as last mapped).
+    pub device: String,
+    /// devEui.
+    pub dev_eui: String,
+    /// Current epoch (since the gateway started).
+    pub epoch: u32,
+    /// Last device address seen.
+    pub dev_addr: Option<String>,
+    /// Last fCnt taken in this epoch (none right after a join).
+    pub last_fcnt: Option<u32>,
+    /// When the last uplink or join was heard, Unix ms.
+    pub last_heard_ms: u64,
+    /// Uplinks lost since the gateway started.
+    pub uplinks_lost: u64,
+    /// Epochs started since the gateway started (joins included).
+    pub resets: u64,
 }
 
 /// What an uplink means for its device's session (see the module doc).
@@ -309,13 +339,17 @@ impl FcntTracker {
         j
     }
 
-    /// Applies a judgement (the uplink is taken, stored or quarantined).
-    pub fn commit(&mut self, mapping: usize, j: &Judgement) {
+    /// Applies a judgement (the uplink of `device` is taken, stored or
+    /// quarantined).
+    pub fn commit(&mut self, mapping: usize, j: &Judgement, device: &str) {
         self.make_room();
         let s = self
             .sessions
             .entry((mapping, j.dev_eui.clone()))
             .or_default();
+        s.device = device.to_string();
+        s.uplinks_lost += j.lost.as_ref().map_or(0, UplinksLost::count);
+        s.resets += u64::from(j.reset.is_some());
         s.epoch = j.epoch;
         if j.dev_addr.is_some() {
             s.dev_addr = j.dev_addr.clone();
@@ -334,6 +368,7 @@ impl FcntTracker {
         &mut self,
         mapping: usize,
         dev_eui: &str,
+        device: &str,
         dev_addr: Option<&str>,
         time_ms: u64,
     ) -> SessionReset {
@@ -362,8 +397,33 @@ impl FcntTracker {
             expected: Some(0),
             last_ms: None,
             heard_ms: time_ms,
+            device: device.to_string(),
+            uplinks_lost: s.uplinks_lost,
+            resets: s.resets + 1,
         };
         reset
+    }
+
+    /// Every session, by device then devEui; `mapping_id` names mapping
+    /// indexes.
+    pub fn views(&self, mapping_id: impl Fn(usize) -> String) -> Vec<SessionView> {
+        let mut v: Vec<SessionView> = self
+            .sessions
+            .iter()
+            .map(|((m, eui), s)| SessionView {
+                mapping: mapping_id(*m),
+                device: s.device.clone(),
+                dev_eui: eui.clone(),
+                epoch: s.epoch,
+                dev_addr: s.dev_addr.clone(),
+                last_fcnt: s.last_fcnt,
+                last_heard_ms: s.heard_ms,
+                uplinks_lost: s.uplinks_lost,
+                resets: s.resets,
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.device, &a.dev_eui).cmp(&(&b.device, &b.dev_eui)));
+        v
     }
 
     /// Devices tracked.
@@ -397,7 +457,7 @@ mod tests {
 
     fn up(t: &mut FcntTracker, addr: &str, fcnt: u32, ms: u64) -> Judgement {
         let j = t.judge(0, "a1", Some(addr), fcnt, ms);
-        t.commit(0, &j);
+        t.commit(0, &j, "dev-a1");
         j
     }
 
@@ -427,10 +487,10 @@ mod tests {
     fn a_join_starts_an_epoch_expecting_fcnt_0_and_a_fall_or_new_address_starts_one_too() {
         let mut t = FcntTracker::default();
         // A join before any uplink is heard starts epoch 0.
-        assert_eq!(t.join(0, "a1", Some("0a"), 0).epoch, 0);
+        assert_eq!(t.join(0, "a1", "dev-a1", Some("0a"), 0).epoch, 0);
         up(&mut t, "0a", 0, 1_000);
         up(&mut t, "0a", 1, 2_000);
-        let r = t.join(0, "a1", Some("0b"), 3_000);
+        let r = t.join(0, "a1", "dev-a1", Some("0b"), 3_000);
         assert_eq!(
             (r.cause, r.epoch, r.last_fcnt),
             (ResetCause::Join, 1, Some(1))
@@ -458,6 +518,19 @@ mod tests {
         assert_eq!(j.lost, None);
         // Another device is tracked apart.
         assert_eq!(t.judge(0, "b2", Some("0c"), 7, 8_000).epoch, 0);
+        // What the technician sees: 2 joins + 2 resets, 2 uplinks lost.
+        let v = t.views(|_| "m".into());
+        assert_eq!(v.len(), 1);
+        assert_eq!(
+            (
+                v[0].device.as_str(),
+                v[0].epoch,
+                v[0].last_fcnt,
+                v[0].uplinks_lost,
+                v[0].resets
+            ),
+            ("dev-a1", 3, Some(7), 2, 4)
+        );
     }
 
     #[test]
@@ -477,12 +550,22 @@ mod tests {
             ("0101010101010101", Some("d-1"), Some("00189440"), 7)
         );
         // fCnt 0 is the default value: the mapping may leave it out.
+        let v: Value = serde_json::from_str(
+            r#"{"deduplicationId":"d","deviceInfo":{"devEui":"A84041000181C0D3"}}"#,
+        )
+        .expect("json");
+        let e = Envelope::read(&v, EventType::Up).expect("ok");
+        assert_eq!((e.fcnt, e.dev_eui.as_str()), (0, "a84041000181c0d3"));
         let v: Value =
-            serde_json::from_str(r#"{"deduplicationId":"d","deviceInfo":{"devEui":"AB"}}"#)
+            serde_json::from_str(r#"{"deduplicationId":"d","deviceInfo":{"devEui":"a8404100"}}"#)
                 .expect("json");
-        assert_eq!(Envelope::read(&v, EventType::Up).expect("ok").fcnt, 0);
+        assert_eq!(
+            Envelope::read(&v, EventType::Up).expect_err("short").reason,
+            "bad_envelope"
+        );
         let v: Value =
-            serde_json::from_str(r#"{"deviceInfo":{"devEui":"ab"},"fCnt":1}"#).expect("json");
+            serde_json::from_str(r#"{"deviceInfo":{"devEui":"a84041000181c0d3"},"fCnt":1}"#)
+                .expect("json");
         assert_eq!(
             Envelope::read(&v, EventType::Up)
                 .expect_err("no dedup id")
@@ -490,7 +573,7 @@ mod tests {
             "missing_path"
         );
         let v: Value = serde_json::from_str(
-            r#"{"deduplicationId":"d","deviceInfo":{"devEui":"ab"},"fCnt":-1}"#,
+            r#"{"deduplicationId":"d","deviceInfo":{"devEui":"a84041000181c0d3"},"fCnt":-1}"#,
         )
         .expect("json");
         assert_eq!(
@@ -500,7 +583,7 @@ mod tests {
             "bad_envelope"
         );
         let v: Value = serde_json::from_str(
-            r#"{"deviceInfo":{"devEui":"ab"},"level":"ERROR","code":"UPLINK_CODEC","context":{"deduplication_id":"d-9"}}"#,
+            r#"{"deviceInfo":{"devEui":"a84041000181c0d3"},"level":"ERROR","code":"UPLINK_CODEC","context":{"deduplication_id":"d-9"}}"#,
         )
         .expect("json");
         assert_eq!(

@@ -364,6 +364,15 @@ impl MappingStage {
         }
     }
 
+    /// The LoRaWAN (ChirpStack) frame-counter sessions, for diagnostics.
+    pub fn lorawan_sessions(&self) -> Vec<super::chirpstack::SessionView> {
+        self.chirpstack.fcnt.views(|m| {
+            self.mappings
+                .get(m)
+                .map_or_else(String::new, |m| m.id.clone())
+        })
+    }
+
     /// What the messages handled since the last call said about their
     /// devices besides readings (ChirpStack sessions, lost uplinks, logs).
     pub fn take_notices(&mut self) -> Vec<Notice> {
@@ -486,9 +495,13 @@ impl MappingStage {
                         }
                         seen.join = true;
                     }
-                    let reset =
-                        cs.fcnt
-                            .join(mi, &env.dev_eui, env.dev_addr.as_deref(), msg.received_ms);
+                    let reset = cs.fcnt.join(
+                        mi,
+                        &env.dev_eui,
+                        device.as_str(),
+                        env.dev_addr.as_deref(),
+                        msg.received_ms,
+                    );
                     self.notices.push(Notice::SessionReset {
                         mapping: m.id.clone(),
                         device: device.clone(),
@@ -557,7 +570,7 @@ impl MappingStage {
                     pending: (!stored).then_some(key),
                 };
             }
-            cs.fcnt.commit(mi, &j);
+            cs.fcnt.commit(mi, &j, device.as_str());
             if let Some(reset) = j.reset.clone() {
                 self.notices.push(Notice::SessionReset {
                     mapping: m.id.clone(),
