@@ -298,3 +298,126 @@ async fn rejected_payloads_show_in_the_tail_the_row_and_the_metrics() {
     );
     run.stop().await;
 }
+
+/// Polls `/api/events` until an entry of `kind` appears (the diagnostics
+/// watcher looks once a second).
+async fn wait_for_event(base: &str, kind: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let ev = get_json(&format!("{base}/api/events?limit=200"), None).await;
+        if let Some(e) = ev
+            .as_array()
+            .expect("events")
+            .iter()
+            .find(|e| e["kind"] == kind)
+        {
+            return e.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {kind} entry in {ev}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_mqtt_login_is_an_event_naming_client_user_and_peer() {
+    if !mrv_e2e::require_tool("mosquitto_pub") {
+        return;
+    }
+    let password = "field-pw-5d1e";
+    let extra = format!(
+        "\n[[mqtt.users]]\nusername = \"field\"\npassword = \"{password}\"\n{DIAG_LOOPBACK}"
+    );
+    let creds = Some(("field".to_string(), password.to_string()));
+    let run = start_site(1, &extra, |_| Faults::default(), 2, creds).await;
+    let b = &run.base;
+    let out = tokio::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &run.site.mqtt_port.to_string()])
+        .args(["-V", "mqttv311", "-i", "intruder-7", "-u", "field", "-P"])
+        .arg("not-the-password")
+        .args(["-t", "mrv/demo-site/dev-000/up", "-m", "x", "-q", "1"])
+        .output()
+        .await
+        .expect("mosquitto_pub runs");
+    assert!(!out.status.success(), "a wrong password must be refused");
+    let e = wait_for_event(b, "mqtt_login_refused").await;
+    let detail = e["detail"].as_str().expect("detail");
+    for part in [
+        "1 MQTT login(s) refused",
+        "client id \"intruder-7\"",
+        "user \"field\"",
+        "from 127.0.0.1:",
+        "wrong user name or password",
+    ] {
+        assert!(detail.contains(part), "{part:?} missing in {e}");
+    }
+    assert!(!detail.contains("not-the-password"), "{e}");
+    assert_eq!(e["recorded"], false, "diagnostics-only: {e}");
+    // The events page shows it too, and the counter is in the status.
+    let (code, page) = get(&format!("{b}/events"), None).await;
+    assert_eq!(code, 200);
+    assert!(page.contains("mqtt_login_refused"), "{page}");
+    assert!(page.contains("intruder-7"), "{page}");
+    let s = get_json(&format!("{b}/api/status"), None).await;
+    assert_eq!(s["mqtt"]["auth_failures"], 1, "{s}");
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_refusing_the_gateways_login_is_an_event_with_the_fix() {
+    if !mrv_e2e::mosquitto_available() || !mrv_e2e::require_tool("mosquitto_passwd") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let passwords = dir.path().join("passwd");
+    let made = std::process::Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&passwords)
+        .args(["gateway", "right-pw"])
+        .status()
+        .expect("mosquitto_passwd runs");
+    assert!(made.success());
+    let broker = mrv_e2e::Mosquitto::start(&format!(
+        "allow_anonymous false\npassword_file {}",
+        passwords.display()
+    ));
+    let site = diagnostics_support::site(0, DIAG_LOOPBACK);
+    site.use_external_broker(broker.port);
+    let text = std::fs::read_to_string(&site.config_path).expect("config");
+    let text = text.replacen(
+        &format!("port = {}\n", broker.port),
+        &format!(
+            "port = {}\nusername = \"gateway\"\npassword = \"wrong-pw\"\n",
+            broker.port
+        ),
+        1,
+    );
+    std::fs::write(&site.config_path, text).expect("config");
+    let gw = mrv_gateway::runtime::start(
+        site.config(),
+        std::sync::Arc::new(mrv_gateway::clock::SystemClock),
+    )
+    .await
+    .expect("gateway starts");
+    let addr = gw.state.diagnostics_addr.expect("diagnostics listening");
+    let e = wait_for_event(&format!("http://{addr}"), "mqtt_login_refused").await;
+    let detail = e["detail"].as_str().expect("detail");
+    for part in [
+        format!("the MQTT broker 127.0.0.1:{} refused", broker.port),
+        "login as \"gateway\"".to_string(),
+        // mosquitto answers a wrong password with "not authorised".
+        "not authorised".to_string(),
+        "check [mqtt] username and password".to_string(),
+    ] {
+        assert!(detail.contains(&part), "{part:?} missing in {e}");
+    }
+    assert!(!detail.contains("wrong-pw"), "{e}");
+    let s = get_json(&format!("http://{addr}/api/status"), None).await;
+    assert!(
+        s["mqtt"]["broker_logins_refused"].as_u64().unwrap_or(0) >= 1,
+        "{s}"
+    );
+    gw.shutdown().await;
+}

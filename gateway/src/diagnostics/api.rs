@@ -197,6 +197,8 @@ pub struct MqttView {
     pub waits_for_space: u64,
     /// Reconnects where the external broker had lost the gateway's session.
     pub broker_sessions_lost: u64,
+    /// Connection attempts where the external broker refused the gateway's login.
+    pub broker_logins_refused: u64,
 }
 
 /// Free space on the data directory's file system.
@@ -789,6 +791,7 @@ pub fn mqtt_view(
         pubacks_sent: E::get(&e.acks_sent),
         waits_for_space: E::get(&e.waits_for_space),
         broker_sessions_lost: IngestStats::get(&i.broker_sessions_lost),
+        broker_logins_refused: IngestStats::get(&i.broker_logins_refused),
     }
 }
 

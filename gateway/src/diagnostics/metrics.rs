@@ -10,7 +10,7 @@
 //! | `mrv_lorawan_device_uplinks_lost_total`, `mrv_lorawan_device_epoch` | `device`, `dev_eui` |
 //! | `mrv_ingest_messages_total`, `mrv_ingest_frames_stored_total`, `mrv_ingest_readings_stored_total`, `mrv_ingest_duplicates_total`, `mrv_ingest_refused_buffer_full_total`, `mrv_ingest_signatures_verified_total` | |
 //! | `mrv_ingest_rejects_total` | `reason` |
-//! | `mrv_mqtt_connections`, `mrv_mqtt_connections_accepted_total`, `mrv_mqtt_refused_total` (`reason`: `connection_limit`, `auth`, `malformed`, `oversized`, `protocol`, `not_authorized_publish`, `subscribe`, `timeout`), `mrv_mqtt_publishes_total` (`qos`), `mrv_mqtt_pubacks_total`, `mrv_mqtt_waits_for_space_total`, `mrv_mqtt_broker_sessions_lost_total` | |
+//! | `mrv_mqtt_connections`, `mrv_mqtt_connections_accepted_total`, `mrv_mqtt_refused_total` (`reason`: `connection_limit`, `auth`, `malformed`, `oversized`, `protocol`, `not_authorized_publish`, `subscribe`, `timeout`), `mrv_mqtt_publishes_total` (`qos`), `mrv_mqtt_pubacks_total`, `mrv_mqtt_waits_for_space_total`, `mrv_mqtt_broker_sessions_lost_total`, `mrv_mqtt_broker_logins_refused_total` | |
 //! | `mrv_ingest_write_failures_total`, `mrv_buffer_reopens_total`, `mrv_ingest_refused_unavailable_total` | |
 //! | `mrv_disk_free_bytes`, `mrv_disk_total_bytes`, `mrv_disk_min_free_bytes`, `mrv_disk_low`, `mrv_disk_critical` | |
 //! | `mrv_buffer_bytes`, `mrv_buffer_disk_bytes`, `mrv_buffer_max_bytes`, `mrv_buffer_depth_frames`, `mrv_buffer_unreported_readings`, `mrv_buffer_full`, `mrv_buffer_oldest_unreported_age_seconds` | |
@@ -227,6 +227,12 @@ pub fn render(s: &StatusView, rows: &[DeviceRow]) -> String {
         "counter",
         "External broker reconnects where it had lost the gateway's session.",
         m.broker_sessions_lost,
+    );
+    o.one(
+        "mrv_mqtt_broker_logins_refused_total",
+        "counter",
+        "External broker connection attempts where it refused the gateway's login.",
+        m.broker_logins_refused,
     );
     o.one(
         "mrv_mapping_messages_total",

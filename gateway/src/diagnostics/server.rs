@@ -54,8 +54,16 @@ pub struct DiagContext {
     activity: Arc<Mutex<std::collections::VecDeque<EventView>>>,
 }
 
-/// Upload failures kept in memory for the events list (newest last).
+/// Diagnostics-only activity (failed uploads, refused logins) kept in memory
+/// for the events list (newest last).
 pub const ACTIVITY_LEN: usize = 200;
+
+/// Refused-login counters as last seen by the diagnostics watcher.
+#[derive(Debug, Default, Clone, Copy)]
+struct LoginCounts {
+    endpoint: u64,
+    broker: u64,
+}
 
 /// One consistent copy of the state a view is built from.
 struct Snapshot {
@@ -269,6 +277,81 @@ impl DiagContext {
             }
         }
         *last_errors = errors;
+    }
+
+    /// Records refused MQTT logins when their counters grew: a device's (or
+    /// anyone's) login at the embedded endpoint, or the gateway's own login
+    /// at an external broker. Diagnostics-only entries (`recorded: false`):
+    /// they are not evidence about the data, so they stay out of the signed
+    /// reports. Never contains a password.
+    fn watch_logins(&self, last: &mut LoginCounts) {
+        use crate::endpoint::EndpointStats;
+        use crate::ingest::stats::IngestStats;
+        let endpoint = EndpointStats::get(&self.gw.endpoint.auth_failures);
+        let broker = IngestStats::get(&self.gw.ingest.broker_logins_refused);
+        let mut entries = Vec::new();
+        if endpoint > last.endpoint {
+            let newest = self
+                .gw
+                .endpoint
+                .last_refused_login
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let what = newest.map_or_else(
+                || "details not kept".to_string(),
+                |l| {
+                    format!(
+                        "newest: client id {:?}, {} from {} (MQTT {}): {}",
+                        l.client_id,
+                        l.username
+                            .as_deref()
+                            .map_or_else(|| "no user name".to_string(), |u| format!("user {u:?}")),
+                        l.peer,
+                        l.version,
+                        if l.username.is_some() {
+                            "wrong user name or password"
+                        } else {
+                            "user name and password required"
+                        }
+                    )
+                },
+            );
+            entries.push(format!(
+                "{} MQTT login(s) refused at the gateway's endpoint; {what}",
+                endpoint - last.endpoint
+            ));
+        }
+        if broker > last.broker {
+            let newest = self
+                .gw
+                .ingest
+                .last_broker_login_refusal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .unwrap_or_else(|| "the MQTT broker refused the gateway's login".into());
+            entries.push(format!("{} time(s): {newest}", broker - last.broker));
+        }
+        *last = LoginCounts { endpoint, broker };
+        if entries.is_empty() {
+            return;
+        }
+        let now = self.gw.clock.now_ms();
+        let mut a = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+        for detail in entries {
+            a.push_back(EventView {
+                id: 0,
+                time_ms: now,
+                kind: "mqtt_login_refused".into(),
+                device: None,
+                detail,
+                recorded: false,
+            });
+        }
+        while a.len() > ACTIVITY_LEN {
+            a.pop_front();
+        }
     }
 
     /// The newest `limit` events: those recorded in the buffer, merged with
@@ -856,11 +939,15 @@ async fn serve_subscribed(
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             let mut errors = 0u64;
+            let mut logins = LoginCounts::default();
             ctx.watch_upload(&mut errors);
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
                 tokio::select! {
-                    _ = tick.tick() => ctx.watch_upload(&mut errors),
+                    _ = tick.tick() => {
+                        ctx.watch_upload(&mut errors);
+                        ctx.watch_logins(&mut logins);
+                    }
                     _ = shutdown.changed() => if *shutdown.borrow() { break },
                 }
             }

@@ -11,7 +11,7 @@ use super::ack_routes::{AckRoutes, AckSlot};
 use super::auth::Authenticator;
 use super::codec::{self, Outbound, Qos, Version, WireError};
 use super::session::{Action, CloseReason, Event, Limits, Note, Session};
-use super::stats::EndpointStats;
+use super::stats::{EndpointStats, RefusedLogin};
 use crate::ingest::intake::{Disposition, PublishHandler};
 use bytes::BytesMut;
 use mrv_shared::ids::SiteId;
@@ -380,11 +380,29 @@ fn log_close(
         CloseReason::TakenOver => Some(&stats.taken_over),
         _ => None,
     };
+    let version = session.version().map(|v| v.name()).unwrap_or("?");
+    let client = match reason {
+        CloseReason::AuthFailed {
+            client_id,
+            username,
+        } => {
+            // Before the counter, so a reader that sees the count grow finds it.
+            *stats
+                .last_refused_login
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(RefusedLogin {
+                peer,
+                client_id: client_id.clone(),
+                username: username.clone(),
+                version: version.to_string(),
+            });
+            client_id.as_str()
+        }
+        _ => session.client().map(|c| c.client_id.as_str()).unwrap_or(""),
+    };
     if let Some(c) = counter {
         EndpointStats::inc(c);
     }
-    let client = session.client().map(|c| c.client_id.as_str()).unwrap_or("");
-    let version = session.version().map(|v| v.name()).unwrap_or("?");
     if reason.is_fault() {
         tracing::warn!(%peer, client, version, unacked = unresolved, "MQTT connection closed: {reason}");
     } else {

@@ -65,7 +65,7 @@ use auth::{Account, Authenticator};
 use connection::{Shared, Transport};
 use mrv_shared::ids::SiteId;
 use session::Limits;
-pub use stats::EndpointStats;
+pub use stats::{EndpointStats, RefusedLogin};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;

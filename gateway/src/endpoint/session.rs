@@ -58,6 +58,8 @@ pub enum CloseReason {
     AuthFailed {
         /// The user name tried, if any.
         username: Option<String>,
+        /// The client id the CONNECT carried (may be empty).
+        client_id: String,
     },
     /// Bytes that are not MQTT, or a packet the codec refused.
     Malformed(String),
@@ -123,12 +125,20 @@ impl std::fmt::Display for CloseReason {
         match self {
             CloseReason::ClientDisconnected => write!(f, "client disconnected"),
             CloseReason::PeerClosed => write!(f, "connection closed by the peer"),
-            CloseReason::AuthFailed { username: Some(u) } => {
-                write!(f, "login refused: wrong user name or password for {u:?}")
-            }
-            CloseReason::AuthFailed { username: None } => {
-                write!(f, "login refused: user name and password required")
-            }
+            CloseReason::AuthFailed {
+                username: Some(u),
+                client_id,
+            } => write!(
+                f,
+                "login refused: wrong user name or password for {u:?} (client id {client_id:?})"
+            ),
+            CloseReason::AuthFailed {
+                username: None,
+                client_id,
+            } => write!(
+                f,
+                "login refused: user name and password required (client id {client_id:?})"
+            ),
             CloseReason::Malformed(d) => write!(f, "malformed MQTT: {d}"),
             CloseReason::TooLarge { size, max } => {
                 write!(f, "packet of {size} bytes exceeds the limit of {max} bytes")
@@ -427,6 +437,7 @@ impl Session {
                 self.phase = Phase::Closed;
                 out.push(Action::Close(CloseReason::AuthFailed {
                     username: c.username,
+                    client_id: c.client_id,
                 }));
                 return;
             }

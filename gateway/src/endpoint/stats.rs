@@ -1,6 +1,22 @@
 //! Endpoint counters, shared with diagnostics.
 
+use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The newest refused login, for the technician (diagnostics' events list).
+/// Never holds the password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedLogin {
+    /// Where the connection came from.
+    pub peer: SocketAddr,
+    /// The client id the CONNECT carried (may be empty).
+    pub client_id: String,
+    /// The user name tried, if any.
+    pub username: Option<String>,
+    /// MQTT version of the CONNECT (`3.1.1`, `5`).
+    pub version: String,
+}
 
 /// Counters of the embedded MQTT endpoint. Cheap to update from any task.
 #[derive(Debug, Default)]
@@ -13,6 +29,8 @@ pub struct EndpointStats {
     pub connections_refused_limit: AtomicU64,
     /// Logins refused (wrong user name or password, or none given).
     pub auth_failures: AtomicU64,
+    /// The newest of them (`auth_failures` says how many there were).
+    pub last_refused_login: Mutex<Option<RefusedLogin>>,
     /// Connections closed for bytes that are not MQTT or a malformed packet.
     pub malformed: AtomicU64,
     /// Connections closed for a packet over the size limit.

@@ -189,7 +189,26 @@ pub async fn run_mqtt_ingest(
             Err(e) => {
                 let delay = reconnect_delay(failures);
                 failures = failures.saturating_add(1);
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT broker connection lost; reconnecting");
+                if let Some(why) = login_refusal(&e) {
+                    let detail = format!(
+                        "the MQTT broker {}:{} refused the gateway's login as {} (client id {:?}): {why}; check [mqtt] username and password",
+                        ctx.mqtt.host,
+                        ctx.mqtt.port,
+                        identity
+                            .username
+                            .as_deref()
+                            .map_or_else(|| "no user name".to_string(), |u| format!("{u:?}")),
+                        ctx.mqtt.client_id,
+                    );
+                    tracing::warn!(retry_in_ms = delay.as_millis() as u64, "{detail}");
+                    *ctx.stats
+                        .last_broker_login_refusal
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(detail);
+                    IngestStats::add(&ctx.stats.broker_logins_refused, 1);
+                } else {
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT broker connection lost; reconnecting");
+                }
                 tokio::select! {
                     _ = shutdown.changed() => break,
                     _ = tokio::time::sleep(delay) => {}
@@ -270,5 +289,19 @@ async fn run_ack_publisher(
             Ok(()) => IngestStats::add(&stats.acks_published, 1),
             Err(e) => tracing::warn!(device = %out.device, error = %e, "could not publish ack"),
         }
+    }
+}
+
+/// The broker's reason when it refused the gateway's login, else `None`.
+fn login_refusal(e: &rumqttc::ConnectionError) -> Option<&'static str> {
+    use rumqttc::ConnectReturnCode;
+    match e {
+        rumqttc::ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword) => {
+            Some("bad user name or password")
+        }
+        rumqttc::ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => {
+            Some("not authorised (brokers such as mosquitto also answer a wrong password so)")
+        }
+        _ => None,
     }
 }

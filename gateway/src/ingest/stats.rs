@@ -39,6 +39,11 @@ pub struct IngestStats {
     /// External broker: reconnects where the broker had lost the gateway's
     /// session (`session_present = 0`).
     pub broker_sessions_lost: AtomicU64,
+    /// External broker: connection attempts where the broker refused the
+    /// gateway's login (bad user name or password, not authorised).
+    pub broker_logins_refused: AtomicU64,
+    /// What the newest of those said, for diagnostics' events list.
+    pub last_broker_login_refusal: Mutex<Option<String>>,
     /// Frames whose signature verified.
     pub signatures_verified: AtomicU64,
     /// Third-party messages mapped to a frame (`mapping`), before the store.
