@@ -15,6 +15,9 @@
 //! - appends every accepted report's hash to its RFC 6962 log and answers
 //!   every `2xx` with a receipt: inclusion proof plus a C2SP signed
 //!   checkpoint ([`mrv_shared::tlog`], [`log_key`]);
+//! - admits reports against its registry ([`registry`]): enrolled gateways
+//!   with their site, project and keys (validity periods, rotation,
+//!   revocation), each site's device registry, every change audited;
 //! - indexes every accepted report's calculations in a crediting ledger
 //!   and answers totals rounded down once ([`ledger`]);
 //! - writes the auditor's pack for a project and period, signed by the
@@ -44,6 +47,7 @@ pub mod archive;
 pub mod ledger;
 pub mod limits;
 pub mod log_key;
+pub mod registry;
 pub mod routes;
 pub mod serve;
 pub mod statement;
@@ -106,13 +110,17 @@ pub struct ReceiverConfig {
     /// The log's identity; `None`: load or create `<dir>/log-key.jwk`
     /// (file store only).
     pub log: Option<LogIdentity>,
-    /// Registered gateway keys.
+    /// Gateway keys given at start (bootstrap: used for key ids the
+    /// registry does not know; [`registry`]).
     pub keys: KeySet,
-    /// The device registry reports are checked against (fails closed);
+    /// The device registry of sites the registry has no devices for
+    /// (fails closed; an empty one admits no device);
     /// [`DeviceTrust::ReportListed`] only for exploration.
     pub devices: DeviceTrust,
     /// Bearer token required on upload routes (`None`: open).
     pub token: Option<String>,
+    /// Admin tokens of the registry routes (empty: those routes are closed).
+    pub admins: routes::AdminTokens,
     /// TLS (`None`: plain HTTP, for local use only).
     pub tls: Option<tls::TlsSettings>,
     /// Bounds on connections, bodies and work.
@@ -134,6 +142,7 @@ impl ReceiverConfig {
             keys,
             devices,
             token: None,
+            admins: routes::AdminTokens::default(),
             tls: None,
             limits: Limits::default(),
         }
@@ -267,6 +276,7 @@ pub async fn start(
         verify_slots: Arc::new(Semaphore::new(limits.verify_slots.max(1))),
         limits: limits.clone(),
         serve_stats: Arc::new(serve::ServeStats::default()),
+        admins: Arc::new(config.admins),
     };
     if state.token.is_none() {
         tracing::warn!("no upload token configured: anyone who can connect may upload");

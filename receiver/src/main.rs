@@ -5,7 +5,11 @@
 //! port from there), and stops on Ctrl-C / SIGTERM.
 //!
 //! Subcommands: `statement` writes the auditor's pack for a project and
-//! period (`mrv_receiver::statement`); `verify-statement` checks one.
+//! period (`mrv_receiver::statement`); `verify-statement` checks one;
+//! `registry` enrols, rotates and revokes gateways and devices through a
+//! running receiver's admin API (`registry_cli`).
+
+mod registry_cli;
 
 use anyhow::Context;
 use clap::Parser;
@@ -41,6 +45,10 @@ enum Cmd {
     /// Check a pack: the signed note (log verifier key), the manifest and
     /// every file.
     VerifyStatement(VerifyStatementArgs),
+    /// Enrol, rotate and revoke gateways and site devices, list the
+    /// registry and its audit trail, through a running receiver's admin
+    /// API (every change is recorded with the token's actor and the time).
+    Registry(registry_cli::RegistryArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -110,18 +118,22 @@ struct Args {
     /// store default: `<data-dir>/log-key.jwk`, created at first start.
     #[arg(long)]
     log_key: Option<PathBuf>,
-    /// A gateway's public JWK file (with `kid`); repeatable.
-    #[arg(long = "gateway-key", required = true)]
+    /// A gateway's public JWK file (with `kid`); repeatable. Bootstrap:
+    /// used for key ids the registry does not know (the registry's
+    /// enrolled gateways sign only with their enrolled keys).
+    #[arg(long = "gateway-key")]
     gateway_keys: Vec<PathBuf>,
-    /// The device registry reports are verified against (JSON, see
-    /// docs/REPORT-FORMAT.md section 10; `mrv-gateway registry export`
-    /// writes one for a site). Required unless --trust-report-device-keys.
-    #[arg(
-        long,
-        value_name = "REGISTRY.json",
-        required_unless_present = "trust_report_device_keys"
-    )]
+    /// The device registry of sites the registry has no devices for
+    /// (JSON, see docs/REPORT-FORMAT.md section 10; `mrv-gateway registry
+    /// export` writes one for a site). Without it such sites' devices are
+    /// all refused (fail closed).
+    #[arg(long, value_name = "REGISTRY.json")]
     device_registry: Option<PathBuf>,
+    /// Admin tokens of the registry API: one `<actor> <token>` per line
+    /// (the actor is recorded with every change). Without it the registry
+    /// routes are closed.
+    #[arg(long, value_name = "FILE")]
+    admin_tokens: Option<PathBuf>,
     /// Accept the device keys reports list, without a registry (exploration
     /// only: a gateway could then relabel or re-key devices unnoticed).
     #[arg(long, conflicts_with = "device_registry")]
@@ -165,6 +177,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Some(Cmd::Statement(a)) => return statement(a).await,
+        Some(Cmd::Registry(a)) => return registry_cli::run(a).await,
         Some(Cmd::VerifyStatement(a)) => {
             let v = mrv_shared::tlog::note::NoteVerifier::parse(a.log_verifier.trim())
                 .context("--log-verifier")?;
@@ -224,12 +237,22 @@ async fn main() -> anyhow::Result<()> {
                 reg.trusted().with_context(|| p.display().to_string())?,
             )
         }
-        None => {
+        None if args.trust_report_device_keys => {
             tracing::warn!(
                 "no device registry: device keys are taken from the reports (exploration only)"
             );
             mrv_shared::report::DeviceTrust::ReportListed
         }
+        None => mrv_shared::report::DeviceTrust::Registry(Default::default()),
+    };
+    let admins = match &args.admin_tokens {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            mrv_receiver::routes::AdminTokens::parse(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+        }
+        None => mrv_receiver::routes::AdminTokens::default(),
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -243,6 +266,7 @@ async fn main() -> anyhow::Result<()> {
             keys,
             devices,
             token: args.token.clone(),
+            admins,
             tls,
             limits,
         },

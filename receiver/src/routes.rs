@@ -17,7 +17,15 @@
 //! | `GET` | `/v1/log/key` | the log's note verifier key (`text/plain`) |
 //! | `GET` | `/v1/ledger/totals` | crediting totals, `?project=&site=&from=&to=` ([`crate::ledger`]) |
 //! | `GET` | `/v1/ledger/reports` | the ledger entries behind them, same query |
+//! | `GET` | `/v1/registry` | the registry: enrolled gateways and their keys, sites' devices (admin) |
+//! | `POST` | `/v1/registry/changes` | one audited registry change ([`crate::registry::Change`]) (admin) |
+//! | `GET` | `/v1/registry/history` | the audit trail, `?after=<seq>&limit=<n>` (admin) |
+//! | `GET` | `/v1/registry/sites/{site}/devices` | a site's device registry (REPORT-FORMAT §10) (admin) |
+//! | `GET` | `/v1/metrics` | counters, Prometheus text format |
 //! | `GET` | `/v1/health` | liveness |
+//!
+//! Registry routes need `Authorization: Bearer <admin token>`; the token
+//! names the actor recorded in the audit trail ([`AdminTokens`]).
 //!
 //! Upload bodies may be `Content-Encoding: gzip`; they are decoded and
 //! processed one report (line) at a time, so a batch never sits decoded in
@@ -32,7 +40,10 @@
 //! slow, `409` chain conflict (`seq_gap`, `prev_hash_mismatch`,
 //! `period_discontinuity`, `baseline_mismatch`, `equivocation`), `413` too
 //! large, `415` encoding, `422` verification failure (`bad_signature`,
-//! `unknown_kid`, `merkle_mismatch`, `kid_gateway_mismatch`, ...), `500` storage, `503` maintenance or busy.
+//! `unknown_kid`, `merkle_mismatch`, `kid_gateway_mismatch`, the registry's
+//! `unknown_gateway`, `key_revoked`, `key_not_valid`, `site_mismatch`,
+//! `project_mismatch`, `device_key_revoked`, ...), `500` storage, `503`
+//! maintenance or busy.
 //! `POST` answers `200` with one result per report, in order, stopping
 //! after the first rejection; whole-request problems use the same codes as
 //! `PUT`. Every `accepted` and `duplicate` result carries a receipt.
@@ -40,7 +51,8 @@
 use crate::archive::{AnyArchive, Archive, ArchiveError, ItemResult, ItemStatus, LogIdentity};
 use crate::ledger::LedgerQuery;
 use crate::limits::Limits;
-use crate::verification::{Trust, verify_offered};
+use crate::registry::Change;
+use crate::verification::Trust;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -48,7 +60,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+
 use std::io::{BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -71,8 +83,94 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/log/key"),
     ("GET", "/v1/ledger/totals"),
     ("GET", "/v1/ledger/reports"),
+    ("GET", "/v1/registry"),
+    ("POST", "/v1/registry/changes"),
+    ("GET", "/v1/registry/history"),
+    ("GET", "/v1/registry/sites/{site}/devices"),
+    ("GET", "/v1/metrics"),
     ("GET", "/v1/health"),
 ];
+
+/// Admin tokens, each naming its actor (the audit trail's "who").
+///
+/// File format (`--admin-tokens FILE`): one `<actor> <token>` per line,
+/// `#` comments and blank lines ignored; actors and tokens unique, tokens
+/// at least 16 characters.
+#[derive(Clone, Default)]
+pub struct AdminTokens {
+    tokens: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for AdminTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.tokens.iter().map(|(a, _)| a))
+            .finish()
+    }
+}
+
+impl AdminTokens {
+    /// Parses the token file's text.
+    pub fn parse(text: &str) -> Result<AdminTokens, String> {
+        let mut tokens: Vec<(String, String)> = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut parts = line.split_whitespace();
+            let (Some(actor), Some(token), None) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(format!("line {}: expected `<actor> <token>`", n + 1));
+            };
+            if token.len() < 16 {
+                return Err(format!(
+                    "line {}: the token of {actor:?} is shorter than 16 characters",
+                    n + 1
+                ));
+            }
+            if tokens.iter().any(|(a, t)| a == actor || t == token) {
+                return Err(format!(
+                    "line {}: actor {actor:?} or its token appears twice",
+                    n + 1
+                ));
+            }
+            tokens.push((actor.to_string(), token.to_string()));
+        }
+        Ok(AdminTokens { tokens })
+    }
+
+    /// One actor with one token (tests, embedding).
+    pub fn single(actor: &str, token: &str) -> AdminTokens {
+        AdminTokens {
+            tokens: vec![(actor.to_string(), token.to_string())],
+        }
+    }
+
+    /// True when no admin is configured (registry routes are then closed).
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// The actor whose token `given` is (compared in constant time).
+    fn actor(&self, given: &str) -> Option<&str> {
+        let mut found = None;
+        for (actor, token) in &self.tokens {
+            if constant_time_eq(given, token) {
+                found = Some(actor.as_str());
+            }
+        }
+        found
+    }
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
 
 /// Counters of a running receiver.
 #[derive(Debug, Default)]
@@ -93,6 +191,24 @@ pub struct ReceiverStats {
     pub verify_ns: AtomicU64,
     /// Nanoseconds spent in the archive's chain decision and storage (sum).
     pub commit_ns: AtomicU64,
+    /// Rejected reports by reason.
+    pub rejections: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Registry changes recorded.
+    pub registry_changes: AtomicU64,
+    /// Registry changes refused (auth, invalid, conflict, not found).
+    pub registry_refused: AtomicU64,
+}
+
+impl ReceiverStats {
+    /// Rejections with `reason` so far.
+    pub fn rejected_for(&self, reason: &str) -> u64 {
+        self.rejections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(reason)
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 /// What every handler shares.
@@ -118,6 +234,8 @@ pub struct AppState {
     pub verify_slots: Arc<Semaphore>,
     /// Connection counters of the accept loop.
     pub serve_stats: Arc<crate::serve::ServeStats>,
+    /// Who may change the registry.
+    pub admins: Arc<AdminTokens>,
 }
 
 /// The router over `state`.
@@ -136,6 +254,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/log/key", get(log_key))
         .route("/v1/ledger/totals", get(ledger_totals))
         .route("/v1/ledger/reports", get(ledger_reports))
+        .route("/v1/registry", get(registry_show))
+        .route("/v1/registry/changes", post(registry_change))
+        .route("/v1/registry/history", get(registry_history))
+        .route("/v1/registry/sites/{site}/devices", get(registry_site_devices))
+        .route("/v1/metrics", get(metrics))
         .route("/v1/health", get(health))
         .with_state(state)
 }
@@ -391,48 +514,26 @@ async fn next_line(mut lines: Lines) -> (Lines, Option<Result<Vec<u8>, LineError
     .expect("line reading does not panic")
 }
 
-/// Duplicate check, verification, chain decision and storage of one
-/// offered report: the single path every upload takes.
+/// The single path every upload takes ([`crate::verification::offer`]).
 async fn offer(state: &AppState, bytes: Vec<u8>) -> Result<ItemResult, ArchiveError> {
-    let hash: [u8; 32] = Sha256::digest(&bytes).into();
-    if let Some(r) = state.archive.duplicate(hash).await? {
-        return Ok(r);
-    }
-    let slot = state
-        .verify_slots
-        .clone()
-        .acquire_owned()
-        .await
-        .expect("the semaphore is never closed");
-    let trust = state.trust.clone();
-    let (bytes, verified, took) = tokio::task::spawn_blocking(move || {
-        let _slot = slot;
-        let t = std::time::Instant::now();
-        let v = verify_offered(&bytes, &trust);
-        (bytes, v, t.elapsed())
-    })
-    .await
-    .expect("verification does not panic");
+    let (r, t) = crate::verification::offer(
+        &state.archive,
+        &state.trust,
+        bytes,
+        now_ms(),
+        Some(&state.verify_slots),
+    )
+    .await?;
     let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
     state
         .stats
         .verify_ns
-        .fetch_add(nanos(took), Ordering::Relaxed);
-    match verified {
-        Ok(v) => {
-            let t = std::time::Instant::now();
-            let r = state.archive.commit(&bytes, &v, now_ms()).await;
-            state
-                .stats
-                .commit_ns
-                .fetch_add(nanos(t.elapsed()), Ordering::Relaxed);
-            r
-        }
-        Err(e) => {
-            let v = crate::archive::file::parse_stored(&bytes, "offered report").ok();
-            Ok(ItemResult::rejected(v.as_ref(), e.label(), e.to_string()))
-        }
-    }
+        .fetch_add(nanos(t.verify), Ordering::Relaxed);
+    state
+        .stats
+        .commit_ns
+        .fetch_add(nanos(t.commit), Ordering::Relaxed);
+    Ok(r)
 }
 
 fn count(state: &AppState, r: &ItemResult) {
@@ -442,6 +543,15 @@ fn count(state: &AppState, r: &ItemResult) {
         ItemStatus::Rejected => &state.stats.rejected,
     };
     c.fetch_add(1, Ordering::Relaxed);
+    if let Some(reason) = &r.reason {
+        *state
+            .stats
+            .rejections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(reason.clone())
+            .or_default() += 1;
+    }
 }
 
 /// Result list of a batch upload.
@@ -722,6 +832,179 @@ async fn log_key(State(state): State<AppState>) -> Response {
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         format!("{}\n", state.identity.verifier()),
+    )
+        .into_response()
+}
+
+/// The actor of an admin request, or the `401` answer.
+fn admin(state: &AppState, headers: &HeaderMap) -> Result<String, Response> {
+    let refuse = |detail: &str| {
+        state.stats.registry_refused.fetch_add(1, Ordering::Relaxed);
+        problem(StatusCode::UNAUTHORIZED, "unauthorized", detail.to_string())
+    };
+    if state.admins.is_empty() {
+        return Err(refuse(
+            "registry routes are closed: the receiver has no admin tokens (--admin-tokens)",
+        ));
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given.and_then(|g| state.admins.actor(g)) {
+        Some(actor) => Ok(actor.to_string()),
+        None => Err(refuse("missing or wrong admin bearer token")),
+    }
+}
+
+async fn registry_show(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = admin(&state, &headers) {
+        return r;
+    }
+    match state.archive.registry().await {
+        Ok(r) => axum::Json(serde_json::json!({
+            "gateways": r.gateways.values().collect::<Vec<_>>(),
+            "sites": r.sites.values().collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(e) => storage_problem(&e),
+    }
+}
+
+async fn registry_site_devices(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(site): Path<String>,
+) -> Response {
+    if let Err(r) = admin(&state, &headers) {
+        return r;
+    }
+    match state.archive.registry().await {
+        Ok(r) => match r.sites.get(&site) {
+            Some(s) => axum::Json(&s.registry).into_response(),
+            None => problem(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("site {site:?} has no device registry"),
+            ),
+        },
+        Err(e) => storage_problem(&e),
+    }
+}
+
+async fn registry_history(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    if let Err(r) = admin(&state, &headers) {
+        return r;
+    }
+    match state
+        .archive
+        .registry_history(q.after, q.limit.min(10_000))
+        .await
+    {
+        Ok(h) => axum::Json(h).into_response(),
+        Err(e) => storage_problem(&e),
+    }
+}
+
+async fn registry_change(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Response {
+    let actor = match admin(&state, &headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let refused = |code: StatusCode, reason: &str, detail: String| {
+        state.stats.registry_refused.fetch_add(1, Ordering::Relaxed);
+        problem(code, reason, detail)
+    };
+    let change: Change = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("not a registry change: {e}"),
+            );
+        }
+    };
+    match state.archive.registry_change(&change, &actor, now_ms()).await {
+        Ok(Ok(record)) => {
+            state.stats.registry_changes.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(seq = record.seq, actor = %record.actor, change = ?record.change, "registry change");
+            (StatusCode::CREATED, axum::Json(record)).into_response()
+        }
+        Ok(Err(e)) => {
+            let code = match e {
+                crate::registry::RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
+                crate::registry::RegistryError::Conflict(_) => StatusCode::CONFLICT,
+                crate::registry::RegistryError::Invalid(_) => StatusCode::BAD_REQUEST,
+            };
+            refused(code, e.label(), e.to_string())
+        }
+        Err(e) => storage_problem(&e),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    use std::fmt::Write;
+    let s = &state.stats;
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, rows: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (labels, v) in rows {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    counter(
+        "mrv_receiver_upload_requests_total",
+        "Upload requests answered.",
+        &[(String::new(), get(&s.requests))],
+    );
+    counter(
+        "mrv_receiver_uploads_refused_total",
+        "Uploads refused as a whole (token, size, encoding, slow body, busy).",
+        &[(String::new(), get(&s.refused))],
+    );
+    counter(
+        "mrv_receiver_reports_total",
+        "Offered reports by outcome.",
+        &[
+            (String::from("{status=\"accepted\"}"), get(&s.accepted)),
+            (String::from("{status=\"duplicate\"}"), get(&s.duplicates)),
+            (String::from("{status=\"rejected\"}"), get(&s.rejected)),
+        ],
+    );
+    let reasons: Vec<(String, u64)> = s
+        .rejections
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(r, n)| (format!("{{reason=\"{r}\"}}"), *n))
+        .collect();
+    counter(
+        "mrv_receiver_rejections_total",
+        "Rejected reports by reason.",
+        &reasons,
+    );
+    counter(
+        "mrv_receiver_registry_changes_total",
+        "Registry changes recorded, and refused.",
+        &[
+            (String::from("{outcome=\"recorded\"}"), get(&s.registry_changes)),
+            (String::from("{outcome=\"refused\"}"), get(&s.registry_refused)),
+        ],
+    );
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        out,
     )
         .into_response()
 }

@@ -8,6 +8,8 @@
 //! <data_dir>/flags.jsonl                                      one JSON [`Flag`] per line
 //! <data_dir>/log/entries                                      the log: 32-byte SHA-256 of each
 //!                                                             accepted report, in log order
+//! <data_dir>/registry.jsonl                                   the registry's audit trail: one JSON
+//!                                                             [`AuditRecord`] per line, seq 1, 2, ...
 //! ```
 //!
 //! ## Invariants (besides the [`super`] contract)
@@ -26,12 +28,24 @@
 //!   entry is added under the same lock right after its report file is
 //!   durable, and rebuilt from the files at open, so it holds exactly the
 //!   stored reports (memory: a few KiB per report).
+//! - The registry is its audit trail: a change is appended (one line,
+//!   fsynced) before it is applied in memory and answered; the registry is
+//!   rebuilt at open by replaying the trail ([`Registry::replay`]). A torn
+//!   last line (crash mid-append) is cut off at open; any other line that
+//!   does not parse or replay stops the open (fail closed).
 //! - One mutex serialises decisions and writes: this archive is for one
 //!   process. Several receivers need [`super::postgres::PgArchive`].
 
 use super::decision::{ChainView, Decision, decide};
-use super::{Archive, ArchiveError, ChainStatus, Entry, Flag, ItemResult, ItemStatus, LogIdentity};
+use super::{
+    Admission, Archive, ArchiveError, ChainStatus, Entry, Flag, ItemResult, ItemStatus,
+    LogIdentity,
+};
 use crate::ledger::{self, LedgerEntry, LedgerQuery};
+use crate::registry::{
+    AuditRecord, Change, KeySource, Registry, RegistryError, RegistryView, rfc3339,
+};
+use crate::verification::Trust;
 use mrv_shared::ids::validate_id;
 use mrv_shared::report::jws::parse_compact;
 use mrv_shared::report::merkle::Hash;
@@ -121,6 +135,10 @@ struct State {
     checkpoint: Option<(u64, String)>,
     /// Ledger entries by (site, gateway, seq).
     ledger: BTreeMap<(String, String, u64), LedgerEntry>,
+    /// The registry (the replayed trail).
+    registry: Registry,
+    /// The audit trail.
+    audit: Vec<AuditRecord>,
 }
 
 impl State {
@@ -182,6 +200,43 @@ fn append_durable(path: &Path, line: &[u8]) -> Result<(), ArchiveError> {
     f.sync_all().map_err(io(path))?;
     if !existed && let Some(parent) = path.parent() {
         sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Replays the registry trail at `path` into `st`, cutting off a torn
+/// last line.
+fn load_registry(path: &Path, st: &mut State) -> Result<(), ArchiveError> {
+    let raw = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(path)(e)),
+    };
+    let whole = raw.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if whole != raw.len() {
+        tracing::warn!(path = %path.display(), "registry trail ends in a torn line (crash mid-append); cut off");
+        let f = OpenOptions::new().write(true).open(path).map_err(io(path))?;
+        f.set_len(whole as u64).map_err(io(path))?;
+        f.sync_all().map_err(io(path))?;
+    }
+    for (n, line) in raw[..whole].split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let corrupt = |why: String| ArchiveError::Corrupt {
+            what: format!("{} line {}", path.display(), n + 1),
+            why,
+        };
+        let r: AuditRecord = serde_json::from_slice(line).map_err(|e| corrupt(e.to_string()))?;
+        if r.seq != st.audit.len() as u64 + 1 {
+            return Err(corrupt(format!(
+                "seq {} after {}",
+                r.seq,
+                st.audit.len()
+            )));
+        }
+        st.registry.replay(&r).map_err(|e| corrupt(e.to_string()))?;
+        st.audit.push(r);
     }
     Ok(())
 }
@@ -381,6 +436,7 @@ impl FileArchive {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(&flags_path)(e)),
         }
+        load_registry(&data_dir.join("registry.jsonl"), &mut st)?;
         Ok(FileArchive {
             inner: Arc::new(Inner {
                 dir: data_dir.to_path_buf(),
@@ -400,6 +456,8 @@ impl FileArchive {
         bytes: &[u8],
         v: &VerifiedReport,
         now_ms: u64,
+        trust: &Trust,
+        key: &KeySource,
     ) -> Result<ItemResult, ArchiveError> {
         let inner = &self.inner;
         let mut st = self.lock();
@@ -409,6 +467,15 @@ impl FileArchive {
                 "malformed",
                 format!("gateway id {:?} is not a valid id", v.gateway()),
             ));
+        }
+        let view = RegistryView::of(
+            &st.registry,
+            &v.kid,
+            v.gateway(),
+            v.report.header.site.as_str(),
+        );
+        if let Err(r) = crate::registry::admit(&view, trust, v, key) {
+            return Ok(ItemResult::rejected(Some(v), r.reason, r.detail));
         }
         let gw = v.gateway().to_string();
         let chain = st.chains.get(&gw);
@@ -462,6 +529,44 @@ impl FileArchive {
         }
     }
 
+    /// The blocking work of [`Archive::registry_change`].
+    fn registry_change_blocking(
+        &self,
+        change: &Change,
+        actor: &str,
+        now_ms: u64,
+    ) -> Result<Result<AuditRecord, RegistryError>, ArchiveError> {
+        let mut st = self.lock();
+        let taken = change
+            .new_kid()
+            .is_some_and(|k| st.registry.kid_owner(k).is_some());
+        let last_seq = change
+            .gateway()
+            .and_then(|g| st.chains.get(g))
+            .and_then(|c| c.head.as_ref())
+            .map_or(0, |h| h.seq);
+        let mut next = st.registry.clone();
+        let (change, last_seq_accepted) = match next.apply(change, actor, now_ms, last_seq, taken)
+        {
+            Ok(x) => x,
+            Err(e) => return Ok(Err(e)),
+        };
+        let record = AuditRecord {
+            seq: st.audit.len() as u64 + 1,
+            time: rfc3339(now_ms),
+            time_ms: now_ms,
+            actor: actor.to_string(),
+            change,
+            last_seq_accepted,
+        };
+        let mut line = serde_json::to_vec(&record).expect("an audit record serialises");
+        line.push(b'\n');
+        append_durable(&self.inner.dir.join("registry.jsonl"), &line)?;
+        st.registry = next;
+        st.audit.push(record.clone());
+        Ok(Ok(record))
+    }
+
     fn record_equivocation(&self, flag: &Flag, bytes: &[u8]) -> Result<(), ArchiveError> {
         let ev = self.evidence_dir(&flag.gateway);
         fs::create_dir_all(&ev).map_err(io(&ev))?;
@@ -505,10 +610,51 @@ impl Archive for FileArchive {
         bytes: &[u8],
         v: &VerifiedReport,
         now_ms: u64,
+        admission: &Admission<'_>,
     ) -> Result<ItemResult, ArchiveError> {
         let (bytes, v) = (bytes.to_vec(), v.clone());
-        self.blocking(move |a| a.commit_blocking(&bytes, &v, now_ms))
+        let (trust, key) = (admission.trust.clone(), admission.key.clone());
+        self.blocking(move |a| a.commit_blocking(&bytes, &v, now_ms, &trust, &key))
             .await
+    }
+
+    async fn registry_view(
+        &self,
+        kid: &str,
+        gateway: &str,
+        site: &str,
+    ) -> Result<RegistryView, ArchiveError> {
+        Ok(RegistryView::of(&self.lock().registry, kid, gateway, site))
+    }
+
+    async fn registry_change(
+        &self,
+        change: &Change,
+        actor: &str,
+        now_ms: u64,
+    ) -> Result<Result<AuditRecord, RegistryError>, ArchiveError> {
+        let (change, actor) = (change.clone(), actor.to_string());
+        self.blocking(move |a| a.registry_change_blocking(&change, &actor, now_ms))
+            .await
+    }
+
+    async fn registry(&self) -> Result<Registry, ArchiveError> {
+        Ok(self.lock().registry.clone())
+    }
+
+    async fn registry_history(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, ArchiveError> {
+        Ok(self
+            .lock()
+            .audit
+            .iter()
+            .filter(|r| r.seq > after)
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     async fn fetch(&self, report_id: &str) -> Result<Option<Vec<u8>>, ArchiveError> {

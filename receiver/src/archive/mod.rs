@@ -32,12 +32,24 @@
 //!   `accepted` and `duplicate` answer carries a [`Receipt`] for it.
 //! - **Every accepted report is in the ledger** ([`crate::ledger`]), written
 //!   in the same atomic step as the acceptance; nothing else is.
+//! - **The registry is checked under the same exclusion** ([`crate::registry`]):
+//!   [`Archive::commit`] re-runs [`crate::registry::admit`] on the registry
+//!   as it is at the decision (a row share lock on the gateway's and the
+//!   site's registry rows; the mutex), and a registry change takes the
+//!   conflicting exclusive lock, so a change is either before an acceptance
+//!   (which then obeys it) or after it.
+//! - **Registry changes are durable before answered, and audited**: every
+//!   change is appended to the trail ([`crate::registry::AuditRecord`], seq
+//!   gap-free from 1) in the same atomic step as the change itself; the
+//!   trail is never rewritten.
 
 pub mod decision;
 pub mod file;
 pub mod postgres;
 
 use crate::ledger::{LedgerEntry, LedgerQuery};
+use crate::registry::{AuditRecord, Change, KeySource, Registry, RegistryError, RegistryView};
+use crate::verification::Trust;
 use mrv_shared::report::merkle::Hash;
 use mrv_shared::report::{VerifiedReport, hex};
 use mrv_shared::tlog::TlogError;
@@ -305,6 +317,16 @@ impl LogIdentity {
     }
 }
 
+/// What the chain decision re-checks the registry with: the command-line
+/// trust and the key the report's signature was verified with.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission<'a> {
+    /// Command-line keys and devices (bootstrap).
+    pub trust: &'a Trust,
+    /// The key that verified the signature.
+    pub key: &'a KeySource,
+}
+
 /// The archive interface (see the module doc). Every method is
 /// cancellation-safe in the sense that matters: an abandoned `commit`
 /// either happened entirely or not at all.
@@ -316,15 +338,45 @@ pub trait Archive: Send + Sync {
         hash: Hash,
     ) -> impl Future<Output = Result<Option<ItemResult>, ArchiveError>> + Send;
 
-    /// Decides on a verified report ([`decision::decide`]) and stores it
-    /// when accepted, with its log entry; flags an equivocation. `Err` only
-    /// for storage failures (then nothing was stored).
+    /// Re-checks the registry ([`crate::registry::admit`]), decides on a
+    /// verified report ([`decision::decide`]) and stores it when accepted,
+    /// with its log entry; flags an equivocation. `Err` only for storage
+    /// failures (then nothing was stored).
     fn commit(
         &self,
         bytes: &[u8],
         v: &VerifiedReport,
         now_ms: u64,
+        admission: &Admission<'_>,
     ) -> impl Future<Output = Result<ItemResult, ArchiveError>> + Send;
+
+    /// What the registry says about key id `kid`, gateway `gateway` and
+    /// site `site` now (no lock: the commit checks again).
+    fn registry_view(
+        &self,
+        kid: &str,
+        gateway: &str,
+        site: &str,
+    ) -> impl Future<Output = Result<RegistryView, ArchiveError>> + Send;
+
+    /// Applies `change` by `actor` at `now_ms` and appends it to the audit
+    /// trail, atomically. The inner `Err`: refused, nothing changed.
+    fn registry_change(
+        &self,
+        change: &Change,
+        actor: &str,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Result<AuditRecord, RegistryError>, ArchiveError>> + Send;
+
+    /// The whole registry.
+    fn registry(&self) -> impl Future<Output = Result<Registry, ArchiveError>> + Send;
+
+    /// Audit records with seq > `after`, at most `limit`, in order.
+    fn registry_history(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<AuditRecord>, ArchiveError>> + Send;
 
     /// The stored bytes of report `report_id`.
     fn fetch(
@@ -410,8 +462,35 @@ impl Archive for AnyArchive {
         bytes: &[u8],
         v: &VerifiedReport,
         now_ms: u64,
+        admission: &Admission<'_>,
     ) -> Result<ItemResult, ArchiveError> {
-        delegate!(self, a => a.commit(bytes, v, now_ms))
+        delegate!(self, a => a.commit(bytes, v, now_ms, admission))
+    }
+    async fn registry_view(
+        &self,
+        kid: &str,
+        gateway: &str,
+        site: &str,
+    ) -> Result<RegistryView, ArchiveError> {
+        delegate!(self, a => a.registry_view(kid, gateway, site))
+    }
+    async fn registry_change(
+        &self,
+        change: &Change,
+        actor: &str,
+        now_ms: u64,
+    ) -> Result<Result<AuditRecord, RegistryError>, ArchiveError> {
+        delegate!(self, a => a.registry_change(change, actor, now_ms))
+    }
+    async fn registry(&self) -> Result<Registry, ArchiveError> {
+        delegate!(self, a => a.registry())
+    }
+    async fn registry_history(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, ArchiveError> {
+        delegate!(self, a => a.registry_history(after, limit))
     }
     async fn fetch(&self, report_id: &str) -> Result<Option<Vec<u8>>, ArchiveError> {
         delegate!(self, a => a.fetch(report_id))

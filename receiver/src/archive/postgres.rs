@@ -1,8 +1,9 @@
 //! The PostgreSQL archive: any number of stateless receiver processes on
 //! one database.
 //!
-//! ## Schema (version 2, created at first connect; a version 1 database
-//! gets the ledger tables and its reports indexed in them at connect)
+//! ## Schema (version 3, created at first connect; a version 1 database
+//! gets the ledger tables and its reports indexed in them at connect; a
+//! version 1 or 2 database gets the (empty) registry tables)
 //!
 //! ```text
 //! meta(key PK, value)                          schema_version, log_origin, log_verifier
@@ -19,12 +20,28 @@
 //! ledger_calculations(gateway, seq, calc_id, PK, methodology, re, pe, er, bindings,
 //!         completeness, excluded)              exact amounts as text, the rest JSON
 //! ledger_events(gateway, seq, idx, PK, time_ms, kind, device, first_seq, last_seq, detail)
+//! registry_head(id = 1 PK, seq)                the audit trail's last seq (serialises changes)
+//! registry_gateways(id PK, site, project, doc) JSON GatewayRecord (crate::registry)
+//! registry_kids(kid PK, gateway)               every enrolled key id, forever
+//! registry_sites(site PK, doc)                 JSON SiteDevices
+//! registry_audit(seq PK, time_ms, actor, record)
+//!                                              JSON AuditRecord, append-only
+//! ```
+//!
+//! ## A registry change: one transaction
+//!
+//! ```text
+//! SELECT registry_head FOR UPDATE                      -- one change at a time
+//! SELECT the gateway's / site's doc FOR UPDATE         -- waits for uploads holding it FOR SHARE
+//! SELECT head_seq FROM gateways                        -- last seq accepted before a revocation
+//! apply (pure), UPSERT doc, INSERT registry_kids, INSERT registry_audit, UPDATE registry_head; COMMIT
 //! ```
 //!
 //! ## One transaction per offered report
 //!
 //! ```text
 //! INSERT gateways(id) ON CONFLICT DO NOTHING; SELECT head ... FOR UPDATE   -- one decider per gateway
+//! SELECT registry docs of the kid's owner, the gateway, the site FOR SHARE -- registry::admit
 //! SELECT hash FROM reports WHERE (gateway, seq); SELECT gateway FROM kids  -- the ChainView
 //! decide()                                                                  -- pure
 //! accepted:     bind the kid (upsert, re-checked), SELECT log_head FOR UPDATE,
@@ -34,16 +51,24 @@
 //! otherwise:    ROLLBACK (nothing stored)
 //! ```
 //!
-//! Locks are always taken in the order gateway row, then log head, so two
-//! transactions never deadlock. The log head lock is held only from the
+//! Locks are always taken in the order gateway row, registry rows, log
+//! head (uploads) and registry head, registry rows (changes, which take no
+//! other lock), so two transactions never deadlock. The log head lock is held only from the
 //! report insert to commit: acceptances of different gateways serialise
 //! only there. A receiver killed mid-transaction leaves nothing (the
 //! database rolls it back): the database never holds a half-accepted
 //! report, and every accepted report has its log entry in the same commit.
 
 use super::decision::{ChainView, Decision, StoredHead, decide};
-use super::{Archive, ArchiveError, ChainStatus, Entry, Flag, ItemResult, ItemStatus, LogIdentity};
+use super::{
+    Admission, Archive, ArchiveError, ChainStatus, Entry, Flag, ItemResult, ItemStatus,
+    LogIdentity,
+};
 use crate::ledger::{self, LedgerCalculation, LedgerEntry, LedgerQuery};
+use crate::registry::{
+    AuditRecord, Change, GatewayRecord, Registry, RegistryError, RegistryView, SiteDevices,
+    rfc3339,
+};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use mrv_shared::report::merkle::Hash;
 use mrv_shared::report::verify::ChainHead;
@@ -56,7 +81,7 @@ use std::collections::BTreeMap;
 use tokio_postgres::NoTls;
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: &str = "2";
+pub const SCHEMA_VERSION: &str = "3";
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text NOT NULL);
@@ -141,6 +166,22 @@ CREATE TABLE IF NOT EXISTS ledger_events (
     detail text NOT NULL,
     PRIMARY KEY (gateway, seq, idx),
     FOREIGN KEY (gateway, seq) REFERENCES reports (gateway, seq)
+);
+CREATE TABLE IF NOT EXISTS registry_head (id int PRIMARY KEY CHECK (id = 1), seq bigint NOT NULL);
+INSERT INTO registry_head (id, seq) VALUES (1, 0) ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS registry_gateways (
+    id text PRIMARY KEY,
+    site text NOT NULL,
+    project text NOT NULL,
+    doc text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS registry_kids (kid text PRIMARY KEY, gateway text NOT NULL);
+CREATE TABLE IF NOT EXISTS registry_sites (site text PRIMARY KEY, doc text NOT NULL);
+CREATE TABLE IF NOT EXISTS registry_audit (
+    seq bigint PRIMARY KEY,
+    time_ms bigint NOT NULL,
+    actor text NOT NULL,
+    record text NOT NULL
 );
 "#;
 
@@ -256,7 +297,7 @@ impl PgArchive {
                 .await
                 .map_err(db)?;
             }
-            Some(v) if v == SCHEMA_VERSION || v == "1" => {
+            Some(v) if v == SCHEMA_VERSION || v == "1" || v == "2" => {
                 if meta.get("log_verifier") != Some(&verifier) {
                     return Err(ArchiveError::Corrupt {
                         what: String::from("meta.log_verifier"),
@@ -265,6 +306,15 @@ impl PgArchive {
                             meta.get("log_verifier")
                         ),
                     });
+                }
+                if v != SCHEMA_VERSION {
+                    // The registry tables were created above (empty).
+                    tx.execute(
+                        "UPDATE meta SET value = $1 WHERE key = 'schema_version'",
+                        &[&SCHEMA_VERSION],
+                    )
+                    .await
+                    .map_err(db)?;
                 }
                 if v == "1" {
                     // Version 1 had no ledger: index every stored report.
@@ -289,7 +339,7 @@ impl PgArchive {
                     .map_err(db)?;
                     tracing::info!(
                         reports = rows.len(),
-                        "database schema 1 -> 2: ledger indexed"
+                        "database schema 1 -> {SCHEMA_VERSION}: ledger indexed"
                     );
                 }
             }
@@ -476,11 +526,178 @@ impl PgArchive {
         })
     }
 
+    /// The registry view for `kid`, `gateway`, `site`; with `lock`, the
+    /// rows read are share-locked until the transaction ends (a change
+    /// waits for it, and it waits for a change in progress).
+    async fn view_in(
+        c: &impl GenericClient,
+        kid: &str,
+        gateway: &str,
+        site: &str,
+        lock: bool,
+    ) -> Result<RegistryView, ArchiveError> {
+        let share = if lock { " FOR SHARE OF g" } else { "" };
+        let owner_q = c
+            .prepare_cached(&format!(
+                "SELECT g.doc FROM registry_kids k JOIN registry_gateways g ON g.id = k.gateway \
+                 WHERE k.kid = $1{share}"
+            ))
+            .await
+            .map_err(db)?;
+        let kid_owner = match c.query_opt(&owner_q, &[&kid]).await.map_err(db)? {
+            Some(r) => Some(doc::<GatewayRecord>(r.get(0), "registry_gateways")?),
+            None => None,
+        };
+        let share = if lock { " FOR SHARE" } else { "" };
+        let gw_q = c
+            .prepare_cached(&format!(
+                "SELECT doc FROM registry_gateways WHERE id = $1{share}"
+            ))
+            .await
+            .map_err(db)?;
+        let claimed = match c.query_opt(&gw_q, &[&gateway]).await.map_err(db)? {
+            Some(r) => Some(doc::<GatewayRecord>(r.get(0), "registry_gateways")?),
+            None => None,
+        };
+        let site_q = c
+            .prepare_cached(&format!(
+                "SELECT doc FROM registry_sites WHERE site = $1{share}"
+            ))
+            .await
+            .map_err(db)?;
+        let site = match c.query_opt(&site_q, &[&site]).await.map_err(db)? {
+            Some(r) => Some(doc::<SiteDevices>(r.get(0), "registry_sites")?),
+            None => None,
+        };
+        Ok(RegistryView {
+            kid_owner,
+            claimed,
+            site,
+        })
+    }
+
+    async fn registry_change_tx(
+        &self,
+        change: &Change,
+        actor: &str,
+        now_ms: u64,
+    ) -> Result<Result<AuditRecord, RegistryError>, ArchiveError> {
+        let mut c = self.pool.get().await.map_err(db)?;
+        let tx = c.transaction().await.map_err(db)?;
+        let head: i64 = tx
+            .query_one("SELECT seq FROM registry_head WHERE id = 1 FOR UPDATE", &[])
+            .await
+            .map_err(db)?
+            .get(0);
+        let mut part = Registry::default();
+        let mut last_seq = 0;
+        if let Some(g) = change.gateway() {
+            if let Some(r) = tx
+                .query_opt(
+                    "SELECT doc FROM registry_gateways WHERE id = $1 FOR UPDATE",
+                    &[&g],
+                )
+                .await
+                .map_err(db)?
+            {
+                part.gateways
+                    .insert(g.to_string(), doc(r.get(0), "registry_gateways")?);
+            }
+            // After the lock: every upload that read the record before
+            // this change has committed (it held the row FOR SHARE).
+            last_seq = tx
+                .query_opt("SELECT head_seq FROM gateways WHERE id = $1", &[&g])
+                .await
+                .map_err(db)?
+                .map_or(0, |r| u64_of(r.get(0)));
+        }
+        if let Some(site) = change.site()
+            && let Some(r) = tx
+                .query_opt(
+                    "SELECT doc FROM registry_sites WHERE site = $1 FOR UPDATE",
+                    &[&site],
+                )
+                .await
+                .map_err(db)?
+        {
+            part.sites
+                .insert(site.to_string(), doc(r.get(0), "registry_sites")?);
+        }
+        let taken = match change.new_kid() {
+            Some(k) => tx
+                .query_opt("SELECT 1 FROM registry_kids WHERE kid = $1", &[&k])
+                .await
+                .map_err(db)?
+                .is_some(),
+            None => false,
+        };
+        let (normal, last_seq_accepted) = match part.apply(change, actor, now_ms, last_seq, taken)
+        {
+            Ok(x) => x,
+            Err(e) => {
+                tx.rollback().await.map_err(db)?;
+                return Ok(Err(e));
+            }
+        };
+        if let Some(g) = change.gateway() {
+            let rec = &part.gateways[g];
+            tx.execute(
+                "INSERT INTO registry_gateways (id, site, project, doc) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (id) DO UPDATE SET doc = EXCLUDED.doc",
+                &[&g, &rec.site, &rec.project, &json_text(rec)],
+            )
+            .await
+            .map_err(db)?;
+            for k in &rec.keys {
+                tx.execute(
+                    "INSERT INTO registry_kids (kid, gateway) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    &[&k.kid(), &g],
+                )
+                .await
+                .map_err(db)?;
+            }
+        }
+        if let Some(site) = change.site() {
+            tx.execute(
+                "INSERT INTO registry_sites (site, doc) VALUES ($1, $2) \
+                 ON CONFLICT (site) DO UPDATE SET doc = EXCLUDED.doc",
+                &[&site, &json_text(&part.sites[site])],
+            )
+            .await
+            .map_err(db)?;
+        }
+        let record = AuditRecord {
+            seq: u64_of(head) + 1,
+            time: rfc3339(now_ms),
+            time_ms: now_ms,
+            actor: actor.to_string(),
+            change: normal,
+            last_seq_accepted,
+        };
+        tx.execute(
+            "INSERT INTO registry_audit (seq, time_ms, actor, record) VALUES ($1, $2, $3, $4)",
+            &[
+                &(head + 1),
+                &i64_of(now_ms, "time")?,
+                &actor,
+                &json_text(&record),
+            ],
+        )
+        .await
+        .map_err(db)?;
+        tx.execute("UPDATE registry_head SET seq = $1 WHERE id = 1", &[&(head + 1)])
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Ok(record))
+    }
+
     async fn commit_tx(
         &self,
         bytes: &[u8],
         v: &VerifiedReport,
         now_ms: u64,
+        admission: &Admission<'_>,
     ) -> Result<ItemResult, ArchiveError> {
         let gw = v.gateway();
         let seq = i64_of(v.seq(), "seq")?;
@@ -496,6 +713,11 @@ impl PgArchive {
             .await
             .map_err(db)?;
         let head: Option<String> = tx.query_one(&lock, &[&gw]).await.map_err(db)?.get(0);
+        let view = Self::view_in(&tx, &v.kid, gw, v.report.header.site.as_str(), true).await?;
+        if let Err(r) = crate::registry::admit(&view, admission.trust, v, admission.key) {
+            tx.rollback().await.map_err(db)?;
+            return Ok(ItemResult::rejected(Some(v), r.reason, r.detail));
+        }
         let head: Option<ChainHead> = match head {
             None => None,
             Some(text) => {
@@ -712,6 +934,13 @@ impl PgArchive {
     }
 }
 
+fn doc<T: serde::de::DeserializeOwned>(text: &str, table: &str) -> Result<T, ArchiveError> {
+    serde_json::from_str(text).map_err(|e| ArchiveError::Corrupt {
+        what: table.to_string(),
+        why: e.to_string(),
+    })
+}
+
 fn flag_of(r: &tokio_postgres::Row) -> Flag {
     Flag {
         gateway: r.get(0),
@@ -750,6 +979,7 @@ impl Archive for PgArchive {
         bytes: &[u8],
         v: &VerifiedReport,
         now_ms: u64,
+        admission: &Admission<'_>,
     ) -> Result<ItemResult, ArchiveError> {
         if !super::file::safe_gateway(v.gateway()) {
             return Ok(ItemResult::rejected(
@@ -758,7 +988,67 @@ impl Archive for PgArchive {
                 format!("gateway id {:?} is not a valid id", v.gateway()),
             ));
         }
-        self.commit_tx(bytes, v, now_ms).await
+        self.commit_tx(bytes, v, now_ms, admission).await
+    }
+
+    async fn registry_view(
+        &self,
+        kid: &str,
+        gateway: &str,
+        site: &str,
+    ) -> Result<RegistryView, ArchiveError> {
+        let c = self.pool.get().await.map_err(db)?;
+        Self::view_in(&c, kid, gateway, site, false).await
+    }
+
+    async fn registry_change(
+        &self,
+        change: &Change,
+        actor: &str,
+        now_ms: u64,
+    ) -> Result<Result<AuditRecord, RegistryError>, ArchiveError> {
+        self.registry_change_tx(change, actor, now_ms).await
+    }
+
+    async fn registry(&self) -> Result<Registry, ArchiveError> {
+        let c = self.pool.get().await.map_err(db)?;
+        let mut r = Registry::default();
+        for row in c
+            .query("SELECT id, doc FROM registry_gateways ORDER BY id", &[])
+            .await
+            .map_err(db)?
+        {
+            r.gateways
+                .insert(row.get(0), doc(row.get(1), "registry_gateways")?);
+        }
+        for row in c
+            .query("SELECT site, doc FROM registry_sites ORDER BY site", &[])
+            .await
+            .map_err(db)?
+        {
+            r.sites.insert(row.get(0), doc(row.get(1), "registry_sites")?);
+        }
+        Ok(r)
+    }
+
+    async fn registry_history(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, ArchiveError> {
+        let c = self.pool.get().await.map_err(db)?;
+        c.query(
+            "SELECT record FROM registry_audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+            &[
+                &i64_of(after.min(i64::MAX as u64), "after")?,
+                &i64_of(limit as u64, "limit")?,
+            ],
+        )
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|r| doc(r.get(0), "registry_audit"))
+        .collect()
     }
 
     async fn fetch(&self, report_id: &str) -> Result<Option<Vec<u8>>, ArchiveError> {
