@@ -517,7 +517,7 @@ async fn next_line(mut lines: Lines) -> (Lines, Option<Result<Vec<u8>, LineError
 /// The single path every upload takes ([`crate::verification::offer`]).
 async fn offer(state: &AppState, bytes: Vec<u8>) -> Result<ItemResult, ArchiveError> {
     let (r, t) = crate::verification::offer(
-        &state.archive,
+        &*state.archive,
         &state.trust,
         bytes,
         now_ms(),

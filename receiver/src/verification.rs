@@ -8,7 +8,7 @@
 //! Verification is CPU-heavy (every device signature, the Merkle root,
 //! every aggregate and the calculation): it runs on a blocking thread.
 
-use crate::archive::{AnyArchive, Archive, ArchiveError, ItemResult};
+use crate::archive::{Archive, ArchiveError, ItemResult};
 use crate::registry::{self, KeySource, RegistryView};
 use mrv_shared::report::jws::parse_compact;
 use mrv_shared::report::verify::check_contents;
@@ -113,8 +113,8 @@ pub struct Timing {
 /// The whole path for one offered report (see the module doc). `slots`
 /// bounds how many reports are verified at once. `Err` only for storage
 /// failures (then nothing was stored).
-pub async fn offer(
-    archive: &AnyArchive,
+pub async fn offer<A: Archive>(
+    archive: &A,
     trust: &Arc<Trust>,
     bytes: Vec<u8>,
     now_ms: u64,

@@ -11,7 +11,7 @@ use mrv_receiver::archive::file::FileArchive;
 use mrv_receiver::archive::postgres::PgArchive;
 use mrv_receiver::archive::{AnyArchive, Archive, ItemResult, ItemStatus, LogIdentity};
 use mrv_receiver::throwaway_postgres::fresh_database;
-use mrv_receiver::verification::{Trust, verify_offered};
+use mrv_receiver::verification::Trust;
 use mrv_shared::tlog::checkpoint::Checkpoint;
 use mrv_shared::tlog::receipt::{verify_consistency_between, verify_receipt};
 use std::path::PathBuf;
@@ -55,15 +55,16 @@ impl Kind {
 }
 
 async fn offer(a: &AnyArchive, bytes: &[u8], trust: &Trust) -> ItemResult {
-    let hash: [u8; 32] =
-        sha2::Digest::finalize(sha2::Digest::chain_update(sha2::Sha256::default(), bytes)).into();
-    if let Some(r) = a.duplicate(hash).await.expect("io") {
-        return r;
-    }
-    match verify_offered(bytes, trust) {
-        Ok(v) => a.commit(bytes, &v, 1).await.expect("io"),
-        Err(e) => ItemResult::rejected(None, e.label(), e.to_string()),
-    }
+    offer_at(a, bytes, trust, 1).await
+}
+
+/// The receiver's own path (registry, verification, commit) at `now_ms`.
+async fn offer_at(a: &AnyArchive, bytes: &[u8], trust: &Trust, now_ms: u64) -> ItemResult {
+    let t = std::sync::Arc::new(trust.clone());
+    mrv_receiver::verification::offer(a, &t, bytes.to_vec(), now_ms, None)
+        .await
+        .expect("io")
+        .0
 }
 
 fn trust(chain: &TestChain) -> Trust {
@@ -511,3 +512,266 @@ async fn a_schema_1_database_gets_its_stored_reports_indexed_in_the_ledger_at_co
     );
     assert_eq!(b.ledger(&q).await.expect("io").len(), 4);
 }
+
+// ---- The registry (receiver/src/registry): both stores ----
+
+use mrv_receiver::registry::{Change, RegistryError};
+use mrv_shared::report::KeySet;
+
+const P: u64 = 600_000;
+
+fn no_bootstrap() -> Trust {
+    Trust {
+        keys: KeySet::new(),
+        devices: mrv_shared::report::DeviceTrust::Registry(Default::default()),
+    }
+}
+
+fn enrol_test_gateway(chain: &TestChain) -> Change {
+    Change::EnrolGateway {
+        gateway: String::from(upload_support::GATEWAY),
+        site: String::from("th-solar-01"),
+        project: String::from("JCM-TH-0042"),
+        key: chain.jwk(),
+        valid_from: Some(String::from("2025-11-26T00:00:00Z")),
+    }
+}
+
+fn import_site() -> Change {
+    Change::ImportDevices {
+        site: String::from("th-solar-01"),
+        registry: upload_support::synthetic_registry(),
+    }
+}
+
+both!(registry_changes_are_audited_and_survive_reopening, |kind| {
+    let chain = TestChain::new(1, 60_000, P);
+    let a = kind.open().await;
+    let t0 = upload_support::T0;
+    let rec = a
+        .registry_change(&enrol_test_gateway(&chain), "alice", t0)
+        .await
+        .expect("io")
+        .expect("enrols");
+    assert_eq!((rec.seq, rec.actor.as_str()), (1, "alice"));
+    let again = a
+        .registry_change(&enrol_test_gateway(&chain), "alice", t0 + 1)
+        .await
+        .expect("io");
+    assert!(matches!(again, Err(RegistryError::Conflict(_))), "{again:?}");
+    a.registry_change(&import_site(), "bob", t0 + 2)
+        .await
+        .expect("io")
+        .expect("imports");
+    let new_key = SigningKey::from_bytes(&[43; 32]);
+    let rec = a
+        .registry_change(
+            &Change::RotateGatewayKey {
+                gateway: String::from(upload_support::GATEWAY),
+                key: mrv_shared::report::jwk::Jwk::public("k2", &new_key.verifying_key()),
+                at: None,
+            },
+            "carol",
+            t0 + 3,
+        )
+        .await
+        .expect("io")
+        .expect("rotates");
+    assert_eq!(rec.seq, 3, "a refused change takes no seq");
+    let history = a.registry_history(0, 100).await.expect("io");
+    assert_eq!(
+        history
+            .iter()
+            .map(|r| (r.seq, r.actor.as_str(), r.time_ms))
+            .collect::<Vec<_>>(),
+        vec![(1, "alice", t0), (2, "bob", t0 + 2), (3, "carol", t0 + 3)]
+    );
+    assert_eq!(a.registry_history(2, 100).await.expect("io").len(), 1);
+    let before = a.registry().await.expect("io");
+    assert_eq!(before.gateways["gw-test"].keys.len(), 2);
+    assert_eq!(before.sites["th-solar-01"].registry.devices.len(), 64);
+    drop(a);
+    let a = kind.open().await;
+    assert_eq!(a.registry().await.expect("io"), before, "the same after reopening");
+    assert_eq!(a.registry_history(0, 100).await.expect("io"), history);
+});
+
+both!(
+    the_registry_admits_reports_by_key_validity_and_refuses_after_revocation,
+    |kind| {
+        let a = kind.open().await;
+        let none = no_bootstrap();
+        // Chain A: reports 1-2 by k1, then 3-4 by k2; chain B: the same
+        // reports 1-3 all by k1 (deterministic: B's 1-2 are A's 1-2).
+        let mut ca = TestChain::new(1, 60_000, P).unstored();
+        let mut cb = TestChain::new(1, 60_000, P).unstored();
+        ca.extend(2);
+        cb.extend(3);
+        assert_eq!(ca.reports[..2], cb.reports[..2]);
+        let enrol_k1 = enrol_test_gateway(&ca);
+        let k2 = SigningKey::from_bytes(&[43; 32]);
+        ca.set_signer(k2.clone(), "k2");
+        ca.extend(2);
+        let status = |r: &ItemResult| (r.status, r.reason.clone());
+        let rejected = |reason: &str| (ItemStatus::Rejected, Some(reason.to_string()));
+        // Nothing enrolled, no bootstrap keys: an unknown gateway.
+        let r = offer(&a, &ca.reports[0], &none).await;
+        assert_eq!(status(&r), rejected("unknown_gateway"), "{r:?}");
+        // Enrolled, but its site has no devices and there is no fallback.
+        a.registry_change(&enrol_k1, "alice", 10)
+            .await
+            .expect("io")
+            .expect("enrols");
+        let r = offer(&a, &ca.reports[0], &none).await;
+        assert_eq!(status(&r), rejected("device_not_registered"), "{r:?}");
+        a.registry_change(&import_site(), "alice", 11)
+            .await
+            .expect("io")
+            .expect("imports");
+        assert_eq!(offer(&a, &ca.reports[0], &none).await.status, ItemStatus::Accepted);
+        // Rotation at the end of report 2's period.
+        let at = mrv_receiver::registry::rfc3339(upload_support::T0 + 2 * P);
+        a.registry_change(
+            &Change::RotateGatewayKey {
+                gateway: String::from(upload_support::GATEWAY),
+                key: mrv_shared::report::jwk::Jwk::public("k2", &k2.verifying_key()),
+                at: Some(at),
+            },
+            "alice",
+            12,
+        )
+        .await
+        .expect("io")
+        .expect("rotates");
+        // The old key still signs the backlog before the rotation...
+        assert_eq!(offer(&a, &ca.reports[1], &none).await.status, ItemStatus::Accepted);
+        // ...but not a period after it.
+        let r = offer(&a, &cb.reports[2], &none).await;
+        assert_eq!(status(&r), rejected("key_not_valid"), "{r:?}");
+        assert_eq!(offer(&a, &ca.reports[2], &none).await.status, ItemStatus::Accepted);
+        // Revocation: the last seq accepted before it is recorded, and
+        // nothing signed by the key is accepted after it.
+        let rec = a
+            .registry_change(
+                &Change::RevokeGatewayKey {
+                    gateway: String::from(upload_support::GATEWAY),
+                    kid: String::from("k2"),
+                    reason: String::from("stolen"),
+                },
+                "carol",
+                13,
+            )
+            .await
+            .expect("io")
+            .expect("revokes");
+        assert_eq!(rec.last_seq_accepted, Some(3));
+        let r = offer(&a, &ca.reports[3], &none).await;
+        assert_eq!(status(&r), rejected("key_revoked"), "{r:?}");
+        let st = a.chain_status("gw-test").await.expect("io").expect("known");
+        assert_eq!((st.reports, st.head_seq), (3, 3), "nothing stored after the revocation");
+        assert!(a.fetch("gw-test-000000000004").await.expect("io").is_none());
+        // A report already accepted is still answered as a duplicate.
+        assert_eq!(offer(&a, &ca.reports[2], &none).await.status, ItemStatus::Duplicate);
+    }
+);
+
+both!(
+    an_enrolled_gateway_signs_only_with_its_keys_and_bootstrap_keys_still_work,
+    |kind| {
+        let a = kind.open().await;
+        let mut chain = TestChain::new(1, 60_000, P).unstored();
+        chain.extend(2);
+        // Bootstrap: the command-line key, the command-line devices.
+        let boot = trust(&chain);
+        assert_eq!(offer(&a, &chain.reports[0], &boot).await.status, ItemStatus::Accepted);
+        // Once the gateway is enrolled with another key, the bootstrap key
+        // no longer signs for it.
+        let other = SigningKey::from_bytes(&[44; 32]);
+        a.registry_change(
+            &Change::EnrolGateway {
+                gateway: String::from(upload_support::GATEWAY),
+                site: String::from("th-solar-01"),
+                project: String::from("JCM-TH-0042"),
+                key: mrv_shared::report::jwk::Jwk::public("other", &other.verifying_key()),
+                valid_from: None,
+            },
+            "alice",
+            5,
+        )
+        .await
+        .expect("io")
+        .expect("enrols");
+        let r = offer(&a, &chain.reports[1], &boot).await;
+        assert_eq!(
+            (r.status, r.reason.as_deref()),
+            (ItemStatus::Rejected, Some("unknown_kid")),
+            "{r:?}"
+        );
+        // A device key revocation at a site refuses reports listing it.
+        let mut c2 = TestChain::new(1, 60_000, P).unstored();
+        c2.set_gateway("gw-two");
+        c2.set_signer(SigningKey::from_bytes(&[45; 32]), "kid-two");
+        c2.extend(2);
+        a.registry_change(
+            &Change::EnrolGateway {
+                gateway: String::from("gw-two"),
+                site: String::from("th-solar-01"),
+                project: String::from("JCM-TH-0042"),
+                key: c2.jwk(),
+                valid_from: None,
+            },
+            "alice",
+            6,
+        )
+        .await
+        .expect("io")
+        .expect("enrols");
+        a.registry_change(&import_site(), "alice", 7)
+            .await
+            .expect("io")
+            .expect("imports");
+        let none = no_bootstrap();
+        assert_eq!(offer(&a, &c2.reports[0], &none).await.status, ItemStatus::Accepted);
+        let x = upload_support::synthetic_registry().devices[0].keys[0].jwk.x.clone();
+        a.registry_change(
+            &Change::RevokeDeviceKey {
+                site: String::from("th-solar-01"),
+                device: String::from("pv-0000"),
+                x,
+                reason: String::from("meter tampered"),
+            },
+            "bob",
+            8,
+        )
+        .await
+        .expect("io")
+        .expect("revokes");
+        let r = offer(&a, &c2.reports[1], &none).await;
+        assert_eq!(
+            (r.status, r.reason.as_deref()),
+            (ItemStatus::Rejected, Some("device_key_revoked")),
+            "{r:?}"
+        );
+        // A different site or project than enrolled is refused.
+        let mut c3 = TestChain::new(1, 60_000, P).unstored();
+        c3.set_gateway("gw-three");
+        c3.set_signer(SigningKey::from_bytes(&[46; 32]), "kid-three");
+        c3.extend(1);
+        a.registry_change(
+            &Change::EnrolGateway {
+                gateway: String::from("gw-three"),
+                site: String::from("elsewhere"),
+                project: String::from("JCM-TH-0042"),
+                key: c3.jwk(),
+                valid_from: None,
+            },
+            "alice",
+            9,
+        )
+        .await
+        .expect("io")
+        .expect("enrols");
+        let r = offer(&a, &c3.reports[0], &none).await;
+        assert_eq!(r.reason.as_deref(), Some("site_mismatch"), "{r:?}");
+    }
+);

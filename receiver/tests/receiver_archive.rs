@@ -18,11 +18,12 @@ fn identity() -> LogIdentity {
 }
 
 async fn offer(a: &FileArchive, bytes: &[u8], t: &Trust) -> mrv_receiver::archive::ItemResult {
-    let v = verify_offered(bytes, t).expect("verifies");
-    if let Some(d) = a.duplicate(v.hash).await.expect("io") {
-        return d;
-    }
-    a.commit(bytes, &v, 1).await.expect("io")
+    verify_offered(bytes, t).expect("verifies");
+    let t = std::sync::Arc::new(t.clone());
+    mrv_receiver::verification::offer(a, &t, bytes.to_vec(), 1, None)
+        .await
+        .expect("io")
+        .0
 }
 
 #[tokio::test]

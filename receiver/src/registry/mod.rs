@@ -396,7 +396,38 @@ impl Registry {
     /// to any gateway already (the archive knows it even when it loaded
     /// only a part of the registry). Returns the change with every time
     /// filled in, as it goes into the trail.
+    /// A refused change leaves the registry as it was.
     pub fn apply(
+        &mut self,
+        change: &Change,
+        actor: &str,
+        now_ms: u64,
+        last_seq: u64,
+        kid_taken: bool,
+    ) -> Result<(Change, Option<u64>), RegistryError> {
+        // Gateway changes check everything before they touch the record;
+        // site changes check the site's registry after the edit, so keep
+        // the site's previous state to put back.
+        let site_before = change
+            .site()
+            .map(|s| (s.to_string(), self.sites.get(s).cloned()));
+        let r = self.apply_unchecked(change, actor, now_ms, last_seq, kid_taken);
+        if r.is_err()
+            && let Some((site, before)) = site_before
+        {
+            match before {
+                Some(b) => {
+                    self.sites.insert(site, b);
+                }
+                None => {
+                    self.sites.remove(&site);
+                }
+            }
+        }
+        r
+    }
+
+    fn apply_unchecked(
         &mut self,
         change: &Change,
         actor: &str,
@@ -733,9 +764,19 @@ pub fn gateway_key(
     if let Some(vk) = trust.keys.get(kid) {
         return Ok(KeySource::Bootstrap(vk.to_bytes()));
     }
+    if !trust.keys.is_empty() {
+        // With bootstrap keys any gateway may sign with one of them: what
+        // is unknown is the key.
+        return Err(refuse(
+            "unknown_kid",
+            format!(
+                "key id {kid:?} is neither enrolled nor one of the receiver's command-line keys, and gateway {claimed:?} is not enrolled"
+            ),
+        ));
+    }
     Err(refuse(
         "unknown_gateway",
-        format!("gateway {claimed:?} is not enrolled and key id {kid:?} is unknown"),
+        format!("gateway {claimed:?} is not enrolled (and key id {kid:?} is unknown)"),
     ))
 }
 
