@@ -12,8 +12,13 @@
 //! DIR/totals.json                    the ledger totals (GET /v1/ledger/totals answers the same)
 //! DIR/reports/<gateway>/<seq>.jws    every counted report, byte for byte as stored
 //! DIR/receipts/<gateway>/<seq>.json  a log receipt for each (inclusion proof + checkpoint)
-//! DIR/registry/devices.json          the device registry the reports were verified against
-//! DIR/registry/gateway-keys/*.jwk    the gateway keys
+//! DIR/registry/devices.json          the command-line device registry (when given)
+//! DIR/registry/gateway-keys/*.jwk    the command-line gateway keys (when given)
+//! DIR/registry/registry.json         the backend's registry: enrolled gateways, their keys with
+//!                                    validity and revocations, sites' device registries
+//! DIR/registry/history.jsonl         the registry's whole audit trail (who, when, what)
+//! DIR/registry/enrolled-keys/<kid>.jwk   the enrolled keys of the counted gateways
+//! DIR/registry/sites/<site>/devices.json the device registry of each counted site
 //! DIR/log/checkpoint.txt             the log's signed checkpoint the receipts verify against
 //! DIR/log/verifier.txt               the log's note verifier key (compare out of band)
 //! DIR/MANIFEST.sha256                `sha256sum` lines for every file above
@@ -221,6 +226,42 @@ pub async fn write_pack(
             &mut files,
         )?;
     }
+    // The backend's registry and its audit trail.
+    let reg = archive.registry().await?;
+    let history = archive.registry_history(0, usize::MAX).await?;
+    let mut enrolled = RegistryFiles::default();
+    if !reg.gateways.is_empty() || !reg.sites.is_empty() || !history.is_empty() {
+        let json = serde_json::to_vec_pretty(&serde_json::json!({
+            "gateways": reg.gateways.values().collect::<Vec<_>>(),
+            "sites": reg.sites.values().collect::<Vec<_>>(),
+        }))
+        .expect("the registry serialises");
+        write(out, "registry/registry.json", &json, &mut files)?;
+        let mut lines = Vec::new();
+        for r in &history {
+            lines.extend(serde_json::to_vec(r).expect("an audit record serialises"));
+            lines.push(b'\n');
+        }
+        write(out, "registry/history.jsonl", &lines, &mut files)?;
+        let gateways: std::collections::BTreeSet<&str> =
+            counted.iter().map(|e| e.gateway.as_str()).collect();
+        let sites: std::collections::BTreeSet<&str> =
+            counted.iter().map(|e| e.site.as_str()).collect();
+        for g in gateways.iter().filter_map(|g| reg.gateways.get(*g)) {
+            for k in &g.keys {
+                let json = serde_json::to_vec_pretty(&k.jwk).expect("a JWK serialises");
+                let name = format!("registry/enrolled-keys/{}.jwk", safe_name(k.kid()));
+                write(out, &name, &json, &mut files)?;
+                enrolled.keys = true;
+            }
+        }
+        for site in sites.iter().filter_map(|s| reg.sites.get(*s)) {
+            let json = serde_json::to_vec_pretty(&site.registry).expect("a registry serialises");
+            let name = format!("registry/sites/{}/devices.json", safe_name(&site.site));
+            write(out, &name, &json, &mut files)?;
+            enrolled.sites.insert(site.site.clone(), name);
+        }
+    }
     // Tables: workbook, CSV, JSON.
     let tables = tables::tables(&totals, &counted);
     let xlsx = workbook::workbook(&tables)?;
@@ -238,7 +279,7 @@ pub async fn write_pack(
     write(
         out,
         "README.md",
-        readme(&totals, identity, inputs).as_bytes(),
+        readme(&totals, identity, inputs, &enrolled).as_bytes(),
         &mut files,
     )?;
     // Manifest and signature.
@@ -268,10 +309,43 @@ pub async fn write_pack(
     })
 }
 
-fn readme(t: &Totals, identity: &LogIdentity, inputs: &PackInputs) -> String {
+/// What of the backend's registry went into the pack.
+#[derive(Debug, Default)]
+struct RegistryFiles {
+    /// Enrolled keys were written to `registry/enrolled-keys/`.
+    keys: bool,
+    /// Device registry file by site.
+    sites: BTreeMap<String, String>,
+}
+
+/// `s` as one path component: itself when it is made of `[A-Za-z0-9._-]`
+/// and does not start with `.`, else `x-` and its hex.
+fn safe_name(s: &str) -> String {
+    if !s.is_empty()
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        s.to_string()
+    } else {
+        format!("x-{}", mrv_shared::report::hex(s.as_bytes()))
+    }
+}
+
+fn readme(
+    t: &Totals,
+    identity: &LogIdentity,
+    inputs: &PackInputs,
+    enrolled: &RegistryFiles,
+) -> String {
     let q = &t.query;
     let a = &t.amounts;
-    let (keys, py_keys) = if inputs.gateway_keys.is_empty() {
+    let (keys, py_keys) = if enrolled.keys && inputs.gateway_keys.is_empty() {
+        (
+            String::from("registry/enrolled-keys"),
+            String::from("$(printf -- '--keys %s ' registry/enrolled-keys/*)"),
+        )
+    } else if inputs.gateway_keys.is_empty() {
         (
             String::from("<gateway public JWK>"),
             String::from("--keys <gateway public JWK>"),
@@ -282,7 +356,12 @@ fn readme(t: &Totals, identity: &LogIdentity, inputs: &PackInputs) -> String {
             String::from("$(printf -- '--keys %s ' registry/gateway-keys/*)"),
         )
     };
-    let registry = if inputs.registry.is_some() {
+    let registry = if enrolled.sites.len() == 1 && inputs.registry.is_none() {
+        format!(
+            "--devices {}",
+            enrolled.sites.values().next().expect("one site")
+        )
+    } else if inputs.registry.is_some() {
         String::from("--devices registry/devices.json")
     } else {
         String::from("--devices <the device registry you trust>")
@@ -315,7 +394,9 @@ fn readme(t: &Totals, identity: &LogIdentity, inputs: &PackInputs) -> String {
            ER per report and the period total), Completeness, Gaps and events; `csv/`: the same tables.\n\
          - `reports/<gateway>/<seq>.jws`: every counted report as the gateway signed it.\n\
          - `receipts/`: the backend's log receipt for each; `log/checkpoint.txt`, `log/verifier.txt`.\n\
-         - `registry/`: the device registry and gateway keys the reports were verified against.\n\
+         - `registry/`: the device registry and gateway keys the reports were verified against;\n  \
+           `registry.json` the backend's registry (gateways with their keys' validity and revocations,\n  \
+           sites' devices) and `history.jsonl` its audit trail: every change, who made it and when.\n\
          - `totals.json`: the totals as computed; `MANIFEST.sha256`: SHA-256 of every file;\n  \
            `STATEMENT.note`: a C2SP signed note, by the log key, over the totals and the manifest's SHA-256.\n\n\
          ## How to verify\n\n\
