@@ -34,7 +34,12 @@ pub struct RegistryArgs {
     )]
     url: String,
     /// Admin bearer token (names the actor recorded with each change).
-    #[arg(long, env = "MRV_RECEIVER_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "MRV_RECEIVER_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
     admin_token: Option<String>,
     /// CA certificate (PEM) to trust for an https URL, besides none.
     #[arg(long, global = true)]
@@ -267,7 +272,8 @@ fn change_of(cmd: &RegistryCmd) -> anyhow::Result<Option<Change>> {
             reason: reason.clone(),
         },
         RegistryCmd::Devices(DevicesCmd::Import { site, file }) => {
-            let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let bytes =
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
             Change::ImportDevices {
                 site: site.clone(),
                 registry: DeviceRegistry::from_json(&bytes)

@@ -257,7 +257,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/registry", get(registry_show))
         .route("/v1/registry/changes", post(registry_change))
         .route("/v1/registry/history", get(registry_history))
-        .route("/v1/registry/sites/{site}/devices", get(registry_site_devices))
+        .route(
+            "/v1/registry/sites/{site}/devices",
+            get(registry_site_devices),
+        )
         .route("/v1/metrics", get(metrics))
         .route("/v1/health", get(health))
         .with_state(state)
@@ -837,10 +840,14 @@ async fn log_key(State(state): State<AppState>) -> Response {
 }
 
 /// The actor of an admin request, or the `401` answer.
-fn admin(state: &AppState, headers: &HeaderMap) -> Result<String, Response> {
+fn admin(state: &AppState, headers: &HeaderMap) -> Result<String, Box<Response>> {
     let refuse = |detail: &str| {
         state.stats.registry_refused.fetch_add(1, Ordering::Relaxed);
-        problem(StatusCode::UNAUTHORIZED, "unauthorized", detail.to_string())
+        Box::new(problem(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            detail.to_string(),
+        ))
     };
     if state.admins.is_empty() {
         return Err(refuse(
@@ -859,7 +866,7 @@ fn admin(state: &AppState, headers: &HeaderMap) -> Result<String, Response> {
 
 async fn registry_show(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(r) = admin(&state, &headers) {
-        return r;
+        return *r;
     }
     match state.archive.registry().await {
         Ok(r) => axum::Json(serde_json::json!({
@@ -877,7 +884,7 @@ async fn registry_site_devices(
     Path(site): Path<String>,
 ) -> Response {
     if let Err(r) = admin(&state, &headers) {
-        return r;
+        return *r;
     }
     match state.archive.registry().await {
         Ok(r) => match r.sites.get(&site) {
@@ -898,7 +905,7 @@ async fn registry_history(
     Query(q): Query<ListQuery>,
 ) -> Response {
     if let Err(r) = admin(&state, &headers) {
-        return r;
+        return *r;
     }
     match state
         .archive
@@ -917,7 +924,7 @@ async fn registry_change(
 ) -> Response {
     let actor = match admin(&state, &headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let refused = |code: StatusCode, reason: &str, detail: String| {
         state.stats.registry_refused.fetch_add(1, Ordering::Relaxed);
@@ -933,7 +940,11 @@ async fn registry_change(
             );
         }
     };
-    match state.archive.registry_change(&change, &actor, now_ms()).await {
+    match state
+        .archive
+        .registry_change(&change, &actor, now_ms())
+        .await
+    {
         Ok(Ok(record)) => {
             state.stats.registry_changes.fetch_add(1, Ordering::Relaxed);
             tracing::info!(seq = record.seq, actor = %record.actor, change = ?record.change, "registry change");
@@ -997,13 +1008,22 @@ async fn metrics(State(state): State<AppState>) -> Response {
         "mrv_receiver_registry_changes_total",
         "Registry changes recorded, and refused.",
         &[
-            (String::from("{outcome=\"recorded\"}"), get(&s.registry_changes)),
-            (String::from("{outcome=\"refused\"}"), get(&s.registry_refused)),
+            (
+                String::from("{outcome=\"recorded\"}"),
+                get(&s.registry_changes),
+            ),
+            (
+                String::from("{outcome=\"refused\"}"),
+                get(&s.registry_refused),
+            ),
         ],
     );
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         out,
     )
         .into_response()

@@ -12,7 +12,9 @@ use crate::archive::{Archive, ArchiveError, ItemResult};
 use crate::registry::{self, KeySource, RegistryView};
 use mrv_shared::report::jws::parse_compact;
 use mrv_shared::report::verify::check_contents;
-use mrv_shared::report::{DeviceTrust, KeySet, ReportError, VerifiedReport, verify_jws, verify_report};
+use mrv_shared::report::{
+    DeviceTrust, KeySet, ReportError, VerifiedReport, verify_jws, verify_report,
+};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,7 +74,7 @@ pub fn claims(bytes: &[u8]) -> Result<Claims, ReportError> {
 
 /// A refusal before the chain decision: reason, detail, and the report
 /// when it parsed.
-type Refused = (&'static str, String, Option<VerifiedReport>);
+type Refused = (&'static str, String, Option<Box<VerifiedReport>>);
 
 /// Signature (with the key the registry or the bootstrap keys give),
 /// registry admission, then contents.
@@ -87,16 +89,15 @@ pub fn verify_with_registry(
     let mut one = KeySet::new();
     one.insert(
         &c.kid,
-        ed25519_dalek::VerifyingKey::from_bytes(&key.bytes()).map_err(|e| {
-            ("bad_key", format!("key {:?}: {e}", c.kid), None)
-        })?,
+        ed25519_dalek::VerifyingKey::from_bytes(&key.bytes())
+            .map_err(|e| ("bad_key", format!("key {:?}: {e}", c.kid), None))?,
     );
     let v = verify_jws(bytes, &one).map_err(|e| (e.label(), e.to_string(), None))?;
     if let Err(r) = registry::admit(view, trust, &v, &key) {
-        return Err((r.reason, r.detail, Some(v)));
+        return Err((r.reason, r.detail, Some(Box::new(v))));
     }
     if let Err(e) = check_contents(&v.report) {
-        return Err((e.label(), e.to_string(), Some(v)));
+        return Err((e.label(), e.to_string(), Some(Box::new(v))));
     }
     Ok((v, key))
 }
@@ -164,7 +165,9 @@ pub async fn offer<A: Archive>(
             Ok((r?, timing))
         }
         Err((reason, detail, v)) => {
-            let v = v.or_else(|| crate::archive::file::parse_stored(&bytes, "offered").ok());
+            let v = v
+                .map(|b| *b)
+                .or_else(|| crate::archive::file::parse_stored(&bytes, "offered").ok());
             Ok((ItemResult::rejected(v.as_ref(), reason, detail), timing))
         }
     }

@@ -558,7 +558,10 @@ both!(registry_changes_are_audited_and_survive_reopening, |kind| {
         .registry_change(&enrol_test_gateway(&chain), "alice", t0 + 1)
         .await
         .expect("io");
-    assert!(matches!(again, Err(RegistryError::Conflict(_))), "{again:?}");
+    assert!(
+        matches!(again, Err(RegistryError::Conflict(_))),
+        "{again:?}"
+    );
     a.registry_change(&import_site(), "bob", t0 + 2)
         .await
         .expect("io")
@@ -592,7 +595,11 @@ both!(registry_changes_are_audited_and_survive_reopening, |kind| {
     assert_eq!(before.sites["th-solar-01"].registry.devices.len(), 64);
     drop(a);
     let a = kind.open().await;
-    assert_eq!(a.registry().await.expect("io"), before, "the same after reopening");
+    assert_eq!(
+        a.registry().await.expect("io"),
+        before,
+        "the same after reopening"
+    );
     assert_eq!(a.registry_history(0, 100).await.expect("io"), history);
 });
 
@@ -628,7 +635,10 @@ both!(
             .await
             .expect("io")
             .expect("imports");
-        assert_eq!(offer(&a, &ca.reports[0], &none).await.status, ItemStatus::Accepted);
+        assert_eq!(
+            offer(&a, &ca.reports[0], &none).await.status,
+            ItemStatus::Accepted
+        );
         // Rotation at the end of report 2's period.
         let at = mrv_receiver::registry::rfc3339(upload_support::T0 + 2 * P);
         a.registry_change(
@@ -644,11 +654,17 @@ both!(
         .expect("io")
         .expect("rotates");
         // The old key still signs the backlog before the rotation...
-        assert_eq!(offer(&a, &ca.reports[1], &none).await.status, ItemStatus::Accepted);
+        assert_eq!(
+            offer(&a, &ca.reports[1], &none).await.status,
+            ItemStatus::Accepted
+        );
         // ...but not a period after it.
         let r = offer(&a, &cb.reports[2], &none).await;
         assert_eq!(status(&r), rejected("key_not_valid"), "{r:?}");
-        assert_eq!(offer(&a, &ca.reports[2], &none).await.status, ItemStatus::Accepted);
+        assert_eq!(
+            offer(&a, &ca.reports[2], &none).await.status,
+            ItemStatus::Accepted
+        );
         // Revocation: the last seq accepted before it is recorded, and
         // nothing signed by the key is accepted after it.
         let rec = a
@@ -668,10 +684,17 @@ both!(
         let r = offer(&a, &ca.reports[3], &none).await;
         assert_eq!(status(&r), rejected("key_revoked"), "{r:?}");
         let st = a.chain_status("gw-test").await.expect("io").expect("known");
-        assert_eq!((st.reports, st.head_seq), (3, 3), "nothing stored after the revocation");
+        assert_eq!(
+            (st.reports, st.head_seq),
+            (3, 3),
+            "nothing stored after the revocation"
+        );
         assert!(a.fetch("gw-test-000000000004").await.expect("io").is_none());
         // A report already accepted is still answered as a duplicate.
-        assert_eq!(offer(&a, &ca.reports[2], &none).await.status, ItemStatus::Duplicate);
+        assert_eq!(
+            offer(&a, &ca.reports[2], &none).await.status,
+            ItemStatus::Duplicate
+        );
     }
 );
 
@@ -683,7 +706,10 @@ both!(
         chain.extend(2);
         // Bootstrap: the command-line key, the command-line devices.
         let boot = trust(&chain);
-        assert_eq!(offer(&a, &chain.reports[0], &boot).await.status, ItemStatus::Accepted);
+        assert_eq!(
+            offer(&a, &chain.reports[0], &boot).await.status,
+            ItemStatus::Accepted
+        );
         // Once the gateway is enrolled with another key, the bootstrap key
         // no longer signs for it.
         let other = SigningKey::from_bytes(&[44; 32]);
@@ -731,8 +757,14 @@ both!(
             .expect("io")
             .expect("imports");
         let none = no_bootstrap();
-        assert_eq!(offer(&a, &c2.reports[0], &none).await.status, ItemStatus::Accepted);
-        let x = upload_support::synthetic_registry().devices[0].keys[0].jwk.x.clone();
+        assert_eq!(
+            offer(&a, &c2.reports[0], &none).await.status,
+            ItemStatus::Accepted
+        );
+        let x = upload_support::synthetic_registry().devices[0].keys[0]
+            .jwk
+            .x
+            .clone();
         a.registry_change(
             &Change::RevokeDeviceKey {
                 site: String::from("th-solar-01"),

@@ -167,7 +167,9 @@ async fn a_revocation_racing_uploads_on_two_receivers_splits_the_chain_cleanly()
                     )
                     .await;
                     revoked.set(()).expect("once");
-                    rec["last_seq_accepted"].as_u64().expect("last seq recorded")
+                    rec["last_seq_accepted"]
+                        .as_u64()
+                        .expect("last seq recorded")
                 };
                 let (log, last) = tokio::join!(uploads, revocation);
                 // After the revocation answered, the next report is refused by both.
@@ -214,7 +216,10 @@ async fn a_revocation_racing_uploads_on_two_receivers_splits_the_chain_cleanly()
             let archive = receivers[0].handle.archive();
             let st = archive.chain_status(&gw).await.expect("io");
             let head = st.as_ref().map_or(0, |s| s.head_seq);
-            assert_eq!(head, last, "round {i}: the chain ends where the revocation says");
+            assert_eq!(
+                head, last,
+                "round {i}: the chain ends where the revocation says"
+            );
             assert_eq!(st.map_or(0, |s| s.reports), last, "round {i}");
             assert!(
                 archive
@@ -232,7 +237,10 @@ async fn a_revocation_racing_uploads_on_two_receivers_splits_the_chain_cleanly()
         identity().verifier(),
     )
     .expect("signed");
-    assert_eq!(cp.size, total_accepted, "the log holds exactly the accepted reports");
+    assert_eq!(
+        cp.size, total_accepted,
+        "the log holds exactly the accepted reports"
+    );
     let q = mrv_receiver::ledger::LedgerQuery::new("JCM-TH-0042", None, "2025-01-01", "2027-12-31")
         .expect("query");
     assert_eq!(
@@ -253,7 +261,10 @@ async fn a_revocation_racing_uploads_on_two_receivers_splits_the_chain_cleanly()
         .await
         .expect("io")
         .iter()
-        .filter(|r| r.last_seq_accepted.is_some_and(|l| l > 0 && l < CHAIN as u64))
+        .filter(|r| {
+            r.last_seq_accepted
+                .is_some_and(|l| l > 0 && l < CHAIN as u64)
+        })
         .count();
     eprintln!(
         "{rounds} rounds, {total_accepted} reports accepted, {mid_chain} revocations landed mid-chain, {refused} refusals"

@@ -71,7 +71,12 @@ fn ok_json(base: &str, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {out}"))
 }
 
-async fn put(http: &reqwest::Client, base: &str, id: &str, body: &[u8]) -> (u16, serde_json::Value) {
+async fn put(
+    http: &reqwest::Client,
+    base: &str,
+    id: &str,
+    body: &[u8],
+) -> (u16, serde_json::Value) {
     let r = http
         .put(format!("{base}/v1/reports/{id}"))
         .body(body.to_vec())
@@ -90,7 +95,15 @@ fn the_registry_cli_help_names_every_command_and_the_validity_rule() {
         .expect("help");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for word in ["enrol", "rotate", "revoke", "list", "history", "devices", "valid-until"] {
+    for word in [
+        "enrol",
+        "rotate",
+        "revoke",
+        "list",
+        "history",
+        "devices",
+        "valid-until",
+    ] {
         assert!(text.contains(word), "{word} in:\n{text}");
     }
     let out = Command::new(EXE)
@@ -126,21 +139,40 @@ async fn gateways_and_devices_are_enrolled_revoked_and_audited_through_the_cli()
 
     // Not enrolled: refused, nothing stored.
     let (code, v) = put(&http, &base, &id(1), &chain.reports[0]).await;
-    assert_eq!((code, v["reason"].as_str()), (422, Some("unknown_gateway")), "{v}");
+    assert_eq!(
+        (code, v["reason"].as_str()),
+        (422, Some("unknown_gateway")),
+        "{v}"
+    );
 
     // A wrong admin token changes nothing.
     let (ok, _, err) = cli(
         &base,
         "not-the-token-at-all",
-        &["devices", "import", "--site", "th-solar-01", devices.to_str().expect("utf-8")],
+        &[
+            "devices",
+            "import",
+            "--site",
+            "th-solar-01",
+            devices.to_str().expect("utf-8"),
+        ],
     );
     assert!(!ok && err.contains("refused (401 unauthorized)"), "{err}");
 
     let rec = ok_json(
         &base,
-        &["devices", "import", "--site", "th-solar-01", devices.to_str().expect("utf-8")],
+        &[
+            "devices",
+            "import",
+            "--site",
+            "th-solar-01",
+            devices.to_str().expect("utf-8"),
+        ],
     );
-    assert_eq!((rec["seq"].as_u64(), rec["actor"].as_str()), (Some(1), Some("ops")));
+    assert_eq!(
+        (rec["seq"].as_u64(), rec["actor"].as_str()),
+        (Some(1), Some("ops"))
+    );
     let rec = ok_json(
         &base,
         &[
@@ -164,8 +196,15 @@ async fn gateways_and_devices_are_enrolled_revoked_and_audited_through_the_cli()
         &base,
         TOKEN,
         &[
-            "enrol", "--gateway", "gw-test", "--site", "th-solar-01", "--project", "JCM-TH-0042",
-            "--key", key.to_str().expect("utf-8"),
+            "enrol",
+            "--gateway",
+            "gw-test",
+            "--site",
+            "th-solar-01",
+            "--project",
+            "JCM-TH-0042",
+            "--key",
+            key.to_str().expect("utf-8"),
         ],
     );
     assert!(!ok && err.contains("409 conflict"), "{err}");
@@ -173,11 +212,23 @@ async fn gateways_and_devices_are_enrolled_revoked_and_audited_through_the_cli()
     // Revoke: the next report is refused, nothing stored.
     let rec = ok_json(
         &base,
-        &["revoke", "--gateway", "gw-test", "--kid", upload_support::KID, "--reason", "stolen"],
+        &[
+            "revoke",
+            "--gateway",
+            "gw-test",
+            "--kid",
+            upload_support::KID,
+            "--reason",
+            "stolen",
+        ],
     );
     assert_eq!(rec["last_seq_accepted"].as_u64(), Some(1));
     let (code, v) = put(&http, &base, &id(2), &chain.reports[1]).await;
-    assert_eq!((code, v["reason"].as_str()), (422, Some("key_revoked")), "{v}");
+    assert_eq!(
+        (code, v["reason"].as_str()),
+        (422, Some("key_revoked")),
+        "{v}"
+    );
     let fetched = http
         .get(format!("{base}/v1/reports/{}", id(2)))
         .send()
@@ -214,13 +265,28 @@ async fn gateways_and_devices_are_enrolled_revoked_and_audited_through_the_cli()
     let h = history.as_array().expect("records");
     assert_eq!(
         h.iter()
-            .map(|r| (r["seq"].as_u64().expect("seq"), r["actor"].as_str().expect("actor"), r["change"]["action"].as_str().expect("action")))
+            .map(|r| (
+                r["seq"].as_u64().expect("seq"),
+                r["actor"].as_str().expect("actor"),
+                r["change"]["action"].as_str().expect("action")
+            ))
             .collect::<Vec<_>>(),
-        vec![(1, "ops", "import_devices"), (2, "ops", "enrol_gateway"), (3, "ops", "revoke_gateway_key")]
+        vec![
+            (1, "ops", "import_devices"),
+            (2, "ops", "enrol_gateway"),
+            (3, "ops", "revoke_gateway_key")
+        ]
     );
-    assert!(h.iter().all(|r| r["time"].as_str().is_some_and(|t| t.ends_with('Z'))));
+    assert!(
+        h.iter()
+            .all(|r| r["time"].as_str().is_some_and(|t| t.ends_with('Z')))
+    );
     let (code, v) = put(&http, &base, &id(2), &chain.reports[1]).await;
-    assert_eq!((code, v["reason"].as_str()), (422, Some("key_revoked")), "{v}");
+    assert_eq!(
+        (code, v["reason"].as_str()),
+        (422, Some("key_revoked")),
+        "{v}"
+    );
 
     // A new key for the gateway (rotation at the end of report 1's period)
     // signs the rest of the chain.
@@ -234,7 +300,15 @@ async fn gateways_and_devices_are_enrolled_revoked_and_audited_through_the_cli()
     let at = mrv_receiver::registry::rfc3339(upload_support::T0 + 600_000);
     ok_json(
         &base,
-        &["rotate", "--gateway", "gw-test", "--key", key2.to_str().expect("utf-8"), "--at", &at],
+        &[
+            "rotate",
+            "--gateway",
+            "gw-test",
+            "--key",
+            key2.to_str().expect("utf-8"),
+            "--at",
+            &at,
+        ],
     );
     let (code, v) = put(&http, &base, &id(2), &rotated.reports[1]).await;
     assert_eq!(code, 201, "{v}");
@@ -243,13 +317,26 @@ async fn gateways_and_devices_are_enrolled_revoked_and_audited_through_the_cli()
     // The statement pack carries the registry and its trail.
     let pack = tmp.path().join("pack");
     let out = Command::new(EXE)
-        .args(["statement", "--project", "JCM-TH-0042", "--from", "2025-11-26", "--to", "2025-11-26", "--out"])
+        .args([
+            "statement",
+            "--project",
+            "JCM-TH-0042",
+            "--from",
+            "2025-11-26",
+            "--to",
+            "2025-11-26",
+            "--out",
+        ])
         .arg(&pack)
         .arg("--data-dir")
         .arg(&data)
         .output()
         .expect("statement");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let trail = std::fs::read_to_string(pack.join("registry/history.jsonl")).expect("trail");
     assert_eq!(trail.lines().count(), 4);
     let reg: serde_json::Value = serde_json::from_slice(
@@ -257,8 +344,14 @@ async fn gateways_and_devices_are_enrolled_revoked_and_audited_through_the_cli()
     )
     .expect("JSON");
     assert_eq!(reg["gateways"][0]["keys"].as_array().map(Vec::len), Some(2));
-    assert!(pack.join("registry/enrolled-keys/gw-test-2026.jwk").exists());
-    assert!(pack.join("registry/sites/th-solar-01/devices.json").exists());
+    assert!(
+        pack.join("registry/enrolled-keys/gw-test-2026.jwk")
+            .exists()
+    );
+    assert!(
+        pack.join("registry/sites/th-solar-01/devices.json")
+            .exists()
+    );
     let manifest = std::fs::read_to_string(pack.join("MANIFEST.sha256")).expect("manifest");
     assert!(manifest.contains("registry/history.jsonl"), "{manifest}");
 }

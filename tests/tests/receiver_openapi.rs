@@ -236,6 +236,41 @@ async fn the_documented_operations_answer_on_a_live_receiver_with_documented_cod
             None,
             false,
         ),
+        (
+            "GET",
+            "/v1/registry",
+            String::from("/v1/registry"),
+            None,
+            true,
+        ),
+        (
+            "POST",
+            "/v1/registry/changes",
+            String::from("/v1/registry/changes"),
+            Some(b"{}".to_vec()),
+            true,
+        ),
+        (
+            "GET",
+            "/v1/registry/history",
+            String::from("/v1/registry/history"),
+            None,
+            false,
+        ),
+        (
+            "GET",
+            "/v1/registry/sites/{site}/devices",
+            String::from("/v1/registry/sites/th-solar-01/devices"),
+            None,
+            false,
+        ),
+        (
+            "GET",
+            "/v1/metrics",
+            String::from("/v1/metrics"),
+            None,
+            false,
+        ),
         ("GET", "/v1/health", String::from("/v1/health"), None, false),
     ];
     let mut seen = BTreeSet::new();

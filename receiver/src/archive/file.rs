@@ -38,8 +38,7 @@
 
 use super::decision::{ChainView, Decision, decide};
 use super::{
-    Admission, Archive, ArchiveError, ChainStatus, Entry, Flag, ItemResult, ItemStatus,
-    LogIdentity,
+    Admission, Archive, ArchiveError, ChainStatus, Entry, Flag, ItemResult, ItemStatus, LogIdentity,
 };
 use crate::ledger::{self, LedgerEntry, LedgerQuery};
 use crate::registry::{
@@ -215,7 +214,10 @@ fn load_registry(path: &Path, st: &mut State) -> Result<(), ArchiveError> {
     let whole = raw.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     if whole != raw.len() {
         tracing::warn!(path = %path.display(), "registry trail ends in a torn line (crash mid-append); cut off");
-        let f = OpenOptions::new().write(true).open(path).map_err(io(path))?;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io(path))?;
         f.set_len(whole as u64).map_err(io(path))?;
         f.sync_all().map_err(io(path))?;
     }
@@ -229,11 +231,7 @@ fn load_registry(path: &Path, st: &mut State) -> Result<(), ArchiveError> {
         };
         let r: AuditRecord = serde_json::from_slice(line).map_err(|e| corrupt(e.to_string()))?;
         if r.seq != st.audit.len() as u64 + 1 {
-            return Err(corrupt(format!(
-                "seq {} after {}",
-                r.seq,
-                st.audit.len()
-            )));
+            return Err(corrupt(format!("seq {} after {}", r.seq, st.audit.len())));
         }
         st.registry.replay(&r).map_err(|e| corrupt(e.to_string()))?;
         st.audit.push(r);
@@ -546,8 +544,7 @@ impl FileArchive {
             .and_then(|c| c.head.as_ref())
             .map_or(0, |h| h.seq);
         let mut next = st.registry.clone();
-        let (change, last_seq_accepted) = match next.apply(change, actor, now_ms, last_seq, taken)
-        {
+        let (change, last_seq_accepted) = match next.apply(change, actor, now_ms, last_seq, taken) {
             Ok(x) => x,
             Err(e) => return Ok(Err(e)),
         };

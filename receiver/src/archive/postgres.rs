@@ -61,13 +61,11 @@
 
 use super::decision::{ChainView, Decision, StoredHead, decide};
 use super::{
-    Admission, Archive, ArchiveError, ChainStatus, Entry, Flag, ItemResult, ItemStatus,
-    LogIdentity,
+    Admission, Archive, ArchiveError, ChainStatus, Entry, Flag, ItemResult, ItemStatus, LogIdentity,
 };
 use crate::ledger::{self, LedgerCalculation, LedgerEntry, LedgerQuery};
 use crate::registry::{
-    AuditRecord, Change, GatewayRecord, Registry, RegistryError, RegistryView, SiteDevices,
-    rfc3339,
+    AuditRecord, Change, GatewayRecord, Registry, RegistryError, RegistryView, SiteDevices, rfc3339,
 };
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use mrv_shared::report::merkle::Hash;
@@ -536,39 +534,37 @@ impl PgArchive {
         site: &str,
         lock: bool,
     ) -> Result<RegistryView, ArchiveError> {
-        let share = if lock { " FOR SHARE OF g" } else { "" };
-        let owner_q = c
+        // One round trip; with `lock`, each sub-select share-locks its row.
+        let (share_g, share) = if lock {
+            (" FOR SHARE OF g", " FOR SHARE")
+        } else {
+            ("", "")
+        };
+        let q = c
             .prepare_cached(&format!(
-                "SELECT g.doc FROM registry_kids k JOIN registry_gateways g ON g.id = k.gateway \
-                 WHERE k.kid = $1{share}"
+                "SELECT (SELECT g.doc FROM registry_kids k JOIN registry_gateways g ON g.id = k.gateway \
+                 WHERE k.kid = $1{share_g}), \
+                 (SELECT doc FROM registry_gateways WHERE id = $2{share}), \
+                 (SELECT doc FROM registry_sites WHERE site = $3{share})"
             ))
             .await
             .map_err(db)?;
-        let kid_owner = match c.query_opt(&owner_q, &[&kid]).await.map_err(db)? {
-            Some(r) => Some(doc::<GatewayRecord>(r.get(0), "registry_gateways")?),
-            None => None,
-        };
-        let share = if lock { " FOR SHARE" } else { "" };
-        let gw_q = c
-            .prepare_cached(&format!(
-                "SELECT doc FROM registry_gateways WHERE id = $1{share}"
-            ))
+        let row = c
+            .query_one(&q, &[&kid, &gateway, &site])
             .await
             .map_err(db)?;
-        let claimed = match c.query_opt(&gw_q, &[&gateway]).await.map_err(db)? {
-            Some(r) => Some(doc::<GatewayRecord>(r.get(0), "registry_gateways")?),
-            None => None,
-        };
-        let site_q = c
-            .prepare_cached(&format!(
-                "SELECT doc FROM registry_sites WHERE site = $1{share}"
-            ))
-            .await
-            .map_err(db)?;
-        let site = match c.query_opt(&site_q, &[&site]).await.map_err(db)? {
-            Some(r) => Some(doc::<SiteDevices>(r.get(0), "registry_sites")?),
-            None => None,
-        };
+        let kid_owner = row
+            .get::<_, Option<&str>>(0)
+            .map(|t| doc::<GatewayRecord>(t, "registry_gateways"))
+            .transpose()?;
+        let claimed = row
+            .get::<_, Option<&str>>(1)
+            .map(|t| doc::<GatewayRecord>(t, "registry_gateways"))
+            .transpose()?;
+        let site = row
+            .get::<_, Option<&str>>(2)
+            .map(|t| doc::<SiteDevices>(t, "registry_sites"))
+            .transpose()?;
         Ok(RegistryView {
             kid_owner,
             claimed,
@@ -631,8 +627,7 @@ impl PgArchive {
                 .is_some(),
             None => false,
         };
-        let (normal, last_seq_accepted) = match part.apply(change, actor, now_ms, last_seq, taken)
-        {
+        let (normal, last_seq_accepted) = match part.apply(change, actor, now_ms, last_seq, taken) {
             Ok(x) => x,
             Err(e) => {
                 tx.rollback().await.map_err(db)?;
@@ -685,9 +680,12 @@ impl PgArchive {
         )
         .await
         .map_err(db)?;
-        tx.execute("UPDATE registry_head SET seq = $1 WHERE id = 1", &[&(head + 1)])
-            .await
-            .map_err(db)?;
+        tx.execute(
+            "UPDATE registry_head SET seq = $1 WHERE id = 1",
+            &[&(head + 1)],
+        )
+        .await
+        .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(Ok(record))
     }
@@ -1026,7 +1024,8 @@ impl Archive for PgArchive {
             .await
             .map_err(db)?
         {
-            r.sites.insert(row.get(0), doc(row.get(1), "registry_sites")?);
+            r.sites
+                .insert(row.get(0), doc(row.get(1), "registry_sites")?);
         }
         Ok(r)
     }

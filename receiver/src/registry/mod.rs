@@ -51,7 +51,9 @@
 //! uses it, as before the registry), and a site the registry has no
 //! devices for is checked against the command-line device registry. The
 //! registry always wins: a gateway that is enrolled signs only with its
-//! enrolled keys.
+//! enrolled keys. A key id known nowhere is `unknown_kid` when the receiver
+//! has command-line keys (any gateway may sign with those), and
+//! `unknown_gateway` for a gateway that is not enrolled otherwise.
 
 use crate::verification::Trust;
 use mrv_shared::ids::{SiteId, validate_id};
@@ -322,7 +324,8 @@ pub fn rfc3339(ms: u64) -> String {
     let f = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
-    t.format(&f).unwrap_or_else(|_| String::from("1970-01-01T00:00:00.000Z"))
+    t.format(&f)
+        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00.000Z"))
 }
 
 fn check_time(t: &Option<String>, what: &str) -> Result<Option<i128>, RegistryError> {
@@ -520,9 +523,7 @@ impl Registry {
                     .iter_mut()
                     .find(|k| k.kid() == kid.as_str())
                     .ok_or_else(|| {
-                        RegistryError::NotFound(format!(
-                            "gateway {gateway:?} has no key {kid:?}"
-                        ))
+                        RegistryError::NotFound(format!("gateway {gateway:?} has no key {kid:?}"))
                     })?;
                 if k.revoked.is_some() {
                     return Err(RegistryError::Conflict(format!(
@@ -757,7 +758,11 @@ pub fn gateway_key(
             "unknown_kid",
             format!(
                 "gateway {claimed:?} is enrolled and signs only with its registered keys ({}); {kid:?} is not one of them",
-                c.keys.iter().map(GatewayKey::kid).collect::<Vec<_>>().join(", ")
+                c.keys
+                    .iter()
+                    .map(GatewayKey::kid)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ));
     }
@@ -878,13 +883,12 @@ pub fn admit(
                     ));
                 }
             }
-            let t = s.registry.trusted().map_err(|e| {
-                refuse(
-                    "registry_unusable",
-                    format!("site {:?}: {e}", s.site),
-                )
-            })?;
-            t.check(&v.report).map_err(|e| refuse(e.label(), e.to_string()))
+            let t = s
+                .registry
+                .trusted()
+                .map_err(|e| refuse("registry_unusable", format!("site {:?}: {e}", s.site)))?;
+            t.check(&v.report)
+                .map_err(|e| refuse(e.label(), e.to_string()))
         }
         None => trust
             .devices

@@ -32,11 +32,17 @@ fn enrolment_fills_in_its_time_and_refuses_a_second_enrolment_or_a_used_kid() {
     assert_eq!(r.gateways["gw-1"].enrolled, rfc3339(T));
     assert_eq!(r.kid_owner("k1").map(|g| g.gateway.as_str()), Some("gw-1"));
     let again = r.apply(&enrol("k2"), "alice", T, 0, false);
-    assert!(matches!(again, Err(RegistryError::Conflict(_))), "{again:?}");
+    assert!(
+        matches!(again, Err(RegistryError::Conflict(_))),
+        "{again:?}"
+    );
     let mut other = Registry::default();
     let used = other.apply(&enrol("k1"), "alice", T, 0, true);
     assert!(matches!(used, Err(RegistryError::Conflict(_))), "{used:?}");
-    assert!(other.gateways.is_empty(), "a refused change changes nothing");
+    assert!(
+        other.gateways.is_empty(),
+        "a refused change changes nothing"
+    );
 }
 
 #[test]
@@ -77,7 +83,9 @@ fn rotation_ends_the_old_key_where_the_new_one_starts() {
         key: jwk(2, "k2"),
         at: None,
     };
-    let (c, _) = r.apply(&rotate, "bob", T + 1000, 7, false).expect("rotates");
+    let (c, _) = r
+        .apply(&rotate, "bob", T + 1000, 7, false)
+        .expect("rotates");
     let at = rfc3339(T + 1000);
     assert_eq!(
         c,
@@ -103,7 +111,9 @@ fn revocation_records_who_when_why_and_the_last_seq_accepted_and_happens_once() 
         kid: String::from("k1"),
         reason: String::from("stolen"),
     };
-    let (_, last) = r.apply(&revoke, "carol", T + 5, 41, false).expect("revokes");
+    let (_, last) = r
+        .apply(&revoke, "carol", T + 5, 41, false)
+        .expect("revokes");
     assert_eq!(last, Some(41));
     let rev = r.gateways["gw-1"].keys[0].revoked.clone().expect("revoked");
     assert_eq!(
