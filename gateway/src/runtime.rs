@@ -238,7 +238,7 @@ pub async fn start(
                     // Topic, packet id and MQTT 5 properties on top of the payload.
                     max_packet_bytes: m.max_payload_bytes + 1024,
                     receive_maximum: m.receive_maximum,
-                    mapped_filters: intake.mapping_filters(),
+                    mapped_filters: intake.device_mapping_filters(),
                 },
                 intake.clone(),
                 endpoint_stats.clone(),

@@ -672,7 +672,7 @@ async fn chirpstack_publishing_to_the_embedded_endpoint_is_deduplicated_and_loss
     if !mrv_e2e::require_tool("mosquitto_pub") {
         return;
     }
-    let login = "\n[[mqtt.users]]\nusername = \"chirpstack\"\npassword = \"chirpstack-pw\"\n";
+    let login = "\n[[mqtt.users]]\nusername = \"chirpstack\"\npassword = \"chirpstack-pw\"\n\n[[mqtt.users]]\nusername = \"tube\"\npassword = \"tube-pw\"\ndevice = \"awd-tube-3\"\n";
     let site = TestSite::new(0, &format!("\n{PADDY}\n{DEVICES}\n{login}"));
     let clock = ManualClock::new(T0 + MIN);
     let now = clock.now_ms();
@@ -733,5 +733,33 @@ async fn chirpstack_publishing_to_the_embedded_endpoint_is_deduplicated_and_loss
         events(&gw, EventKind::LorawanUplinksLost)[0].starts_with("fCnt 2..=2 (1 uplink) lost")
     );
     assert_eq!(ingest.rejects_total(), 0, "{:?}", ingest.rejects());
+    // A device-bound login may not speak for the network server (a join
+    // would restart the tube's session): refused by the endpoint.
+    let out = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-u",
+            "tube",
+            "-P",
+            "tube-pw",
+        ])
+        .args(["-t", &topic("join"), "-m", &join("j-x", now, "0badbeef")])
+        .output()
+        .expect("mosquitto_pub runs");
+    let _ = out.status; // the endpoint answers PUBACK 0x87 (MQTT 5) or closes (3.1.1)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while mrv_gateway::endpoint::EndpointStats::get(&gw.state.endpoint.publish_not_authorized) < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the device login's join was not refused"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(IngestStats::get(&ingest.lorawan_session_resets), 0);
     gw.shutdown().await;
 }

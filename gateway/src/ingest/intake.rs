@@ -257,6 +257,20 @@ impl FrameIntake {
         })
     }
 
+    /// The mapping filters a device-bound login of the embedded endpoint may
+    /// publish on (`plain` mappings; a `chirpstack_v4` filter needs a site
+    /// login: it speaks for the network server, about every device).
+    pub fn device_mapping_filters(&self) -> Vec<String> {
+        self.mapping.as_ref().map_or_else(Vec::new, |m| {
+            self.stage(m)
+                .stage
+                .device_filters()
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        })
+    }
+
     /// The LoRaWAN (ChirpStack) devices' frame-counter sessions (empty
     /// without `chirpstack_v4` mappings).
     pub fn lorawan_sessions(&self) -> Vec<crate::mapping::chirpstack::SessionView> {

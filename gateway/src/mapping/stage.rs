@@ -384,6 +384,18 @@ impl MappingStage {
         self.mappings.iter().map(|m| m.topic.as_str()).collect()
     }
 
+    /// The filters a device-bound login may publish on: those of `plain`
+    /// mappings. A `chirpstack_v4` filter carries the network server's
+    /// events for every device (joins, sessions), so only a site login
+    /// may publish there.
+    pub fn device_filters(&self) -> Vec<&str> {
+        self.mappings
+            .iter()
+            .filter(|m| m.format == PayloadFormat::Plain)
+            .map(|m| m.topic.as_str())
+            .collect()
+    }
+
     /// True when some mapping's filter matches `topic`.
     pub fn handles(&self, topic: &str) -> bool {
         self.mappings
