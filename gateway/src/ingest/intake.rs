@@ -443,15 +443,20 @@ impl FrameIntake {
     /// uplinks become recorded events (they travel in signed reports); a
     /// device `log` is counted and logged only (its codec errors also reject
     /// the uplink they concern, which records `frame_rejected`). Nothing is
-    /// recorded for devices the registry does not accept.
+    /// recorded for devices the registry does not accept (unknown, or
+    /// registered with a key: their mapped uplinks are refused).
     fn record_notice(&self, n: Notice, now: u64) {
         let device = match &n {
             Notice::SessionReset { device, .. }
             | Notice::UplinksLost { device, .. }
             | Notice::DeviceLog { device, .. } => device.clone(),
         };
-        if self.registry.get(&device).is_none() && !self.accept_unknown_devices {
-            return;
+        match self.registry.get(&device) {
+            None if !self.accept_unknown_devices => return,
+            // Its mapped uplinks are refused (`signed_device`): no session
+            // evidence about a device whose readings are not taken.
+            Some(info) if info.public_key.is_some() => return,
+            _ => {}
         }
         let fmt_ms = |ms: u64| {
             time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
@@ -787,6 +792,85 @@ mod tests {
                 .device_rejects()
                 .get(&("p1".into(), "not_bound_device")),
             Some(&1)
+        );
+    }
+
+    #[tokio::test]
+    async fn lorawan_events_are_recorded_only_for_devices_whose_uplinks_are_taken() {
+        let dev = |id: &str, key: Option<&str>| DeviceSection {
+            id: id.into(),
+            kind: DeviceKind::PaddyWaterLevel,
+            serial: String::new(),
+            meter_class: String::new(),
+            calibration: None,
+            public_key: key.map(str::to_string),
+            channels: Vec::new(),
+        };
+        let registry = DeviceRegistry::from_sections(
+            &[
+                dev("tube-a", None),
+                dev(
+                    "tube-signed",
+                    Some("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"),
+                ),
+            ],
+            Path::new("t"),
+        )
+        .expect("registry");
+        let (writes, _writer) = mpsc::unbounded_channel();
+        let (events, mut recorded) = mpsc::unbounded_channel();
+        let i = FrameIntake::new(FrameIntakeParts {
+            site: SiteId::new("s").expect("id"),
+            registry: Arc::new(registry),
+            max_payload_bytes: 4096,
+            accept_unknown_devices: false,
+            writes,
+            stats: Arc::new(IngestStats::default()),
+            quarantine: Arc::new(Mutex::new(Quarantine::new(16))),
+            events,
+            now_ms: Arc::new(|| 1_000),
+            mappings: crate::mapping::parse_mappings(
+                include_str!("../../../config/mappings/chirpstack_paddy_water_level.toml"),
+                Path::new("t"),
+            )
+            .expect("mapping"),
+        });
+        for (name, eui) in [
+            ("tube-a", "a84041000181c0d3"),
+            ("tube-signed", "a84041000181c0d4"),
+            ("stranger", "a84041000181c0d5"),
+        ] {
+            let join = format!(
+                r#"{{"deduplicationId":"j-{name}","time":"1970-01-01T00:00:01Z","deviceInfo":{{"deviceName":"{name}","devEui":"{eui}"}},"devAddr":"0a"}}"#
+            );
+            let d = i
+                .handle(publish(
+                    &format!("application/x/device/{eui}/event/join"),
+                    &join,
+                ))
+                .wait()
+                .await;
+            assert_eq!(d, Disposition::Ignored("lorawan_join"));
+        }
+        let e = recorded.try_recv().expect("tube-a's join is recorded");
+        assert_eq!(
+            (e.kind, e.device.as_ref().map(|d| d.as_str())),
+            (EventKind::LorawanSessionReset, Some("tube-a"))
+        );
+        assert!(
+            e.detail.starts_with("join: devEui a84041000181c0d3"),
+            "{}",
+            e.detail
+        );
+        assert!(
+            recorded.try_recv().is_err(),
+            "nothing for signed or unknown devices"
+        );
+        assert_eq!(IngestStats::get(&i.stats.lorawan_session_resets), 1);
+        assert_eq!(i.lorawan_sessions().len(), 3, "all are tracked");
+        assert!(
+            i.device_mapping_filters().is_empty(),
+            "no device-bound publishing on ChirpStack topics"
         );
     }
 }
