@@ -349,6 +349,7 @@ pub async fn start(
                 clock.clone(),
             );
             ctx.wake = upload_wake;
+            ctx.events = Some(events_tx.clone());
             tasks.push(tokio::spawn(crate::upload::task::run_upload_task(
                 ctx,
                 shutdown_rx.clone(),

@@ -85,6 +85,12 @@ pub enum EventKind {
     /// are missing; with a nominal sample interval the time is a gap in the
     /// device's series.
     LorawanUplinksLost,
+    /// The upload backlog (reports not confirmed by the backend: count,
+    /// bytes, or age of the oldest) reached an alarm limit (detail: the
+    /// measures and the limits). Readings stay buffered until delivered.
+    UploadBacklogHigh,
+    /// The upload backlog is below half of every alarm limit again.
+    UploadBacklogCleared,
 }
 
 impl EventKind {
@@ -117,6 +123,8 @@ impl EventKind {
             EventKind::DiskSpaceRecovered => "disk_space_recovered",
             EventKind::LorawanSessionReset => "lorawan_session_reset",
             EventKind::LorawanUplinksLost => "lorawan_uplinks_lost",
+            EventKind::UploadBacklogHigh => "upload_backlog_high",
+            EventKind::UploadBacklogCleared => "upload_backlog_cleared",
         }
     }
 }

@@ -126,8 +126,12 @@ pub fn init_process(cli: &Cli) -> anyhow::Result<()> {
 /// missing config file is not a crash). Exit status: 0; 1 on an error; 78
 /// (`EX_CONFIG`) for a config that `run` cannot start with.
 pub fn main_with(cli: Cli) -> std::process::ExitCode {
+    exit_status(init_process(&cli).and_then(|()| dispatch(cli)))
+}
+
+/// The error printed once and the exit status of [`main_with`].
+fn exit_status(result: anyhow::Result<()>) -> std::process::ExitCode {
     use std::process::ExitCode;
-    let result = init_process(&cli).and_then(|()| dispatch(cli));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -139,6 +143,21 @@ pub fn main_with(cli: Cli) -> std::process::ExitCode {
             }
         }
     }
+}
+
+/// As [`main_with`], with `run` on `clock` instead of the system clock
+/// (the end-to-end test binary's time-compressed soak runs).
+pub fn main_with_clock(
+    cli: Cli,
+    clock: std::sync::Arc<dyn crate::clock::Clock>,
+) -> std::process::ExitCode {
+    exit_status(init_process(&cli).and_then(|()| match cli.command {
+        Command::Run(a) => run::run_with_clock(a, clock),
+        other => dispatch(Cli {
+            command: other,
+            ..cli
+        }),
+    }))
 }
 
 /// Runs the parsed command.

@@ -21,6 +21,11 @@ pub struct RunArgs {
 
 /// Runs the gateway until a stop signal.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    run_with_clock(args, Arc::new(SystemClock))
+}
+
+/// As [`run`], on `clock` (tests: a time-compressed clock).
+pub fn run_with_clock(args: RunArgs, clock: Arc<dyn crate::clock::Clock>) -> anyhow::Result<()> {
     // The same checks as `check-config`: a problem a restart cannot fix is
     // said once, plainly, with exit status 78.
     let (config, warnings) = crate::cli::check_config::load_checked(&args.config)?;
@@ -33,7 +38,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        let gateway = crate::runtime::start(config, Arc::new(SystemClock)).await?;
+        let gateway = crate::runtime::start(config, clock).await?;
         wait_for_stop_signal().await;
         tracing::info!("stop signal received; shutting down");
         gateway.shutdown().await;

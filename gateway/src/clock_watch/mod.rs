@@ -26,22 +26,38 @@ pub const JUMP_THRESHOLD_MS: u64 = 2_000;
 pub const TICK: Duration = Duration::from_secs(1);
 
 /// Compares successive (wall, monotonic) readings. Pure.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct JumpWatch {
     last: Option<(u64, u64)>,
+    threshold_ms: u64,
+}
+
+impl Default for JumpWatch {
+    fn default() -> Self {
+        JumpWatch::with_threshold(JUMP_THRESHOLD_MS)
+    }
 }
 
 impl JumpWatch {
+    /// A watch reporting steps larger than `threshold_ms` (the default is
+    /// [`JUMP_THRESHOLD_MS`]; a time-compressed clock scales it).
+    pub fn with_threshold(threshold_ms: u64) -> JumpWatch {
+        JumpWatch {
+            last: None,
+            threshold_ms,
+        }
+    }
+
     /// Takes a reading: wall clock and monotonic clock, both in ms. Returns
     /// the wall clock's step (signed ms: positive = forward) when it moved
-    /// more than [`JUMP_THRESHOLD_MS`] unlike elapsed time.
+    /// more than the threshold unlike elapsed time.
     pub fn observe(&mut self, wall_ms: u64, mono_ms: u64) -> Option<i64> {
         let last = self.last.replace((wall_ms, mono_ms));
         let (w0, m0) = last?;
         let wall = i128::from(wall_ms) - i128::from(w0);
         let elapsed = i128::from(mono_ms.saturating_sub(m0));
         let step = wall - elapsed;
-        (step.unsigned_abs() > u128::from(JUMP_THRESHOLD_MS))
+        (step.unsigned_abs() > u128::from(self.threshold_ms))
             .then(|| i64::try_from(step).unwrap_or(if step < 0 { i64::MIN } else { i64::MAX }))
     }
 }
@@ -65,7 +81,10 @@ pub async fn run_clock_watch(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let start = tokio::time::Instant::now();
-    let mut machine = JumpWatch::default();
+    // A time-compressed clock (soak tests) moves `rate` ms per real ms; a
+    // late tick is then `rate` times larger in clock time.
+    let rate = u64::from(clock.rate().max(1));
+    let mut machine = JumpWatch::with_threshold(JUMP_THRESHOLD_MS.saturating_mul(rate));
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -77,7 +96,9 @@ pub async fn run_clock_watch(
                 }
             }
         }
-        let mono = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let mono = u64::try_from(start.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_mul(rate);
         let now = clock.now_ms();
         if let Some(step) = machine.observe(now, mono) {
             tracing::warn!(

@@ -1295,6 +1295,12 @@ pub fn health(s: &StatusView, f: HealthFacts) -> HealthView {
             "fail",
             format!("the backend refused a report: {r}"),
         )
+    } else if let Some(a) = field("backlog_alarm") {
+        item(
+            "upload",
+            "warn",
+            a.as_str().map_or_else(|| a.to_string(), str::to_string),
+        )
     } else if let Some(e) = field("last_error") {
         item(
             "upload",

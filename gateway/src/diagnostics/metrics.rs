@@ -29,6 +29,9 @@
 //! value, 0 while degraded or down (tell them apart with
 //! `mrv_modbus_values_unavailable`).
 //!
+//! `mrv_upload_backlog_bytes`, `mrv_upload_backlog_age_seconds` and
+//! `mrv_upload_backlog_alarm` come from the uploader's backlog measures
+//! (`upload::backlog`).
 //! `mrv_upload_lag_seconds` is the time since the uploader's last success
 //! (`last_success_ms` of its status); `mrv_upload_consecutive_failures`,
 //! `mrv_upload_error` (last attempt failed), `mrv_upload_rejections_total`,
@@ -393,6 +396,28 @@ pub fn render(s: &StatusView, rows: &[DeviceRow]) -> String {
                 e,
             );
         }
+        if let Some(b) = field("backlog_bytes") {
+            o.one(
+                "mrv_upload_backlog_bytes",
+                "gauge",
+                "Bytes of the reports waiting for the backend's confirmation.",
+                b,
+            );
+        }
+        if let Some(a) = field("backlog_age_ms") {
+            o.one(
+                "mrv_upload_backlog_age_seconds",
+                "gauge",
+                "Seconds since the oldest report waiting for the backend ended its period (0: none waits).",
+                a / 1000,
+            );
+        }
+        o.one(
+            "mrv_upload_backlog_alarm",
+            "gauge",
+            "1 while the upload backlog alarm is raised (count, bytes or age at its limit).",
+            u8::from(up.get("backlog_alarm").is_some_and(|e| !e.is_null())),
+        );
         o.one(
             "mrv_upload_error",
             "gauge",
@@ -618,6 +643,42 @@ mod tests {
         assert!(html.contains("backend.invalid/mrv"));
         assert!(html.contains("id=\"upload-alarm\"") && html.contains("last error: HTTP 503"));
         assert!(!m.contains("s3cret-pw"));
+    }
+
+    #[test]
+    fn an_upload_backlog_alarm_becomes_metrics_and_a_warning_in_the_health_banner() {
+        let alarm = "upload backlog: 49 reports, 7 bytes, oldest waiting 400 min since its period ended";
+        let s = status_with_upload(serde_json::json!({
+            "url": "https://backend.invalid/", "last_error": "connection refused",
+            "backlog_bytes": 123_456, "backlog_age_ms": 24_000_000, "backlog_alarm": alarm,
+        }));
+        let m = render(&s, &[]);
+        for line in [
+            "mrv_upload_backlog_bytes 123456",
+            "mrv_upload_backlog_age_seconds 24000",
+            "mrv_upload_backlog_alarm 1",
+        ] {
+            assert!(m.lines().any(|l| l == line), "missing {line} in\n{m}");
+        }
+        let h = crate::diagnostics::api::health(
+            &s,
+            crate::diagnostics::api::HealthFacts {
+                ingest_subscribed: true,
+                ..Default::default()
+            },
+        );
+        let up = h.items.iter().find(|i| i.name == "upload").expect("upload item");
+        assert_eq!((up.status.as_str(), up.detail.as_str()), ("warn", alarm));
+        assert_eq!(h.overall, "warn");
+        // Without the alarm: 0, and the banner shows the last error.
+        let s = status_with_upload(serde_json::json!({
+            "url": "https://backend.invalid/", "last_error": "connection refused",
+            "backlog_bytes": 0, "backlog_age_ms": 0, "backlog_alarm": null,
+        }));
+        assert!(render(&s, &[]).lines().any(|l| l == "mrv_upload_backlog_alarm 0"));
+        let h = crate::diagnostics::api::health(&s, Default::default());
+        let up = h.items.iter().find(|i| i.name == "upload").expect("upload item");
+        assert!(up.detail.contains("connection refused"), "{}", up.detail);
     }
 
     #[test]

@@ -54,7 +54,6 @@ use mrv_shared::report::series::{SeriesKey, next_baselines, stated_baselines};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 use store::{CursorMeta, ReportMeta, ReportStore};
 
 /// Why reports could not be built.
@@ -536,8 +535,10 @@ pub async fn run_report_task_with_status(
                 wait_ms
             }
         };
+        // `wait` is clock time; a time-compressed clock is waited on in
+        // proportion (see crate::clock).
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            _ = tokio::time::sleep(ctx.clock.real_wait(wait)) => {}
             r = shutdown.changed() => {
                 if r.is_err() {
                     break;

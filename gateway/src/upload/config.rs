@@ -15,6 +15,9 @@
 //! backoff_base_ms = 1000
 //! backoff_max_ms = 300000
 //! keep_delivered_days = 90
+//! backlog_alarm_reports = 48          # alarm limits of the upload backlog
+//! backlog_alarm_bytes = 268435456     # (0 switches one off; see upload::backlog)
+//! backlog_alarm_minutes = 360
 //! ```
 //!
 //! Invariants after [`UploadSection::validate`]: every URL is `https`
@@ -24,6 +27,7 @@
 //! `client_cert` and `client_key` come together, and the numbers are in
 //! range. Relative paths are relative to the config file's directory.
 
+use super::backlog::BacklogLimits;
 use crate::config::ConfigError;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -71,6 +75,15 @@ pub struct UploadSection {
     /// Days to keep delivered reports on the gateway (audit) before pruning.
     /// Default 90.
     pub keep_delivered_days: u32,
+    /// Alarm when this many reports wait for the backend's confirmation
+    /// (0: off). Default 48.
+    pub backlog_alarm_reports: u64,
+    /// Alarm when the reports waiting take this many bytes (0: off).
+    /// Default 268435456 (256 MiB).
+    pub backlog_alarm_bytes: u64,
+    /// Alarm when the oldest waiting report's period ended this many
+    /// minutes ago (0: off). Default 360 (6 h).
+    pub backlog_alarm_minutes: u64,
 }
 
 impl Default for UploadSection {
@@ -91,6 +104,9 @@ impl Default for UploadSection {
             backoff_base_ms: 1000,
             backoff_max_ms: 300_000,
             keep_delivered_days: 90,
+            backlog_alarm_reports: BacklogLimits::default().reports,
+            backlog_alarm_bytes: BacklogLimits::default().bytes,
+            backlog_alarm_minutes: BacklogLimits::default().age_ms / 60_000,
         }
     }
 }
@@ -120,6 +136,8 @@ pub struct UploadConfig {
     pub backoff_max_ms: u64,
     /// How long delivered reports are kept.
     pub keep_delivered: Duration,
+    /// Alarm limits of the upload backlog.
+    pub backlog_alarm: BacklogLimits,
 }
 
 impl UploadConfig {
@@ -145,6 +163,7 @@ impl UploadConfig {
             backoff_base_ms: d.backoff_base_ms,
             backoff_max_ms: d.backoff_max_ms,
             keep_delivered: Duration::from_secs(u64::from(d.keep_delivered_days) * 86_400),
+            backlog_alarm: BacklogLimits::default(),
         }
     }
 }
@@ -285,6 +304,13 @@ impl UploadSection {
         if self.backoff_max_ms > 86_400_000 {
             return Err(err("backoff_max_ms", String::from("at most one day")));
         }
+        // Ten years: beyond that a limit means "off"; say so with 0.
+        if self.backlog_alarm_minutes > 10 * 366 * 1440 {
+            return Err(err(
+                "backlog_alarm_minutes",
+                String::from("at most ten years (0 switches the age alarm off)"),
+            ));
+        }
         Ok(Some(UploadConfig {
             url: with_slash(url),
             fallback_urls: seen[1..].to_vec(),
@@ -297,6 +323,11 @@ impl UploadSection {
             backoff_base_ms: self.backoff_base_ms,
             backoff_max_ms: self.backoff_max_ms,
             keep_delivered: Duration::from_secs(u64::from(self.keep_delivered_days) * 86_400),
+            backlog_alarm: BacklogLimits {
+                reports: self.backlog_alarm_reports,
+                bytes: self.backlog_alarm_bytes,
+                age_ms: self.backlog_alarm_minutes * 60_000,
+            },
         }))
     }
 }
@@ -394,6 +425,33 @@ mod tests {
             .validate(Path::new("g.toml"), dir.path())
             .expect_err("both");
         assert_eq!(e.key, "upload.token_file");
+    }
+
+    #[test]
+    fn backlog_alarm_limits_have_defaults_and_zero_switches_one_off() {
+        let f = Path::new("g.toml");
+        let c = section("https://h")
+            .validate(f, Path::new("."))
+            .expect("ok")
+            .expect("enabled");
+        assert_eq!(
+            c.backlog_alarm,
+            BacklogLimits {
+                reports: 48,
+                bytes: 256 << 20,
+                age_ms: 6 * 3_600_000
+            }
+        );
+        let mut s = section("https://h");
+        s.backlog_alarm_reports = 0;
+        s.backlog_alarm_minutes = 90;
+        let c = s.validate(f, Path::new(".")).expect("ok").expect("enabled");
+        assert_eq!((c.backlog_alarm.reports, c.backlog_alarm.age_ms), (0, 5_400_000));
+        s.backlog_alarm_minutes = u64::MAX;
+        assert_eq!(
+            s.validate(f, Path::new(".")).expect_err("too long").key,
+            "upload.backlog_alarm_minutes"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //!   one or several backend endpoints (failover);
 //! - [`receipts`]: the backend log's receipts kept beside the reports, and
 //!   the consistency watch over its checkpoints;
+//! - [`backlog`]: the backlog alarm (reports, bytes, age; pure);
 //! - [`task`]: [`task::run_upload_task`], the thin driver that does the I/O
 //!   and publishes [`task::UploadStatus`].
 //!
@@ -19,6 +20,7 @@
 //! delivered. A refused report is never deleted or skipped: the chain waits
 //! at it and an alarm is raised.
 
+pub mod backlog;
 pub mod classify;
 pub mod config;
 pub mod http;

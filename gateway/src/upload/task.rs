@@ -20,8 +20,11 @@
 //! `url` and `fallback_urls`).
 //!
 //! Status is published on a `watch` channel ([`UploadStatus`]), so
-//! diagnostics and tests see every change without polling.
+//! diagnostics and tests see every change without polling. Each round also
+//! measures the backlog (reports, bytes, age of the oldest) for the
+//! [`super::backlog`] alarm, whose events go to the buffer's event recorder.
 
+use super::backlog::{BacklogLimits, BacklogSample, BacklogWatch};
 use super::config::UploadConfig;
 use super::http::{HttpError, HttpUplink, batch_body};
 use super::machine::{Action, MachineConfig, Next, Rejection, UploadMachine};
@@ -29,11 +32,13 @@ use super::receipts::{ReceiptStore, Step};
 use crate::buffer::{Buffer, CursorName, FrameKey};
 use crate::clock::Clock;
 use crate::report::store::{ReportStore, StoreError};
+use mrv_shared::event::Event;
 use mrv_shared::tlog::receipt::Receipt;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 /// Most report bytes (uncompressed) read into one request; a batch is cut
 /// short there (at least one report is always sent).
@@ -94,6 +99,16 @@ pub struct UploadStatus {
     pub head: u64,
     /// Reports waiting for confirmation.
     pub backlog: u64,
+    /// Bytes of the reports waiting (signed JWS files).
+    pub backlog_bytes: u64,
+    /// Period end of the oldest report waiting, Unix ms.
+    pub oldest_waiting_end_ms: Option<u64>,
+    /// How long ago that period ended, ms (0 when none waits).
+    pub backlog_age_ms: u64,
+    /// The backlog alarm's text while it is raised ([`super::backlog`]).
+    pub backlog_alarm: Option<String>,
+    /// The backlog alarm's limits (0: off).
+    pub backlog_limits: BacklogLimits,
     /// Last time a report was confirmed (Unix ms).
     pub last_success_ms: Option<u64>,
     /// Last failure (cleared by progress).
@@ -148,6 +163,9 @@ pub struct UploadContext {
     pub wake: Arc<Notify>,
     /// How often the store is checked for new reports when idle.
     pub poll_interval: Duration,
+    /// Where backlog alarm events go (the buffer's event recorder);
+    /// `None`: not recorded (logged and shown only).
+    pub events: Option<mpsc::UnboundedSender<Event>>,
 }
 
 impl UploadContext {
@@ -161,6 +179,7 @@ impl UploadContext {
     ) -> (UploadContext, watch::Receiver<UploadStatus>) {
         let (tx, rx) = watch::channel(UploadStatus {
             url: config.url.clone(),
+            backlog_limits: config.backlog_alarm,
             ..UploadStatus::default()
         });
         (
@@ -172,6 +191,7 @@ impl UploadContext {
                 status: tx,
                 wake: Arc::new(Notify::new()),
                 poll_interval: Duration::from_secs(2),
+                events: None,
             },
             rx,
         )
@@ -298,6 +318,75 @@ async fn keep_receipts(
     }
 }
 
+/// The reports waiting, measured for the backlog alarm: sizes and period
+/// ends are read once per report and kept until it is delivered.
+struct BacklogTracker {
+    watch: BacklogWatch,
+    /// seq -> (bytes, period end ms) of every report waiting.
+    waiting: BTreeMap<u64, (u64, u64)>,
+}
+
+impl BacklogTracker {
+    fn new(limits: BacklogLimits) -> BacklogTracker {
+        BacklogTracker {
+            watch: BacklogWatch::new(limits),
+            waiting: BTreeMap::new(),
+        }
+    }
+
+    /// Brings the measures up to date with `delivered_upto..=head`, feeds
+    /// the alarm, records its events and publishes the figures.
+    async fn observe(&mut self, ctx: &UploadContext, m: &UploadMachine) {
+        let (delivered, head) = (m.delivered_upto(), m.delivered_upto() + m.backlog());
+        self.waiting.retain(|&seq, _| seq > delivered && seq <= head);
+        let first_missing = self
+            .waiting
+            .last_key_value()
+            .map_or(delivered + 1, |(&s, _)| s + 1);
+        if first_missing <= head {
+            let store = ctx.store.clone();
+            let read = blocking(move || {
+                let mut out = Vec::new();
+                for seq in first_missing.max(delivered + 1)..=head {
+                    let bytes = std::fs::metadata(store.path(seq)).map_or(0, |m| m.len());
+                    out.push((seq, (bytes, store.meta(seq)?.period.end_ms)));
+                }
+                Ok(out)
+            })
+            .await;
+            match read {
+                Ok(v) => self.waiting.extend(v),
+                Err(e) => tracing::warn!(error = %e, "cannot measure the upload backlog"),
+            }
+        }
+        let sample = BacklogSample {
+            reports: m.backlog(),
+            bytes: self.waiting.values().map(|v| v.0).sum(),
+            oldest_end_ms: self.waiting.values().next().map(|v| v.1),
+        };
+        let now = ctx.clock.now_ms();
+        if let Some(event) = self.watch.observe(sample, now) {
+            if self.watch.alarmed() {
+                tracing::error!(detail = %event.detail, "ALARM: the upload backlog is high; reports and their readings are kept until the backend confirms them");
+            } else {
+                tracing::info!(detail = %event.detail, "the upload backlog alarm is cleared");
+            }
+            if let Some(tx) = &ctx.events {
+                let _ = tx.send(event);
+            }
+        }
+        let alarm = self.watch.alarm_text(sample, now);
+        ctx.status.send_if_modified(|s| {
+            let before = s.clone();
+            s.backlog_bytes = sample.bytes;
+            s.oldest_waiting_end_ms = sample.oldest_end_ms;
+            s.backlog_age_ms = sample.age_ms(now);
+            s.backlog_alarm = alarm;
+            *s != before
+        });
+    }
+}
+
 fn publish(ctx: &UploadContext, m: &UploadMachine) {
     ctx.status.send_if_modified(|s| {
         let before = s.clone();
@@ -380,7 +469,9 @@ pub async fn run_upload_task(ctx: UploadContext, mut shutdown: watch::Receiver<b
             tracing::error!(error = %e, "cannot bring the buffer's delivered cursor up to date");
         }
     }
+    let mut backlog = BacklogTracker::new(ctx.config.backlog_alarm);
     publish(&ctx, &machine);
+    backlog.observe(&ctx, &machine).await;
     tracing::info!(url = %ctx.config.url, delivered_upto = machine.delivered_upto(), backlog = machine.backlog(), "uploader started");
     loop {
         if *shutdown.borrow() {
@@ -497,6 +588,7 @@ pub async fn run_upload_task(ctx: UploadContext, mut shutdown: watch::Receiver<b
                     keep_receipts(&ctx, &uplink, r, endpoint, got_receipts, sent).await;
                 }
                 publish(&ctx, &machine);
+                backlog.observe(&ctx, &machine).await;
                 continue;
             }
             Next::WaitUntil(t) => {
@@ -506,6 +598,7 @@ pub async fn run_upload_task(ctx: UploadContext, mut shutdown: watch::Receiver<b
             Next::Busy => Duration::ZERO,
         };
         publish(&ctx, &machine);
+        backlog.observe(&ctx, &machine).await;
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = ctx.wake.notified() => {}
