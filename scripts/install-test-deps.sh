@@ -55,6 +55,22 @@ fi
 # checks it, systemd-sysusers creates its user inside a throwaway root.
 apt_install lintian systemd binutils
 
+# Clock sync state (tests/tests/time_sync_chrony.rs): chronyd and chronyc;
+# the test starts its own chronyd processes (-x: never touching the system
+# clock; loopback only). The package's own service must not start here (it
+# would discipline this machine's clock from the Debian pool), so a
+# policy-rc.d denies service starts during the install when none exists.
+if ! dpkg -s chrony >/dev/null 2>&1; then
+    if [ -e /usr/sbin/policy-rc.d ]; then
+        apt_install chrony
+    else
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        apt_install chrony || { rm -f /usr/sbin/policy-rc.d; exit 1; }
+        rm -f /usr/sbin/policy-rc.d
+    fi
+fi
+
 # Firmware on an emulated Cortex-M4 (tests/tests/qemu_node.rs): Debian's
 # QEMU (bookworm: 7.2) boots firmware/image-mps2 on its mps2-an386 machine.
 apt_install qemu-system-arm

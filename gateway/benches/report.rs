@@ -210,6 +210,7 @@ fn main() {
         buffer,
         store: ReportStore::open(dir.path()).expect("store"),
         clock: Arc::new(ManualClock::new(period.end_ms + 120_000)),
+        time_sync: None,
     };
     let t = Instant::now();
     let infos = build_due_reports(&ctx, period.end_ms + 120_000).expect("builds");

@@ -34,4 +34,5 @@ pub mod mapping;
 pub use mrv_gateway_modbus as modbus;
 pub mod report;
 pub mod runtime;
+pub mod time_sync;
 pub mod upload;

@@ -320,12 +320,25 @@ pub async fn start(
             None
         }
         Some(section) => {
-            let ctx = crate::report::ReportContext::from_config(
+            let mut ctx = crate::report::ReportContext::from_config(
                 &config,
                 section,
                 buffer.clone(),
                 clock.clone(),
             )?;
+            // The clock daemon's state goes into every report header.
+            if section.time_sync != crate::time_sync::TimeSyncMode::Off {
+                let status = crate::time_sync::TimeSyncStatus::default();
+                tasks.push(tokio::spawn(crate::time_sync::run_time_sync_watch(
+                    crate::time_sync::TimeSyncConfig {
+                        mode: section.time_sync,
+                        chrony_socket: section.chrony_socket.clone(),
+                    },
+                    status.clone(),
+                    shutdown_rx.clone(),
+                )));
+                ctx.time_sync = Some(status);
+            }
             // Before the uploader starts: a crash between storing a report
             // and moving the cursor is repaired first.
             crate::report::repair_reported_cursor(&ctx)?;

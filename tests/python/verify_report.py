@@ -76,6 +76,7 @@ EVENT_KINDS = {
     "broker_session_lost", "modbus_unreachable", "modbus_link_error", "modbus_recovered",
     "modbus_bad_value", "buffer_reopened", "disk_space_low", "disk_space_critical",
     "disk_space_recovered", "lorawan_session_reset", "lorawan_uplinks_lost",
+    "upload_backlog_high", "upload_backlog_cleared",
 }
 
 Q_UNAVAILABLE = 0x01

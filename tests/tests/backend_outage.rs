@@ -42,8 +42,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-#[path = "upload_support/mod.rs"]
-#[allow(dead_code)]
 mod upload_support;
 
 /// 2025-11-26T00:00:00Z: a period start.
@@ -302,10 +300,15 @@ async fn a_day_without_the_backend_loses_nothing_alarms_and_drains_in_order() {
         .arg(&registry)
         .output()
         .expect("registry export runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::copy(&registry, pki_dir.path().join("registry.json")).expect("registry");
 
-    let (mut receiver, _) = spawn_receiver(archive.path(), pki_dir.path(), &keys.public, &rx_listen);
+    let (mut receiver, _) =
+        spawn_receiver(archive.path(), pki_dir.path(), &keys.public, &rx_listen);
     let gateway = Command::new(env!("CARGO_BIN_EXE_mrv-e2e-gateway"))
         .env("MRV_E2E_CLOCK", format!("{T0}x{rate}"))
         .args(["--log", "warn", "run", "--config"])
@@ -334,8 +337,10 @@ async fn a_day_without_the_backend_loses_nothing_alarms_and_drains_in_order() {
     // Devices publish until told where to stop (phase 4).
     let last_frame = Arc::new(AtomicU64::new(u64::MAX));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let states: Vec<Arc<Mutex<DeviceState>>> =
-        ids.iter().map(|_| Arc::new(Mutex::new(DeviceState::default()))).collect();
+    let states: Vec<Arc<Mutex<DeviceState>>> = ids
+        .iter()
+        .map(|_| Arc::new(Mutex::new(DeviceState::default())))
+        .collect();
     let tasks: Vec<_> = ids
         .iter()
         .zip(&states)
@@ -355,10 +360,16 @@ async fn a_day_without_the_backend_loses_nothing_alarms_and_drains_in_order() {
     let wall = Instant::now();
     let s = loop {
         let s = status().await;
-        if s.pointer("/uploads/delivered_upto").and_then(serde_json::Value::as_u64) >= Some(1) {
+        if s.pointer("/uploads/delivered_upto")
+            .and_then(serde_json::Value::as_u64)
+            >= Some(1)
+        {
             break s;
         }
-        assert!(wall.elapsed() < Duration::from_secs(120), "first report never delivered: {s}");
+        assert!(
+            wall.elapsed() < Duration::from_secs(120),
+            "first report never delivered: {s}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     receiver.kill();
@@ -378,14 +389,25 @@ async fn a_day_without_the_backend_loses_nothing_alarms_and_drains_in_order() {
     while sim.now_ms() < outage_end {
         let s = status().await;
         let frames = u(&s, "/buffer/frames");
-        assert!(frames >= last_frames, "the buffer shrank during the outage: {last_frames} -> {frames} (pruned before delivery?)");
+        assert!(
+            frames >= last_frames,
+            "the buffer shrank during the outage: {last_frames} -> {frames} (pruned before delivery?)"
+        );
         last_frames = frames;
-        assert_eq!(u(&s, "/uploads/delivered_upto"), delivered_before, "nothing is confirmed while the backend is down");
+        assert_eq!(
+            u(&s, "/uploads/delivered_upto"),
+            delivered_before,
+            "nothing is confirmed while the backend is down"
+        );
         if alarm_seen_at.is_none()
-            && s.pointer("/uploads/upload/backlog_alarm").is_some_and(|a| !a.is_null())
+            && s.pointer("/uploads/upload/backlog_alarm")
+                .is_some_and(|a| !a.is_null())
         {
             let age = u(&s, "/uploads/upload/backlog_age_ms");
-            assert!(age >= alarm_min * MINUTE, "alarm before its limit: age {age} ms");
+            assert!(
+                age >= alarm_min * MINUTE,
+                "alarm before its limit: age {age} ms"
+            );
             let upload_item = s["health"]["items"]
                 .as_array()
                 .expect("health items")
@@ -394,7 +416,13 @@ async fn a_day_without_the_backend_loses_nothing_alarms_and_drains_in_order() {
                 .expect("upload health item")
                 .clone();
             assert_eq!(upload_item["status"], "warn", "{upload_item}");
-            assert!(upload_item["detail"].as_str().expect("detail").starts_with("upload backlog:"), "{upload_item}");
+            assert!(
+                upload_item["detail"]
+                    .as_str()
+                    .expect("detail")
+                    .starts_with("upload backlog:"),
+                "{upload_item}"
+            );
             let m = get_text(&http, &metrics_url).await;
             assert_eq!(metric(&m, "mrv_upload_backlog_alarm"), Some(1), "{m}");
             assert!(metric(&m, "mrv_upload_backlog_bytes").is_some_and(|b| b > 0));
@@ -419,10 +447,14 @@ async fn a_day_without_the_backend_loses_nothing_alarms_and_drains_in_order() {
         u(&s, "/buffer/disk_bytes"),
         (alarm_at - outage_start) / MINUTE,
     );
-    assert!(backlog >= outage_h * 60 / period_min - 1, "reports kept being built: {backlog}");
+    assert!(
+        backlog >= outage_h * 60 / period_min - 1,
+        "reports kept being built: {backlog}"
+    );
 
     // Phase 3: the backend returns (same port, same archive): drain.
-    let (mut receiver, _) = spawn_receiver(archive.path(), pki_dir.path(), &keys.public, &rx_listen);
+    let (mut receiver, _) =
+        spawn_receiver(archive.path(), pki_dir.path(), &keys.public, &rx_listen);
     let drain_start = Instant::now();
     let drain_sim_start = sim.now_ms();
     let s = loop {
@@ -443,12 +475,17 @@ async fn a_day_without_the_backend_loses_nothing_alarms_and_drains_in_order() {
     let wall = Instant::now();
     loop {
         let s = status().await;
-        if s.pointer("/uploads/upload/backlog_alarm").is_some_and(serde_json::Value::is_null) {
+        if s.pointer("/uploads/upload/backlog_alarm")
+            .is_some_and(serde_json::Value::is_null)
+        {
             let m = get_text(&http, &metrics_url).await;
             assert_eq!(metric(&m, "mrv_upload_backlog_alarm"), Some(0), "{m}");
             break;
         }
-        assert!(wall.elapsed() < Duration::from_secs(60), "the alarm did not clear: {s}");
+        assert!(
+            wall.elapsed() < Duration::from_secs(60),
+            "the alarm did not clear: {s}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -468,29 +505,46 @@ async fn a_day_without_the_backend_loses_nothing_alarms_and_drains_in_order() {
         if done {
             break;
         }
-        assert!(wall.elapsed() < Duration::from_secs(120), "devices did not reach frame {final_frame}");
+        assert!(
+            wall.elapsed() < Duration::from_secs(120),
+            "devices did not reach frame {final_frame}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;
     }
-    let published: Vec<u64> = states.iter().map(|s| s.lock().expect("state").generated).collect();
+    let published: Vec<u64> = states
+        .iter()
+        .map(|s| s.lock().expect("state").generated)
+        .collect();
     let total_frames: u64 = published.iter().sum();
-    let total_acked: u64 = states.iter().map(|s| s.lock().expect("state").pubacked).sum();
-    assert_eq!(total_acked, total_frames, "every generated frame was PUBACKed");
+    let total_acked: u64 = states
+        .iter()
+        .map(|s| s.lock().expect("state").pubacked)
+        .sum();
+    assert_eq!(
+        total_acked, total_frames,
+        "every generated frame was PUBACKed"
+    );
     assert!(published.iter().all(|&n| n == final_frame), "{published:?}");
     let wall = Instant::now();
     let s = loop {
         let s = status().await;
         let done = u(&s, "/buffer/depth_frames") == 0
-            && s.pointer("/uploads/head_seq").and_then(serde_json::Value::as_u64)
-                == s.pointer("/uploads/delivered_upto").and_then(serde_json::Value::as_u64)
+            && s.pointer("/uploads/head_seq")
+                .and_then(serde_json::Value::as_u64)
+                == s.pointer("/uploads/delivered_upto")
+                    .and_then(serde_json::Value::as_u64)
             && u(&s, "/uploads/head_period_end_ms") >= stop_at;
         if done {
             break s;
         }
-        assert!(wall.elapsed() < Duration::from_secs(120), "the last reports were not delivered: {s}");
+        assert!(
+            wall.elapsed() < Duration::from_secs(120),
+            "the last reports were not delivered: {s}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let head = u(&s, "/uploads/head_seq");
@@ -502,7 +556,10 @@ async fn a_day_without_the_backend_loses_nothing_alarms_and_drains_in_order() {
     // device's frames exactly once, in order; every sample.
     let mut ks = KeySet::new();
     let jwk: Jwk = serde_json::from_slice(&std::fs::read(&keys.public).expect("JWK")).expect("JWK");
-    ks.insert(jwk.kid.as_deref().expect("kid"), jwk.verifying_key().expect("key"));
+    ks.insert(
+        jwk.kid.as_deref().expect("kid"),
+        jwk.verifying_key().expect("key"),
+    );
     let trust = DeviceTrust::Registry(
         DeviceRegistry::from_json(&std::fs::read(&registry).expect("registry"))
             .expect("registry")
@@ -519,7 +576,9 @@ async fn a_day_without_the_backend_loses_nothing_alarms_and_drains_in_order() {
         let bytes = std::fs::read(dir.join(format!("{seq:012}.jws")))
             .unwrap_or_else(|e| panic!("report {seq} in the archive: {e}"));
         let v = verify_report(&bytes, &ks, &trust).unwrap_or_else(|e| panic!("report {seq}: {e}"));
-        chain.push(&v).unwrap_or_else(|e| panic!("report {seq} chains: {e}"));
+        chain
+            .push(&v)
+            .unwrap_or_else(|e| panic!("report {seq} chains: {e}"));
         readings += v.report.readings.count;
         if seq > delivered_before && seq <= head_at_return {
             drained_readings += v.report.readings.count;
@@ -528,7 +587,10 @@ async fn a_day_without_the_backend_loses_nothing_alarms_and_drains_in_order() {
             seen.entry(f.device.to_string()).or_default().push(f.seq);
         }
         for e in &v.report.events {
-            if matches!(e.kind, EventKind::UploadBacklogHigh | EventKind::UploadBacklogCleared) {
+            if matches!(
+                e.kind,
+                EventKind::UploadBacklogHigh | EventKind::UploadBacklogCleared
+            ) {
                 backlog_events.push((seq, e.kind.name()));
             }
         }
@@ -542,11 +604,23 @@ async fn a_day_without_the_backend_loses_nothing_alarms_and_drains_in_order() {
     for (id, n) in ids.iter().zip(&published) {
         let got = seen.remove(id.as_str()).unwrap_or_default();
         let want: Vec<u64> = (1..=*n).collect();
-        assert!(got == want, "{id}: frames not delivered exactly once in order: {} frames, first differences {:?}",
-            got.len(), got.iter().zip(&want).find(|(a, b)| a != b));
+        assert!(
+            got == want,
+            "{id}: frames not delivered exactly once in order: {} frames, first differences {:?}",
+            got.len(),
+            got.iter().zip(&want).find(|(a, b)| a != b)
+        );
     }
-    assert!(seen.is_empty(), "frames of unknown devices: {:?}", seen.keys());
-    assert_eq!(readings, total_frames * SAMPLES_PER_FRAME, "every sample delivered");
+    assert!(
+        seen.is_empty(),
+        "frames of unknown devices: {:?}",
+        seen.keys()
+    );
+    assert_eq!(
+        readings,
+        total_frames * SAMPLES_PER_FRAME,
+        "every sample delivered"
+    );
     assert_eq!(
         backlog_events.iter().map(|e| e.1).collect::<Vec<_>>(),
         ["upload_backlog_high", "upload_backlog_cleared"],

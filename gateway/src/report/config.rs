@@ -63,7 +63,16 @@ pub struct ReportSection {
     /// to `data_dir` unless absolute. Default `keys/gateway.key`.
     pub key_file: PathBuf,
     /// Where the gateway clock is synchronised from (`ntp`, `gps`, `rtc`).
+    /// Reports say `unsynced` instead while the clock daemon says the
+    /// clock is not synchronised (see `time_sync`).
     pub clock_source: String,
+    /// Which clock daemon's state goes into the report header's clock
+    /// (`last_sync_ms`, `unsynced`): `auto` (chrony, else
+    /// systemd-timesyncd), `chrony`, `timesyncd`, `off`. Default `auto`.
+    pub time_sync: crate::time_sync::TimeSyncMode,
+    /// chronyd's command socket for `chronyc -h` (default: chronyc's own,
+    /// `/run/chrony/chronyd.sock`, then 127.0.0.1).
+    pub chrony_socket: Option<PathBuf>,
     /// Per-device settings by device id.
     pub devices: BTreeMap<String, DeviceReportSettings>,
 }
@@ -117,6 +126,8 @@ impl Default for ReportSection {
             calculations: BTreeMap::new(),
             key_file: PathBuf::from("keys/gateway.key"),
             clock_source: String::from("ntp"),
+            time_sync: crate::time_sync::TimeSyncMode::Auto,
+            chrony_socket: None,
             devices: BTreeMap::new(),
         }
     }

@@ -122,6 +122,9 @@ pub struct ReportContext {
     pub store: ReportStore,
     /// Time source for the task.
     pub clock: Arc<dyn Clock>,
+    /// The clock daemon's latest state for the header's clock (`None`: not
+    /// read; `last_sync_ms` stays null).
+    pub time_sync: Option<crate::time_sync::TimeSyncStatus>,
 }
 
 impl std::fmt::Debug for ReportContext {
@@ -201,6 +204,7 @@ impl ReportContext {
             buffer,
             store: ReportStore::open(&cfg.data_dir)?,
             clock,
+            time_sync: None,
         })
     }
 }
@@ -382,14 +386,17 @@ pub fn build_due_reports(ctx: &ReportContext, now_ms: u64) -> Result<Vec<ReportI
         let prev_hash = head
             .as_ref()
             .map_or_else(|| String::from(GENESIS_PREV_HASH), |h| h.hash.clone());
+        let sync = ctx.time_sync.as_ref().and_then(|t| t.state());
+        let (source, last_sync_ms) =
+            crate::time_sync::header_clock(&ctx.section.clock_source, sync.as_ref());
         let report = builder::build(BuildInput {
             identity: &ctx.identity,
             period,
             seq,
             prev_hash,
             clock: ClockState {
-                source: ctx.section.clock_source.clone(),
-                last_sync_ms: None,
+                source,
+                last_sync_ms,
                 max_skew_ms: max_skew(&events),
             },
             devices: &ctx.devices,

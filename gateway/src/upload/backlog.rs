@@ -229,7 +229,10 @@ mod tests {
             bytes: 0,
             age_ms: 0,
         });
-        assert_eq!(w.observe(sample(u64::MAX, u64::MAX, Some(0)), u64::MAX), None);
+        assert_eq!(
+            w.observe(sample(u64::MAX, u64::MAX, Some(0)), u64::MAX),
+            None
+        );
     }
 
     #[test]

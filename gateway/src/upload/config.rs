@@ -446,7 +446,10 @@ mod tests {
         s.backlog_alarm_reports = 0;
         s.backlog_alarm_minutes = 90;
         let c = s.validate(f, Path::new(".")).expect("ok").expect("enabled");
-        assert_eq!((c.backlog_alarm.reports, c.backlog_alarm.age_ms), (0, 5_400_000));
+        assert_eq!(
+            (c.backlog_alarm.reports, c.backlog_alarm.age_ms),
+            (0, 5_400_000)
+        );
         s.backlog_alarm_minutes = u64::MAX;
         assert_eq!(
             s.validate(f, Path::new(".")).expect_err("too long").key,

@@ -338,7 +338,8 @@ impl BacklogTracker {
     /// the alarm, records its events and publishes the figures.
     async fn observe(&mut self, ctx: &UploadContext, m: &UploadMachine) {
         let (delivered, head) = (m.delivered_upto(), m.delivered_upto() + m.backlog());
-        self.waiting.retain(|&seq, _| seq > delivered && seq <= head);
+        self.waiting
+            .retain(|&seq, _| seq > delivered && seq <= head);
         let first_missing = self
             .waiting
             .last_key_value()

@@ -115,6 +115,7 @@ pub fn context(data_dir: &Path, buffer: Buffer, clock: ManualClock) -> ReportCon
         buffer,
         store: ReportStore::open(data_dir).expect("store opens"),
         clock: Arc::new(clock),
+        time_sync: None,
     }
 }
 
