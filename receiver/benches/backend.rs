@@ -220,6 +220,18 @@ fn main() {
                 cpu,
                 cpu / wall.as_secs_f64()
             );
+            let (mut groups, mut grouped) = (0u64, 0u64);
+            for r in &rxs {
+                if let mrv_receiver::archive::AnyArchive::Postgres(a) = r.handle.archive() {
+                    let (g, n) = a.group_stats();
+                    groups += g;
+                    grouped += n;
+                }
+            }
+            println!(
+                "  group commit           {grouped} reports in {groups} commit transactions ({:.1} per transaction)",
+                grouped as f64 / groups.max(1) as f64
+            );
             for r in rxs {
                 r.stop().await.expect("stops");
             }

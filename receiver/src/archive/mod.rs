@@ -322,7 +322,7 @@ impl LogIdentity {
 #[derive(Debug, Clone, Copy)]
 pub struct Admission<'a> {
     /// Command-line keys and devices (bootstrap).
-    pub trust: &'a Trust,
+    pub trust: &'a std::sync::Arc<Trust>,
     /// The key that verified the signature.
     pub key: &'a KeySource,
 }

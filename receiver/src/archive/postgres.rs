@@ -229,6 +229,29 @@ fn frontier_of(size: i64, bytes: &[u8]) -> Result<Frontier, ArchiveError> {
 pub struct PgArchive {
     pool: Pool,
     identity: LogIdentity,
+    /// The group-commit queue (see [`PgArchive::commit_batch`]).
+    queue: tokio::sync::mpsc::Sender<Job>,
+    /// Transactions the group commit ran, and the reports in them.
+    groups: std::sync::Arc<[std::sync::atomic::AtomicU64; 2]>,
+}
+
+/// One verified report waiting for the group commit.
+struct Job {
+    bytes: Vec<u8>,
+    v: VerifiedReport,
+    now_ms: u64,
+    trust: std::sync::Arc<crate::verification::Trust>,
+    key: crate::registry::KeySource,
+    reply: tokio::sync::oneshot::Sender<Result<ItemResult, ArchiveError>>,
+}
+
+/// Most reports committed in one transaction.
+pub const MAX_GROUP: usize = 64;
+
+/// A decision of the group commit's first phase, kept for its second.
+struct Accepted {
+    job: usize,
+    head: ChainHead,
 }
 
 impl std::fmt::Debug for PgArchive {
@@ -259,8 +282,15 @@ impl PgArchive {
             .max_size(pool.max(1))
             .build()
             .map_err(db)?;
-        let a = PgArchive { pool, identity };
+        let (queue, rx) = tokio::sync::mpsc::channel(4 * MAX_GROUP);
+        let a = PgArchive {
+            pool,
+            identity,
+            queue,
+            groups: Default::default(),
+        };
         a.migrate().await?;
+        tokio::spawn(a.clone().group_commits(rx));
         Ok(a)
     }
 
@@ -920,6 +950,391 @@ impl PgArchive {
         }
     }
 
+    /// The group-commit loop: takes every report waiting (at most
+    /// [`MAX_GROUP`]) and commits them in one transaction, so the log head
+    /// is locked, and the commit fsynced, once per group instead of once
+    /// per report. Ends when every [`PgArchive`] clone is dropped.
+    async fn group_commits(self, mut rx: tokio::sync::mpsc::Receiver<Job>) {
+        // Holding a sender here would keep the loop alive forever: the
+        // loop's own clone must not count.
+        let PgArchive {
+            pool,
+            identity,
+            queue,
+            groups,
+        } = self;
+        drop(queue);
+        let me = PgArchive {
+            pool,
+            identity,
+            queue: tokio::sync::mpsc::channel(1).0,
+            groups,
+        };
+        while let Some(first) = rx.recv().await {
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            me.groups[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            me.groups[1].fetch_add(jobs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            let results = if jobs.len() == 1 {
+                let j = &jobs[0];
+                vec![
+                    me.commit_tx(
+                        &j.bytes,
+                        &j.v,
+                        j.now_ms,
+                        &Admission {
+                            trust: &j.trust,
+                            key: &j.key,
+                        },
+                    )
+                    .await,
+                ]
+            } else {
+                match me.commit_batch(&jobs).await {
+                    Ok(r) => r.into_iter().map(Ok).collect(),
+                    Err(e) => {
+                        // Nothing of the group was stored: one by one.
+                        tracing::warn!(error = %e, reports = jobs.len(), "group commit failed; committing one by one");
+                        let mut out = Vec::with_capacity(jobs.len());
+                        for j in &jobs {
+                            out.push(
+                                me.commit_tx(
+                                    &j.bytes,
+                                    &j.v,
+                                    j.now_ms,
+                                    &Admission {
+                                        trust: &j.trust,
+                                        key: &j.key,
+                                    },
+                                )
+                                .await,
+                            );
+                        }
+                        out
+                    }
+                }
+            };
+            for (j, r) in jobs.into_iter().zip(results) {
+                let _ = j.reply.send(r);
+            }
+        }
+    }
+
+    /// Commits a group of reports in one transaction (the module doc's
+    /// steps, for each report in (gateway, seq) order, with one log head
+    /// update). `Err`: nothing was stored.
+    async fn commit_batch(&self, jobs: &[Job]) -> Result<Vec<ItemResult>, ArchiveError> {
+        let mut order: Vec<usize> = (0..jobs.len()).collect();
+        order.sort_by(|&a, &b| {
+            (jobs[a].v.gateway(), jobs[a].v.seq()).cmp(&(jobs[b].v.gateway(), jobs[b].v.seq()))
+        });
+        let mut results: Vec<Option<ItemResult>> = vec![None; jobs.len()];
+        let mut c = self.pool.get().await.map_err(db)?;
+        let tx = c.transaction().await.map_err(db)?;
+        // Phase 1: lock each gateway, re-check the registry, decide.
+        let mut heads: BTreeMap<String, Option<ChainHead>> = BTreeMap::new();
+        let mut stored_in_group: BTreeMap<(String, u64), Hash> = BTreeMap::new();
+        let mut kids_in_group: BTreeMap<String, String> = BTreeMap::new();
+        let mut accepted: Vec<Accepted> = Vec::new();
+        let mut duplicates: Vec<(usize, String, u64)> = Vec::new();
+        for &i in &order {
+            let j = &jobs[i];
+            let v = &j.v;
+            let gw = v.gateway().to_string();
+            if !super::file::safe_gateway(&gw) {
+                results[i] = Some(ItemResult::rejected(
+                    Some(v),
+                    "malformed",
+                    format!("gateway id {gw:?} is not a valid id"),
+                ));
+                continue;
+            }
+            let seq = i64_of(v.seq(), "seq")?;
+            if !heads.contains_key(&gw) {
+                let ins = tx
+                    .prepare_cached("INSERT INTO gateways (id) VALUES ($1) ON CONFLICT DO NOTHING")
+                    .await
+                    .map_err(db)?;
+                tx.execute(&ins, &[&gw]).await.map_err(db)?;
+                let lock = tx
+                    .prepare_cached("SELECT head FROM gateways WHERE id = $1 FOR UPDATE")
+                    .await
+                    .map_err(db)?;
+                let text: Option<String> = tx.query_one(&lock, &[&gw]).await.map_err(db)?.get(0);
+                let head = match text {
+                    None => None,
+                    Some(t) => {
+                        let sh: StoredHead = doc(&t, "gateways.head")?;
+                        Some(ChainHead::try_from(sh).map_err(|e| ArchiveError::Corrupt {
+                            what: format!("gateways.head of {gw}"),
+                            why: e.to_string(),
+                        })?)
+                    }
+                };
+                heads.insert(gw.clone(), head);
+            }
+            let view = Self::view_in(&tx, &v.kid, &gw, v.report.header.site.as_str(), true).await?;
+            if let Err(r) = crate::registry::admit(&view, &j.trust, v, &j.key) {
+                results[i] = Some(ItemResult::rejected(Some(v), r.reason, r.detail));
+                continue;
+            }
+            let stored_at_seq = match stored_in_group.get(&(gw.clone(), v.seq())) {
+                Some(h) => Some(*h),
+                None => {
+                    let at_seq = tx
+                        .prepare_cached(
+                            "SELECT hash, report_id, log_index FROM reports WHERE gateway = $1 AND seq = $2",
+                        )
+                        .await
+                        .map_err(db)?;
+                    match tx.query_opt(&at_seq, &[&gw, &seq]).await.map_err(db)? {
+                        Some(r) => {
+                            let h = hash_of(r.get::<_, &[u8]>(0), "reports.hash")?;
+                            if h == v.hash {
+                                duplicates.push((i, r.get(1), u64_of(r.get(2))));
+                            }
+                            Some(h)
+                        }
+                        None => None,
+                    }
+                }
+            };
+            let kid_gateway = match kids_in_group.get(&v.kid) {
+                Some(g) => Some(g.clone()),
+                None => {
+                    let kid_q = tx
+                        .prepare_cached("SELECT gateway FROM kids WHERE kid = $1")
+                        .await
+                        .map_err(db)?;
+                    tx.query_opt(&kid_q, &[&v.kid])
+                        .await
+                        .map_err(db)?
+                        .map(|r| r.get(0))
+                }
+            };
+            let view = ChainView {
+                head: heads[&gw].clone(),
+                stored_at_seq,
+                kid_gateway,
+            };
+            match decide(&view, v) {
+                Decision::Duplicate => {
+                    if !duplicates.iter().any(|(d, _, _)| *d == i) {
+                        // The same bytes twice in one group: the second is a
+                        // duplicate of the first (answered after the commit).
+                        duplicates.push((i, v.id().to_string(), u64::MAX));
+                    }
+                }
+                Decision::Equivocation { stored } => {
+                    tx.execute(
+                        "INSERT INTO equivocations (offered_hash, gateway, seq, stored_hash, time_ms, evidence) \
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (offered_hash) DO NOTHING",
+                        &[
+                            &v.hash.as_slice(),
+                            &gw,
+                            &seq,
+                            &stored.as_slice(),
+                            &i64_of(j.now_ms, "time")?,
+                            &j.bytes,
+                        ],
+                    )
+                    .await
+                    .map_err(db)?;
+                    tracing::error!(gateway = %gw, seq = v.seq(),
+                        "EQUIVOCATION: gateway signed two different reports with one seq; rejected and flagged");
+                    results[i] = Some(ItemResult::equivocation(v));
+                }
+                Decision::Reject { reason, detail } => {
+                    results[i] = Some(ItemResult::rejected(Some(v), reason, detail));
+                }
+                Decision::Accept { head, bind_kid } => {
+                    if bind_kid && !kids_in_group.contains_key(&v.kid) {
+                        let bound: String = tx
+                            .query_one(
+                                "INSERT INTO kids (kid, gateway) VALUES ($1, $2) \
+                                 ON CONFLICT (kid) DO UPDATE SET kid = EXCLUDED.kid RETURNING gateway",
+                                &[&v.kid, &gw],
+                            )
+                            .await
+                            .map_err(db)?
+                            .get(0);
+                        if bound != gw {
+                            results[i] = Some(ItemResult::rejected(
+                                Some(v),
+                                "kid_gateway_mismatch",
+                                format!("key {:?} signs for gateway {bound:?}, not {gw:?}", v.kid),
+                            ));
+                            continue;
+                        }
+                    }
+                    kids_in_group.insert(v.kid.clone(), gw.clone());
+                    stored_in_group.insert((gw.clone(), v.seq()), v.hash);
+                    heads.insert(gw.clone(), Some(head.clone()));
+                    accepted.push(Accepted { job: i, head });
+                }
+            }
+        }
+        // Phase 2: the log, once for the group.
+        let mut receipts_for: Vec<(usize, u64)> = Vec::new();
+        let mut tree: Option<(u64, String, BTreeMap<NodeId, Hash>)> = None;
+        if !accepted.is_empty() {
+            let log = tx
+                .prepare_cached("SELECT size, frontier FROM log_head WHERE id = 1 FOR UPDATE")
+                .await
+                .map_err(db)?;
+            let row = tx.query_one(&log, &[]).await.map_err(db)?;
+            let mut frontier = frontier_of(row.get(0), row.get(1))?;
+            let mut known = frontier.known_nodes();
+            let insert = tx
+                .prepare_cached(
+                    "INSERT INTO reports (gateway, seq, report_id, hash, kid, period_start_ms, \
+                     period_end_ms, readings, log_index, accepted_ms, bytes) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .await
+                .map_err(db)?;
+            let mut done_all: Vec<(NodeId, Hash)> = Vec::new();
+            let mut last_head: BTreeMap<String, (i64, String)> = BTreeMap::new();
+            let mut readings: BTreeMap<String, i64> = BTreeMap::new();
+            for a in &accepted {
+                let j = &jobs[a.job];
+                let v = &j.v;
+                let index = frontier.size();
+                done_all.extend(frontier.append(entry_leaf_hash(&v.hash)));
+                let p = v.report.header.period;
+                tx.execute(
+                    &insert,
+                    &[
+                        &v.gateway(),
+                        &i64_of(v.seq(), "seq")?,
+                        &v.id(),
+                        &v.hash.as_slice(),
+                        &v.kid,
+                        &i64_of(p.start_ms, "period")?,
+                        &i64_of(p.end_ms, "period")?,
+                        &i64_of(v.report.readings.count, "readings")?,
+                        &i64_of(index, "log index")?,
+                        &i64_of(j.now_ms, "time")?,
+                        &j.bytes,
+                    ],
+                )
+                .await
+                .map_err(db)?;
+                Self::insert_ledger(&tx, &ledger::entry_of(v)).await?;
+                last_head.insert(
+                    v.gateway().to_string(),
+                    (
+                        i64_of(v.seq(), "seq")?,
+                        serde_json::to_string(&StoredHead::from(&a.head))
+                            .expect("a head serialises"),
+                    ),
+                );
+                *readings.entry(v.gateway().to_string()).or_default() +=
+                    i64_of(v.report.readings.count, "readings")?;
+                receipts_for.push((a.job, index));
+            }
+            let levels: Vec<i16> = done_all.iter().map(|(id, _)| i16::from(id.level)).collect();
+            let idxs: Vec<i64> = done_all
+                .iter()
+                .map(|(id, _)| i64_of(id.index, "node index"))
+                .collect::<Result<_, _>>()?;
+            let hashes: Vec<&[u8]> = done_all.iter().map(|(_, h)| h.as_slice()).collect();
+            let nodes = tx
+                .prepare_cached(
+                    "INSERT INTO log_nodes (level, idx, hash) \
+                     SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",
+                )
+                .await
+                .map_err(db)?;
+            tx.execute(&nodes, &[&levels, &idxs, &hashes])
+                .await
+                .map_err(db)?;
+            let size = frontier.size();
+            let checkpoint = self.identity.sign(size, frontier.root());
+            let flat: Vec<u8> = frontier.hashes().concat();
+            tx.execute(
+                "UPDATE log_head SET size = $1, frontier = $2, checkpoint = $3 WHERE id = 1",
+                &[&i64_of(size, "log size")?, &flat, &checkpoint],
+            )
+            .await
+            .map_err(db)?;
+            let upd_gw = tx
+                .prepare_cached(
+                    "UPDATE gateways SET head = $2, head_seq = $3, reports = reports + $5, \
+                     readings = readings + $4 WHERE id = $1",
+                )
+                .await
+                .map_err(db)?;
+            for (gw, (seq, head)) in &last_head {
+                let n = accepted
+                    .iter()
+                    .filter(|a| jobs[a.job].v.gateway() == gw)
+                    .count() as i64;
+                tx.execute(&upd_gw, &[gw, head, seq, &readings[gw], &n])
+                    .await
+                    .map_err(db)?;
+            }
+            known.extend(done_all);
+            tree = Some((size, checkpoint, known));
+        }
+        tx.commit().await.map_err(db)?;
+        // Receipts of the accepted, against the group's checkpoint.
+        if let Some((size, checkpoint, known)) = &tree {
+            for (i, index) in receipts_for {
+                let v = &jobs[i].v;
+                let proof = match hash_ranges(&inclusion_ranges(index, *size), known) {
+                    Some(p) => p,
+                    None => {
+                        let c = self.pool.get().await.map_err(db)?;
+                        Self::proof(&c, &inclusion_ranges(index, *size)).await?
+                    }
+                };
+                results[i] = Some(ItemResult::stored(
+                    ItemStatus::Accepted,
+                    v.id(),
+                    v.seq(),
+                    Receipt {
+                        report_hash: v.hash_hex(),
+                        log_index: index,
+                        tree_size: *size,
+                        inclusion_proof: hex_hashes(&proof),
+                        checkpoint: checkpoint.clone(),
+                    },
+                ));
+            }
+        }
+        // Duplicates: receipts against the tree as it is now.
+        for (i, _, _) in duplicates {
+            if results[i].is_none() {
+                results[i] = self.duplicate(jobs[i].v.hash).await?;
+            }
+        }
+        results
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.ok_or_else(|| ArchiveError::Corrupt {
+                    what: String::from("group commit"),
+                    why: format!("report {} got no answer", jobs[i].v.id()),
+                })
+            })
+            .collect()
+    }
+
+    /// Commit transactions run by this process's group commit, and the
+    /// reports they held (their ratio is the mean group size).
+    pub fn group_stats(&self) -> (u64, u64) {
+        (
+            self.groups[0].load(std::sync::atomic::Ordering::Relaxed),
+            self.groups[1].load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
     /// Bytes the database occupies (`pg_database_size`), for benchmarks.
     pub async fn database_bytes(&self) -> Result<u64, ArchiveError> {
         let c = self.pool.get().await.map_err(db)?;
@@ -986,7 +1401,25 @@ impl Archive for PgArchive {
                 format!("gateway id {:?} is not a valid id", v.gateway()),
             ));
         }
-        self.commit_tx(bytes, v, now_ms, admission).await
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            bytes: bytes.to_vec(),
+            v: v.clone(),
+            now_ms,
+            trust: admission.trust.clone(),
+            key: admission.key.clone(),
+            reply,
+        };
+        if self.queue.send(job).await.is_err() {
+            return Err(ArchiveError::Database(String::from(
+                "the group-commit task has stopped",
+            )));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(ArchiveError::Database(String::from(
+                "the group-commit task dropped a report",
+            )))
+        })
     }
 
     async fn registry_view(
