@@ -51,6 +51,20 @@
 //! otherwise:    ROLLBACK (nothing stored)
 //! ```
 //!
+//! ## Group commit
+//!
+//! [`Archive::commit`] queues the verified report; one task per receiver
+//! takes every report waiting (at most [`MAX_GROUP`]) and runs the steps
+//! above for all of them in **one** transaction: gateway rows locked in
+//! (gateway, seq) order, each report's registry re-check and decision
+//! (reports of one gateway in one group see each other), then the log head
+//! locked once, every accepted report appended, one new checkpoint, one
+//! commit (one fsync). Every accepted report of the group gets its receipt
+//! against that checkpoint. A group whose transaction fails stores nothing
+//! and is committed again one report at a time. While a group commits, the
+//! next one gathers, so the log head lock and the fsync are paid once per
+//! group rather than once per report.
+//!
 //! Locks are always taken in the order gateway row, registry rows, log
 //! head (uploads) and registry head, registry rows (changes, which take no
 //! other lock), so two transactions never deadlock. The log head lock is held only from the
