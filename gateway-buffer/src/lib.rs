@@ -144,7 +144,7 @@
 //! key in sled frees its space in sled's files lazily (segment GC), so
 //! `disk_bytes` shrinks later than `bytes`.
 
-pub mod durable_dir;
+pub use mrv_shared::durable_dir;
 mod ledger;
 mod record;
 pub mod sled_files;

@@ -96,7 +96,7 @@ pub fn load_or_create(path: &Path, origin: Option<&str>) -> Result<LogIdentity, 
         source,
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
+        mrv_shared::durable_dir::create_dir_all_durable(dir).map_err(io)?;
     }
     let tmp = path.with_extension("tmp");
     {
@@ -113,6 +113,16 @@ pub fn load_or_create(path: &Path, origin: Option<&str>) -> Result<LogIdentity, 
         f.sync_all().map_err(io)?;
     }
     std::fs::rename(&tmp, path).map_err(io)?;
+    // The name is durable only once its directory is: a power cut must not
+    // lose the key (a new one would sign checkpoints no client can link to
+    // the old ones).
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)?;
     tracing::info!(path = %path.display(), verifier = %identity.verifier(), "created the log signing key");
     Ok(identity)
 }

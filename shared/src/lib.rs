@@ -46,6 +46,8 @@ pub mod clock;
 pub mod config_error;
 pub mod conversion;
 pub mod display;
+#[cfg(feature = "std")]
+pub mod durable_dir;
 pub mod event;
 pub mod ids;
 pub mod methodology;

@@ -45,6 +45,7 @@ use crate::registry::{
     AuditRecord, Change, KeySource, Registry, RegistryError, RegistryView, rfc3339,
 };
 use crate::verification::Trust;
+use mrv_shared::durable_dir::create_dir_all_durable;
 use mrv_shared::ids::validate_id;
 use mrv_shared::report::jws::parse_compact;
 use mrv_shared::report::merkle::Hash;
@@ -324,9 +325,9 @@ impl FileArchive {
     /// lacks.
     pub fn open(data_dir: &Path, identity: LogIdentity) -> Result<FileArchive, ArchiveError> {
         let gw_dir = data_dir.join("gateways");
-        fs::create_dir_all(&gw_dir).map_err(io(&gw_dir))?;
+        create_dir_all_durable(&gw_dir).map_err(io(&gw_dir))?;
         let log_dir = data_dir.join("log");
-        fs::create_dir_all(&log_dir).map_err(io(&log_dir))?;
+        create_dir_all_durable(&log_dir).map_err(io(&log_dir))?;
         let mut st = State::default();
         let mut names: Vec<String> = Vec::new();
         for e in fs::read_dir(&gw_dir).map_err(io(&gw_dir))? {
@@ -502,7 +503,10 @@ impl FileArchive {
             }
             Decision::Accept { head, .. } => {
                 let dir = inner.dir.join("gateways").join(&gw);
-                fs::create_dir_all(&dir).map_err(io(&dir))?;
+                // A new gateway's directory: its name must be durable
+                // before the report in it is acknowledged (found by the
+                // power-cut test: the whole directory vanished).
+                create_dir_all_durable(&dir).map_err(io(&dir))?;
                 write_durable(&dir, &format!("{}.jws", stem(v.seq())), bytes)?;
                 append_durable(&inner.dir.join("log").join("entries"), &v.hash)?;
                 let index = st.log.append(v.hash);
@@ -566,7 +570,7 @@ impl FileArchive {
 
     fn record_equivocation(&self, flag: &Flag, bytes: &[u8]) -> Result<(), ArchiveError> {
         let ev = self.evidence_dir(&flag.gateway);
-        fs::create_dir_all(&ev).map_err(io(&ev))?;
+        create_dir_all_durable(&ev).map_err(io(&ev))?;
         write_durable(
             &ev,
             &format!("{}-{}.jws", stem(flag.seq), flag.offered_hash),

@@ -1,4 +1,5 @@
-//! Directories that survive a power cut.
+//! Directories that survive a power cut (std only; used by the gateway's
+//! buffer and report store and by the receiver's file archive).
 //!
 //! `create_dir_all` makes directories, but a new directory's name lives in
 //! its parent, which must be fsynced before the name is durable; until
@@ -8,6 +9,7 @@
 //! fsyncs the parent of each directory it created, top down.
 
 use std::path::Path;
+use std::vec::Vec;
 
 /// `create_dir_all(path)`, then fsyncs the parent of every directory it
 /// created (nothing when `path` already existed).
