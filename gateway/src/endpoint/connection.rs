@@ -167,8 +167,15 @@ pub(crate) async fn serve(
         let actions = tokio::select! {
             _ = shutdown.changed() => session.close(CloseReason::ShuttingDown),
             _ = kick.notified() => session.close(CloseReason::TakenOver),
-            (token, disposition) = next_outcome(&mut pending), if !pending.is_empty() => {
-                session.on(Event::Resolved { token, disposition }, &shared.auth)
+            resolved = ready_outcomes(&mut pending), if !pending.is_empty() => {
+                // Every outcome already decided (a group commit resolves a
+                // whole run of them at once): their PUBACKs go out in one write.
+                resolved
+                    .into_iter()
+                    .flat_map(|(token, disposition)| {
+                        session.on(Event::Resolved { token, disposition }, &shared.auth)
+                    })
+                    .collect()
             }
             _ = tokio::time::sleep_until(next_retry.unwrap_or_else(Instant::now)), if next_retry.is_some() => {
                 let now = Instant::now();
@@ -247,22 +254,27 @@ pub(crate) async fn serve(
     log_close(&reason, &session, peer, pending.len(), &stats);
 }
 
-/// The first resolved outcome at the head (outcomes resolve in order; the
-/// session orders acks anyway).
-fn next_outcome(
+/// The resolved outcomes at the head of `pending`, in order: waits for the
+/// first, then takes every following one that is already resolved
+/// (outcomes resolve in order; the session orders acks anyway).
+fn ready_outcomes(
     pending: &mut VecDeque<(u64, PendingOutcome)>,
-) -> impl Future<Output = (u64, Disposition)> + '_ {
+) -> impl Future<Output = Vec<(u64, Disposition)>> + '_ {
     std::future::poll_fn(move |cx| {
-        let Some((token, fut)) = pending.front_mut() else {
-            return Poll::Pending;
-        };
-        match fut.as_mut().poll(cx) {
-            Poll::Ready(d) => {
-                let token = *token;
-                pending.pop_front();
-                Poll::Ready((token, d))
+        let mut ready = Vec::new();
+        while let Some((token, fut)) = pending.front_mut() {
+            match fut.as_mut().poll(cx) {
+                Poll::Ready(d) => {
+                    ready.push((*token, d));
+                    pending.pop_front();
+                }
+                Poll::Pending => break,
             }
-            Poll::Pending => Poll::Pending,
+        }
+        if ready.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(ready)
         }
     })
 }
