@@ -171,6 +171,79 @@ impl MappedState {
     }
 }
 
+/// The receipt of a mapped frame: settles the frame's dedup key when the
+/// writer's outcome arrives (kept if on disk, forgotten otherwise), then
+/// resolves. If it is dropped before that (the device's connection closed),
+/// a task settles the key once the outcome arrives, so a redelivery is
+/// judged right. No task and no second channel per message otherwise.
+struct MappedReceipt {
+    rx: Option<oneshot::Receiver<AppendOutcome>>,
+    key: Option<DedupKey>,
+    stage: Arc<Mutex<MappedState>>,
+}
+
+impl MappedReceipt {
+    fn settle(stage: &Mutex<MappedState>, key: &DedupKey, d: Disposition) {
+        let on_disk = matches!(
+            d,
+            Disposition::Stored(AppendOutcome::Stored | AppendOutcome::Duplicate)
+        );
+        stage
+            .lock()
+            .expect("mapping lock is never poisoned: no panics while held")
+            .settle(key, on_disk);
+    }
+
+    fn disposition(r: Result<AppendOutcome, oneshot::error::RecvError>) -> Disposition {
+        match r {
+            Ok(o) => Disposition::Stored(o),
+            Err(_) => Disposition::WriteFailed,
+        }
+    }
+}
+
+impl Future for MappedReceipt {
+    type Output = Disposition;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Disposition> {
+        let Some(rx) = self.rx.as_mut() else {
+            return std::task::Poll::Ready(Disposition::WriteFailed);
+        };
+        let d = match Pin::new(rx).poll(cx) {
+            std::task::Poll::Pending => return std::task::Poll::Pending,
+            std::task::Poll::Ready(r) => Self::disposition(r),
+        };
+        self.rx = None;
+        if let Some(key) = self.key.take() {
+            Self::settle(&self.stage, &key, d);
+        }
+        std::task::Poll::Ready(d)
+    }
+}
+
+impl Drop for MappedReceipt {
+    fn drop(&mut self) {
+        let (Some(rx), Some(key)) = (self.rx.take(), self.key.take()) else {
+            return;
+        };
+        let stage = self.stage.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(async move {
+                    let d = Self::disposition(rx.await);
+                    Self::settle(&stage, &key, d);
+                });
+            }
+            // Outside a runtime nothing can await the writer: forget the
+            // key (a redelivery is then stored, never lost).
+            Err(_) => Self::settle(&stage, &key, Disposition::WriteFailed),
+        }
+    }
+}
+
 /// What [`FrameIntake`] needs.
 pub struct FrameIntakeParts {
     /// This site.
@@ -373,28 +446,10 @@ impl FrameIntake {
                     return Receipt::Ready(Disposition::WriteFailed);
                 }
                 drop(st);
-                // Settled by a task of its own, so the key is settled even
-                // when nobody waits for the receipt any more (the device's
-                // connection closed): a redelivery is then judged right.
-                let stage = stage.clone();
-                let (done_tx, done_rx) = oneshot::channel();
-                tokio::spawn(async move {
-                    let d = match rx.await {
-                        Ok(o) => Disposition::Stored(o),
-                        Err(_) => Disposition::WriteFailed,
-                    };
-                    let on_disk = matches!(
-                        d,
-                        Disposition::Stored(AppendOutcome::Stored | AppendOutcome::Duplicate)
-                    );
-                    stage
-                        .lock()
-                        .expect("mapping lock is never poisoned: no panics while held")
-                        .settle(&key, on_disk);
-                    let _ = done_tx.send(d);
-                });
-                Receipt::Pending(Box::pin(async move {
-                    done_rx.await.unwrap_or(Disposition::WriteFailed)
+                Receipt::Pending(Box::pin(MappedReceipt {
+                    rx: Some(rx),
+                    key: Some(key),
+                    stage: stage.clone(),
                 }))
             }
             Outcome::Duplicate {
