@@ -80,12 +80,53 @@ pub struct Rejection {
     pub detail: String,
 }
 
-/// A remembered message identity.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct DedupKey {
-    mapping: usize,
-    device: DeviceId,
-    value: KeyValue,
+/// A remembered message identity: the first 128 bits of SHA-256 over
+/// (mapping, device, value), each length-prefixed. 16 bytes instead of the
+/// owned device id and value (200,000 keys are remembered at most; at high
+/// message rates the owned form took tens of MB, issue 12's benchmark);
+/// two distinct identities collide with probability ~2^-128 per pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DedupKey([u64; 2]);
+
+impl DedupKey {
+    fn new(mapping: usize, device: &DeviceId, value: &KeyValue) -> Self {
+        let mut h = Sha256::new();
+        h.update((mapping as u64).to_le_bytes());
+        let d = device.as_str().as_bytes();
+        h.update((d.len() as u64).to_le_bytes());
+        h.update(d);
+        match value {
+            KeyValue::Sequence(v) => {
+                h.update([0u8]);
+                h.update((v.len() as u64).to_le_bytes());
+                h.update(v.as_bytes());
+            }
+            KeyValue::Time(t) => {
+                h.update([1u8]);
+                h.update(t.to_le_bytes());
+            }
+            KeyValue::Hash(b) => {
+                h.update([2u8]);
+                h.update(b);
+            }
+            KeyValue::Fcnt(dev_eui, epoch, fcnt) => {
+                h.update([3u8]);
+                h.update((dev_eui.len() as u64).to_le_bytes());
+                h.update(dev_eui.as_bytes());
+                h.update(epoch.to_le_bytes());
+                h.update(fcnt.to_le_bytes());
+            }
+        }
+        let out = h.finalize();
+        let word = |i: usize| {
+            u64::from_le_bytes(
+                out[i * 8..i * 8 + 8]
+                    .try_into()
+                    .expect("8 bytes of a 32-byte digest"),
+            )
+        };
+        DedupKey([word(0), word(1)])
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -558,7 +599,7 @@ impl MappingStage {
                 return Outcome::Duplicate {
                     mapping: m.id.clone(),
                     device,
-                    pending: (!stored).then(|| k.clone()),
+                    pending: (!stored).then_some(*k),
                 };
             }
             let heard = v
@@ -568,11 +609,11 @@ impl MappingStage {
             let j = cs
                 .fcnt
                 .judge(mi, &env.dev_eui, env.dev_addr.as_deref(), env.fcnt, heard);
-            let key = DedupKey {
-                mapping: mi,
-                device: device.clone(),
-                value: KeyValue::Fcnt(env.dev_eui.clone(), j.epoch, env.fcnt),
-            };
+            let key = DedupKey::new(
+                mi,
+                &device,
+                &KeyValue::Fcnt(env.dev_eui.clone(), j.epoch, env.fcnt),
+            );
             if let Some(&(_, stored)) = self.keys.get(&key) {
                 // The same (devEui, epoch, fCnt) under another
                 // deduplicationId: the same uplink delivered twice.
@@ -710,10 +751,12 @@ impl MappingStage {
                 }
             }
         }
-        let value = match &m.dedup {
+        let key = match &m.dedup {
             DedupKeyRule::Sequence(p, text) => match one(p, &v, text, "missing_sequence") {
-                Ok(Value::Number(n)) => KeyValue::Sequence(n.to_string()),
-                Ok(Value::String(s)) => KeyValue::Sequence(s.clone()),
+                Ok(Value::Number(n)) => {
+                    DedupKey::new(mi, &device, &KeyValue::Sequence(n.to_string()))
+                }
+                Ok(Value::String(s)) => DedupKey::new(mi, &device, &KeyValue::Sequence(s.clone())),
                 Ok(other) => {
                     return reject(
                         dev,
@@ -723,24 +766,21 @@ impl MappingStage {
                 }
                 Err((reason, detail)) => return reject(dev, reason, detail),
             },
-            DedupKeyRule::Timestamp => {
-                KeyValue::Time(payload_ms.expect("a timestamp rule gives a time"))
-            }
+            DedupKeyRule::Timestamp => DedupKey::new(
+                mi,
+                &device,
+                &KeyValue::Time(payload_ms.expect("a timestamp rule gives a time")),
+            ),
             DedupKeyRule::PayloadHash => {
                 let h = Sha256::digest(msg.payload);
                 let mut b = [0u8; 16];
                 b.copy_from_slice(&h[..16]);
-                KeyValue::Hash(b)
+                DedupKey::new(mi, &device, &KeyValue::Hash(b))
             }
             DedupKeyRule::ChirpstackUplink => chirpstack_key
                 .as_ref()
-                .map(|(_, k)| k.value.clone())
+                .map(|(_, k)| *k)
                 .expect("a chirpstack_v4 uplink got its key above"),
-        };
-        let key = DedupKey {
-            mapping: mi,
-            device: device.clone(),
-            value,
         };
         if let Some(&(_, stored)) = self.keys.get(&key) {
             return Outcome::Duplicate {
@@ -767,9 +807,9 @@ impl MappingStage {
             .saturating_add(m.dedup_window.as_millis() as u64);
         let mapping = m.id.clone();
         if let Some((id, _)) = chirpstack_key {
-            self.chirpstack.entry(id, expires).key = Some(key.clone());
+            self.chirpstack.entry(id, expires).key = Some(key);
         }
-        self.remember(key.clone(), expires);
+        self.remember(key, expires);
         Outcome::Frame(Box::new(Mapped {
             frame,
             key,
@@ -799,7 +839,7 @@ impl MappingStage {
                 None => break,
             }
         }
-        self.keys.insert(key.clone(), (expires, false));
+        self.keys.insert(key, (expires, false));
         self.order.push_back((expires, key));
     }
 
