@@ -836,19 +836,20 @@ pub struct ValidProfile {
 
 /// Parses and validates profile text; `file` names it in errors.
 pub fn parse_profile(text: &str, file: &Path) -> Result<ValidProfile, ConfigError> {
-    let value: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+    // The same deserializer as the main config file, so that the sections
+    // both read are compiled once (binary size, issue 11).
+    let de = toml::de::Deserializer::parse(text).map_err(|e| {
         ConfigError::new(
             file,
             "",
             format!("not valid TOML: {}", e.to_string().trim_end()),
         )
     })?;
-    let pf: ProfileFile =
-        serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
-            let key = e.path().to_string();
-            let key = if key == "." { String::new() } else { key };
-            ConfigError::new(file, key, e.inner().to_string())
-        })?;
+    let pf: ProfileFile = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { String::new() } else { key };
+        ConfigError::new(file, key, e.inner().message().to_string())
+    })?;
     let mut map = RegisterMap::default();
     for (i, r) in pf.registers.iter().enumerate() {
         let at = At {
@@ -1107,17 +1108,19 @@ pub fn parse_section(text: &str, file: &Path) -> Result<ModbusSection, ConfigErr
         #[serde(default)]
         modbus: ModbusSection,
     }
-    let value: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+    // The same deserializer as the main config file, so that the sections
+    // both read are compiled once (binary size, issue 11).
+    let de = toml::de::Deserializer::parse(text).map_err(|e| {
         ConfigError::new(
             file,
             "",
             format!("not valid TOML: {}", e.to_string().trim_end()),
         )
     })?;
-    let w: Wrapper = serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
+    let w: Wrapper = serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let key = if key == "." { String::new() } else { key };
-        ConfigError::new(file, key, e.inner().to_string())
+        ConfigError::new(file, key, e.inner().message().to_string())
     })?;
     Ok(w.modbus)
 }

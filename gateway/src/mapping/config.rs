@@ -542,16 +542,18 @@ pub fn parse_mappings(text: &str, file: &Path) -> Result<Vec<ValidMapping>, Conf
         #[serde(default)]
         mapping: Vec<MappingSection>,
     }
-    let value: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+    // The same deserializer as the main config file, so that the sections
+    // both read are compiled once (binary size, issue 11).
+    let de = toml::de::Deserializer::parse(text).map_err(|e| {
         ConfigError::new(
             file,
             "",
             format!("not valid TOML: {}", e.to_string().trim_end()),
         )
     })?;
-    let w: Wrapper = serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
+    let w: Wrapper = serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
-        ConfigError::new(file, key, e.inner().to_string())
+        ConfigError::new(file, key, e.inner().message().to_string())
     })?;
     validate_mappings(&w.mapping, file)
 }
