@@ -1297,6 +1297,9 @@ impl PgArchive {
             tree = Some((size, checkpoint, known));
         }
         tx.commit().await.map_err(db)?;
+        // The answers below may need a connection of their own: give this
+        // one back first (a pool of one would wait for itself).
+        drop(c);
         // Receipts of the accepted, against the group's checkpoint.
         if let Some((size, checkpoint, known)) = &tree {
             for (i, index) in receipts_for {
