@@ -519,18 +519,23 @@ async fn login(
     }
 }
 
-#[derive(serde::Deserialize)]
-struct LimitQuery {
-    limit: Option<usize>,
+/// `?limit=N` of `/api/events` and `/api/logs` (clamped by the handler).
+#[derive(Debug, serde::Deserialize)]
+pub struct LimitQuery {
+    /// Most entries to return.
+    pub limit: Option<usize>,
 }
 
-#[derive(serde::Deserialize)]
-struct RangeQuery {
-    range: Option<String>,
+/// `?range=1h|24h|7d` of the device page and `/api/devices/{id}`.
+#[derive(Debug, serde::Deserialize)]
+pub struct RangeQuery {
+    /// A [`Range::code`]; anything else means the default range.
+    pub range: Option<String>,
 }
 
 impl RangeQuery {
-    fn range(&self) -> Range {
+    /// The range asked for, or the default one.
+    pub fn range(&self) -> Range {
         self.range
             .as_deref()
             .and_then(Range::parse)
@@ -538,14 +543,18 @@ impl RangeQuery {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct DeviceQuery {
-    device: Option<String>,
+/// `?device=ID` of the quarantine page and `/api/quarantine`.
+#[derive(Debug, serde::Deserialize)]
+pub struct DeviceQuery {
+    /// Show only this device's entries.
+    pub device: Option<String>,
 }
 
-#[derive(serde::Deserialize)]
-struct TailQuery {
-    after_ms: Option<u64>,
+/// `?after_ms=T` of `/api/devices/{id}/tail`.
+#[derive(Debug, serde::Deserialize)]
+pub struct TailQuery {
+    /// Only frames stored after this time (Unix ms).
+    pub after_ms: Option<u64>,
 }
 
 fn not_found(what: &str) -> Response {
