@@ -180,7 +180,15 @@ fn main() {
             2,
             br#"{"dev":"a1","ts":1764590400.5,"n":5,"vals":[12.5,300]}"#,
         ),
-        (3, b"other/topic\0{}"),
+        (
+            3,
+            br#"{"deduplicationId":"d-1","time":"2025-12-01T12:00:00.482+00:00","deviceInfo":{"applicationId":"app-1","deviceName":"awd-tube-3","devEui":"a84041000181c0d3","tags":{}},"devAddr":"00e1a2b3","fCnt":10,"fPort":2,"object":{"water_level_cm":-3.5},"rxInfo":[{"gatewayId":"0016c001f153a14c","rssi":-97,"snr":7.5}]}"#,
+        ),
+        (
+            4,
+            br#"{"deduplicationId":"j-1","time":"2025-12-01T12:00:00+00:00","deviceInfo":{"applicationId":"app-1","deviceName":"awd-tube-3","devEui":"a84041000181c0d3","tags":{}},"devAddr":"00e1a2b3"}"#,
+        ),
+        (5, b"other/topic\0{}"),
     ] {
         s.put("mapping_payload", &[&[choice, 0][..], payload].concat());
     }

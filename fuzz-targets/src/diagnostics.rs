@@ -27,6 +27,7 @@ pub fn query(data: &[u8]) {
     let device = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
     let payload = parts.next().unwrap_or_default();
     let query_text = String::from_utf8_lossy(query);
+    let mut filter = None;
 
     // The query extractors of the API routes, on a URI as the router gets it.
     if let Ok(uri) = format!("/api/devices/x?{query_text}").parse::<Uri>() {
@@ -46,7 +47,7 @@ pub fn query(data: &[u8]) {
             let _ = q.after_ms;
         }
         if let Ok(Query(q)) = Query::<DeviceQuery>::try_from_uri(&uri) {
-            quarantine(&topic, &device, payload, q.device.as_deref());
+            filter = q.device;
         }
     }
     // The path's device id.
@@ -54,7 +55,7 @@ pub fn query(data: &[u8]) {
         assert_eq!(id.as_str(), query_text);
     }
     let _ = host_is_loopback(Some(&query_text));
-    quarantine(&topic, &device, payload, None);
+    quarantine(&topic, &device, payload, filter.as_deref());
 }
 
 /// The quarantine page with one hostile entry: no markup from the input
@@ -83,6 +84,11 @@ fn quarantine(topic: &str, device: &str, payload: &[u8], filter: Option<&str>) {
         .collect();
     let filter = filter.filter(|f| !device.is_empty() && *f == device);
     let hostile = page(topic, device, payload, filter);
+    let markup = |s: &str| s.contains(['<', '>', '"', '\'', '&']);
+    if !markup(topic) && !markup(device) && !payload.iter().any(|b| b"<>\"'&".contains(b)) {
+        // Nothing to escape: the page with the input is the plain page.
+        return;
+    }
     let plain = page(
         &defuse(topic),
         &defuse(device),

@@ -1,11 +1,12 @@
 //! The mapping stage: third-party MQTT payloads (JSON of the device's own
-//! shape) to frames ([`mrv_gateway::mapping::MappingStage::handle`]), with
-//! the shipped example mappings (`config/mappings/`) and one more that
+//! shape, ChirpStack v4 LoRaWAN events) to frames
+//! ([`mrv_gateway::mapping::MappingStage::handle`]), with the shipped
+//! example mappings (`config/mappings/`) and one more that
 //! takes its device id, time (Unix seconds) and sequence number from the
 //! payload.
 //!
 //! Input: a topic choice byte, a flags byte (bit 0: a retained replay),
-//! then the payload (for topic choice 3 or more: the topic up to the first
+//! then the payload (for topic choice 5 or more: the topic up to the first
 //! NUL byte, then the payload).
 
 use mrv_gateway::mapping::stage::{MappingStage, Message, Outcome};
@@ -47,10 +48,12 @@ max = 1000000
 "#;
 
 /// Topics the mappings' filters match.
-const TOPICS: [&str; 3] = [
+const TOPICS: [&str; 5] = [
     "shellyplusplugs-e465b8b2f0c4/status/switch:0",
     "tele/plug-1/SENSOR",
     "site/logger/north",
+    "application/app-1/device/a84041000181c0d3/event/up",
+    "application/app-1/device/a84041000181c0d3/event/join",
 ];
 
 /// Receipt time of every message: 2025-12-01T12:00:00Z.
@@ -60,7 +63,11 @@ fn mappings() -> &'static Vec<ValidMapping> {
     static M: OnceLock<Vec<ValidMapping>> = OnceLock::new();
     M.get_or_init(|| {
         let mut all = Vec::new();
-        for f in ["shelly_gen2_switch.toml", "tasmota_energy_plug.toml"] {
+        for f in [
+            "shelly_gen2_switch.toml",
+            "tasmota_energy_plug.toml",
+            "chirpstack_paddy_water_level.toml",
+        ] {
             let p = Path::new(MAPPINGS).join(f);
             let text = std::fs::read_to_string(&p).expect("example mapping");
             all.extend(parse_mappings(&text, &p).expect("the example mapping is valid"));
@@ -95,7 +102,9 @@ pub fn payload(data: &[u8]) {
         retained_replay: flags & 1 != 0,
         received_ms: RECEIVED_MS,
     };
-    match stage.handle(&msg) {
+    let outcome = stage.handle(&msg);
+    let _ = stage.take_notices();
+    match outcome {
         Outcome::Frame(m) => {
             assert_eq!(m.frame.seq, 0, "the writer gives the sequence number");
             let mut sequenced = m.frame.clone();
@@ -127,6 +136,7 @@ pub fn payload(data: &[u8]) {
             assert!(!r.reason.is_empty() && !r.detail.is_empty(), "{r:?}");
         }
         Outcome::RetainedReplay { .. } => assert!(msg.retained_replay),
+        Outcome::NotData { what, .. } => assert!(!what.is_empty()),
         Outcome::Duplicate { .. } => panic!("a first message is not a duplicate"),
         Outcome::NoMapping => assert!(!stage.handles(topic)),
     }

@@ -35,4 +35,5 @@ pub use mrv_gateway_modbus as modbus;
 pub mod report;
 pub mod runtime;
 pub mod time_sync;
+pub mod topic_filter;
 pub mod upload;

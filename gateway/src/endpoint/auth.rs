@@ -77,7 +77,7 @@ impl Principal {
                 topic::up_topic(site, d) == topic_name
                     || mapped_filters
                         .iter()
-                        .any(|f| rumqttc::mqttbytes::matches(topic_name, f))
+                        .any(|f| crate::topic_filter::matches(topic_name, f))
             }
         }
     }
@@ -205,5 +205,18 @@ mod tests {
         assert!(a.may_publish(&p, &site, "tele/plug-1/SENSOR"));
         assert!(!a.may_publish(&p, &site, "tele/plug-1/STATE"));
         assert!(!a.may_publish(&p, &site, "mrv/s/d2/up"));
+    }
+
+    #[test]
+    fn a_topic_starting_with_a_multibyte_character_is_refused_not_a_panic() {
+        // rumqttc's matcher sliced `topic[..1]` and panicked (issue 14 fuzzing).
+        let site = SiteId::new("s").expect("valid");
+        let d = DeviceId::new("d1").expect("valid");
+        let a = Authenticator::new(vec![Account::new("d1", "x", Some(d.clone()))])
+            .with_mapped_filters(vec!["tele/+/SENSOR".into()]);
+        let p = Principal::Device(d);
+        assert!(!a.may_publish(&p, &site, "\u{7df}"));
+        assert!(!a.may_publish(&p, &site, "é/plug-1/SENSOR"));
+        assert!(a.may_publish(&p, &site, "tele/é/SENSOR"));
     }
 }

@@ -441,7 +441,7 @@ impl MappingStage {
     pub fn handles(&self, topic: &str) -> bool {
         self.mappings
             .iter()
-            .any(|m| rumqttc::mqttbytes::matches(topic, &m.topic))
+            .any(|m| crate::topic_filter::matches(topic, &m.topic))
     }
 
     /// Dedup keys remembered (pending or stored).
@@ -454,7 +454,7 @@ impl MappingStage {
         let Some(mi) = self
             .mappings
             .iter()
-            .position(|m| rumqttc::mqttbytes::matches(msg.topic, &m.topic))
+            .position(|m| crate::topic_filter::matches(msg.topic, &m.topic))
         else {
             return Outcome::NoMapping;
         };
@@ -879,6 +879,16 @@ mod tests {
             retained_replay: false,
             received_ms: NOW,
         }
+    }
+
+    #[test]
+    fn a_topic_starting_with_a_multibyte_character_is_no_mapping_not_a_panic() {
+        // Found by the mapping_payload fuzz target (issue 14): rumqttc's
+        // matcher sliced `topic[..1]`, so one such publish aborted the gateway.
+        let mut s = stage(TASMOTA);
+        assert!(!s.handles("\u{7df}"));
+        assert_eq!(s.handle(&msg("é/plug/SENSOR", "{}")), Outcome::NoMapping);
+        assert!(s.handles("tele/é/SENSOR"));
     }
 
     const TASMOTA: &str = r#"
