@@ -395,6 +395,47 @@ impl PgArchive {
         tx.commit().await.map_err(db)
     }
 
+    /// Writes the log nodes an append completed (`done`) and moves the log
+    /// head to `frontier`, with a checkpoint signed for its size (inside
+    /// the acceptance's transaction, which holds the head's row lock).
+    /// Returns the new size and checkpoint. One report or a whole group.
+    async fn advance_log(
+        &self,
+        c: &impl GenericClient,
+        done: &[(NodeId, Hash)],
+        frontier: &Frontier,
+    ) -> Result<(u64, String), ArchiveError> {
+        let levels: Vec<i16> = done.iter().map(|(id, _)| i16::from(id.level)).collect();
+        let idxs: Vec<i64> = done
+            .iter()
+            .map(|(id, _)| i64_of(id.index, "node index"))
+            .collect::<Result<_, _>>()?;
+        let hashes: Vec<&[u8]> = done.iter().map(|(_, h)| h.as_slice()).collect();
+        let nodes = c
+            .prepare_cached(
+                "INSERT INTO log_nodes (level, idx, hash) \
+                 SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",
+            )
+            .await
+            .map_err(db)?;
+        c.execute(&nodes, &[&levels, &idxs, &hashes])
+            .await
+            .map_err(db)?;
+        let size = frontier.size();
+        let checkpoint = self.identity.sign(size, frontier.root());
+        let flat: Vec<u8> = frontier.hashes().concat();
+        let upd = c
+            .prepare_cached(
+                "UPDATE log_head SET size = $1, frontier = $2, checkpoint = $3 WHERE id = 1",
+            )
+            .await
+            .map_err(db)?;
+        c.execute(&upd, &[&i64_of(size, "log size")?, &flat, &checkpoint])
+            .await
+            .map_err(db)?;
+        Ok((size, checkpoint))
+    }
+
     /// Writes the ledger rows of `e` (inside the acceptance's transaction).
     async fn insert_ledger(c: &impl GenericClient, e: &LedgerEntry) -> Result<(), ArchiveError> {
         let seq = i64_of(e.seq, "seq")?;
@@ -896,34 +937,7 @@ impl PgArchive {
                 .await
                 .map_err(db)?;
                 Self::insert_ledger(&tx, &ledger::entry_of(v)).await?;
-                let levels: Vec<i16> = done.iter().map(|(id, _)| i16::from(id.level)).collect();
-                let idxs: Vec<i64> = done
-                    .iter()
-                    .map(|(id, _)| i64_of(id.index, "node index"))
-                    .collect::<Result<_, _>>()?;
-                let hashes: Vec<&[u8]> = done.iter().map(|(_, h)| h.as_slice()).collect();
-                let nodes = tx
-                    .prepare_cached(
-                        "INSERT INTO log_nodes (level, idx, hash) \
-                         SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",
-                    )
-                    .await
-                    .map_err(db)?;
-                tx.execute(&nodes, &[&levels, &idxs, &hashes])
-                    .await
-                    .map_err(db)?;
-                let size = frontier.size();
-                let checkpoint = self.identity.sign(size, frontier.root());
-                let flat: Vec<u8> = frontier.hashes().concat();
-                let upd = tx
-                    .prepare_cached(
-                        "UPDATE log_head SET size = $1, frontier = $2, checkpoint = $3 WHERE id = 1",
-                    )
-                    .await
-                    .map_err(db)?;
-                tx.execute(&upd, &[&i64_of(size, "log size")?, &flat, &checkpoint])
-                    .await
-                    .map_err(db)?;
+                let (size, checkpoint) = self.advance_log(&tx, &done, &frontier).await?;
                 let stored_head =
                     serde_json::to_string(&StoredHead::from(&head)).expect("a head serialises");
                 let upd_gw = tx
@@ -1252,31 +1266,7 @@ impl PgArchive {
                     i64_of(v.report.readings.count, "readings")?;
                 receipts_for.push((a.job, index));
             }
-            let levels: Vec<i16> = done_all.iter().map(|(id, _)| i16::from(id.level)).collect();
-            let idxs: Vec<i64> = done_all
-                .iter()
-                .map(|(id, _)| i64_of(id.index, "node index"))
-                .collect::<Result<_, _>>()?;
-            let hashes: Vec<&[u8]> = done_all.iter().map(|(_, h)| h.as_slice()).collect();
-            let nodes = tx
-                .prepare_cached(
-                    "INSERT INTO log_nodes (level, idx, hash) \
-                     SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",
-                )
-                .await
-                .map_err(db)?;
-            tx.execute(&nodes, &[&levels, &idxs, &hashes])
-                .await
-                .map_err(db)?;
-            let size = frontier.size();
-            let checkpoint = self.identity.sign(size, frontier.root());
-            let flat: Vec<u8> = frontier.hashes().concat();
-            tx.execute(
-                "UPDATE log_head SET size = $1, frontier = $2, checkpoint = $3 WHERE id = 1",
-                &[&i64_of(size, "log size")?, &flat, &checkpoint],
-            )
-            .await
-            .map_err(db)?;
+            let (size, checkpoint) = self.advance_log(&tx, &done_all, &frontier).await?;
             let upd_gw = tx
                 .prepare_cached(
                     "UPDATE gateways SET head = $2, head_seq = $3, reports = reports + $5, \
