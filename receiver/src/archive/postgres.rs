@@ -1009,19 +1009,7 @@ impl PgArchive {
             me.groups[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             me.groups[1].fetch_add(jobs.len() as u64, std::sync::atomic::Ordering::Relaxed);
             let results = if jobs.len() == 1 {
-                let j = &jobs[0];
-                vec![
-                    me.commit_tx(
-                        &j.bytes,
-                        &j.v,
-                        j.now_ms,
-                        &Admission {
-                            trust: &j.trust,
-                            key: &j.key,
-                        },
-                    )
-                    .await,
-                ]
+                vec![me.commit_job(&jobs[0]).await]
             } else {
                 match me.commit_batch(&jobs).await {
                     Ok(r) => r.into_iter().map(Ok).collect(),
@@ -1030,18 +1018,7 @@ impl PgArchive {
                         tracing::warn!(error = %e, reports = jobs.len(), "group commit failed; committing one by one");
                         let mut out = Vec::with_capacity(jobs.len());
                         for j in &jobs {
-                            out.push(
-                                me.commit_tx(
-                                    &j.bytes,
-                                    &j.v,
-                                    j.now_ms,
-                                    &Admission {
-                                        trust: &j.trust,
-                                        key: &j.key,
-                                    },
-                                )
-                                .await,
-                            );
+                            out.push(me.commit_job(j).await);
                         }
                         out
                     }
@@ -1051,6 +1028,16 @@ impl PgArchive {
                 let _ = j.reply.send(r);
             }
         }
+    }
+
+    /// Commits one queued report in a transaction of its own (a lone job,
+    /// or each job of a group whose commit failed).
+    async fn commit_job(&self, j: &Job) -> Result<ItemResult, ArchiveError> {
+        let admission = Admission {
+            trust: &j.trust,
+            key: &j.key,
+        };
+        self.commit_tx(&j.bytes, &j.v, j.now_ms, &admission).await
     }
 
     /// Commits a group of reports in one transaction (the module doc's
