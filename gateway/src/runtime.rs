@@ -61,7 +61,9 @@ pub struct GatewayState {
     pub mqtt_tls_addr: Option<std::net::SocketAddr>,
     /// Rejected payloads.
     pub quarantine: Arc<Mutex<Quarantine>>,
-    /// Wall clock.
+    /// Report time: the clock every stamp and period close uses (the
+    /// given clock, read through [`crate::clock_watch::ReportClock`] when
+    /// it can jump).
     pub clock: Arc<dyn Clock>,
     /// Hand-off to the durable writer (Modbus poller and others).
     pub writes: mpsc::UnboundedSender<WriteRequest>,
@@ -100,6 +102,24 @@ pub async fn start(
     config: GatewayConfig,
     clock: Arc<dyn Clock>,
 ) -> Result<RunningGateway, RuntimeError> {
+    // A wall clock that can step is read through the report-time rules
+    // (steps held until they persist); every task below stamps with it.
+    let report_clock = clock.can_jump().then(|| {
+        let confirm_s = config
+            .report
+            .as_ref()
+            .map_or(crate::clock_watch::DEFAULT_STEP_CONFIRM_SECONDS, |r| {
+                r.clock_step_confirm_seconds
+            });
+        Arc::new(crate::clock_watch::ReportClock::new(
+            clock.clone(),
+            u64::from(confirm_s) * 1000,
+        ))
+    });
+    let clock: Arc<dyn Clock> = match &report_clock {
+        Some(rc) => rc.clone(),
+        None => clock,
+    };
     crate::durable_dir::create_dir_all_durable(&config.data_dir).map_err(|source| {
         RuntimeError::DataDir {
             path: config.data_dir.clone(),
@@ -191,9 +211,9 @@ pub async fn start(
     )));
     // Steps of the wall clock become `clock_jump` events (reports take the
     // largest as clock.max_skew_ms).
-    if clock.can_jump() {
+    if let Some(rc) = report_clock {
         tasks.push(tokio::spawn(crate::clock_watch::run_clock_watch(
-            clock.clone(),
+            rc,
             events_tx.clone(),
             shutdown_rx.clone(),
         )));

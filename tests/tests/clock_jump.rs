@@ -1,8 +1,12 @@
-//! Clock jumps: the gateway runs on a wall clock that is the system clock
-//! plus an offset the test steps by +1 h and back (the system clock itself
-//! is shared with everything else on the machine and is not touched); each
-//! step is recorded as one `clock_jump` event with the step in ms, and
-//! time passing normally records nothing.
+//! Clock jumps: the gateway runs in-process (`runtime::start`, the code the
+//! binary runs) on a wall clock that is the system clock plus an offset the
+//! test steps (the system clock itself is shared with everything else on
+//! the machine and is not touched), or on a time-compressed `ScaledClock`
+//! whose step the test sets. Each step is recorded as one `clock_jump`
+//! event with the step in ms, time passing normally records nothing, and a
+//! step of +1 h or -1 h taken back five minutes later, mid-period, moves
+//! no frame out of its period (report time holds a step until it persists
+//! for `[report] clock_step_confirm_seconds`; see `gateway/src/clock_watch`).
 
 use mrv_e2e::TestSite;
 use mrv_gateway::clock::{Clock, SystemClock};
@@ -82,17 +86,26 @@ async fn a_step_of_the_wall_clock_forward_and_back_is_recorded_as_two_clock_jump
     eprintln!("clock stepped +1 h and back: events {both:?}");
 }
 
-/// Reports across a backward step: the gateway's clock (x120, 15-minute
-/// periods) steps back 1 h five minutes into a period and forward again
-/// five (simulated) minutes later, while a device with its own (unstepped)
-/// clock publishes a frame every 12 simulated seconds. Every frame is in exactly
-/// one report, in order; report seqs and periods are contiguous; every
-/// frame's sample time lies inside its report's period (or before it,
-/// flagged late); the steps are in the reports as `clock_jump` events with
-/// `max_skew_ms` 3,600,000. (A forward step is not handled yet: see
-/// docs/RELIABILITY.md.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backward_step_and_back_mid_period_misfiles_and_duplicates_no_frame() {
+/// What a run across a step produced.
+struct StepRun {
+    /// The stored reports, in seq order.
+    reports: Vec<mrv_shared::report::Report>,
+    /// Frames published (seqs 1..=last).
+    last: u64,
+    /// The device's clock (which never steps) when the gateway stopped.
+    stopped_at_ms: u64,
+}
+
+const MIN: u64 = 60_000;
+const PERIOD: u64 = 15 * MIN;
+const GRACE: u64 = 10_000;
+
+/// The gateway's clock (x120, 15-minute periods, 10 s grace, steps held
+/// for 600 s) steps by `step_ms` five minutes into a period and back five
+/// (simulated) minutes later, while a device with its own (unstepped) clock
+/// publishes a frame every 12 simulated seconds for 45 minutes. Returns the
+/// reports once every frame is reported.
+async fn publish_across_a_step(step_ms: i64) -> StepRun {
     use mrv_gateway::clock::ScaledClock;
     use mrv_shared::ids::{ChannelId, DeviceId, SiteId};
     use mrv_shared::quantity::{Quantity, ValueKind};
@@ -100,14 +113,14 @@ async fn a_backward_step_and_back_mid_period_misfiles_and_duplicates_no_frame() 
     use mrv_shared::report::Report;
     use mrv_shared::report::jws::parse_compact;
     use mrv_shared::wire::{Frame, binary};
-    const MIN: u64 = 60_000;
     let site = TestSite::new(
         0,
         "\n[[devices]]\nid = \"m-1\"\nkind = \"solar_meter\"\n\n[report]\nperiod_minutes = 15\n\
-         grace_seconds = 10\nkey_file = \"keys/gateway.key\"\ntime_sync = \"off\"\n",
+         grace_seconds = 10\nkey_file = \"keys/gateway.key\"\ntime_sync = \"off\"\n\
+         clock_step_confirm_seconds = 600\n",
     );
     mrv_gateway::keys::generate(&site.data_dir.join("keys"), "gateway").expect("keygen");
-    let start = SystemClock.now_ms() / (15 * MIN) * (15 * MIN);
+    let start = SystemClock.now_ms() / PERIOD * PERIOD;
     let clock = Arc::new(ScaledClock::new(start, 120));
     let gw = mrv_gateway::runtime::start(site.config(), clock.clone())
         .await
@@ -168,15 +181,15 @@ async fn a_backward_step_and_back_mid_period_misfiles_and_duplicates_no_frame() 
             .await
             .expect("queued");
     };
-    // Run until 45 minutes (simulated) after the start; step back at 20 min
-    // (mid period), forward again at 25 min (the watch reads the clocks every
+    // Run until 45 minutes (simulated) after the start; step at 20 min (mid
+    // period), back at 25 min (the watch reads the clock at least every
     // real second, 2 simulated minutes).
     let mut stepped = (false, false);
     loop {
         let t = device_now();
         if !stepped.0 && t >= start + 20 * MIN {
-            step.store(-3_600_000, Ordering::SeqCst);
-            clock.set_step(-3_600_000);
+            step.store(step_ms, Ordering::SeqCst);
+            clock.set_step(step_ms);
             stepped.0 = true;
         }
         if stepped.0 && !stepped.1 && t >= start + 25 * MIN {
@@ -211,6 +224,7 @@ async fn a_backward_step_and_back_mid_period_misfiles_and_duplicates_no_frame() 
     }
     poller.abort();
     gw.shutdown().await;
+    let stopped_at_ms = device_now();
     let dir = site.data_dir.join("reports");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("reports")
@@ -219,53 +233,114 @@ async fn a_backward_step_and_back_mid_period_misfiles_and_duplicates_no_frame() 
         .filter(|p| p.extension().is_some_and(|x| x == "jws"))
         .collect();
     files.sort();
+    let reports = files
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(p).expect("read");
+            serde_json::from_slice::<Report>(&parse_compact(&bytes).expect("JWS").payload)
+                .expect("report")
+        })
+        .collect();
+    StepRun {
+        reports,
+        last,
+        stopped_at_ms,
+    }
+}
+
+/// Checks a run across a step of `step_ms` and back: report seqs and
+/// periods contiguous; no report for a period that had not ended when the
+/// gateway stopped, none empty; every frame exactly once, in order, its
+/// sample time inside its report's period (none late) and its receipt time
+/// too (or within the grace after the end); the two steps in the report of
+/// the period they happened in, as `clock_jump` events, with `max_skew_ms`
+/// the step, and report time never moved by them.
+fn check_step_run(run: &StepRun, step_ms: i64) -> String {
     let mut seqs = Vec::new();
-    let mut prev: Option<Report> = None;
     let mut steps = Vec::new();
-    for (i, p) in files.iter().enumerate() {
-        let bytes = std::fs::read(p).expect("read");
-        let r: Report =
-            serde_json::from_slice(&parse_compact(&bytes).expect("JWS").payload).expect("report");
+    for (i, r) in run.reports.iter().enumerate() {
+        let p = r.header.period;
         assert_eq!(r.header.seq, i as u64 + 1, "report seqs gap-free");
-        if let Some(p) = &prev {
+        if i > 0 {
             assert_eq!(
-                r.header.period.start_ms, p.header.period.end_ms,
+                p.start_ms,
+                run.reports[i - 1].header.period.end_ms,
                 "periods contiguous"
             );
         }
+        assert!(
+            p.end_ms <= run.stopped_at_ms,
+            "report {} for {p:?}, a period that had not ended at {}",
+            r.header.seq,
+            run.stopped_at_ms
+        );
+        assert!(
+            !r.readings.frames.is_empty(),
+            "report {} for {p:?} is empty",
+            r.header.seq
+        );
         for f in &r.readings.frames {
             let t = f.base_time_ms.expect("device clock");
-            let p = r.header.period;
             assert!(
-                t < p.end_ms,
-                "frame {} at {t} filed in {p:?} (after its end)",
+                (p.start_ms..p.end_ms).contains(&t),
+                "frame {} measured at {t} filed in {p:?}",
                 f.seq
             );
-            assert_eq!(f.late, t < p.start_ms, "frame {} late flag in {p:?}", f.seq);
+            assert!(!f.late, "frame {} flagged late in {p:?}", f.seq);
             assert!(
-                !f.late,
-                "frame {} misfiled into a later period {p:?}",
-                f.seq
+                (p.start_ms..p.end_ms + GRACE).contains(&f.received_ms),
+                "frame {} received at {} (report time) filed in {p:?}",
+                f.seq,
+                f.received_ms
             );
             seqs.push(f.seq);
         }
         for e in r.events.iter().filter(|e| e.kind == EventKind::ClockJump) {
+            assert!(
+                (p.start_ms..p.end_ms).contains(&e.time_ms),
+                "{e:?} in {p:?}"
+            );
             steps.push((r.header.seq, step_of(&e.detail), r.header.clock.max_skew_ms));
         }
-        prev = Some(r);
     }
     assert_eq!(
         seqs,
-        (1..=last).collect::<Vec<u64>>(),
+        (1..=run.last).collect::<Vec<u64>>(),
         "each frame once, in order"
     );
-    assert_eq!(steps.len(), 2, "{steps:?}");
-    for (_, s, skew) in &steps {
-        assert!((s.abs() - 3_600_000).abs() < 240_000, "{steps:?}");
-        assert!(*skew >= 3_360_000, "{steps:?}");
-    }
-    eprintln!(
-        "backward step: {last} frames in {} reports, each once and in its period; steps {steps:?}",
-        files.len()
+    assert_eq!(
+        run.reports.len(),
+        3,
+        "three 15-minute periods in 45 minutes"
     );
+    assert_eq!(steps.len(), 2, "{steps:?}");
+    // Both steps happen in the second period (20 and 25 minutes in) and are
+    // measured to within a tick of the x120 clock.
+    for ((seq, s, skew), want) in steps.iter().zip([step_ms, -step_ms]) {
+        assert_eq!(*seq, 2, "{steps:?}");
+        assert!((s - want).abs() < 10_000, "{steps:?}");
+        assert!((skew - step_ms.abs()).abs() < 10_000, "{steps:?}");
+    }
+    format!(
+        "{} frames in {} reports, each once and in its period; steps {steps:?}",
+        run.last,
+        run.reports.len()
+    )
+}
+
+/// A backward step of 1 h and back, mid-period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backward_step_and_back_mid_period_misfiles_and_duplicates_no_frame() {
+    let run = publish_across_a_step(-3_600_000).await;
+    eprintln!("backward step: {}", check_step_run(&run, -3_600_000));
+}
+
+/// A forward step of 1 h and back, mid-period: without the report-time
+/// rules this closed every period the step jumped over (empty "future"
+/// reports) and filed the frames after the step back in the period after
+/// them, flagged late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_step_and_back_mid_period_misfiles_and_duplicates_no_frame() {
+    let run = publish_across_a_step(3_600_000).await;
+    eprintln!("forward step: {}", check_step_run(&run, 3_600_000));
 }

@@ -9,6 +9,7 @@
 //! grace_seconds = 120            # wait after period end for in-flight frames
 //! key_file = "keys/gateway.key"  # relative to data_dir; private JWK, mode 0600
 //! clock_source = "ntp"
+//! clock_step_confirm_seconds = 600  # a wall-clock step moves report time once it persists this long
 //!
 //! [report.calculations.pv]       # one table per calculation; the key is its id
 //! methodology = "solar_pv"       # solar_pv | solar_pump | biogas_digester | rice_awd
@@ -73,6 +74,12 @@ pub struct ReportSection {
     /// chronyd's command socket for `chronyc -h` (default: chronyc's own,
     /// `/run/chrony/chronyd.sock`, then 127.0.0.1).
     pub chrony_socket: Option<PathBuf>,
+    /// Seconds the wall clock must keep a step (more than 2 s unlike
+    /// elapsed time) before the gateway's report time follows it; until
+    /// then frames, events and period closes run on elapsed time, so a step
+    /// taken back sooner misfiles nothing (`clock_watch`, REPORT-FORMAT
+    /// §4.2.2). 0: follow every step at once. At most 86400. Default 600.
+    pub clock_step_confirm_seconds: u32,
     /// Per-device settings by device id.
     pub devices: BTreeMap<String, DeviceReportSettings>,
 }
@@ -128,6 +135,7 @@ impl Default for ReportSection {
             clock_source: String::from("ntp"),
             time_sync: crate::time_sync::TimeSyncMode::Auto,
             chrony_socket: None,
+            clock_step_confirm_seconds: crate::clock_watch::DEFAULT_STEP_CONFIRM_SECONDS,
             devices: BTreeMap::new(),
         }
     }
@@ -175,6 +183,16 @@ impl ReportSection {
                 format!(
                     "{} does not divide a day: use a divisor of 1440 (e.g. 15, 60)",
                     self.period_minutes
+                ),
+            ));
+        }
+        if self.clock_step_confirm_seconds > 86_400 {
+            return Err(ConfigError::new(
+                file,
+                "report.clock_step_confirm_seconds",
+                format!(
+                    "{} is more than a day: a step the wall clock keeps that long is real (0 follows every step at once)",
+                    self.clock_step_confirm_seconds
                 ),
             ));
         }
