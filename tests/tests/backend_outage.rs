@@ -24,6 +24,9 @@
 //! devices and a full day with hourly reports (x60, so that the debug
 //! build's drain outpaces the fleet's production):
 //! `OUTAGE_DEVICES=200 OUTAGE_HOURS=24 OUTAGE_RATE=60 OUTAGE_PERIOD_MINUTES=60 OUTAGE_ALARM_MINUTES=360 cargo test -p mrv-e2e --test backend_outage -- --nocapture`
+//! (`OUTAGE_GATEWAY_BIN` / `OUTAGE_RECEIVER_BIN` run other builds of the two
+//! binaries, e.g. `cargo build --release -p mrv-e2e --bin mrv-e2e-gateway
+//! --bin mrv-e2e-receiver`; the devices and checks stay in this process).
 
 use mrv_e2e::{KillOnDrop, TestSite, free_port, wait_for_port};
 use mrv_shared::event::EventKind;
@@ -48,6 +51,20 @@ mod upload_support;
 const T0: u64 = 1_764_115_200_000;
 const MINUTE: u64 = 60_000;
 const SAMPLES_PER_FRAME: u64 = 60;
+
+/// The gateway binary under test: `OUTAGE_GATEWAY_BIN` (e.g. a release
+/// build of `mrv-e2e-gateway`, for the soak), else this build's.
+fn gateway_bin() -> String {
+    std::env::var("OUTAGE_GATEWAY_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_mrv-e2e-gateway").to_string())
+}
+
+/// The receiver binary: `OUTAGE_RECEIVER_BIN` (e.g. a release build of
+/// `mrv-e2e-receiver` or `mrv-receiver`), else this build's.
+fn receiver_bin() -> String {
+    std::env::var("OUTAGE_RECEIVER_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_mrv-e2e-receiver").to_string())
+}
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -192,7 +209,7 @@ async fn run_device(
 
 fn spawn_receiver(data: &Path, pki_dir: &Path, key: &Path, listen: &str) -> (KillOnDrop, String) {
     let (child, addr) = upload_support::spawn_receiver(
-        env!("CARGO_BIN_EXE_mrv-e2e-receiver"),
+        &receiver_bin(),
         listen,
         &["--data-dir".as_ref(), data.as_os_str()],
         pki_dir,
@@ -247,7 +264,9 @@ async fn a_day_without_the_backend_loses_nothing_alarms_and_drains_in_order() {
     eprintln!(
         "backend outage: {devices} devices at 1 Hz ({SAMPLES_PER_FRAME} samples per frame), \
          outage {outage_h} h simulated, clock x{rate}, reports every {period_min} min, \
-         backlog alarm at {alarm_min} min"
+         backlog alarm at {alarm_min} min; gateway {}, receiver {}",
+        gateway_bin(),
+        receiver_bin()
     );
 
     // Backend: the receiver binary, HTTPS with a test CA, token, file archive.
@@ -293,7 +312,7 @@ async fn a_day_without_the_backend_loses_nothing_alarms_and_drains_in_order() {
     .expect("config");
     let keys = mrv_gateway::keys::generate(&site.data_dir.join("keys"), "gateway").expect("keygen");
     let registry = site.dir.path().join("registry.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_mrv-e2e-gateway"))
+    let out = Command::new(gateway_bin())
         .args(["registry", "export", "--config"])
         .arg(&site.config_path)
         .arg("--out")
@@ -309,7 +328,7 @@ async fn a_day_without_the_backend_loses_nothing_alarms_and_drains_in_order() {
 
     let (mut receiver, _) =
         spawn_receiver(archive.path(), pki_dir.path(), &keys.public, &rx_listen);
-    let gateway = Command::new(env!("CARGO_BIN_EXE_mrv-e2e-gateway"))
+    let gateway = Command::new(gateway_bin())
         .env("MRV_E2E_CLOCK", format!("{T0}x{rate}"))
         .args(["--log", "warn", "run", "--config"])
         .arg(&site.config_path)

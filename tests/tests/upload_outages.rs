@@ -134,6 +134,7 @@ async fn answers_slower_than_the_timeout_are_retried_and_answered_as_duplicates(
     proxy.inject(Fault::StallAnswerAfter(2500, 3000), 1);
     let mut cfg = config(&pki, proxy.addr.port());
     cfg.timeout = Duration::from_secs(1);
+    cfg.timeout_bytes_per_second = 0;
     let mut up = Uploader::start(chain.store.clone(), cfg);
     let s = up.wait(30, |s| s.delivered_upto == 8).await;
     up.stop().await;
@@ -143,6 +144,48 @@ async fn answers_slower_than_the_timeout_are_retried_and_answered_as_duplicates(
         rx.handle.stats().duplicates.load(Ordering::SeqCst) >= 1,
         "the backend stored the first batch and answered its resend as duplicate"
     );
+    assert_delivered_exactly_once(&rx, &chain).await;
+    rx.stop().await.expect("stops");
+}
+
+/// The same stalled answer, but the request's timeout grows with its
+/// size: a floor of 1 s plus the batch's report bytes at a throughput
+/// that gives it 4 s more, so the 3 s stall is waited for and nothing is
+/// sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_answer_within_the_size_scaled_timeout_is_waited_for_not_resent() {
+    init();
+    let pki = Pki::new();
+    let mut chain = TestChain::new(2, 30_000, 600_000);
+    chain.extend(8);
+    let raw: u64 = chain.reports.iter().map(|r| r.len() as u64 + 1).sum();
+    let rx_dir = tempfile::tempdir().expect("tempdir");
+    let rx = start_tls_receiver(rx_dir.path(), chain.keys(), &pki, false).await;
+    let proxy = FaultProxy::start(rx.addr()).await;
+    proxy.inject(Fault::StallAnswerAfter(2500, 3000), 1);
+    let mut cfg = config(&pki, proxy.addr.port());
+    cfg.timeout = Duration::from_secs(1);
+    cfg.timeout_bytes_per_second = raw / 4;
+    let timeout = cfg.request_timeout(raw);
+    assert!(
+        (Duration::from_secs(5)..Duration::from_millis(5_100)).contains(&timeout),
+        "{timeout:?} for {raw} bytes"
+    );
+    let started = Instant::now();
+    let mut up = Uploader::start(chain.store.clone(), cfg);
+    let s = up.wait(30, |s| s.delivered_upto == 8).await;
+    up.stop().await;
+    assert_eq!(proxy.faults_applied.load(Ordering::SeqCst), 1);
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "the answer was stalled"
+    );
+    assert_eq!(
+        (s.requests, s.errors),
+        (1, 0),
+        "one request, waited for: {s:?}"
+    );
+    assert_eq!(rx.handle.stats().duplicates.load(Ordering::SeqCst), 0);
     assert_delivered_exactly_once(&rx, &chain).await;
     rx.stop().await.expect("stops");
 }

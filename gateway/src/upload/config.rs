@@ -10,7 +10,8 @@
 //! token_file = "secrets/upload.token" # or token = "..." (bearer)
 //! client_cert = "certs/gw.pem"        # mTLS, with client_key
 //! client_key = "certs/gw.key"
-//! timeout_seconds = 30
+//! timeout_seconds = 30              # request timeout for a small batch (the floor)
+//! timeout_bytes_per_second = 262144  # plus 1 s per this many report bytes in it (0: fixed)
 //! batch_size = 50
 //! backoff_base_ms = 1000
 //! backoff_max_ms = 300000
@@ -63,8 +64,16 @@ pub struct UploadSection {
     pub client_cert: Option<PathBuf>,
     /// Client private key (PEM, PKCS#8 / SEC1 / RSA) for mTLS.
     pub client_key: Option<PathBuf>,
-    /// Whole-request timeout, seconds (connect, send, answer). Default 30.
+    /// Whole-request timeout for a small batch, seconds (connect, send,
+    /// answer): the floor of [`UploadConfig::request_timeout`]. Default 30.
     pub timeout_seconds: u64,
+    /// The slowest throughput, in report bytes (uncompressed) per second,
+    /// that a request may take before it times out: a request of `b` report
+    /// bytes gets `timeout_seconds + b / timeout_bytes_per_second` seconds,
+    /// so a large report is not cut off (and re-sent whole) by a receiver
+    /// that is slow but working. 0: the timeout is `timeout_seconds` for
+    /// every size. Default 262144 (256 KiB/s: 110 s for a 20 MB report).
+    pub timeout_bytes_per_second: u64,
     /// Most reports per upload request when draining a backlog. Default 50.
     pub batch_size: usize,
     /// First retry delay ceiling, ms (full jitter: a random delay up to
@@ -100,6 +109,7 @@ impl Default for UploadSection {
             client_cert: None,
             client_key: None,
             timeout_seconds: 30,
+            timeout_bytes_per_second: DEFAULT_TIMEOUT_BYTES_PER_SECOND,
             batch_size: 50,
             backoff_base_ms: 1000,
             backoff_max_ms: 300_000,
@@ -110,6 +120,9 @@ impl Default for UploadSection {
         }
     }
 }
+
+/// Default of `timeout_bytes_per_second`: 256 KiB/s.
+pub const DEFAULT_TIMEOUT_BYTES_PER_SECOND: u64 = 256 * 1024;
 
 /// Validated upload settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,8 +139,11 @@ pub struct UploadConfig {
     pub token: Option<String>,
     /// Client certificate chain + key, PEM, concatenated (mTLS).
     pub identity_pem: Option<Vec<u8>>,
-    /// Whole-request timeout.
+    /// Whole-request timeout of a small request (the floor).
     pub timeout: Duration,
+    /// Report bytes per second a request may take beyond `timeout`
+    /// (0: fixed timeout); see [`UploadConfig::request_timeout`].
+    pub timeout_bytes_per_second: u64,
     /// Most reports per request.
     pub batch_size: usize,
     /// Backoff base, ms.
@@ -148,6 +164,20 @@ impl UploadConfig {
         v
     }
 
+    /// The whole-request timeout of a request carrying `report_bytes`
+    /// (uncompressed report bytes, what the receiver decompresses, hashes
+    /// and verifies): `timeout` plus one second per
+    /// `timeout_bytes_per_second` bytes, rounded up to the millisecond.
+    pub fn request_timeout(&self, report_bytes: u64) -> Duration {
+        if self.timeout_bytes_per_second == 0 {
+            return self.timeout;
+        }
+        let extra_ms = u128::from(report_bytes) * 1000;
+        let per = u128::from(self.timeout_bytes_per_second);
+        let extra_ms = u64::try_from(extra_ms.div_ceil(per)).unwrap_or(u64::MAX);
+        self.timeout.saturating_add(Duration::from_millis(extra_ms))
+    }
+
     /// Settings for `url` with every other field at its default (tests, demo).
     pub fn for_url(url: &str) -> UploadConfig {
         let d = UploadSection::default();
@@ -159,6 +189,7 @@ impl UploadConfig {
             token: None,
             identity_pem: None,
             timeout: Duration::from_secs(d.timeout_seconds),
+            timeout_bytes_per_second: d.timeout_bytes_per_second,
             batch_size: d.batch_size,
             backoff_base_ms: d.backoff_base_ms,
             backoff_max_ms: d.backoff_max_ms,
@@ -319,6 +350,7 @@ impl UploadSection {
             token,
             identity_pem,
             timeout: Duration::from_secs(self.timeout_seconds),
+            timeout_bytes_per_second: self.timeout_bytes_per_second,
             batch_size: self.batch_size,
             backoff_base_ms: self.backoff_base_ms,
             backoff_max_ms: self.backoff_max_ms,
@@ -455,6 +487,37 @@ mod tests {
             s.validate(f, Path::new(".")).expect_err("too long").key,
             "upload.backlog_alarm_minutes"
         );
+    }
+
+    #[test]
+    fn the_request_timeout_is_the_floor_plus_the_bytes_over_the_slowest_throughput() {
+        let f = Path::new("g.toml");
+        let c = section("https://h")
+            .validate(f, Path::new("."))
+            .expect("ok")
+            .expect("enabled");
+        assert_eq!(c.timeout_bytes_per_second, 262_144);
+        assert_eq!(c.request_timeout(0), Duration::from_secs(30));
+        // The soak's hourly report of 200 devices: 20 MB.
+        assert_eq!(
+            c.request_timeout(20_000_000),
+            Duration::from_millis(30_000 + 76_294)
+        );
+        assert_eq!(
+            c.request_timeout(262_144 * 10),
+            Duration::from_secs(40),
+            "exact"
+        );
+        assert_eq!(
+            c.request_timeout(1),
+            Duration::from_millis(30_001),
+            "rounded up, never down"
+        );
+        let mut s = section("https://h");
+        s.timeout_seconds = 5;
+        s.timeout_bytes_per_second = 0;
+        let c = s.validate(f, Path::new(".")).expect("ok").expect("enabled");
+        assert_eq!(c.request_timeout(1 << 30), Duration::from_secs(5), "fixed");
     }
 
     #[test]

@@ -73,8 +73,9 @@ pub fn batch_body(reports: &[Vec<u8>]) -> (Vec<u8>, u64) {
 
 impl HttpUplink {
     /// A client for `cfg`: its CA bundle (only those roots when given),
-    /// client certificate (mTLS), token and timeout. Hostname verification
-    /// is always on.
+    /// client certificate (mTLS), token and timeout (the floor: report
+    /// uploads set their own, larger for larger batches). Hostname
+    /// verification is always on.
     pub fn new(cfg: &UploadConfig) -> Result<HttpUplink, HttpError> {
         // The binary installs the ring provider; make library users safe too.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -108,13 +109,16 @@ impl HttpUplink {
     }
 
     /// Uploads `reports` (seqs `seqs`, ids `first_id..last_id`) to base URL
-    /// number `endpoint` and classifies the answer.
+    /// number `endpoint`, giving the whole request `timeout` (see
+    /// [`UploadConfig::request_timeout`]: it grows with the batch's size),
+    /// and classifies the answer.
     pub async fn send(
         &self,
         endpoint: usize,
         seqs: &[u64],
         idempotency_key: &str,
         body: Vec<u8>,
+        timeout: std::time::Duration,
         now_ms: impl Fn() -> u64,
     ) -> Answer {
         let none = |outcome| Answer {
@@ -127,6 +131,7 @@ impl HttpUplink {
             .header(reqwest::header::CONTENT_TYPE, "application/jose-batch")
             .header(reqwest::header::CONTENT_ENCODING, "gzip")
             .header("Idempotency-Key", idempotency_key)
+            .timeout(timeout)
             .body(body);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);

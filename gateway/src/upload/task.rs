@@ -519,8 +519,9 @@ pub async fn run_upload_task(ctx: UploadContext, mut shutdown: watch::Receiver<b
                             s.url = uplink.bases()[endpoint].clone();
                         });
                         let clock = ctx.clock.clone();
+                        let timeout = ctx.config.request_timeout(raw);
                         let answer = tokio::select! {
-                            a = uplink.send(endpoint, &seqs, &key, body, move || clock.now_ms()) => a,
+                            a = uplink.send(endpoint, &seqs, &key, body, timeout, move || clock.now_ms()) => a,
                             _ = shutdown.changed() => break,
                         };
                         sent = seqs.into_iter().zip(reports).collect();
