@@ -567,6 +567,15 @@ async fn a_day_without_the_backend_loses_nothing_alarms_and_drains_in_order() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let head = u(&s, "/uploads/head_seq");
+    // What the uploads cost: requests, failed ones (timeouts among them)
+    // and bytes, gzip on the wire and raw.
+    eprintln!(
+        "uploads: {} requests, {} failed, {} bytes sent (gzip) for {} raw report bytes",
+        u(&s, "/uploads/upload/requests"),
+        u(&s, "/uploads/upload/errors"),
+        u(&s, "/uploads/upload/bytes_sent"),
+        u(&s, "/uploads/upload/raw_bytes"),
+    );
     gateway.0.kill().expect("stop the gateway");
     let _ = gateway.0.wait();
     receiver.kill();
