@@ -6,7 +6,8 @@
 //! event with the step in ms, time passing normally records nothing, and a
 //! step of +1 h or -1 h taken back five minutes later, mid-period, moves
 //! no frame out of its period (report time holds a step until it persists
-//! for `[report] clock_step_confirm_seconds`; see `gateway/src/clock_watch`).
+//! for `[report] clock_step_confirm_seconds`; see `gateway/src/clock_watch`);
+//! a step that persists moves report time once, after the wait.
 
 use mrv_e2e::TestSite;
 use mrv_gateway::clock::{Clock, SystemClock};
@@ -100,12 +101,33 @@ const MIN: u64 = 60_000;
 const PERIOD: u64 = 15 * MIN;
 const GRACE: u64 = 10_000;
 
-/// The gateway's clock (x120, 15-minute periods, 10 s grace, steps held
-/// for 600 s) steps by `step_ms` five minutes into a period and back five
-/// (simulated) minutes later, while a device with its own (unstepped) clock
-/// publishes a frame every 12 simulated seconds for 45 minutes. Returns the
-/// reports once every frame is reported.
-async fn publish_across_a_step(step_ms: i64) -> StepRun {
+/// A clock fault: the gateway's clock steps by `step_ms` 20 (simulated)
+/// minutes after a period start, five minutes into a 15-minute period.
+#[derive(Clone, Copy)]
+struct Scenario {
+    step_ms: i64,
+    /// `[report] clock_step_confirm_seconds`.
+    confirm_s: u32,
+    /// Whether the clock steps back at 25 minutes (else it keeps the step).
+    back_at_25: bool,
+    /// The device publishes until its clock reaches this many minutes.
+    end_min: u64,
+}
+
+/// A step taken back five minutes later, 45 minutes of frames.
+const STEP_AND_BACK: Scenario = Scenario {
+    step_ms: 0,
+    confirm_s: 600,
+    back_at_25: true,
+    end_min: 45,
+};
+
+/// The gateway's clock (x120, 15-minute periods, 10 s grace) steps as
+/// `sc` says while a device with its own (unstepped) clock publishes a
+/// frame every 12 simulated seconds. Returns the reports once every frame
+/// is reported.
+async fn publish_across_a_step(sc: Scenario) -> StepRun {
+    let step_ms = sc.step_ms;
     use mrv_gateway::clock::ScaledClock;
     use mrv_shared::ids::{ChannelId, DeviceId, SiteId};
     use mrv_shared::quantity::{Quantity, ValueKind};
@@ -115,9 +137,12 @@ async fn publish_across_a_step(step_ms: i64) -> StepRun {
     use mrv_shared::wire::{Frame, binary};
     let site = TestSite::new(
         0,
-        "\n[[devices]]\nid = \"m-1\"\nkind = \"solar_meter\"\n\n[report]\nperiod_minutes = 15\n\
+        &format!(
+            "\n[[devices]]\nid = \"m-1\"\nkind = \"solar_meter\"\n\n[report]\nperiod_minutes = 15\n\
          grace_seconds = 10\nkey_file = \"keys/gateway.key\"\ntime_sync = \"off\"\n\
-         clock_step_confirm_seconds = 600\n",
+         clock_step_confirm_seconds = {}\n",
+            sc.confirm_s
+        ),
     );
     mrv_gateway::keys::generate(&site.data_dir.join("keys"), "gateway").expect("keygen");
     let start = SystemClock.now_ms() / PERIOD * PERIOD;
@@ -192,12 +217,12 @@ async fn publish_across_a_step(step_ms: i64) -> StepRun {
             clock.set_step(step_ms);
             stepped.0 = true;
         }
-        if stepped.0 && !stepped.1 && t >= start + 25 * MIN {
+        if sc.back_at_25 && stepped.0 && !stepped.1 && t >= start + 25 * MIN {
             step.store(0, Ordering::SeqCst);
             clock.set_step(0);
             stepped.1 = true;
         }
-        if t >= start + 45 * MIN {
+        if t >= start + sc.end_min * MIN {
             break;
         }
         seq += 1;
@@ -331,7 +356,11 @@ fn check_step_run(run: &StepRun, step_ms: i64) -> String {
 /// A backward step of 1 h and back, mid-period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backward_step_and_back_mid_period_misfiles_and_duplicates_no_frame() {
-    let run = publish_across_a_step(-3_600_000).await;
+    let run = publish_across_a_step(Scenario {
+        step_ms: -3_600_000,
+        ..STEP_AND_BACK
+    })
+    .await;
     eprintln!("backward step: {}", check_step_run(&run, -3_600_000));
 }
 
@@ -341,6 +370,95 @@ async fn a_backward_step_and_back_mid_period_misfiles_and_duplicates_no_frame() 
 /// them, flagged late.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forward_step_and_back_mid_period_misfiles_and_duplicates_no_frame() {
-    let run = publish_across_a_step(3_600_000).await;
+    let run = publish_across_a_step(Scenario {
+        step_ms: 3_600_000,
+        ..STEP_AND_BACK
+    })
+    .await;
     eprintln!("forward step: {}", check_step_run(&run, 3_600_000));
+}
+
+/// A forward step of 1 h that persists, with a 5-minute wait: report time
+/// follows it 25 minutes in. Reports as REPORT-FORMAT §4.2.2 says: the
+/// period the step happened in holds the frames stamped before report time
+/// moved; the three periods report time jumped past are empty; the frames
+/// after it are in the period of the new report time, flagged late (their
+/// device clock did not step); every frame once, in order; both events
+/// recorded where they happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_step_that_persists_moves_report_time_once_after_the_wait() {
+    const H: u64 = 3_600_000;
+    let run = publish_across_a_step(Scenario {
+        step_ms: H as i64,
+        confirm_s: 300,
+        back_at_25: false,
+        // Device time 30 min = report time 90 min: the end of the period
+        // report time is in after the move.
+        end_min: 30,
+    })
+    .await;
+    let mut seqs = Vec::new();
+    let mut events = Vec::new();
+    let periods: Vec<_> = run.reports.iter().map(|r| r.header.period).collect();
+    let start = periods[0].start_ms;
+    assert_eq!(
+        periods
+            .iter()
+            .map(|p| ((p.start_ms - start) / MIN, (p.end_ms - start) / MIN))
+            .collect::<Vec<_>>(),
+        [(0, 15), (15, 30), (30, 45), (45, 60), (60, 75), (75, 90)],
+        "contiguous periods, through the jump"
+    );
+    for r in &run.reports {
+        let p = r.header.period;
+        let n = r.readings.frames.len();
+        match (p.start_ms - start) / MIN {
+            30 | 45 | 60 => assert_eq!(n, 0, "{p:?} lies inside the jump"),
+            _ => assert!(n > 0, "{p:?} has frames"),
+        }
+        for f in &r.readings.frames {
+            let t = f.base_time_ms.expect("device clock");
+            assert!(
+                (p.start_ms..p.end_ms + GRACE).contains(&f.received_ms),
+                "frame {} received at {} filed in {p:?}",
+                f.seq,
+                f.received_ms
+            );
+            // Before the move the device's time and report time agree;
+            // after it the device's is an hour behind: late.
+            assert_eq!(f.late, p.start_ms >= start + 75 * MIN, "frame {}", f.seq);
+            if !f.late {
+                assert!(
+                    (p.start_ms..p.end_ms).contains(&t),
+                    "frame {} measured at {t} in {p:?}",
+                    f.seq
+                );
+            }
+            seqs.push(f.seq);
+        }
+        for e in r.events.iter().filter(|e| e.kind == EventKind::ClockJump) {
+            events.push(((p.start_ms - start) / MIN, e.detail.clone()));
+        }
+    }
+    assert_eq!(
+        seqs,
+        (1..=run.last).collect::<Vec<u64>>(),
+        "each frame once, in order"
+    );
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0].0, 15, "the step, seen 20 min in: {events:?}");
+    assert!(
+        (step_of(&events[0].1) - H as i64).abs() < 10_000,
+        "{events:?}"
+    );
+    assert_eq!(events[1].0, 75, "report time moved to 85 min: {events:?}");
+    assert!(
+        events[1].1.starts_with("report time stepped by 3"),
+        "{events:?}"
+    );
+    eprintln!(
+        "persisting forward step: {} frames in {} reports (3 empty, inside the jump); events {events:?}",
+        run.last,
+        run.reports.len()
+    );
 }
