@@ -590,6 +590,11 @@ both!(registry_changes_are_audited_and_survive_reopening, |kind| {
         vec![(1, "alice", t0), (2, "bob", t0 + 2), (3, "carol", t0 + 3)]
     );
     assert_eq!(a.registry_history(2, 100).await.expect("io").len(), 1);
+    // "Every record", as the statement pack asks for the whole trail.
+    assert_eq!(
+        a.registry_history(0, usize::MAX).await.expect("io"),
+        history
+    );
     let before = a.registry().await.expect("io");
     assert_eq!(before.gateways["gw-test"].keys.len(), 2);
     assert_eq!(before.sites["th-solar-01"].registry.devices.len(), 64);

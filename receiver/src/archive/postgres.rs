@@ -1467,7 +1467,9 @@ impl Archive for PgArchive {
             "SELECT record FROM registry_audit WHERE seq > $1 ORDER BY seq LIMIT $2",
             &[
                 &i64_of(after.min(i64::MAX as u64), "after")?,
-                &i64_of(limit as u64, "limit")?,
+                // "All of them" (usize::MAX, as the statement asks) is
+                // more than any table holds: the largest bigint.
+                &i64_of((limit as u64).min(i64::MAX as u64), "limit")?,
             ],
         )
         .await
