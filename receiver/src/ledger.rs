@@ -36,6 +36,10 @@
 //!   periods without an accepted report earn nothing);
 //! - every exclusion and every given-up frame range of a counted report,
 //!   and its events (all kinds) by report.
+//!
+//! [`totals`] over a slice and [`TotalsFold`] over a stream of entries (a
+//! page at a time: [`crate::archive::Archive::ledger_page`]) are one
+//! computation: the slice is sorted and folded.
 
 use crate::archive::ArchiveError;
 use mrv_shared::event::Event;
@@ -464,27 +468,104 @@ fn parse_amount(e: &LedgerEntry, c: &LedgerCalculation, s: &str) -> Result<Ratio
 }
 
 /// Totals of `entries` (any order; those outside the query are ignored)
-/// for `q`.
+/// for `q`: [`TotalsFold`] over them in (site, gateway, seq) order.
 pub fn totals(q: &LedgerQuery, entries: &[LedgerEntry]) -> Result<Totals, LedgerError> {
-    let mut counted: Vec<&LedgerEntry> = Vec::new();
-    let mut straddling = Vec::new();
-    for e in entries.iter().filter(|e| q.overlaps(e)) {
-        if q.contains(e) {
-            counted.push(e);
-        } else {
-            straddling.push(e.report_id.clone());
+    let mut sorted: Vec<&LedgerEntry> = entries.iter().collect();
+    sorted.sort_by(|a, b| (&a.site, &a.gateway, a.seq).cmp(&(&b.site, &b.gateway, b.seq)));
+    let mut fold = TotalsFold::new(q);
+    for e in sorted {
+        fold.add(e)?;
+    }
+    fold.finish()
+}
+
+/// Where a page of the ledger ends: the (site, gateway, seq) of its last
+/// entry ([`crate::archive::Archive::ledger_page`] continues after it).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LedgerKey {
+    /// Site.
+    pub site: String,
+    /// Gateway.
+    pub gateway: String,
+    /// Seq.
+    pub seq: u64,
+}
+
+impl LedgerKey {
+    /// The key of `e`.
+    pub fn of(e: &LedgerEntry) -> LedgerKey {
+        LedgerKey {
+            site: e.site.clone(),
+            gateway: e.gateway.clone(),
+            seq: e.seq,
         }
     }
-    counted.sort_by(|a, b| (&a.site, &a.gateway, a.seq).cmp(&(&b.site, &b.gateway, b.seq)));
-    straddling.sort();
-    let mut total = Sum::default();
-    let mut per_site: BTreeMap<&str, (u64, Sum)> = BTreeMap::new();
-    let mut per_calc: BTreeMap<(&str, &str), (MethodologyKind, u64, Sum)> = BTreeMap::new();
-    let mut coverage: BTreeMap<(&str, &str), GatewayCoverage> = BTreeMap::new();
-    type BindingKey<'a> = (&'a str, &'a str, &'a str, String, &'a str, &'a str);
-    let mut completeness: BTreeMap<BindingKey, BindingCompleteness> = BTreeMap::new();
-    let (mut excluded, mut given_up, mut events) = (Vec::new(), Vec::new(), Vec::new());
-    for e in &counted {
+}
+
+/// What [`TotalsFold::add`] made of an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// Its whole period lies in the query's: counted.
+    Yes,
+    /// It overlaps a boundary: counted nowhere, listed in `straddling`.
+    Straddling,
+    /// Not of the query (project, site or period): ignored.
+    Outside,
+}
+
+type BindingKey = (String, String, String, String, String, String);
+
+/// [`totals`] as a fold, so that a statement over a year of reports never
+/// holds the year's ledger entries at once: [`TotalsFold::add`] each entry
+/// in (site, gateway, seq) order (the order archives return them in; the
+/// sums do not depend on it, the order of the listed exclusions, frames and
+/// events does), then [`TotalsFold::finish`]. Memory: the running exact
+/// sums and one row per site, calculation, gateway and binding, plus the
+/// listed exclusions, given-up ranges, events and straddling reports; not
+/// the entries.
+#[derive(Debug)]
+pub struct TotalsFold {
+    q: LedgerQuery,
+    reports: u64,
+    straddling: Vec<String>,
+    total: Sum,
+    per_site: BTreeMap<String, (u64, Sum)>,
+    per_calc: BTreeMap<(String, String), (MethodologyKind, u64, Sum)>,
+    coverage: BTreeMap<(String, String), GatewayCoverage>,
+    completeness: BTreeMap<BindingKey, BindingCompleteness>,
+    excluded: Vec<ExclusionRow>,
+    given_up: Vec<GivenUpRow>,
+    events: Vec<EventRow>,
+}
+
+impl TotalsFold {
+    /// An empty fold for `q`.
+    pub fn new(q: &LedgerQuery) -> TotalsFold {
+        TotalsFold {
+            q: q.clone(),
+            reports: 0,
+            straddling: Vec::new(),
+            total: Sum::default(),
+            per_site: BTreeMap::new(),
+            per_calc: BTreeMap::new(),
+            coverage: BTreeMap::new(),
+            completeness: BTreeMap::new(),
+            excluded: Vec::new(),
+            given_up: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Adds `e`: counted when its whole period lies in the query's. Exact
+    /// sums: nothing is rounded here.
+    pub fn add(&mut self, e: &LedgerEntry) -> Result<Counted, LedgerError> {
+        if !self.q.overlaps(e) {
+            return Ok(Counted::Outside);
+        }
+        if !self.q.contains(e) {
+            self.straddling.push(e.report_id.clone());
+            return Ok(Counted::Straddling);
+        }
         let mut report = Sum::default();
         for c in &e.calculations {
             let s = Sum {
@@ -493,23 +574,23 @@ pub fn totals(q: &LedgerQuery, entries: &[LedgerEntry]) -> Result<Totals, Ledger
                 er: parse_amount(e, c, &c.er)?,
             };
             report.add(&s)?;
-            let pc = per_calc.entry((e.site.as_str(), c.id.as_str())).or_insert((
-                c.methodology,
-                0,
-                Sum::default(),
-            ));
+            let pc = self
+                .per_calc
+                .entry((e.site.clone(), c.id.clone()))
+                .or_insert((c.methodology, 0, Sum::default()));
             pc.1 += 1;
             pc.2.add(&s)?;
             for b in &c.completeness {
                 let k = (
-                    e.site.as_str(),
-                    e.gateway.as_str(),
-                    c.id.as_str(),
+                    e.site.clone(),
+                    e.gateway.clone(),
+                    c.id.clone(),
                     b.role.name().to_string(),
-                    b.device.as_str(),
-                    b.channel.as_str(),
+                    b.device.as_str().to_string(),
+                    b.channel.as_str().to_string(),
                 );
-                let row = completeness
+                let row = self
+                    .completeness
                     .entry(k)
                     .or_insert_with(|| BindingCompleteness {
                         site: e.site.clone(),
@@ -531,7 +612,7 @@ pub fn totals(q: &LedgerQuery, entries: &[LedgerEntry]) -> Result<Totals, Ledger
                 row.gap_ms = row.gap_ms.zip(b.gap_ms).map(|(a, b)| a + b);
             }
             for x in &c.excluded {
-                excluded.push(ExclusionRow {
+                self.excluded.push(ExclusionRow {
                     report_id: e.report_id.clone(),
                     calculation: c.id.clone(),
                     device: x.device.as_str().to_string(),
@@ -539,12 +620,14 @@ pub fn totals(q: &LedgerQuery, entries: &[LedgerEntry]) -> Result<Totals, Ledger
                 });
             }
         }
-        total.add(&report)?;
-        let ps = per_site.entry(e.site.as_str()).or_default();
+        self.total.add(&report)?;
+        self.reports += 1;
+        let ps = self.per_site.entry(e.site.clone()).or_default();
         ps.0 += 1;
         ps.1.add(&report)?;
-        let cov = coverage
-            .entry((e.site.as_str(), e.gateway.as_str()))
+        let cov = self
+            .coverage
+            .entry((e.site.clone(), e.gateway.clone()))
             .or_insert_with(|| GatewayCoverage {
                 site: e.site.clone(),
                 gateway: e.gateway.clone(),
@@ -554,59 +637,67 @@ pub fn totals(q: &LedgerQuery, entries: &[LedgerEntry]) -> Result<Totals, Ledger
                 uncovered_ms: 0,
             });
         cov.reports += 1;
-        cov.seqs.1 = e.seq;
+        cov.seqs = (cov.seqs.0.min(e.seq), cov.seqs.1.max(e.seq));
         cov.covered_ms += e.period_end_ms - e.period_start_ms;
-        given_up.extend(e.given_up.iter().map(|g| GivenUpRow {
+        self.given_up.extend(e.given_up.iter().map(|g| GivenUpRow {
             report_id: e.report_id.clone(),
             range: g.clone(),
         }));
-        events.extend(e.events.iter().map(|ev| EventRow {
+        self.events.extend(e.events.iter().map(|ev| EventRow {
             report_id: e.report_id.clone(),
             event: ev.clone(),
         }));
+        Ok(Counted::Yes)
     }
-    let span = q.to_ms - q.from_ms;
-    let mut subtotals = Vec::new();
-    for (site, (n, s)) in &per_site {
-        subtotals.push(Subtotal {
-            site: site.to_string(),
-            calculation: None,
-            methodology: None,
-            reports: *n,
-            amounts: s.amounts()?,
-        });
-        for ((_, id), (m, n, s)) in per_calc
-            .range((*site, "")..)
-            .take_while(|(k, _)| k.0 == *site)
-        {
+
+    /// The totals: every exact sum rounded down once, here.
+    pub fn finish(mut self) -> Result<Totals, LedgerError> {
+        let span = self.q.to_ms - self.q.from_ms;
+        let mut subtotals = Vec::new();
+        for (site, (n, s)) in &self.per_site {
             subtotals.push(Subtotal {
-                site: site.to_string(),
-                calculation: Some(id.to_string()),
-                methodology: Some(*m),
+                site: site.clone(),
+                calculation: None,
+                methodology: None,
                 reports: *n,
                 amounts: s.amounts()?,
             });
+            for ((_, id), (m, n, s)) in self
+                .per_calc
+                .range((site.clone(), String::new())..)
+                .take_while(|(k, _)| &k.0 == site)
+            {
+                subtotals.push(Subtotal {
+                    site: site.clone(),
+                    calculation: Some(id.clone()),
+                    methodology: Some(*m),
+                    reports: *n,
+                    amounts: s.amounts()?,
+                });
+            }
         }
+        self.straddling.sort();
+        Ok(Totals {
+            query: self.q,
+            rounding: ROUNDING.to_string(),
+            reports: self.reports,
+            amounts: self.total.amounts()?,
+            subtotals,
+            coverage: self
+                .coverage
+                .into_values()
+                .map(|mut c| {
+                    c.uncovered_ms = span.saturating_sub(c.covered_ms);
+                    c
+                })
+                .collect(),
+            completeness: self.completeness.into_values().collect(),
+            excluded: self.excluded,
+            given_up: self.given_up,
+            events: self.events,
+            straddling: self.straddling,
+        })
     }
-    Ok(Totals {
-        query: q.clone(),
-        rounding: ROUNDING.to_string(),
-        reports: counted.len() as u64,
-        amounts: total.amounts()?,
-        subtotals,
-        coverage: coverage
-            .into_values()
-            .map(|mut c| {
-                c.uncovered_ms = span.saturating_sub(c.covered_ms);
-                c
-            })
-            .collect(),
-        completeness: completeness.into_values().collect(),
-        excluded,
-        given_up,
-        events,
-        straddling,
-    })
 }
 
 #[cfg(test)]

@@ -469,6 +469,58 @@ both!(
     }
 );
 
+both!(
+    the_ledger_in_pages_is_the_ledger_in_order_and_a_page_after_the_last_is_empty,
+    |kind| {
+        use mrv_receiver::ledger::{LedgerKey, LedgerQuery};
+        let mut one = TestChain::new(1, 60_000, 600_000);
+        one.extend(4);
+        let mut two = TestChain::new(1, 60_000, 600_000);
+        two.set_gateway("gw-two");
+        two.set_signer(SigningKey::from_bytes(&[43; 32]), "gw-two-2025");
+        two.extend(3);
+        let mut t = trust(&one);
+        t.keys.insert("gw-two-2025", two.key.verifying_key());
+        let a = kind.open().await;
+        // Interleaved uploads: the pages still come in (site, gateway, seq) order.
+        for i in 0..4 {
+            for c in [&one, &two] {
+                if let Some(r) = c.reports.get(i) {
+                    assert_eq!(offer(&a, r, &t).await.status, ItemStatus::Accepted);
+                }
+            }
+        }
+        let q = LedgerQuery::new("JCM-TH-0042", None, "2025-11-26", "2025-11-26").expect("query");
+        let whole = a.ledger(&q).await.expect("io");
+        assert_eq!(whole.len(), 7);
+        for limit in [1, 2, 3, 7, 100] {
+            let mut paged = Vec::new();
+            let mut after: Option<LedgerKey> = None;
+            loop {
+                let page = a.ledger_page(&q, after.as_ref(), limit).await.expect("io");
+                assert!(page.len() <= limit);
+                let Some(last) = page.last() else { break };
+                after = Some(LedgerKey::of(last));
+                paged.extend(page);
+            }
+            assert_eq!(paged, whole, "pages of {limit}");
+        }
+        let keys: Vec<(String, u64)> = whole.iter().map(|e| (e.gateway.clone(), e.seq)).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted, "(site, gateway, seq) order");
+        // A query the ledger has nothing for: an empty first page.
+        let other = LedgerQuery::new("JCM-TH-0042", Some("elsewhere"), "2025-11-26", "2025-11-26")
+            .expect("query");
+        assert!(
+            a.ledger_page(&other, None, 10)
+                .await
+                .expect("io")
+                .is_empty()
+        );
+    }
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_1_database_gets_its_stored_reports_indexed_in_the_ledger_at_connect() {
     use mrv_receiver::ledger::LedgerQuery;

@@ -40,7 +40,7 @@ use super::decision::{ChainView, Decision, decide};
 use super::{
     Admission, Archive, ArchiveError, ChainStatus, Entry, Flag, ItemResult, ItemStatus, LogIdentity,
 };
-use crate::ledger::{self, LedgerEntry, LedgerQuery};
+use crate::ledger::{self, LedgerEntry, LedgerKey, LedgerQuery};
 use crate::registry::{
     AuditRecord, Change, KeySource, Registry, RegistryError, RegistryView, rfc3339,
 };
@@ -772,6 +772,28 @@ impl Archive for FileArchive {
             .ledger
             .values()
             .filter(|e| q.overlaps(e))
+            .cloned()
+            .collect())
+    }
+
+    async fn ledger_page(
+        &self,
+        q: &LedgerQuery,
+        after: Option<&LedgerKey>,
+        limit: usize,
+    ) -> Result<Vec<LedgerEntry>, ArchiveError> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let state = self.lock();
+        let from = match after {
+            Some(k) => Excluded((k.site.clone(), k.gateway.clone(), k.seq)),
+            None => Unbounded,
+        };
+        Ok(state
+            .ledger
+            .range((from, Unbounded))
+            .map(|(_, e)| e)
+            .filter(|e| q.overlaps(e))
+            .take(limit)
             .cloned()
             .collect())
     }

@@ -47,7 +47,7 @@ pub mod decision;
 pub mod file;
 pub mod postgres;
 
-use crate::ledger::{LedgerEntry, LedgerQuery};
+use crate::ledger::{LedgerEntry, LedgerKey, LedgerQuery};
 use crate::registry::{AuditRecord, Change, KeySource, Registry, RegistryError, RegistryView};
 use crate::verification::Trust;
 use mrv_shared::report::merkle::Hash;
@@ -433,6 +433,17 @@ pub trait Archive: Send + Sync {
         &self,
         q: &LedgerQuery,
     ) -> impl Future<Output = Result<Vec<LedgerEntry>, ArchiveError>> + Send;
+
+    /// [`Archive::ledger`]'s answer in pages: at most `limit` of its
+    /// entries, the first ones after `after` in (site, gateway, seq) order
+    /// (from the start when `None`). An empty page is the end. For answers
+    /// too large to hold at once (a year's statement).
+    fn ledger_page(
+        &self,
+        q: &LedgerQuery,
+        after: Option<&LedgerKey>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<LedgerEntry>, ArchiveError>> + Send;
 }
 
 /// Either store, behind one type (the router holds this).
@@ -526,5 +537,13 @@ impl Archive for AnyArchive {
     }
     async fn ledger(&self, q: &LedgerQuery) -> Result<Vec<LedgerEntry>, ArchiveError> {
         delegate!(self, a => a.ledger(q))
+    }
+    async fn ledger_page(
+        &self,
+        q: &LedgerQuery,
+        after: Option<&LedgerKey>,
+        limit: usize,
+    ) -> Result<Vec<LedgerEntry>, ArchiveError> {
+        delegate!(self, a => a.ledger_page(q, after, limit))
     }
 }

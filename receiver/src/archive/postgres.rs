@@ -16,7 +16,9 @@
 //! log_nodes(level, idx, PK(level, idx), hash)  every complete subtree of the log
 //! log_head(id = 1 PK, size, frontier bytea, checkpoint text)
 //! ledger_reports(gateway, seq, PK -> reports, project, site, period_start_ms, period_end_ms,
-//!         entry text)                          JSON LedgerEntry (crate::ledger)
+//!         entry text)                          JSON LedgerEntry (crate::ledger); indexed by
+//!                                              (project, period_start_ms) and, for pages in
+//!                                              order, (project, site, gateway, seq)
 //! ledger_calculations(gateway, seq, calc_id, PK, methodology, re, pe, er, bindings,
 //!         completeness, excluded)              exact amounts as text, the rest JSON
 //! ledger_events(gateway, seq, idx, PK, time_ms, kind, device, first_seq, last_seq, detail)
@@ -77,7 +79,7 @@ use super::decision::{ChainView, Decision, StoredHead, decide};
 use super::{
     Admission, Archive, ArchiveError, ChainStatus, Entry, Flag, ItemResult, ItemStatus, LogIdentity,
 };
-use crate::ledger::{self, LedgerCalculation, LedgerEntry, LedgerQuery};
+use crate::ledger::{self, LedgerCalculation, LedgerEntry, LedgerKey, LedgerQuery};
 use crate::registry::{
     AuditRecord, Change, GatewayRecord, Registry, RegistryError, RegistryView, SiteDevices, rfc3339,
 };
@@ -152,6 +154,7 @@ CREATE TABLE IF NOT EXISTS ledger_reports (
     FOREIGN KEY (gateway, seq) REFERENCES reports (gateway, seq)
 );
 CREATE INDEX IF NOT EXISTS ledger_reports_period ON ledger_reports (project, period_start_ms);
+CREATE INDEX IF NOT EXISTS ledger_reports_order ON ledger_reports (project, site, gateway, seq);
 CREATE TABLE IF NOT EXISTS ledger_calculations (
     gateway text NOT NULL,
     seq bigint NOT NULL,
@@ -1674,17 +1677,63 @@ impl Archive for PgArchive {
             )
             .await
             .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                serde_json::from_str(r.get(2)).map_err(|e| ArchiveError::Corrupt {
-                    what: format!(
-                        "ledger_reports {} seq {}",
-                        r.get::<_, &str>(0),
-                        r.get::<_, i64>(1)
-                    ),
-                    why: e.to_string(),
-                })
-            })
-            .collect()
+        rows.iter().map(ledger_entry_of).collect()
     }
+
+    async fn ledger_page(
+        &self,
+        q: &LedgerQuery,
+        after: Option<&LedgerKey>,
+        limit: usize,
+    ) -> Result<Vec<LedgerEntry>, ArchiveError> {
+        let c = self.pool.get().await.map_err(db)?;
+        let (from, to) = (i64_of(q.from_ms, "from")?, i64_of(q.to_ms, "to")?);
+        let limit = i64_of(limit as u64, "limit")?;
+        // The (project, site, gateway, seq) index gives the order and the
+        // start of each page.
+        let rows = match after {
+            None => {
+                c.query(
+                    "SELECT gateway, seq, entry FROM ledger_reports WHERE project = $1 \
+                     AND ($2::text IS NULL OR site = $2) AND period_start_ms < $4 AND period_end_ms > $3 \
+                     ORDER BY project, site, gateway, seq LIMIT $5",
+                    &[&q.project, &q.site, &from, &to, &limit],
+                )
+                .await
+            }
+            Some(k) => {
+                c.query(
+                    "SELECT gateway, seq, entry FROM ledger_reports WHERE project = $1 \
+                     AND ($2::text IS NULL OR site = $2) AND period_start_ms < $4 AND period_end_ms > $3 \
+                     AND (project, site, gateway, seq) > ($1, $6, $7, $8) \
+                     ORDER BY project, site, gateway, seq LIMIT $5",
+                    &[
+                        &q.project,
+                        &q.site,
+                        &from,
+                        &to,
+                        &limit,
+                        &k.site,
+                        &k.gateway,
+                        &i64_of(k.seq, "seq")?,
+                    ],
+                )
+                .await
+            }
+        }
+        .map_err(db)?;
+        rows.iter().map(ledger_entry_of).collect()
+    }
+}
+
+/// The ledger entry of a `gateway, seq, entry` row of `ledger_reports`.
+fn ledger_entry_of(r: &tokio_postgres::Row) -> Result<LedgerEntry, ArchiveError> {
+    serde_json::from_str(r.get(2)).map_err(|e| ArchiveError::Corrupt {
+        what: format!(
+            "ledger_reports {} seq {}",
+            r.get::<_, &str>(0),
+            r.get::<_, i64>(1)
+        ),
+        why: e.to_string(),
+    })
 }

@@ -31,6 +31,17 @@
 //! sum of the counted reports' ER, rounded down once. Every file of the
 //! pack is covered by the manifest, and the manifest by the signature
 //! ([`verify_pack`] checks both, and that no file is unlisted).
+//!
+//! ## Memory
+//!
+//! A pack is written in one pass over the ledger, 1,000 entries
+//! at a time ([`Archive::ledger_page`]): each counted report's JWS and
+//! receipt are written as its entry comes, its Calculation rows go to the
+//! workbook's constant-memory sheet and the CSV file, and
+//! [`tables::TablesFold`] keeps the exact running sums and the per-site,
+//! per-calculation, per-binding and per-gateway rows. What still grows
+//! with the reports: the manifest's list (path and SHA-256 of each file)
+//! and 16 bytes of period per report for the gaps table.
 
 pub mod tables;
 pub mod workbook;
@@ -113,20 +124,78 @@ pub struct Pack {
     pub note: String,
 }
 
-fn write(
-    out: &Path,
-    rel: &str,
-    bytes: &[u8],
-    files: &mut Vec<String>,
-) -> Result<(), StatementError> {
-    let path = out.join(rel);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-    }
-    std::fs::write(&path, bytes).map_err(io(&path))?;
-    files.push(rel.to_string());
-    Ok(())
+/// The pack's files as they are written, each with its SHA-256 (for the
+/// manifest, without reading the files back).
+#[derive(Debug)]
+struct PackFiles {
+    out: PathBuf,
+    files: Vec<(String, [u8; 32])>,
+    /// The directory made last (most writes go into the same one).
+    last_dir: Option<PathBuf>,
 }
+
+impl PackFiles {
+    fn new(out: &Path) -> PackFiles {
+        PackFiles {
+            out: out.to_path_buf(),
+            files: Vec::new(),
+            last_dir: None,
+        }
+    }
+
+    /// `out/rel`, its directory made.
+    fn path(&mut self, rel: &str) -> Result<PathBuf, StatementError> {
+        let path = self.out.join(rel);
+        if let Some(dir) = path.parent()
+            && self.last_dir.as_deref() != Some(dir)
+        {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+            self.last_dir = Some(dir.to_path_buf());
+        }
+        Ok(path)
+    }
+
+    fn write(&mut self, rel: &str, bytes: &[u8]) -> Result<(), StatementError> {
+        let path = self.path(rel)?;
+        std::fs::write(&path, bytes).map_err(io(&path))?;
+        self.files
+            .push((rel.to_string(), Sha256::digest(bytes).into()));
+        Ok(())
+    }
+
+    /// Records `rel`, written by another writer, hashing it from disk.
+    fn written(&mut self, rel: &str) -> Result<(), StatementError> {
+        let path = self.out.join(rel);
+        let mut f = std::fs::File::open(&path).map_err(io(&path))?;
+        let mut h = Sha256::new();
+        std::io::copy(&mut f, &mut h).map_err(io(&path))?;
+        self.files.push((rel.to_string(), h.finalize().into()));
+        Ok(())
+    }
+
+    /// Writes `MANIFEST.sha256` (sorted `sha256sum` lines); returns the
+    /// files, sorted, and the manifest's own SHA-256.
+    fn manifest(mut self) -> Result<(Vec<String>, String), StatementError> {
+        use std::io::Write;
+        self.files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let path = self.out.join("MANIFEST.sha256");
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io(&path))?);
+        let mut h = Sha256::new();
+        for (rel, hash) in &self.files {
+            let line = format!("{}  {rel}\n", mrv_shared::report::hex(hash));
+            h.update(line.as_bytes());
+            w.write_all(line.as_bytes()).map_err(io(&path))?;
+        }
+        w.flush().map_err(io(&path))?;
+        Ok((
+            self.files.into_iter().map(|(rel, _)| rel).collect(),
+            mrv_shared::report::hex(&h.finalize()),
+        ))
+    }
+}
+
+/// Ledger entries read per page while writing a pack.
+const LEDGER_PAGE: usize = 1_000;
 
 fn file_name(p: &Path) -> Result<String, StatementError> {
     p.file_name()
@@ -179,52 +248,66 @@ pub async fn write_pack(
         return Err(StatementError::OutputNotEmpty(out.to_path_buf()));
     }
     std::fs::create_dir_all(out).map_err(io(out))?;
-    let entries = archive.ledger(q).await?;
-    let totals = ledger::totals(q, &entries)?;
-    let counted: Vec<_> = entries.iter().filter(|e| q.contains(e)).collect();
-    let mut files = Vec::new();
-    // Reports and receipts.
-    for e in &counted {
-        let bytes = archive
-            .fetch(&e.report_id)
-            .await?
-            .ok_or_else(|| StatementError::MissingReport(e.report_id.clone()))?;
-        let hash = mrv_shared::report::hex(&Sha256::digest(&bytes));
-        if hash != e.hash {
-            return Err(StatementError::Invalid(format!(
-                "stored report {} hashes to {hash}, the ledger says {}",
-                e.report_id, e.hash
-            )));
+    let mut files = PackFiles::new(out);
+    // One pass over the ledger, a page at a time: each counted report's
+    // JWS and receipt are written and its Calculation rows streamed to the
+    // workbook and the CSV file; the fold keeps the totals and the small
+    // tables, not the entries.
+    let mut fold = tables::TablesFold::new(q);
+    let mut book = workbook::WorkbookWriter::new()?;
+    let calc_rel = format!("csv/{}.csv", tables::CALCULATION_FILE);
+    let calc_path = files.path(&calc_rel)?;
+    let mut calc_csv = CsvWriter::create(&calc_path, &tables::CALCULATION_HEADERS)?;
+    let mut gateways = std::collections::BTreeSet::new();
+    let mut sites = std::collections::BTreeSet::new();
+    let mut after = None;
+    loop {
+        let page = archive.ledger_page(q, after.as_ref(), LEDGER_PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(ledger::LedgerKey::of(last));
+        for e in &page {
+            let Some(rows) = fold.add(e)? else { continue };
+            for cells in &rows {
+                book.calculation_row(cells)?;
+                calc_csv.row(cells)?;
+            }
+            write_report(archive, e, &mut files).await?;
+            if !gateways.contains(e.gateway.as_str()) {
+                gateways.insert(e.gateway.clone());
+            }
+            if !sites.contains(e.site.as_str()) {
+                sites.insert(e.site.clone());
+            }
         }
-        let stem = format!("{}/{:012}", e.gateway, e.seq);
-        write(out, &format!("reports/{stem}.jws"), &bytes, &mut files)?;
-        let receipt = archive
-            .receipt(&e.report_id)
-            .await?
-            .ok_or_else(|| StatementError::MissingReport(e.report_id.clone()))?;
-        let json = serde_json::to_vec_pretty(&receipt).expect("a receipt serialises");
-        write(out, &format!("receipts/{stem}.json"), &json, &mut files)?;
     }
+    let (totals, tables) = fold.finish()?;
+    for t in &tables {
+        if t.sheet == tables::CALCULATION_SHEET {
+            for cells in &t.rows {
+                calc_csv.row(cells)?;
+            }
+        } else {
+            files.write(&format!("csv/{}.csv", t.file), t.csv().as_bytes())?;
+        }
+    }
+    calc_csv.finish()?;
+    files.written(&calc_rel)?;
+    let xlsx = out.join("statement.xlsx");
+    book.finish(&tables, &xlsx)?;
+    files.written("statement.xlsx")?;
     let checkpoint = archive.checkpoint().await?;
-    write(out, "log/checkpoint.txt", checkpoint.as_bytes(), &mut files)?;
-    write(
-        out,
+    files.write("log/checkpoint.txt", checkpoint.as_bytes())?;
+    files.write(
         "log/verifier.txt",
         format!("{}\n", identity.verifier()).as_bytes(),
-        &mut files,
     )?;
     if let Some(r) = &inputs.registry {
         let bytes = std::fs::read(r).map_err(io(r))?;
-        write(out, "registry/devices.json", &bytes, &mut files)?;
+        files.write("registry/devices.json", &bytes)?;
     }
     for k in &inputs.gateway_keys {
         let bytes = std::fs::read(k).map_err(io(k))?;
-        write(
-            out,
-            &format!("registry/gateway-keys/{}", file_name(k)?),
-            &bytes,
-            &mut files,
-        )?;
+        files.write(&format!("registry/gateway-keys/{}", file_name(k)?), &bytes)?;
     }
     // The backend's registry and its audit trail.
     let reg = archive.registry().await?;
@@ -236,68 +319,37 @@ pub async fn write_pack(
             "sites": reg.sites.values().collect::<Vec<_>>(),
         }))
         .expect("the registry serialises");
-        write(out, "registry/registry.json", &json, &mut files)?;
+        files.write("registry/registry.json", &json)?;
         let mut lines = Vec::new();
         for r in &history {
             lines.extend(serde_json::to_vec(r).expect("an audit record serialises"));
             lines.push(b'\n');
         }
-        write(out, "registry/history.jsonl", &lines, &mut files)?;
-        let gateways: std::collections::BTreeSet<&str> =
-            counted.iter().map(|e| e.gateway.as_str()).collect();
-        let sites: std::collections::BTreeSet<&str> =
-            counted.iter().map(|e| e.site.as_str()).collect();
-        for g in gateways.iter().filter_map(|g| reg.gateways.get(*g)) {
+        files.write("registry/history.jsonl", &lines)?;
+        for g in gateways.iter().filter_map(|g| reg.gateways.get(g)) {
             for k in &g.keys {
                 let json = serde_json::to_vec_pretty(&k.jwk).expect("a JWK serialises");
                 let name = format!("registry/enrolled-keys/{}.jwk", safe_name(k.kid()));
-                write(out, &name, &json, &mut files)?;
+                files.write(&name, &json)?;
                 enrolled.keys = true;
             }
         }
-        for site in sites.iter().filter_map(|s| reg.sites.get(*s)) {
+        for site in sites.iter().filter_map(|s| reg.sites.get(s)) {
             let json = serde_json::to_vec_pretty(&site.registry).expect("a registry serialises");
             let name = format!("registry/sites/{}/devices.json", safe_name(&site.site));
-            write(out, &name, &json, &mut files)?;
+            files.write(&name, &json)?;
             enrolled.sites.insert(site.site.clone(), name);
         }
     }
-    // Tables: workbook, CSV, JSON.
-    let tables = tables::tables(&totals, &counted);
-    let xlsx = workbook::workbook(&tables)?;
-    write(out, "statement.xlsx", &xlsx, &mut files)?;
-    for t in &tables {
-        write(
-            out,
-            &format!("csv/{}.csv", t.file),
-            t.csv().as_bytes(),
-            &mut files,
-        )?;
-    }
     let json = serde_json::to_vec_pretty(&totals).expect("totals serialise");
-    write(out, "totals.json", &json, &mut files)?;
-    write(
-        out,
+    files.write("totals.json", &json)?;
+    files.write(
         "README.md",
         readme(&totals, identity, inputs, &enrolled).as_bytes(),
-        &mut files,
     )?;
     // Manifest and signature.
-    files.sort();
-    let mut manifest = String::new();
-    for f in &files {
-        let bytes = std::fs::read(out.join(f)).map_err(io(&out.join(f)))?;
-        manifest.push_str(&format!(
-            "{}  {f}\n",
-            mrv_shared::report::hex(&Sha256::digest(&bytes))
-        ));
-    }
-    std::fs::write(out.join("MANIFEST.sha256"), &manifest)
-        .map_err(io(&out.join("MANIFEST.sha256")))?;
-    let text = note_text(
-        &totals,
-        &mrv_shared::report::hex(&Sha256::digest(manifest.as_bytes())),
-    )?;
+    let (files, manifest_sha256) = files.manifest()?;
+    let text = note_text(&totals, &manifest_sha256)?;
     let note = identity
         .sign_note(&text)
         .map_err(|e| StatementError::Invalid(e.to_string()))?;
@@ -307,6 +359,68 @@ pub async fn write_pack(
         files,
         note,
     })
+}
+
+/// Writes counted entry `e`'s report (checked against the ledger's hash)
+/// and its receipt.
+async fn write_report(
+    archive: &AnyArchive,
+    e: &ledger::LedgerEntry,
+    files: &mut PackFiles,
+) -> Result<(), StatementError> {
+    let bytes = archive
+        .fetch(&e.report_id)
+        .await?
+        .ok_or_else(|| StatementError::MissingReport(e.report_id.clone()))?;
+    let hash = mrv_shared::report::hex(&Sha256::digest(&bytes));
+    if hash != e.hash {
+        return Err(StatementError::Invalid(format!(
+            "stored report {} hashes to {hash}, the ledger says {}",
+            e.report_id, e.hash
+        )));
+    }
+    let stem = format!("{}/{:012}", e.gateway, e.seq);
+    files.write(&format!("reports/{stem}.jws"), &bytes)?;
+    let receipt = archive
+        .receipt(&e.report_id)
+        .await?
+        .ok_or_else(|| StatementError::MissingReport(e.report_id.clone()))?;
+    let json = serde_json::to_vec_pretty(&receipt).expect("a receipt serialises");
+    files.write(&format!("receipts/{stem}.json"), &json)
+}
+
+/// A CSV file written a row at a time ([`Table::csv`]'s format).
+struct CsvWriter {
+    path: PathBuf,
+    w: std::io::BufWriter<std::fs::File>,
+}
+
+impl CsvWriter {
+    fn create(path: &Path, headers: &[&str]) -> Result<CsvWriter, StatementError> {
+        let f = std::fs::File::create(path).map_err(io(path))?;
+        let mut c = CsvWriter {
+            path: path.to_path_buf(),
+            w: std::io::BufWriter::new(f),
+        };
+        let line = tables::csv_line(headers.iter().map(|h| tables::csv_field(h)));
+        c.put(&line)?;
+        Ok(c)
+    }
+
+    fn put(&mut self, line: &str) -> Result<(), StatementError> {
+        use std::io::Write;
+        self.w.write_all(line.as_bytes()).map_err(io(&self.path))
+    }
+
+    fn row(&mut self, cells: &[Cell]) -> Result<(), StatementError> {
+        let line = tables::csv_line(cells.iter().map(tables::csv_cell));
+        self.put(&line)
+    }
+
+    fn finish(mut self) -> Result<(), StatementError> {
+        use std::io::Write;
+        self.w.flush().map_err(io(&self.path))
+    }
 }
 
 /// What of the backend's registry went into the pack.
@@ -516,25 +630,9 @@ pub fn verify_pack(dir: &Path, verifier: &NoteVerifier) -> Result<VerifiedPack, 
 impl Table {
     /// The table as RFC 4180 CSV (header line first, CRLF line ends).
     pub fn csv(&self) -> String {
-        fn field(s: &str) -> String {
-            if s.contains([',', '"', '\n', '\r']) {
-                format!("\"{}\"", s.replace('"', "\"\""))
-            } else {
-                s.to_string()
-            }
-        }
-        let mut out = String::new();
-        let line = |cells: Vec<String>| cells.join(",") + "\r\n";
-        out.push_str(&line(self.headers.iter().map(|h| field(h)).collect()));
+        let mut out = tables::csv_line(self.headers.iter().map(|h| tables::csv_field(h)));
         for r in &self.rows {
-            out.push_str(&line(
-                r.iter()
-                    .map(|c| match c {
-                        Cell::Text(s) => field(s),
-                        Cell::Int(n) => n.to_string(),
-                    })
-                    .collect(),
-            ));
+            out.push_str(&tables::csv_line(r.iter().map(tables::csv_cell)));
         }
         out
     }

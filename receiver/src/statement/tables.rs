@@ -1,13 +1,19 @@
-//! The statement's tables, one per sheet (and CSV file), built from the
-//! totals and the counted ledger entries: pure, so the workbook and the CSV
-//! files cannot disagree.
+//! The statement's tables, one per sheet (and CSV file), built by one
+//! fold over the ledger entries ([`TablesFold`]): pure, so the workbook and
+//! the CSV files cannot disagree.
+//!
+//! Only the Calculation table grows with the reports (a row per report and
+//! calculation): [`TablesFold::add`] returns an entry's rows for the writer
+//! to stream out, and keeps nothing of them. The other tables are
+//! aggregates (per site, calculation, binding, gateway) plus the listed
+//! exclusions, given-up frames and events, built at [`TablesFold::finish`].
 //!
 //! Amounts are written as exact rational text (`n/d`, tCO2e); the period
 //! total adds its two roundings (6 decimals, whole tonnes), each taken
 //! once from the exact sum. Nothing per report is rounded into a total.
 
-use crate::ledger::{LedgerEntry, Totals};
-use std::collections::BTreeMap;
+use crate::ledger::{Counted, LedgerEntry, LedgerError, LedgerQuery, Totals, TotalsFold};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A cell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +47,28 @@ pub struct Table {
     pub headers: Vec<&'static str>,
     /// Rows.
     pub rows: Vec<Vec<Cell>>,
+}
+
+/// One RFC 4180 CSV field: quoted when it holds a comma, quote or line end.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// A cell as a CSV field.
+pub fn csv_cell(c: &Cell) -> String {
+    match c {
+        Cell::Text(s) => csv_field(s),
+        Cell::Int(n) => n.to_string(),
+    }
+}
+
+/// One CSV line of `fields` (CRLF end).
+pub fn csv_line(fields: impl Iterator<Item = String>) -> String {
+    fields.collect::<Vec<_>>().join(",") + "\r\n"
 }
 
 /// Row labels of the period total in the Calculation table (column A).
@@ -93,68 +121,89 @@ fn additive(name: &str) -> bool {
     name.ends_with("_wh") || name.ends_with("_ml") || name.starts_with("observed_ms")
 }
 
-/// Every table of the statement.
-pub fn tables(totals: &Totals, counted: &[&LedgerEntry]) -> Vec<Table> {
-    vec![
-        summary(totals, counted),
-        parameters(counted),
-        calculation(totals, counted),
-        completeness(totals),
-        gaps_and_events(totals, counted),
-    ]
+/// Sheet names, in workbook order (the Calculation sheet is streamed).
+pub const SHEETS: [&str; 5] = [
+    "Summary",
+    "Parameters",
+    CALCULATION_SHEET,
+    "Completeness",
+    "Gaps and events",
+];
+
+/// The sheet whose report rows are streamed ([`TablesFold::add`]).
+pub const CALCULATION_SHEET: &str = "Calculation";
+
+/// CSV file stem of the Calculation table.
+pub const CALCULATION_FILE: &str = "calculation";
+
+/// Columns of the Calculation table.
+pub const CALCULATION_HEADERS: [&str; 11] = [
+    "Site",
+    "Gateway",
+    "Seq",
+    "Report",
+    "Period start (UTC)",
+    "Period end (UTC)",
+    "Calculation",
+    "Methodology",
+    "RE (tCO2e, exact)",
+    "PE (tCO2e, exact)",
+    "ER (tCO2e, exact)",
+];
+
+/// Monitored inputs and fixed parameters of one (site, calculation).
+#[derive(Debug)]
+struct ParameterAcc {
+    methodology: String,
+    reports: u64,
+    inputs: BTreeMap<String, (i128, bool, String)>,
+    params: BTreeMap<String, Vec<(String, String, String)>>,
+    bindings: BTreeMap<String, Vec<String>>,
+    devices: Vec<String>,
 }
 
-fn summary(tot: &Totals, counted: &[&LedgerEntry]) -> Table {
-    let q = &tot.query;
-    let mut refs: Vec<&str> = counted.iter().map(|e| e.methodology_ref.as_str()).collect();
-    refs.sort_unstable();
-    refs.dedup();
-    let mut sites: Vec<&str> = counted.iter().map(|e| e.site.as_str()).collect();
-    sites.sort_unstable();
-    sites.dedup();
-    let a = &tot.amounts;
-    let rows = vec![
-        vec![t("Project"), t(&q.project)],
-        vec![t("Site"), t(q.site.as_deref().unwrap_or("(every site)"))],
-        vec![t("Sites counted"), t(sites.join(", "))],
-        vec![t("Monitoring period from (UTC, inclusive)"), t(&q.from)],
-        vec![t("Monitoring period to (UTC, inclusive)"), t(&q.to)],
-        vec![t("Methodology"), t(refs.join("; "))],
-        vec![t("Reports counted"), n(tot.reports)],
-        vec![
-            t("Reports over a period boundary (not counted)"),
-            n(tot.straddling.len() as u64),
-        ],
-        vec![t("RE exact (tCO2e)"), t(&a.re.exact)],
-        vec![t("PE exact (tCO2e)"), t(&a.pe.exact)],
-        vec![t("ER exact (tCO2e)"), t(&a.er.exact)],
-        vec![
-            t("ER rounded down once, 6 decimals (tCO2e)"),
-            t(&a.er.decimal),
-        ],
-        vec![
-            t("ER rounded down once, whole tonnes (tCO2e)"),
-            n(a.er.tonnes),
-        ],
-        vec![t("Rounding"), t(&tot.rounding)],
-    ];
-    Table {
-        sheet: "Summary",
-        file: "summary",
-        headers: vec!["Item", "Value"],
-        rows,
+/// The statement's tables as a fold over ledger entries in (site, gateway,
+/// seq) order (see the module doc); the totals are [`TotalsFold`]'s.
+#[derive(Debug)]
+pub struct TablesFold {
+    totals: TotalsFold,
+    methodology_refs: BTreeSet<String>,
+    sites: BTreeSet<String>,
+    parameters: BTreeMap<(String, String), ParameterAcc>,
+    /// Distinct device records (text) per site and device, first seen first.
+    equipment: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    /// Periods of the counted reports per (site, gateway): 16 bytes a report.
+    periods: BTreeMap<(String, String), Vec<(u64, u64)>>,
+    /// (site, gateway) of the counted reports that have listed rows
+    /// (exclusions, given-up frames, events).
+    site_of: BTreeMap<String, (String, String)>,
+}
+
+impl TablesFold {
+    /// An empty fold for `q`.
+    pub fn new(q: &LedgerQuery) -> TablesFold {
+        TablesFold {
+            totals: TotalsFold::new(q),
+            methodology_refs: BTreeSet::new(),
+            sites: BTreeSet::new(),
+            parameters: BTreeMap::new(),
+            equipment: BTreeMap::new(),
+            periods: BTreeMap::new(),
+            site_of: BTreeMap::new(),
+        }
     }
-}
 
-fn equipment(counted: &[&LedgerEntry], site: &str, devices: &[String]) -> String {
-    // Distinct device records over the period, per device.
-    let mut seen: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for e in counted.iter().filter(|e| e.site == site) {
-        for d in e
-            .devices
-            .iter()
-            .filter(|d| devices.iter().any(|x| x == d.id.as_str()))
-        {
+    /// Adds `e`; when it is counted, its rows of the Calculation table
+    /// (one per calculation), which the fold does not keep.
+    pub fn add(&mut self, e: &LedgerEntry) -> Result<Option<Vec<Vec<Cell>>>, LedgerError> {
+        if self.totals.add(e)? != Counted::Yes {
+            return Ok(None);
+        }
+        self.methodology_refs.insert(e.methodology_ref.clone());
+        self.sites.insert(e.site.clone());
+        self.add_parameters(e);
+        let site = self.equipment.entry(e.site.clone()).or_default();
+        for d in &e.devices {
             let cal = d.calibration.as_ref().map_or_else(
                 || String::from("no calibration record"),
                 |c| {
@@ -165,34 +214,50 @@ fn equipment(counted: &[&LedgerEntry], site: &str, devices: &[String]) -> String
                 },
             );
             let text = format!("serial {}, class {}, {cal}", d.serial, d.meter_class);
-            let v = seen.entry(d.id.as_str()).or_default();
+            let v = site.entry(d.id.as_str().to_string()).or_default();
             if !v.contains(&text) {
                 v.push(text);
             }
         }
+        self.periods
+            .entry((e.site.clone(), e.gateway.clone()))
+            .or_default()
+            .push((e.period_start_ms, e.period_end_ms));
+        if !e.events.is_empty()
+            || !e.given_up.is_empty()
+            || e.calculations.iter().any(|c| !c.excluded.is_empty())
+        {
+            self.site_of
+                .insert(e.report_id.clone(), (e.site.clone(), e.gateway.clone()));
+        }
+        Ok(Some(
+            e.calculations
+                .iter()
+                .map(|c| {
+                    vec![
+                        t(&e.site),
+                        t(&e.gateway),
+                        n(e.seq),
+                        t(&e.report_id),
+                        t(utc(e.period_start_ms)),
+                        t(utc(e.period_end_ms)),
+                        t(&c.id),
+                        t(c.methodology.name()),
+                        t(&c.re),
+                        t(&c.pe),
+                        t(&c.er),
+                    ]
+                })
+                .collect(),
+        ))
     }
-    seen.iter()
-        .map(|(id, v)| format!("{id}: {}", v.join(" | ")))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
 
-fn parameters(counted: &[&LedgerEntry]) -> Table {
-    // Monitored (option C) inputs, then fixed parameters, per (site, calculation).
-    struct Acc {
-        methodology: String,
-        reports: u64,
-        inputs: BTreeMap<String, (i128, bool, String)>,
-        params: BTreeMap<String, Vec<(String, String, String)>>,
-        bindings: BTreeMap<String, Vec<String>>,
-        devices: Vec<String>,
-    }
-    let mut by: BTreeMap<(String, String), Acc> = BTreeMap::new();
-    for e in counted {
+    fn add_parameters(&mut self, e: &LedgerEntry) {
         for c in &e.calculations {
-            let a = by
+            let a = self
+                .parameters
                 .entry((e.site.clone(), c.id.clone()))
-                .or_insert_with(|| Acc {
+                .or_insert_with(|| ParameterAcc {
                     methodology: c.methodology.name().to_string(),
                     reports: 0,
                     inputs: BTreeMap::new(),
@@ -239,11 +304,102 @@ fn parameters(counted: &[&LedgerEntry]) -> Table {
             }
         }
     }
+
+    /// The totals and every table, in [`SHEETS`] order. The Calculation
+    /// table holds only its period-total rows here: its report rows were
+    /// returned by [`TablesFold::add`] and go before them.
+    pub fn finish(self) -> Result<(Totals, Vec<Table>), LedgerError> {
+        let totals = self.totals.finish()?;
+        let tables = vec![
+            summary(&totals, &self.methodology_refs, &self.sites),
+            parameters(&self.parameters, &self.equipment),
+            calculation_totals(&totals),
+            completeness(&totals),
+            gaps_and_events(&totals, self.periods, &self.site_of),
+        ];
+        Ok((totals, tables))
+    }
+}
+
+/// Every table of the statement over `entries` (any order), the
+/// Calculation table whole: [`TablesFold`] in memory (for small periods and
+/// tests; the pack streams).
+pub fn tables(
+    q: &LedgerQuery,
+    entries: &[LedgerEntry],
+) -> Result<(Totals, Vec<Table>), LedgerError> {
+    let mut sorted: Vec<&LedgerEntry> = entries.iter().collect();
+    sorted.sort_by(|a, b| (&a.site, &a.gateway, a.seq).cmp(&(&b.site, &b.gateway, b.seq)));
+    let mut fold = TablesFold::new(q);
+    let mut rows = Vec::new();
+    for e in sorted {
+        rows.extend(fold.add(e)?.unwrap_or_default());
+    }
+    let (totals, mut tables) = fold.finish()?;
+    for table in tables.iter_mut().filter(|t| t.sheet == CALCULATION_SHEET) {
+        rows.append(&mut table.rows);
+        table.rows = std::mem::take(&mut rows);
+    }
+    Ok((totals, tables))
+}
+
+fn summary(tot: &Totals, refs: &BTreeSet<String>, sites: &BTreeSet<String>) -> Table {
+    let q = &tot.query;
+    let join = |s: &BTreeSet<String>, sep: &str| s.iter().cloned().collect::<Vec<_>>().join(sep);
+    let a = &tot.amounts;
+    let rows = vec![
+        vec![t("Project"), t(&q.project)],
+        vec![t("Site"), t(q.site.as_deref().unwrap_or("(every site)"))],
+        vec![t("Sites counted"), t(join(sites, ", "))],
+        vec![t("Monitoring period from (UTC, inclusive)"), t(&q.from)],
+        vec![t("Monitoring period to (UTC, inclusive)"), t(&q.to)],
+        vec![t("Methodology"), t(join(refs, "; "))],
+        vec![t("Reports counted"), n(tot.reports)],
+        vec![
+            t("Reports over a period boundary (not counted)"),
+            n(tot.straddling.len() as u64),
+        ],
+        vec![t("RE exact (tCO2e)"), t(&a.re.exact)],
+        vec![t("PE exact (tCO2e)"), t(&a.pe.exact)],
+        vec![t("ER exact (tCO2e)"), t(&a.er.exact)],
+        vec![
+            t("ER rounded down once, 6 decimals (tCO2e)"),
+            t(&a.er.decimal),
+        ],
+        vec![
+            t("ER rounded down once, whole tonnes (tCO2e)"),
+            n(a.er.tonnes),
+        ],
+        vec![t("Rounding"), t(&tot.rounding)],
+    ];
+    Table {
+        sheet: "Summary",
+        file: "summary",
+        headers: vec!["Item", "Value"],
+        rows,
+    }
+}
+
+/// The measuring equipment of `devices` at a site: their distinct records.
+fn equipment(site: Option<&BTreeMap<String, Vec<String>>>, devices: &[String]) -> String {
+    site.into_iter()
+        .flatten()
+        .filter(|(id, _)| devices.iter().any(|d| d == *id))
+        .map(|(id, v)| format!("{id}: {}", v.join(" | ")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn parameters(
+    by: &BTreeMap<(String, String), ParameterAcc>,
+    equipment_by_site: &BTreeMap<String, BTreeMap<String, Vec<String>>>,
+) -> Table {
+    // Monitored (option C) inputs, then fixed parameters, per (site, calculation).
     let mut rows = Vec::new();
     let mut no = 0u64;
-    for ((site, calc), a) in &by {
+    for ((site, calc), a) in by {
         let bindings: Vec<String> = a.bindings.values().flatten().cloned().collect();
-        let equipment = equipment(counted, site, &a.devices);
+        let equipment = equipment(equipment_by_site.get(site), &a.devices);
         for (k, (sum, ok, last)) in &a.inputs {
             no += 1;
             let (value, how) = if !ok {
@@ -327,25 +483,8 @@ fn parameters(counted: &[&LedgerEntry]) -> Table {
     }
 }
 
-fn calculation(tot: &Totals, counted: &[&LedgerEntry]) -> Table {
-    let mut rows = Vec::new();
-    for e in counted {
-        for c in &e.calculations {
-            rows.push(vec![
-                t(&e.site),
-                t(&e.gateway),
-                n(e.seq),
-                t(&e.report_id),
-                t(utc(e.period_start_ms)),
-                t(utc(e.period_end_ms)),
-                t(&c.id),
-                t(c.methodology.name()),
-                t(&c.re),
-                t(&c.pe),
-                t(&c.er),
-            ]);
-        }
-    }
+/// The Calculation table's period-total rows (its report rows are streamed).
+fn calculation_totals(tot: &Totals) -> Table {
     let a = &tot.amounts;
     let label = |s: &str| {
         let mut r = vec![t(s)];
@@ -358,24 +497,11 @@ fn calculation(tot: &Totals, counted: &[&LedgerEntry]) -> Table {
     dec.extend([t(&a.re.decimal), t(&a.pe.decimal), t(&a.er.decimal)]);
     let mut ton = label(TOTAL_TONNES);
     ton.extend([n(a.re.tonnes), n(a.pe.tonnes), n(a.er.tonnes)]);
-    rows.extend([exact, dec, ton]);
     Table {
-        sheet: "Calculation",
-        file: "calculation",
-        headers: vec![
-            "Site",
-            "Gateway",
-            "Seq",
-            "Report",
-            "Period start (UTC)",
-            "Period end (UTC)",
-            "Calculation",
-            "Methodology",
-            "RE (tCO2e, exact)",
-            "PE (tCO2e, exact)",
-            "ER (tCO2e, exact)",
-        ],
-        rows,
+        sheet: CALCULATION_SHEET,
+        file: CALCULATION_FILE,
+        headers: CALCULATION_HEADERS.to_vec(),
+        rows: vec![exact, dec, ton],
     }
 }
 
@@ -419,26 +545,23 @@ fn completeness(tot: &Totals) -> Table {
     }
 }
 
-fn gaps_and_events(tot: &Totals, counted: &[&LedgerEntry]) -> Table {
+fn gaps_and_events(
+    tot: &Totals,
+    periods: BTreeMap<(String, String), Vec<(u64, u64)>>,
+    site_of: &BTreeMap<String, (String, String)>,
+) -> Table {
     let q = &tot.query;
     let mut rows = Vec::new();
     // Time of the period no counted report of a gateway covers.
-    let mut by_gw: BTreeMap<(&str, &str), Vec<(u64, u64)>> = BTreeMap::new();
-    for e in counted {
-        by_gw
-            .entry((e.site.as_str(), e.gateway.as_str()))
-            .or_default()
-            .push((e.period_start_ms, e.period_end_ms));
-    }
-    for ((site, gw), mut periods) in by_gw {
+    for ((site, gw), mut periods) in periods {
         periods.sort_unstable();
         let mut at = q.from_ms;
         for (s, e) in periods.into_iter().chain([(q.to_ms, q.to_ms)]) {
             if s > at {
                 rows.push(vec![
                     t("no_report"),
-                    t(site),
-                    t(gw),
+                    t(&site),
+                    t(&gw),
                     t(""),
                     t(""),
                     t(utc(at)),
@@ -452,11 +575,11 @@ fn gaps_and_events(tot: &Totals, counted: &[&LedgerEntry]) -> Table {
             at = at.max(e);
         }
     }
-    let site_of: BTreeMap<&str, (&str, &str)> = counted
-        .iter()
-        .map(|e| (e.report_id.as_str(), (e.site.as_str(), e.gateway.as_str())))
-        .collect();
-    let where_ = |r: &str| site_of.get(r).copied().unwrap_or(("", ""));
+    let where_ = |r: &str| {
+        site_of
+            .get(r)
+            .map_or(("", ""), |(s, g)| (s.as_str(), g.as_str()))
+    };
     for g in &tot.given_up {
         let (s, gw) = where_(&g.report_id);
         rows.push(vec![
