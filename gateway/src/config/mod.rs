@@ -108,7 +108,12 @@ pub struct BufferSection {
     pub cache_bytes: u64,
     /// Days to keep readings after every report covering them was delivered.
     pub keep_delivered_days: u32,
-    /// Group-commit window, ms: frames arriving within it share one flush.
+    /// Group-commit window, ms: a commit smaller than `max_commit_frames`
+    /// waits this long for more frames. 0 (default): no timed wait; frames
+    /// that queue while a flush runs share the next one (natural group
+    /// commit). A window only lengthens every commit of clients whose
+    /// in-flight publishes are all in the batch already (issue 11's bench:
+    /// docs/BENCHMARKS.md); it saves flushes only for sparse arrivals.
     pub commit_window_ms: u64,
     /// Most frames in one group commit.
     pub max_commit_frames: usize,
@@ -133,7 +138,7 @@ impl Default for BufferSection {
             max_bytes: 1 << 30,
             cache_bytes: 4 << 20,
             keep_delivered_days: 30,
-            commit_window_ms: 2,
+            commit_window_ms: 0,
             max_commit_frames: 2048,
             give_up_after_minutes: None,
             min_free_bytes: 64 << 20,

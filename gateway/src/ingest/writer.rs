@@ -3,8 +3,11 @@
 //! Group commit by natural batching: while one batch is being written and
 //! flushed, new requests queue up; the next batch takes all of them (up to
 //! `max_frames`). Under load, batches grow and flushes per frame fall; when
-//! idle, a lone frame is written at once. An optional `window` waits a little
-//! for more frames before a small commit.
+//! idle, a lone frame is written at once. Before a commit the writer yields
+//! once so that connections already holding publishes queue them too. An
+//! optional `window` (off by default) waits a little longer for more frames
+//! before a small commit: fewer flushes on flash that wears, at the cost of
+//! that much latency on every commit.
 //!
 //! Invariant: a request's reply (and its device's application ack) is sent
 //! only after `Buffer::append` returned, i.e. after the flush.
@@ -51,7 +54,8 @@ pub struct AckOut {
 /// Writer settings.
 #[derive(Debug, Clone, Copy)]
 pub struct WriterSettings {
-    /// Wait this long for more frames before committing a batch smaller than `max_frames`.
+    /// Wait this long for more frames before committing a batch smaller than
+    /// `max_frames` (zero: commit what is queued after one yield).
     pub window: Duration,
     /// Most frames per commit.
     pub max_frames: usize,
@@ -308,16 +312,22 @@ async fn reopen_until_it_works(
     }
 }
 
+/// Collects the next commit's batch after its first request: everything
+/// already queued, then everything queued once the tasks that were ready
+/// have run (one scheduler yield, no timer), then, only with a non-zero
+/// `window`, whatever arrives until the window ends. Without a window a
+/// commit never waits for frames that may not come: with window-limited
+/// clients (every in-flight publish already in the batch) a timed wait
+/// only adds its length to every commit.
 async fn gather(
     requests: &mut mpsc::UnboundedReceiver<WriteRequest>,
     batch: &mut Vec<WriteRequest>,
     s: WriterSettings,
 ) {
-    while batch.len() < s.max_frames {
-        match requests.try_recv() {
-            Ok(r) => batch.push(r),
-            Err(_) => break,
-        }
+    drain_queued(requests, batch, s.max_frames);
+    if batch.len() < s.max_frames {
+        tokio::task::yield_now().await;
+        drain_queued(requests, batch, s.max_frames);
     }
     if batch.len() < s.max_frames && !s.window.is_zero() {
         let deadline = tokio::time::Instant::now() + s.window;
@@ -326,6 +336,20 @@ async fn gather(
                 Ok(Some(r)) => batch.push(r),
                 _ => break,
             }
+        }
+    }
+}
+
+/// Moves queued requests into `batch` until it holds `max` or none is left.
+fn drain_queued(
+    requests: &mut mpsc::UnboundedReceiver<WriteRequest>,
+    batch: &mut Vec<WriteRequest>,
+    max: usize,
+) {
+    while batch.len() < max {
+        match requests.try_recv() {
+            Ok(r) => batch.push(r),
+            Err(_) => break,
         }
     }
 }
