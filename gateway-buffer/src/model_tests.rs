@@ -669,6 +669,52 @@ fn a_large_append_is_split_into_batches_and_reads_back_in_order() {
 }
 
 #[test]
+fn an_invalid_frame_is_never_stored_and_refuses_its_whole_append() {
+    // What became of the mapping stage's status-1844 frame (fuzz finding,
+    // issue 14) at the writer: the buffer checks the frame rules after
+    // numbering and refuses the append, nothing of it written, the valid
+    // frames of the same group commit included (their devices re-send them).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = open_at(dir.path(), u64::MAX);
+    let mut bad = frame(1, 0, 0, 1);
+    bad.channels[0].quantity = Quantity::Status;
+    bad.channels[0].kind = ValueKind::Instant;
+    bad.samples[0].value = 1844;
+    let batch = vec![
+        Incoming {
+            frame: frame(0, 1, 0, 1),
+            received_ms: 5,
+        },
+        Incoming {
+            frame: bad,
+            received_ms: 5,
+        },
+    ];
+    match b.append(batch) {
+        Err(StoreError::InvalidFrame { index, reason }) => {
+            assert_eq!(
+                (index, reason),
+                (1, mrv_shared::wire::FrameError::StatusValue(1844))
+            );
+        }
+        other => panic!("an invalid frame was not refused: {other:?}"),
+    }
+    assert!(!b.is_poisoned(), "a refused append is not a failed write");
+    assert_eq!(b.scan(None).count(), 0, "nothing of the append is stored");
+    assert_eq!(
+        (b.ack_for(&dev(0)).acked_seq, b.ack_for(&dev(1)).acked_seq),
+        (0, 0)
+    );
+    let r = b
+        .append(vec![Incoming {
+            frame: frame(0, 1, 0, 1),
+            received_ms: 6,
+        }])
+        .expect("append");
+    assert_eq!(r.outcomes, [AppendOutcome::Stored]);
+}
+
+#[test]
 fn a_full_buffer_refuses_new_frames_but_still_acks_duplicates() {
     let dir = tempfile::tempdir().expect("tempdir");
     let b = open_at(dir.path(), 1);

@@ -40,18 +40,26 @@ use crate::modbus::register_map::Scale;
 use mrv_shared::conversion::Conversion;
 use mrv_shared::ids::ChannelId;
 use mrv_shared::quantity::{Quantity, ValueKind};
+use mrv_shared::wire::frame::MAX_FIRMWARE_LEN;
 use serde::Deserialize;
 use serde_json_path::JsonPath;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
+/// Mapped frames' firmware version is this prefix and the mapping id.
+pub const FIRMWARE_PREFIX: &str = "map:";
+
+/// Longest mapping id: `map:<id>` must fit a frame's firmware field.
+pub const MAX_ID_BYTES: usize = MAX_FIRMWARE_LEN - FIRMWARE_PREFIX.len();
+
 /// `[[mapping]]` as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MappingSection {
-    /// Mapping id (1-32 of `A-Za-z0-9_.-`): recorded as the frames'
-    /// provenance (`map:<id>`) and in counters.
+    /// Mapping id (1-28 of `A-Za-z0-9_.-`, [`MAX_ID_BYTES`]): recorded as
+    /// the frames' provenance (`map:<id>`, a frame's firmware field of at
+    /// most 32 bytes) and in counters.
     pub id: String,
     /// What the payloads are: `plain` (default: any JSON, the fields'
     /// paths say everything) or `chirpstack_v4` (ChirpStack v4's MQTT
@@ -295,6 +303,17 @@ impl MappingSection {
     fn validate(&self, file: &Path, key: &str) -> Result<ValidMapping, ConfigError> {
         let err = |sub: &str, p: String| ConfigError::new(file, format!("{key}.{sub}"), p);
         ChannelId::new(&self.id).map_err(|e| err("id", e.to_string()))?;
+        if FIRMWARE_PREFIX.len() + self.id.len() > MAX_FIRMWARE_LEN {
+            return Err(err(
+                "id",
+                format!(
+                    "{:?} is {} bytes, at most {}: frames carry \"{FIRMWARE_PREFIX}<id>\" as their firmware version, at most {MAX_FIRMWARE_LEN} bytes",
+                    self.id,
+                    self.id.len(),
+                    MAX_ID_BYTES
+                ),
+            ));
+        }
         if !rumqttc::mqttbytes::valid_filter(&self.topic) {
             return Err(err(
                 "topic",
@@ -603,5 +622,23 @@ mod tests {
         assert_eq!(e.key, "mapping[0].topic");
         let e = parse(&format!("{ok}colour = 1\n")).expect_err("unknown key");
         assert!(e.problem.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn a_mapping_id_fits_the_frames_firmware_field() {
+        // `map:<id>` is the mapped frames' firmware version, at most 32
+        // bytes (a frame rule): a 29-byte id gave every message of the
+        // mapping a frame the buffer refuses.
+        let field = "[[mapping.fields]]\nchannel = \"p\"\npath = \"$.P\"\nquantity = \"power\"\nunit = \"W\"\n";
+        let longest = "a".repeat(MAX_ID_BYTES);
+        let ok = format!("{BASE}{field}").replace("id = \"m\"", &format!("id = \"{longest}\""));
+        let m = parse(&ok).expect("a 28-byte id is valid");
+        assert_eq!(
+            format!("{FIRMWARE_PREFIX}{}", m[0].id).len(),
+            MAX_FIRMWARE_LEN
+        );
+        let e = parse(&ok.replace(&longest, &format!("{longest}b"))).expect_err("29 bytes");
+        assert_eq!(e.key, "mapping[0].id");
+        assert!(e.problem.contains("at most 28"), "{e}");
     }
 }

@@ -14,7 +14,8 @@
 //!   caller with the raw payload), or "no mapping"; nothing is dropped
 //!   silently, no value is guessed: a missing path, several matches, a
 //!   string, `null` or a boolean where a number is expected, a value outside
-//!   `i64` or outside the configured range, a missing or unparsable
+//!   `i64` or outside the configured range, a `status` other than exactly 0
+//!   or 1 (false/true), a missing or unparsable
 //!   timestamp each reject the whole message (never a partial frame, never
 //!   a string fallback, never the path text as a value);
 //! - frames are gateway-sequenced (`seq` 0: the buffer assigns the device's
@@ -696,6 +697,18 @@ impl MappingStage {
                 Ok(c) => c,
                 Err(e) => return reject(dev, "overflow", format!("{}: {e}", f.path_text)),
             };
+            // A status is exactly 0 or 1 (the frame rule): any other number,
+            // or one that only rounds to 0 or 1, is not guessed at.
+            if f.quantity == Quantity::Status && (c.rounded || !(0..=1).contains(&c.value)) {
+                return reject(
+                    dev,
+                    "out_of_range",
+                    format!(
+                        "{} = {node} is not a status: a status is 0 or 1 (or false/true)",
+                        f.path_text
+                    ),
+                );
+            }
             if f.min.is_some_and(|lo| c.value < lo) || f.max.is_some_and(|hi| c.value > hi) {
                 return reject(
                     dev,
@@ -794,7 +807,7 @@ impl MappingStage {
             device,
             seq: 0,
             boot: 0,
-            firmware: format!("map:{}", m.id),
+            firmware: format!("{}{}", super::config::FIRMWARE_PREFIX, m.id),
             base_time_ms: matches!(time, TimeSource::Payload)
                 .then_some(payload_ms)
                 .flatten(),
@@ -889,6 +902,89 @@ mod tests {
         assert!(!s.handles("\u{7df}"));
         assert_eq!(s.handle(&msg("é/plug/SENSOR", "{}")), Outcome::NoMapping);
         assert!(s.handles("tele/é/SENSOR"));
+    }
+
+    const SHELLY: &str = include_str!("../../../config/mappings/shelly_gen2_switch.toml");
+    const SHELLY_TOPIC: &str = "shellyplusplugs-e465b8b2f0c4/status/switch:0";
+
+    fn shelly(output: &str) -> String {
+        format!(
+            r#"{{"id":0,"source":"init","output":{output},"apower":1500.25,"voltage":230.1,"freq":50.0,"current":6.523,"aenergy":{{"total":12345.678}},"temperature":{{"tC":41.2,"tF":106.2}}}}"#
+        )
+    }
+
+    /// The frame the writer would store: the buffer gives seq 1 and checks
+    /// the frame rules (`Frame::validate`) before it writes anything.
+    fn valid_once_sequenced(m: &Mapped) -> Result<(), mrv_shared::wire::FrameError> {
+        let mut f = m.frame.clone();
+        f.seq = 1;
+        f.validate()
+    }
+
+    #[test]
+    fn a_status_other_than_0_or_1_is_rejected_never_an_invalid_frame() {
+        // Found by the mapping_payload fuzz target (issue 14): `"output":1844`
+        // on the Shelly mapping's status field became a frame with status
+        // value 1844, which breaks the frame rules (status is 0 or 1); the
+        // buffer refused it, and with it the whole group commit it was in.
+        let crash = include_bytes!(
+            "../../../fuzz/regressions/mapping_payload/crash-5653adee6fa77e712c24813b421ecf5c4ece1066"
+        );
+        let (topic_choice, payload) = (crash[0], &crash[2..]);
+        assert_eq!(
+            topic_choice, 0,
+            "the fuzz target's topic 0 is the Shelly topic"
+        );
+        let mut s = stage(SHELLY);
+        let r = rejected(s.handle(&Message {
+            topic: SHELLY_TOPIC,
+            payload,
+            retained_replay: false,
+            received_ms: NOW,
+        }));
+        assert_eq!(r.reason, "out_of_range", "{r:?}");
+        assert!(r.detail.contains("$.output = 1844"), "{r:?}");
+        assert_eq!(
+            r.device.as_ref().map(|d| d.as_str()),
+            Some("shellyplusplugs-e465b8b2f0c4")
+        );
+        assert_eq!(s.remembered(), 0, "a rejection keeps no dedup key");
+
+        // Numbers that are not exactly 0 or 1 are refused, never rounded
+        // into a status or carried over.
+        for bad in ["2", "-1", "1844", "0.5", "0.7", "1.2", "-0.4", "1e3"] {
+            let r = rejected(s.handle(&msg(SHELLY_TOPIC, &shelly(bad))));
+            assert_eq!(r.reason, "out_of_range", "{bad}: {r:?}");
+            assert!(r.detail.starts_with("$.output = "), "{bad}: {r:?}");
+        }
+        // true/false and the numbers 0 and 1 (also as 1.0) are statuses.
+        for (good, value) in [
+            ("true", 1),
+            ("false", 0),
+            ("1", 1),
+            ("0", 0),
+            ("1.0", 1),
+            ("0.0", 0),
+        ] {
+            let m = frame(s.handle(&msg(SHELLY_TOPIC, &shelly(good))));
+            let relay = m
+                .frame
+                .channels
+                .iter()
+                .position(|c| c.id.as_str() == "relay");
+            let sample = m
+                .frame
+                .samples
+                .iter()
+                .find(|x| Some(usize::from(x.channel)) == relay);
+            assert_eq!(
+                sample.map(|x| (x.value, x.quality)),
+                Some((value, Quality::GOOD)),
+                "{good}"
+            );
+            assert_eq!(valid_once_sequenced(&m), Ok(()), "{good}");
+            s.settle(&m.key, false);
+        }
     }
 
     const TASMOTA: &str = r#"
