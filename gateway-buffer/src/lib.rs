@@ -221,6 +221,10 @@ pub struct AppendResult {
     pub stored_seqs: Vec<Option<u64>>,
     /// Keys of the stored frames, in order.
     pub keys: Vec<FrameKey>,
+    /// The stored frames themselves, in order (one per `keys` entry), with
+    /// the seq they were stored under: handed back, not copied, so that a
+    /// caller can pass them on (the diagnostics live view) without a clone.
+    pub stored: Vec<Incoming>,
 }
 
 /// Where a frame is stored: batch id, then index inside the batch. Ordered

@@ -344,6 +344,11 @@ impl Harness {
         let res = self.buf().append(incoming).expect("append");
         prop_assert_eq!(&res.outcomes, &expected);
         prop_assert_eq!(res.keys.len(), stored_frames.len());
+        // The frames handed back are exactly the stored ones, with their
+        // assigned seqs (gateway-sequenced frames too).
+        let handed_back: Vec<&Frame> = res.stored.iter().map(|i| &i.frame).collect();
+        prop_assert_eq!(handed_back, stored_frames.iter().collect::<Vec<_>>());
+        prop_assert!(res.stored.iter().all(|i| i.received_ms == rx));
         for (key, f) in res.keys.iter().zip(stored_frames) {
             prop_assert!(
                 self.m.all_keys.last().is_none_or(|l| l < key),

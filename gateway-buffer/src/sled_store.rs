@@ -431,7 +431,8 @@ impl Buffer {
         let mut order: Vec<(DeviceId, bool, bool)> = Vec::new();
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut stored_seqs = Vec::with_capacity(batch.len());
-        let mut keys = Vec::new();
+        let mut keys = Vec::with_capacity(batch.len());
+        let mut stored = Vec::with_capacity(batch.len());
         let mut values: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut writer: Option<BatchWriter> = None;
         let mut first_rx: Option<u64> = None;
@@ -530,6 +531,7 @@ impl Buffer {
             max_rx = max_rx.max(received_ms);
             outcomes.push(AppendOutcome::Stored);
             stored_seqs.push(Some(seq));
+            stored.push(Incoming { frame, received_ms });
         }
         if let Some(w) = writer.take() {
             let id = totals.next_batch_id;
@@ -602,6 +604,7 @@ impl Buffer {
             acks,
             stored_seqs,
             keys,
+            stored,
         })
     }
 

@@ -143,7 +143,11 @@ pub(crate) async fn serve(
                 },
             );
         }
-        if rbuf.is_empty() && rbuf.capacity() > 0 {
+        // An idle connection holds no buffers (memory per idle connection);
+        // a busy one (outcomes pending) keeps them rather than allocating
+        // them again for every read and write.
+        let idle = pending.is_empty();
+        if idle && rbuf.is_empty() && rbuf.capacity() > 0 {
             rbuf = BytesMut::new();
         }
         if !wbuf.is_empty() {
@@ -156,7 +160,11 @@ pub(crate) async fn serve(
                     ));
                 }
             }
-            wbuf = BytesMut::new();
+            if idle {
+                wbuf = BytesMut::new();
+            } else {
+                wbuf.clear();
+            }
         }
         if let Some(r) = close.take() {
             break r;

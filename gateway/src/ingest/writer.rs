@@ -128,7 +128,6 @@ pub async fn run_writer(
             .iter()
             .map(|i| (i.frame.device.clone(), i.frame.seq, i.frame.samples.len()))
             .collect();
-        let copies = (stored.receiver_count() > 0).then(|| incoming.clone());
         let buf = buffer.clone();
         let result = tokio::task::spawn_blocking(move || buf.append(incoming)).await;
         let result = match result {
@@ -151,9 +150,12 @@ pub async fn run_writer(
             }
         };
         IngestStats::add(&stats.commits, 1);
-        for (outcome, copy) in result.outcomes.iter().zip(copies.into_iter().flatten()) {
-            if *outcome == AppendOutcome::Stored {
-                let _ = stored.send(Arc::new(copy));
+        let mut result = result;
+        // The stored frames come back from the buffer (with their assigned
+        // seqs), so the live view gets them without a copy.
+        if stored.receiver_count() > 0 {
+            for frame in std::mem::take(&mut result.stored) {
+                let _ = stored.send(Arc::new(frame));
             }
         }
         let mut formats: HashMap<DeviceId, WireFormat> = HashMap::new();
@@ -346,6 +348,7 @@ fn drain_queued(
     batch: &mut Vec<WriteRequest>,
     max: usize,
 ) {
+    batch.reserve(requests.len().min(max.saturating_sub(batch.len())));
     while batch.len() < max {
         match requests.try_recv() {
             Ok(r) => batch.push(r),
