@@ -28,7 +28,7 @@
 
 use super::config::ValidDiagnosticsConfig;
 use super::logs::LogLine;
-use super::state::{Bucket, LiveStore, Point, Range, TailEntry};
+use super::state::{Bucket, LiveStore, NotKept, Point, Range, TailEntry};
 use crate::buffer::{BufferStats, DeviceSummary};
 use crate::config::GatewayConfig;
 use crate::ingest::quarantine::Quarantined;
@@ -396,6 +396,16 @@ pub struct StatusView {
     /// devEui, by device (`docs/LORAWAN.md` §5).
     #[serde(default)]
     pub lorawan: Vec<crate::mapping::chirpstack::SessionView>,
+    /// The diagnostics charts' memory: estimated bytes, budget
+    /// (`diagnostics.chart_memory_bytes`), points and buckets kept and
+    /// dropped.
+    #[serde(default)]
+    pub chart_memory: super::state::ChartMemoryStats,
+    /// The third-party mappings' dedup memory: estimated bytes, budget,
+    /// keys remembered, keys dropped for the budget before their window
+    /// ended (`docs/MAPPING.md` §4).
+    #[serde(default)]
+    pub dedup_memory: crate::mapping::stage::DedupMemoryStats,
 }
 
 /// The latest value of a channel.
@@ -502,9 +512,17 @@ pub struct ChannelSeries {
     pub latest_display: Option<String>,
     /// Raw points, oldest first (range `1h`).
     pub points: Vec<Point>,
-    /// Buckets, oldest first (ranges `24h`: one minute, `7d`: ten minutes).
+    /// Buckets, oldest first: `1h`: one-minute buckets before the oldest
+    /// raw point kept; `24h`: ten minutes; `7d`: one hour.
     #[serde(default)]
     pub buckets: Vec<Bucket>,
+    /// Width of `buckets`, ms.
+    #[serde(default)]
+    pub bucket_ms: u64,
+    /// Spans whose buckets were dropped for the chart memory budget
+    /// (`diagnostics.chart_memory_bytes`): not kept, which is not a gap.
+    #[serde(default)]
+    pub not_kept: Vec<NotKept>,
 }
 
 /// One rejected payload (`/api/quarantine`, the quarantine page).
@@ -1103,28 +1121,28 @@ pub fn device_detail(i: &Inputs<'_>, id: &DeviceId, range: Range) -> DeviceDetai
             .channels(id)
             .into_iter()
             .map(|(ch, s)| {
-                let (points, buckets): (Vec<Point>, Vec<Bucket>) = match range {
-                    Range::Hour => (
-                        s.points
-                            .iter()
-                            .filter(|p| p.t_ms >= from_ms)
-                            .copied()
-                            .collect(),
-                        Vec::new(),
-                    ),
-                    r => (
-                        Vec::new(),
-                        s.buckets(r)
-                            .iter()
-                            .filter(|b| b.t_ms + r.bucket_ms().unwrap_or(0) > from_ms)
-                            .copied()
-                            .collect(),
-                    ),
+                let width = range.bucket_ms();
+                let points: Vec<Point> = match range {
+                    Range::Hour => s
+                        .points
+                        .iter()
+                        .filter(|p| p.t_ms >= from_ms)
+                        .copied()
+                        .collect(),
+                    _ => Vec::new(),
                 };
-                let chart_points = match range {
-                    Range::Hour => super::chart::from_points(&points),
-                    _ => super::chart::from_buckets(&buckets),
+                // The 1 h chart takes minute buckets only before the
+                // oldest raw point kept.
+                let raw_from = match range {
+                    Range::Hour => s.points.front().map_or(u64::MAX, |p| p.t_ms),
+                    _ => u64::MAX,
                 };
+                let buckets: Vec<Bucket> = s
+                    .buckets(range)
+                    .into_iter()
+                    .filter(|b| b.t_ms + width > from_ms && b.t_ms < raw_from)
+                    .collect();
+                let chart_points = super::chart::series_points(range, &points, &buckets);
                 let latest_display = s.points.back().map(|p| {
                     if Quality(p.quality).is_usable() {
                         mrv_shared::display::display(s.quantity, p.value).to_string()
@@ -1140,10 +1158,16 @@ pub fn device_detail(i: &Inputs<'_>, id: &DeviceId, range: Range) -> DeviceDetai
                     range,
                     from_ms,
                     to_ms,
-                    gap_ms: super::chart::gap_threshold_ms(range, expected, &chart_points),
+                    gap_ms: super::chart::gap_threshold_ms(expected, &chart_points),
                     latest_display,
                     points,
                     buckets,
+                    bucket_ms: width,
+                    not_kept: s
+                        .not_kept(range)
+                        .filter(|n| n.to_ms > from_ms)
+                        .into_iter()
+                        .collect(),
                 }
             })
             .collect(),

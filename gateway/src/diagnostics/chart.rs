@@ -17,9 +17,13 @@
 //!   across it or a drop to zero;
 //! - unavailable values (quality flags that make a value unusable) as red
 //!   marks on the time axis (`rect.unavail`), never as values;
-//! - for bucketed ranges, the min..max band of each bucket and its mean.
+//! - for buckets, the min..max band of each bucket and its mean; the 1 h
+//!   chart draws one-minute buckets before the oldest raw point kept;
+//! - a span whose buckets were dropped for the chart memory budget as a
+//!   hatched `rect.not-kept` ("not kept"), never as a gap: a gap means no
+//!   data arrived, "not kept" that the page no longer holds them.
 
-use super::state::{Bucket, Point, Range};
+use super::state::{Bucket, NotKept, Point, Range};
 use mrv_shared::display::{Scale, scale_for};
 use mrv_shared::quantity::Quantity;
 use mrv_shared::reading::Quality;
@@ -48,6 +52,14 @@ pub struct ChartPoint {
     pub min: i64,
     /// Largest usable value.
     pub max: i64,
+    /// Time it covers, ms (0 for a raw point, the bucket's width).
+    pub width_ms: u64,
+}
+
+impl ChartPoint {
+    fn end_ms(&self) -> u64 {
+        self.t_ms + self.width_ms
+    }
 }
 
 /// Raw points as chart points (unusable ones keep their time, lose their value).
@@ -59,12 +71,13 @@ pub fn from_points(points: &[Point]) -> Vec<ChartPoint> {
             value: Quality(p.quality).is_usable().then_some(p.value),
             min: p.value,
             max: p.value,
+            width_ms: 0,
         })
         .collect()
 }
 
-/// Buckets as chart points.
-pub fn from_buckets(buckets: &[Bucket]) -> Vec<ChartPoint> {
+/// Buckets of `width_ms` as chart points.
+pub fn from_buckets(buckets: &[Bucket], width_ms: u64) -> Vec<ChartPoint> {
     buckets
         .iter()
         .filter(|b| b.n > 0 || b.unavailable > 0)
@@ -73,23 +86,33 @@ pub fn from_buckets(buckets: &[Bucket]) -> Vec<ChartPoint> {
             value: (b.n > 0).then_some(b.mean),
             min: b.min,
             max: b.max,
+            width_ms,
         })
         .collect()
 }
 
-/// Longest pause between two samples that is still drawn as a line: three
-/// expected intervals (from the config, else the median spacing of the
-/// data), at least 2 s; for buckets, at least one and a half buckets.
-pub fn gap_threshold_ms(
-    range: Range,
-    expected_interval_ms: Option<u64>,
-    pts: &[ChartPoint],
-) -> u64 {
-    let interval = expected_interval_ms.unwrap_or_else(|| median_spacing(pts));
-    match range.bucket_ms() {
-        None => (3 * interval).max(2_000),
-        Some(w) => (w + w / 2).max(3 * interval + w),
+/// A channel's chart points over `range`: for the 1 h chart its minute
+/// `buckets` before the oldest raw point (the one holding it cut off at
+/// that point), then the raw `points`; else the buckets.
+pub fn series_points(range: Range, points: &[Point], buckets: &[Bucket]) -> Vec<ChartPoint> {
+    let mut out = from_buckets(buckets, range.bucket_ms());
+    if range == Range::Hour {
+        let first = points.first().map_or(u64::MAX, |p| p.t_ms);
+        out.retain(|b| b.t_ms < first);
+        for b in &mut out {
+            b.width_ms = b.width_ms.min(first - b.t_ms);
+        }
+        out.extend(from_points(points));
     }
+    out
+}
+
+/// Longest pause between the end of one sample (a bucket's end) and the
+/// next that is still drawn as a line: three expected intervals (from the
+/// config, else the median spacing of the data), at least 2 s.
+pub fn gap_threshold_ms(expected_interval_ms: Option<u64>, pts: &[ChartPoint]) -> u64 {
+    let interval = expected_interval_ms.unwrap_or_else(|| median_spacing(pts));
+    (3 * interval).max(2_000)
 }
 
 fn median_spacing(pts: &[ChartPoint]) -> u64 {
@@ -120,6 +143,8 @@ pub struct ChartSpec<'a> {
     pub points: &'a [ChartPoint],
     /// See [`gap_threshold_ms`].
     pub gap_ms: u64,
+    /// Spans dropped for the memory budget (drawn as "not kept").
+    pub not_kept: &'a [NotKept],
 }
 
 /// A round step near `span / target`: 1, 2 or 5 times a power of ten.
@@ -236,6 +261,12 @@ pub fn render(spec: &ChartSpec<'_>) -> String {
         .filter(|p| p.t_ms >= from && p.t_ms <= to)
         .copied()
         .collect();
+    let not_kept: Vec<(u64, u64)> = spec
+        .not_kept
+        .iter()
+        .map(|n| (n.from_ms.max(from), n.to_ms.min(to)))
+        .filter(|(a, b)| a < b)
+        .collect();
     let plot_w = W - LEFT - RIGHT;
     let plot_h = H - TOP - BOTTOM;
     let x = |t: u64| LEFT + (t.saturating_sub(from) as f64 / (to - from) as f64) * plot_w;
@@ -282,6 +313,19 @@ pub fn render(spec: &ChartSpec<'_>) -> String {
         W - RIGHT,
         TOP - 6.0
     );
+    // Spans not kept: hatched, under everything else, never a gap.
+    for (a, b) in &not_kept {
+        let _ = write!(
+            svg,
+            "<rect class=\"not-kept\" x=\"{:.1}\" y=\"{TOP}\" width=\"{:.1}\" height=\"{plot_h}\">\
+             <title>not kept {} to {} UTC: dropped for the chart memory budget \
+             (diagnostics.chart_memory_bytes); the readings are in the buffer</title></rect>",
+            x(*a),
+            (x(*b) - x(*a)).max(1.0),
+            crate::clock::utc_seconds(*a),
+            crate::clock::utc_seconds(*b),
+        );
+    }
     if usable.is_empty() && pts.is_empty() {
         let _ = write!(
             svg,
@@ -339,30 +383,30 @@ pub fn render(spec: &ChartSpec<'_>) -> String {
     // Segments split at gaps; gaps shaded (also the silence up to now).
     let mut segments: Vec<Vec<ChartPoint>> = Vec::new();
     let mut gaps: Vec<(u64, u64)> = Vec::new();
+    // A gap runs from the end of one sample to the start of the next.
     let mut prev: Option<u64> = None;
     for p in &usable {
         match prev {
-            Some(t) if p.t_ms.saturating_sub(t) <= spec.gap_ms => {
+            Some(end) if p.t_ms.saturating_sub(end) <= spec.gap_ms => {
                 if let Some(s) = segments.last_mut() {
                     s.push(**p);
                 }
             }
-            Some(t) => {
-                gaps.push((t, p.t_ms));
+            Some(end) => {
+                gaps.push((end, p.t_ms));
                 segments.push(vec![**p]);
             }
             None => segments.push(vec![**p]),
         }
-        prev = Some(p.t_ms);
+        prev = Some(p.end_ms());
     }
-    let bucket = spec.range.bucket_ms().unwrap_or(0);
-    if let Some(last) = pts.last().map(|p| p.t_ms)
-        && to.saturating_sub(last + bucket) > spec.gap_ms
+    if let Some(last) = pts.last().map(ChartPoint::end_ms)
+        && to.saturating_sub(last) > spec.gap_ms
     {
         gaps.push((last, to));
     }
     for (a, b) in &gaps {
-        let (xa, xb) = (x(*a + bucket), x(*b));
+        let (xa, xb) = (x(*a), x(*b));
         if xb > xa {
             let _ = write!(
                 svg,
@@ -378,21 +422,21 @@ pub fn render(spec: &ChartSpec<'_>) -> String {
     for seg in &segments {
         let share = (MAX_DRAWN * seg.len() / total).max(4);
         let seg = thin(seg, share);
-        // Half a bucket to the right: a bucket's value is drawn at its middle.
-        let xm = |t: u64| x(t + bucket / 2);
-        if bucket > 0 && seg.iter().any(|p| p.min != p.max) {
+        // A bucket's value is drawn at its middle.
+        let xm = |p: &ChartPoint| x(p.t_ms + p.width_ms / 2);
+        if seg.iter().any(|p| p.width_ms > 0 && p.min != p.max) {
             let mut d = String::new();
             for (k, p) in seg.iter().enumerate() {
                 let _ = write!(
                     d,
                     "{}{:.1} {:.1}",
                     if k == 0 { "M" } else { " L" },
-                    xm(p.t_ms),
+                    xm(p),
                     y(p.max)
                 );
             }
             for p in seg.iter().rev() {
-                let _ = write!(d, " L{:.1} {:.1}", xm(p.t_ms), y(p.min));
+                let _ = write!(d, " L{:.1} {:.1}", xm(p), y(p.min));
             }
             let _ = write!(svg, "<path class=\"band\" d=\"{d} Z\"/>");
         }
@@ -401,7 +445,7 @@ pub fn render(spec: &ChartSpec<'_>) -> String {
             let _ = write!(
                 svg,
                 "<circle class=\"dot\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\"/>",
-                xm(p.t_ms),
+                xm(&p),
                 y(p.value.unwrap_or(p.min))
             );
             continue;
@@ -412,7 +456,7 @@ pub fn render(spec: &ChartSpec<'_>) -> String {
                 d,
                 "{}{:.1} {:.1}",
                 if k == 0 { "M" } else { " L" },
-                xm(p.t_ms),
+                xm(p),
                 y(p.value.unwrap_or(p.min))
             );
         }
@@ -420,7 +464,7 @@ pub fn render(spec: &ChartSpec<'_>) -> String {
     }
     for p in pts.iter().filter(|p| p.value.is_none()) {
         let xa = x(p.t_ms);
-        let w = (x(p.t_ms + bucket.max(1)) - xa).max(2.0);
+        let w = (x(p.t_ms + p.width_ms.max(1)) - xa).max(2.0);
         let _ = write!(
             svg,
             "<rect class=\"unavail\" x=\"{xa:.1}\" y=\"{}\" width=\"{w:.1}\" height=\"5\">\
@@ -443,6 +487,7 @@ mod tests {
             value: Some(v),
             min: v,
             max: v,
+            width_ms: 0,
         }
     }
 
@@ -454,6 +499,7 @@ mod tests {
             to_ms: to,
             points,
             gap_ms: gap,
+            not_kept: &[],
         })
     }
 
@@ -547,13 +593,86 @@ mod tests {
     #[test]
     fn gap_thresholds_follow_the_expected_interval_or_the_data() {
         let pts: Vec<_> = (0..10).map(|i| p(i * 5000, 1)).collect();
-        assert_eq!(gap_threshold_ms(Range::Hour, None, &pts), 15_000);
-        assert_eq!(gap_threshold_ms(Range::Hour, Some(200), &pts), 2_000);
-        assert_eq!(gap_threshold_ms(Range::Day, Some(1000), &pts), 90_000);
-        assert_eq!(
-            gap_threshold_ms(Range::Week, Some(300_000), &pts),
-            1_500_000
-        );
+        assert_eq!(gap_threshold_ms(None, &pts), 15_000);
+        assert_eq!(gap_threshold_ms(Some(200), &pts), 2_000);
+        assert_eq!(gap_threshold_ms(Some(300_000), &pts), 900_000);
+    }
+
+    fn bucket(t: u64, v: i64) -> Bucket {
+        Bucket {
+            t_ms: t,
+            min: v - 1,
+            max: v + 1,
+            mean: v,
+            n: 60,
+            unavailable: 0,
+        }
+    }
+
+    #[test]
+    fn the_hour_chart_draws_minute_buckets_before_the_oldest_raw_point_without_a_gap() {
+        let buckets: Vec<_> = (0..10).map(|i| bucket(i * 60_000, 5)).collect();
+        // Raw points only from 9:30 on (older ones dropped for the quota).
+        let raw: Vec<_> = (0..30)
+            .map(|i| Point {
+                t_ms: 570_000 + i * 1000,
+                value: 5,
+                quality: 0,
+            })
+            .collect();
+        let pts = series_points(Range::Hour, &raw, &buckets);
+        assert_eq!(pts.len(), 10 + 30);
+        assert_eq!((pts[9].t_ms, pts[9].width_ms), (540_000, 30_000), "cut off");
+        assert!(pts.windows(2).all(|w| w[0].t_ms <= w[1].t_ms));
+        let svg = render(&ChartSpec {
+            quantity: Quantity::Power,
+            range: Range::Hour,
+            from_ms: 0,
+            to_ms: 600_000,
+            points: &pts,
+            gap_ms: gap_threshold_ms(Some(1000), &pts),
+            not_kept: &[],
+        });
+        assert!(!svg.contains("class=\"gap\""), "{svg}");
+        assert_eq!(svg.matches("<path class=\"line\"").count(), 1, "{svg}");
+        assert_eq!(svg.matches("<path class=\"band\"").count(), 1, "{svg}");
+        // A missing minute among the buckets is a gap.
+        let mut holed = buckets.clone();
+        holed.remove(4);
+        let pts = series_points(Range::Hour, &raw, &holed);
+        let svg = render(&ChartSpec {
+            quantity: Quantity::Power,
+            range: Range::Hour,
+            from_ms: 0,
+            to_ms: 600_000,
+            points: &pts,
+            gap_ms: gap_threshold_ms(Some(1000), &pts),
+            not_kept: &[],
+        });
+        assert_eq!(svg.matches("<rect class=\"gap\"").count(), 1, "{svg}");
+    }
+
+    #[test]
+    fn buckets_dropped_for_the_budget_are_not_kept_which_is_not_a_gap() {
+        let buckets: Vec<_> = (72..144).map(|i| bucket(i * 600_000, 5)).collect();
+        let pts = series_points(Range::Day, &[], &buckets);
+        let day = 86_400_000;
+        let svg = render(&ChartSpec {
+            quantity: Quantity::Power,
+            range: Range::Day,
+            from_ms: 0,
+            to_ms: day,
+            points: &pts,
+            gap_ms: gap_threshold_ms(Some(1000), &pts),
+            not_kept: &[NotKept {
+                from_ms: 0,
+                to_ms: day / 2,
+            }],
+        });
+        assert_eq!(svg.matches("<rect class=\"not-kept\"").count(), 1, "{svg}");
+        assert!(svg.contains("dropped for the chart memory budget"), "{svg}");
+        assert!(!svg.contains("class=\"gap\""), "{svg}");
+        assert!(svg.contains("<rect class=\"not-kept\" x=\"58.0\""), "{svg}");
     }
 
     #[test]

@@ -41,6 +41,11 @@ pub struct DiagnosticsSection {
     pub stale_after_s: u64,
     /// Live values kept per channel for the charts, s (default one hour).
     pub chart_window_s: u64,
+    /// Memory for the charts of every channel together, bytes (default
+    /// 3 MiB): raw points and the 1 h / 24 h / 7 d buckets share it
+    /// equally per channel; what does not fit is dropped, oldest first,
+    /// and drawn as "not kept" (the readings stay in the buffer).
+    pub chart_memory_bytes: usize,
     /// Log lines kept in memory for the page and `diag bundle`.
     pub log_lines: usize,
 }
@@ -54,6 +59,7 @@ impl fmt::Debug for DiagnosticsSection {
             .field("token_file", &self.token_file)
             .field("stale_after_s", &self.stale_after_s)
             .field("chart_window_s", &self.chart_window_s)
+            .field("chart_memory_bytes", &self.chart_memory_bytes)
             .field("log_lines", &self.log_lines)
             .finish()
     }
@@ -68,6 +74,7 @@ impl Default for DiagnosticsSection {
             token_file: None,
             stale_after_s: 300,
             chart_window_s: 3600,
+            chart_memory_bytes: super::state::DEFAULT_CHART_MEMORY_BYTES,
             log_lines: 500,
         }
     }
@@ -127,6 +134,8 @@ pub struct ValidDiagnosticsConfig {
     pub stale_after: Duration,
     /// Chart window.
     pub chart_window: Duration,
+    /// Chart memory budget, bytes.
+    pub chart_memory_bytes: usize,
     /// In-memory log lines.
     pub log_lines: usize,
 }
@@ -140,6 +149,7 @@ impl ValidDiagnosticsConfig {
             token: None,
             stale_after: Duration::from_secs(300),
             chart_window: Duration::from_secs(3600),
+            chart_memory_bytes: super::state::DEFAULT_CHART_MEMORY_BYTES,
             log_lines: 500,
         }
     }
@@ -199,16 +209,31 @@ impl DiagnosticsSection {
                 "must be between 60 and 86400",
             ));
         }
+        if !(MIN_CHART_MEMORY_BYTES..=MAX_CHART_MEMORY_BYTES).contains(&self.chart_memory_bytes) {
+            return Err(ConfigError::new(
+                file,
+                "diagnostics.chart_memory_bytes",
+                format!(
+                    "must be between {MIN_CHART_MEMORY_BYTES} (64 KiB) and {MAX_CHART_MEMORY_BYTES} (1 GiB)"
+                ),
+            ));
+        }
         Ok(ValidDiagnosticsConfig {
             enabled: self.enabled,
             listen: self.listen,
             token,
             stale_after: Duration::from_secs(self.stale_after_s),
             chart_window: Duration::from_secs(self.chart_window_s),
+            chart_memory_bytes: self.chart_memory_bytes,
             log_lines: self.log_lines.clamp(10, 100_000),
         })
     }
 }
+
+/// Smallest `chart_memory_bytes`.
+const MIN_CHART_MEMORY_BYTES: usize = 64 << 10;
+/// Largest `chart_memory_bytes`.
+const MAX_CHART_MEMORY_BYTES: usize = 1 << 30;
 
 fn check_token(file: &Path, key: &str, token: &str) -> Result<Token, ConfigError> {
     if token.len() < MIN_TOKEN_LEN {

@@ -8,6 +8,8 @@
 //! | `mrv_up`, `mrv_uptime_seconds` | |
 //! | `mrv_mapping_messages_total`, `mrv_mapping_duplicates_total`, `mrv_mapping_retained_ignored_total`, `mrv_lorawan_uplinks_lost_total`, `mrv_lorawan_session_resets_total`, `mrv_lorawan_logs_total` | |
 //! | `mrv_lorawan_device_uplinks_lost_total`, `mrv_lorawan_device_epoch` | `device`, `dev_eui` |
+//! | `mrv_chart_memory_bytes`, `mrv_chart_memory_budget_bytes`, `mrv_chart_series`, `mrv_chart_points_dropped_total`, `mrv_chart_buckets_dropped_total` | |
+//! | `mrv_mapping_dedup_memory_bytes`, `mrv_mapping_dedup_memory_budget_bytes`, `mrv_mapping_dedup_keys`, `mrv_mapping_dedup_keys_dropped_total` | |
 //! | `mrv_ingest_messages_total`, `mrv_ingest_frames_stored_total`, `mrv_ingest_readings_stored_total`, `mrv_ingest_duplicates_total`, `mrv_ingest_refused_buffer_full_total`, `mrv_ingest_signatures_verified_total` | |
 //! | `mrv_ingest_rejects_total` | `reason` |
 //! | `mrv_mqtt_connections`, `mrv_mqtt_connections_accepted_total`, `mrv_mqtt_refused_total` (`reason`: `connection_limit`, `auth`, `malformed`, `oversized`, `protocol`, `not_authorized_publish`, `subscribe`, `timeout`), `mrv_mqtt_publishes_total` (`qos`), `mrv_mqtt_pubacks_total`, `mrv_mqtt_waits_for_space_total`, `mrv_mqtt_broker_sessions_lost_total`, `mrv_mqtt_broker_logins_refused_total` | |
@@ -273,6 +275,65 @@ pub fn render(s: &StatusView, rows: &[DeviceRow]) -> String {
         "ChirpStack log events received (codec errors and others).",
         i.lorawan_logs,
     );
+    let (c, d) = (&s.chart_memory, &s.dedup_memory);
+    for (name, kind, help, v) in [
+        (
+            "mrv_chart_memory_bytes",
+            "gauge",
+            "Diagnostics charts: estimated bytes held.",
+            c.used_bytes,
+        ),
+        (
+            "mrv_chart_memory_budget_bytes",
+            "gauge",
+            "Diagnostics charts: memory budget (diagnostics.chart_memory_bytes).",
+            c.budget_bytes,
+        ),
+        (
+            "mrv_chart_series",
+            "gauge",
+            "Diagnostics charts: series (device, channel) kept.",
+            c.series,
+        ),
+        (
+            "mrv_chart_points_dropped_total",
+            "counter",
+            "Diagnostics charts: raw points dropped before the chart window ended (quota full; their minutes stay in buckets).",
+            c.points_dropped,
+        ),
+        (
+            "mrv_chart_buckets_dropped_total",
+            "counter",
+            "Diagnostics charts: buckets dropped for the budget (drawn as not kept).",
+            c.buckets_dropped,
+        ),
+        (
+            "mrv_mapping_dedup_memory_bytes",
+            "gauge",
+            "Mapping dedup memory: estimated bytes held.",
+            d.used_bytes,
+        ),
+        (
+            "mrv_mapping_dedup_memory_budget_bytes",
+            "gauge",
+            "Mapping dedup memory: budget.",
+            d.budget_bytes,
+        ),
+        (
+            "mrv_mapping_dedup_keys",
+            "gauge",
+            "Mapping dedup memory: keys remembered (pending and stored).",
+            d.keys,
+        ),
+        (
+            "mrv_mapping_dedup_keys_dropped_total",
+            "counter",
+            "Mapping dedup memory: keys dropped for the budget before their window ended (a duplicate of one would be stored).",
+            d.dropped_keys,
+        ),
+    ] {
+        o.one(name, kind, help, v);
+    }
     o.family(
         "mrv_lorawan_device_uplinks_lost_total",
         "counter",

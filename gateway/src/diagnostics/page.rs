@@ -465,10 +465,7 @@ fn channel_block(c: &ChannelSeries) -> String {
     let quantity: mrv_shared::quantity::Quantity =
         serde_json::from_value(serde_json::Value::String(c.quantity.clone()))
             .unwrap_or(mrv_shared::quantity::Quantity::Count);
-    let points = match c.range {
-        Range::Hour => chart::from_points(&c.points),
-        _ => chart::from_buckets(&c.buckets),
-    };
+    let points = chart::series_points(c.range, &c.points, &c.buckets);
     let svg = chart::render(&ChartSpec {
         quantity,
         range: c.range,
@@ -476,6 +473,7 @@ fn channel_block(c: &ChannelSeries) -> String {
         to_ms: c.to_ms,
         points: &points,
         gap_ms: c.gap_ms,
+        not_kept: &c.not_kept,
     });
     format!(
         "<section class=\"channel\" data-channel=\"{ch}\"><h3>{ch} <span class=\"muted small\">{q}</span> \
@@ -543,7 +541,8 @@ pub fn device_page(site: &str, d: &DeviceDetail, range: Range) -> String {
     b.push_str(
         "</nav><p class=\"muted small legend\"><span class=\"key-gap\"></span> no data \
          <span class=\"key-unavail\"></span> unavailable (quality flags) \
-         <span class=\"key-band\"></span> min to max</p><div class=\"charts\">",
+         <span class=\"key-band\"></span> min to max \
+         <span class=\"key-not-kept\"></span> not kept (chart memory budget)</p><div class=\"charts\">",
     );
     if d.channels.is_empty() {
         b.push_str("<p class=\"muted\">no values received in the last 7 days</p>");

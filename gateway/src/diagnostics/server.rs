@@ -78,8 +78,9 @@ struct Snapshot {
 impl DiagContext {
     /// A context over a running gateway's state.
     pub fn new(gw: GatewayState, cfg: ValidDiagnosticsConfig, logs: &'static LogRing) -> Self {
-        let live = Arc::new(Mutex::new(LiveStore::new(
-            cfg.chart_window.as_millis() as u64
+        let live = Arc::new(Mutex::new(LiveStore::with_budget(
+            cfg.chart_window.as_millis() as u64,
+            cfg.chart_memory_bytes,
         )));
         let session = cfg.token.as_ref().map(|t| {
             let salt: [u8; 16] = rand::random();
@@ -178,6 +179,8 @@ impl DiagContext {
             health: api::HealthView::default(),
             disk: Some(api::disk_view(&self.gw.disk.get())),
             lorawan: self.gw.intake.lorawan_sessions(),
+            chart_memory: self.live.lock().unwrap_or_else(|p| p.into_inner()).memory(),
+            dedup_memory: self.gw.intake.dedup_memory(),
         };
         let facts = api::HealthFacts {
             ingest_subscribed: crate::ingest::stats::IngestStats::get(&self.gw.ingest.subscribed)
@@ -934,14 +937,21 @@ async fn serve_subscribed(
             super::state::prefill(&l, &buffer, now, super::state::PREFILL_BATCHES)
         })
         .await
-        .unwrap_or(0);
-        if refilled > 0 {
+        .unwrap_or_default();
+        if refilled.frames > 0 {
             tracing::info!(
-                frames = refilled,
+                frames = refilled.frames,
                 "diagnostics charts refilled from the buffer"
             );
         }
-        run_live_feed(live, frames, move || clock.now_ms(), feed_shutdown).await;
+        run_live_feed(
+            live,
+            frames,
+            refilled.newest_seq,
+            move || clock.now_ms(),
+            feed_shutdown,
+        )
+        .await;
     });
     let watcher = {
         let ctx = ctx.clone();

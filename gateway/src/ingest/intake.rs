@@ -352,6 +352,13 @@ impl FrameIntake {
             .map_or_else(Vec::new, |m| self.stage(m).stage.lorawan_sessions())
     }
 
+    /// The mapping stage's dedup memory (all zero without mappings).
+    pub fn dedup_memory(&self) -> crate::mapping::stage::DedupMemoryStats {
+        self.mapping
+            .as_ref()
+            .map_or_else(Default::default, |m| self.stage(m).stage.dedup_memory())
+    }
+
     /// True when `topic` is handled by a third-party mapping (outside the
     /// gateway's `mrv/` tree and matched by a mapping's filter).
     pub fn is_mapped_topic(&self, topic: &str) -> bool {

@@ -12,7 +12,10 @@
 //!   per-device frame-counter tracker (epochs, lost uplinks);
 //! - [`stage`]: the pure mapping stage ([`stage::MappingStage`]): a message
 //!   (topic, payload, "retained replay", receipt time) in, one
-//!   [`stage::Outcome`] out; dedup keys settle after the store answered.
+//!   [`stage::Outcome`] out; dedup keys settle after the store answered;
+//! - [`dedup_memory`]: the pure dedup memory behind the stage: message
+//!   identities within their window, in a byte budget (per-device growing
+//!   values delta-encoded), pending keys never dropped, drops counted.
 //!
 //! The stage has no I/O. The publish-handling entry point
 //! (`ingest::intake::FrameIntake`) calls it for every publish outside the
@@ -26,6 +29,7 @@
 
 pub mod chirpstack;
 pub mod config;
+pub mod dedup_memory;
 pub mod stage;
 
 pub use config::{MappingSection, ValidMapping, parse_mappings, validate_mappings};

@@ -31,8 +31,10 @@
 //!   a duplicate of a pending key says so ([`Outcome::Duplicate`]
 //!   `pending`), so the caller acknowledges it only once the first copy is
 //!   on disk;
-//!   keys expire after the mapping's window; at most [`MAX_KEYS`] are kept
-//!   (oldest dropped first);
+//!   keys expire after the mapping's window; settled keys are kept within
+//!   a byte budget ([`super::dedup_memory`]: per-device growing values
+//!   delta-encoded, the others exact; beyond the budget the keys nearest
+//!   to expiry are dropped and counted), pending keys are never dropped;
 //! - values that do not fit the base unit are rounded (half away from zero)
 //!   and flagged `rounded` ([`mrv_shared::conversion`]).
 
@@ -48,8 +50,11 @@ use serde_json_path::{ExactlyOneError, JsonPath};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
 
-/// Most dedup keys remembered at once.
-pub const MAX_KEYS: usize = 200_000;
+pub use super::dedup_memory::{DedupKey, DedupMemoryStats};
+use super::dedup_memory::{DedupMemory, KeyForm, Seen, StreamId};
+
+/// Most ChirpStack deduplication ids remembered at once.
+pub const MAX_CHIRPSTACK_IDS: usize = 200_000;
 
 /// One message as it arrived.
 #[derive(Debug, Clone, Copy)]
@@ -81,53 +86,76 @@ pub struct Rejection {
     pub detail: String,
 }
 
-/// A remembered message identity: the first 128 bits of SHA-256 over
-/// (mapping, device, value), each length-prefixed. 16 bytes instead of the
-/// owned device id and value (200,000 keys are remembered at most; at high
-/// message rates the owned form took tens of MB, issue 12's benchmark);
-/// two distinct identities collide with probability ~2^-128 per pair.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct DedupKey([u64; 2]);
+fn put_len_prefixed(h: &mut Sha256, b: &[u8]) {
+    h.update((b.len() as u64).to_le_bytes());
+    h.update(b);
+}
 
-impl DedupKey {
-    fn new(mapping: usize, device: &DeviceId, value: &KeyValue) -> Self {
+/// The identity of a message: the first 128 bits of SHA-256 over (mapping,
+/// device, value), each length-prefixed, and how the dedup memory keeps it.
+fn dedup_key(mapping: usize, device: &DeviceId, value: &KeyValue) -> (DedupKey, KeyForm) {
+    let mut h = Sha256::new();
+    h.update((mapping as u64).to_le_bytes());
+    put_len_prefixed(&mut h, device.as_str().as_bytes());
+    match value {
+        KeyValue::Sequence(v) => {
+            h.update([0u8]);
+            put_len_prefixed(&mut h, v.as_bytes());
+        }
+        KeyValue::Time(t) => {
+            h.update([1u8]);
+            h.update(t.to_le_bytes());
+        }
+        KeyValue::Hash(b) => {
+            h.update([2u8]);
+            h.update(b);
+        }
+        KeyValue::Fcnt(dev_eui, epoch, fcnt) => {
+            h.update([3u8]);
+            put_len_prefixed(&mut h, dev_eui.as_bytes());
+            h.update(epoch.to_le_bytes());
+            h.update(fcnt.to_le_bytes());
+        }
+    }
+    let key = DedupKey::from_digest(&h.finalize());
+    // The stream of a value that grows per device: the same digest
+    // without the value (and a tag apart from every key's).
+    let stream = |tag: u8, extra: &[u8]| {
         let mut h = Sha256::new();
+        h.update(b"stream");
         h.update((mapping as u64).to_le_bytes());
-        let d = device.as_str().as_bytes();
-        h.update((d.len() as u64).to_le_bytes());
-        h.update(d);
-        match value {
-            KeyValue::Sequence(v) => {
-                h.update([0u8]);
-                h.update((v.len() as u64).to_le_bytes());
-                h.update(v.as_bytes());
-            }
-            KeyValue::Time(t) => {
-                h.update([1u8]);
-                h.update(t.to_le_bytes());
-            }
-            KeyValue::Hash(b) => {
-                h.update([2u8]);
-                h.update(b);
-            }
-            KeyValue::Fcnt(dev_eui, epoch, fcnt) => {
-                h.update([3u8]);
-                h.update((dev_eui.len() as u64).to_le_bytes());
-                h.update(dev_eui.as_bytes());
-                h.update(epoch.to_le_bytes());
-                h.update(fcnt.to_le_bytes());
+        put_len_prefixed(&mut h, device.as_str().as_bytes());
+        h.update([tag]);
+        h.update(extra);
+        StreamId::from_digest(&h.finalize())
+    };
+    let form = match value {
+        // An integer sequence in canonical decimal (number or string: the
+        // key is the text either way): ordered.
+        KeyValue::Sequence(v) => match v.parse::<u64>() {
+            Ok(n) if n.to_string() == *v => KeyForm::Ordered {
+                stream: stream(0, &[]),
+                value: n,
+            },
+            _ => KeyForm::Exact,
+        },
+        KeyValue::Time(t) => KeyForm::Ordered {
+            stream: stream(1, &[]),
+            value: *t,
+        },
+        KeyValue::Hash(_) => KeyForm::Exact,
+        KeyValue::Fcnt(dev_eui, epoch, fcnt) => {
+            let mut extra = Vec::with_capacity(dev_eui.len() + 12);
+            extra.extend_from_slice(&(dev_eui.len() as u64).to_le_bytes());
+            extra.extend_from_slice(dev_eui.as_bytes());
+            extra.extend_from_slice(&epoch.to_le_bytes());
+            KeyForm::Ordered {
+                stream: stream(3, &extra),
+                value: u64::from(*fcnt),
             }
         }
-        let out = h.finalize();
-        let word = |i: usize| {
-            u64::from_le_bytes(
-                out[i * 8..i * 8 + 8]
-                    .try_into()
-                    .expect("8 bytes of a 32-byte digest"),
-            )
-        };
-        DedupKey([word(0), word(1)])
-    }
+    };
+    (key, form)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -250,7 +278,7 @@ pub enum Notice {
 struct SeenId {
     expires: u64,
     /// The uplink's (devEui, epoch, fCnt) key, once it became a frame.
-    key: Option<DedupKey>,
+    key: Option<(DedupKey, KeyForm)>,
     /// The codec error ChirpStack logged for this uplink.
     codec_error: Option<String>,
     /// A join event with this id was handled.
@@ -268,7 +296,7 @@ struct ChirpstackState {
 
 impl ChirpstackState {
     fn entry(&mut self, id: (usize, String), expires: u64) -> &mut SeenId {
-        while self.ids.len() >= MAX_KEYS {
+        while self.ids.len() >= MAX_CHIRPSTACK_IDS {
             match self.order.pop_front() {
                 Some((_, k)) => {
                     self.ids.remove(&k);
@@ -305,8 +333,7 @@ impl ChirpstackState {
 pub struct MappingStage {
     site: SiteId,
     mappings: Vec<ValidMapping>,
-    keys: HashMap<DedupKey, (u64, bool)>,
-    order: VecDeque<(u64, DedupKey)>,
+    keys: DedupMemory,
     chirpstack: ChirpstackState,
     notices: Vec<Notice>,
 }
@@ -392,15 +419,39 @@ fn parse_time(v: &Value, format: TimeFormat) -> Result<u64, String> {
     u64::try_from(ms).map_err(|_| format!("{ms} ms is before 1970"))
 }
 
+/// A duplicate outcome when `key` is remembered at `now_ms`.
+fn duplicate(
+    keys: &DedupMemory,
+    mapping: &str,
+    device: &DeviceId,
+    key: &(DedupKey, KeyForm),
+    now_ms: u64,
+) -> Option<Outcome> {
+    let seen = keys.lookup(&key.0, &key.1, now_ms)?;
+    Some(Outcome::Duplicate {
+        mapping: mapping.to_string(),
+        device: device.clone(),
+        pending: (seen == Seen::Pending).then_some(key.0),
+    })
+}
+
 impl MappingStage {
     /// A stage for `site` with `mappings` (validated config order; the first
     /// matching filter wins).
     pub fn new(site: SiteId, mappings: Vec<ValidMapping>) -> Self {
+        Self::with_dedup_budget(site, mappings, super::dedup_memory::DEFAULT_BUDGET_BYTES)
+    }
+
+    /// [`MappingStage::new`] with a dedup memory of `budget_bytes`.
+    pub fn with_dedup_budget(
+        site: SiteId,
+        mappings: Vec<ValidMapping>,
+        budget_bytes: usize,
+    ) -> Self {
         MappingStage {
             site,
             mappings,
-            keys: HashMap::new(),
-            order: VecDeque::new(),
+            keys: DedupMemory::new(budget_bytes),
             chirpstack: ChirpstackState::default(),
             notices: Vec::new(),
         }
@@ -448,6 +499,11 @@ impl MappingStage {
     /// Dedup keys remembered (pending or stored).
     pub fn remembered(&self) -> usize {
         self.keys.len()
+    }
+
+    /// The dedup memory's size, budget and drops.
+    pub fn dedup_memory(&self) -> DedupMemoryStats {
+        self.keys.stats()
     }
 
     /// Maps one message.
@@ -595,13 +651,9 @@ impl MappingStage {
             }
             let id = (mi, env.dedup_id.clone().expect("read checks an up's id"));
             if let Some(k) = cs.ids.get(&id).and_then(|e| e.key.as_ref())
-                && let Some(&(_, stored)) = self.keys.get(k)
+                && let Some(dup) = duplicate(&self.keys, &m.id, &device, k, msg.received_ms)
             {
-                return Outcome::Duplicate {
-                    mapping: m.id.clone(),
-                    device,
-                    pending: (!stored).then_some(*k),
-                };
+                return dup;
             }
             let heard = v
                 .get("time")
@@ -610,19 +662,15 @@ impl MappingStage {
             let j = cs
                 .fcnt
                 .judge(mi, &env.dev_eui, env.dev_addr.as_deref(), env.fcnt, heard);
-            let key = DedupKey::new(
+            let key = dedup_key(
                 mi,
                 &device,
                 &KeyValue::Fcnt(env.dev_eui.clone(), j.epoch, env.fcnt),
             );
-            if let Some(&(_, stored)) = self.keys.get(&key) {
+            if let Some(dup) = duplicate(&self.keys, &m.id, &device, &key, msg.received_ms) {
                 // The same (devEui, epoch, fCnt) under another
                 // deduplicationId: the same uplink delivered twice.
-                return Outcome::Duplicate {
-                    mapping: m.id.clone(),
-                    device,
-                    pending: (!stored).then_some(key),
-                };
+                return dup;
             }
             cs.fcnt.commit(mi, &j, device.as_str());
             if let Some(reset) = j.reset.clone() {
@@ -766,10 +814,8 @@ impl MappingStage {
         }
         let key = match &m.dedup {
             DedupKeyRule::Sequence(p, text) => match one(p, &v, text, "missing_sequence") {
-                Ok(Value::Number(n)) => {
-                    DedupKey::new(mi, &device, &KeyValue::Sequence(n.to_string()))
-                }
-                Ok(Value::String(s)) => DedupKey::new(mi, &device, &KeyValue::Sequence(s.clone())),
+                Ok(Value::Number(n)) => dedup_key(mi, &device, &KeyValue::Sequence(n.to_string())),
+                Ok(Value::String(s)) => dedup_key(mi, &device, &KeyValue::Sequence(s.clone())),
                 Ok(other) => {
                     return reject(
                         dev,
@@ -779,7 +825,7 @@ impl MappingStage {
                 }
                 Err((reason, detail)) => return reject(dev, reason, detail),
             },
-            DedupKeyRule::Timestamp => DedupKey::new(
+            DedupKeyRule::Timestamp => dedup_key(
                 mi,
                 &device,
                 &KeyValue::Time(payload_ms.expect("a timestamp rule gives a time")),
@@ -788,19 +834,15 @@ impl MappingStage {
                 let h = Sha256::digest(msg.payload);
                 let mut b = [0u8; 16];
                 b.copy_from_slice(&h[..16]);
-                DedupKey::new(mi, &device, &KeyValue::Hash(b))
+                dedup_key(mi, &device, &KeyValue::Hash(b))
             }
             DedupKeyRule::ChirpstackUplink => chirpstack_key
                 .as_ref()
                 .map(|(_, k)| *k)
                 .expect("a chirpstack_v4 uplink got its key above"),
         };
-        if let Some(&(_, stored)) = self.keys.get(&key) {
-            return Outcome::Duplicate {
-                mapping: m.id.clone(),
-                device,
-                pending: (!stored).then_some(key),
-            };
+        if let Some(dup) = duplicate(&self.keys, &m.id, &device, &key, msg.received_ms) {
+            return dup;
         }
         let frame = Frame {
             site: self.site.clone(),
@@ -822,10 +864,10 @@ impl MappingStage {
         if let Some((id, _)) = chirpstack_key {
             self.chirpstack.entry(id, expires).key = Some(key);
         }
-        self.remember(key, expires);
+        self.keys.insert_pending(key.0, key.1, expires);
         Outcome::Frame(Box::new(Mapped {
             frame,
-            key,
+            key: key.0,
             mapping,
             time,
         }))
@@ -834,39 +876,12 @@ impl MappingStage {
     /// Settles a frame's key once the store answered: kept when `stored`
     /// (also for a buffer duplicate), forgotten otherwise.
     pub fn settle(&mut self, key: &DedupKey, stored: bool) {
-        if stored {
-            if let Some(e) = self.keys.get_mut(key) {
-                e.1 = true;
-            }
-        } else {
-            self.keys.remove(key);
-        }
-    }
-
-    fn remember(&mut self, key: DedupKey, expires: u64) {
-        while self.keys.len() >= MAX_KEYS {
-            match self.order.pop_front() {
-                Some((_, k)) => {
-                    self.keys.remove(&k);
-                }
-                None => break,
-            }
-        }
-        self.keys.insert(key, (expires, false));
-        self.order.push_back((expires, key));
+        self.keys.settle(key, stored);
     }
 
     fn expire(&mut self, now_ms: u64) {
         self.chirpstack.expire(now_ms);
-        while let Some((t, _)) = self.order.front() {
-            if *t > now_ms {
-                break;
-            }
-            let (t, k) = self.order.pop_front().expect("front exists");
-            if self.keys.get(&k).is_some_and(|(e, _)| *e == t) {
-                self.keys.remove(&k);
-            }
-        }
+        self.keys.expire(now_ms);
     }
 }
 
