@@ -442,7 +442,7 @@ mod tests {
         let s = StreamId([u64::from(stream), 7]);
         (
             DedupKey([u64::from(stream), value]),
-            if stream % 3 == 0 {
+            if stream.is_multiple_of(3) {
                 KeyForm::Exact
             } else {
                 KeyForm::Ordered { stream: s, value }
