@@ -229,6 +229,7 @@ pub async fn start(
         events: events_tx.clone(),
         now_ms: Arc::new(now.clone()),
         mappings: config.mappings.clone(),
+        mapping_dedup_memory_bytes: config.mqtt.mapping_dedup_memory_bytes,
     }));
     let endpoint_stats = Arc::new(EndpointStats::default());
     let mut mqtt_addr = None;

@@ -95,6 +95,11 @@ pub struct MqttSection {
     /// Accept frames from devices not listed in `[[devices]]` (marked
     /// unregistered). Off by default: unknown devices are rejected.
     pub accept_unknown_devices: bool,
+    /// Memory for the `[[mapping]]` dedup keys of all mappings, bytes
+    /// (default 2 MiB; `docs/MAPPING.md` §4 says what it covers). Beyond
+    /// it the keys nearest to expiry are dropped (counted); keys whose
+    /// write is pending never are.
+    pub mapping_dedup_memory_bytes: usize,
 }
 
 impl Default for MqttSection {
@@ -118,6 +123,7 @@ impl Default for MqttSection {
             max_payload_bytes: mrv_shared::wire::MAX_FRAME_BYTES,
             quarantine_len: 64,
             accept_unknown_devices: false,
+            mapping_dedup_memory_bytes: crate::mapping::dedup_memory::DEFAULT_BUDGET_BYTES,
         }
     }
 }
@@ -168,6 +174,8 @@ pub struct MqttConfig {
     pub quarantine_len: usize,
     /// See [`MqttSection::accept_unknown_devices`].
     pub accept_unknown_devices: bool,
+    /// See [`MqttSection::mapping_dedup_memory_bytes`].
+    pub mapping_dedup_memory_bytes: usize,
 }
 
 impl std::fmt::Debug for MqttConfig {
@@ -279,6 +287,12 @@ impl MqttSection {
                 (self.host.clone(), self.port, creds)
             }
         };
+        if !(64 << 10..=1 << 30).contains(&self.mapping_dedup_memory_bytes) {
+            return Err(err(
+                "mapping_dedup_memory_bytes",
+                "must be between 65536 (64 KiB) and 1073741824 (1 GiB)",
+            ));
+        }
         Ok(MqttConfig {
             mode: self.mode,
             listen: self.listen,
@@ -294,6 +308,7 @@ impl MqttSection {
             max_payload_bytes: self.max_payload_bytes,
             quarantine_len: self.quarantine_len,
             accept_unknown_devices: self.accept_unknown_devices,
+            mapping_dedup_memory_bytes: self.mapping_dedup_memory_bytes,
         })
     }
 }

@@ -895,7 +895,11 @@ mod tests {
         assert_eq!(ch[0].1.points.len(), 5, "raw points: last hour only");
         let tier = |r| ch[0].1.buckets(r).len();
         assert_eq!(tier(Range::Hour), 5, "minute buckets: last hour");
-        assert_eq!(tier(Range::Day), 2, "ten-minute buckets: 24 h (and the one it ends in)");
+        assert_eq!(
+            tier(Range::Day),
+            2,
+            "ten-minute buckets: 24 h (and the one it ends in)"
+        );
         assert_eq!(tier(Range::Week), 6 + 1, "hour buckets: 7 days");
         drop(l);
         let live = Mutex::new(LiveStore::new(1_000_000));
@@ -1054,13 +1058,18 @@ mod tests {
             .iter()
             .map(|r| series.buckets(*r).len() as f64 / r.buckets() as f64)
             .collect();
-        assert!(parts.iter().all(|p| (p - parts[0]).abs() < 0.05), "{parts:?}");
+        assert!(
+            parts.iter().all(|p| (p - parts[0]).abs() < 0.05),
+            "{parts:?}"
+        );
     }
 
     #[tokio::test]
     async fn a_frame_both_refilled_and_broadcast_is_recorded_once() {
         let live = Arc::new(Mutex::new(LiveStore::new(3_600_000)));
-        live.lock().expect("lock").record(&frame("a", 6, 1_000, &[1]), 6_000);
+        live.lock()
+            .expect("lock")
+            .record(&frame("a", 6, 1_000, &[1]), 6_000);
         let (tx, rx) = broadcast::channel(8);
         for seq in [6, 7] {
             tx.send(Arc::new(frame("a", seq, seq * 1_000, &[1])))

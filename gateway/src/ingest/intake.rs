@@ -266,6 +266,8 @@ pub struct FrameIntakeParts {
     pub now_ms: Arc<dyn Fn() -> u64 + Send + Sync>,
     /// Third-party mappings (`[[mapping]]`), validated; may be empty.
     pub mappings: Vec<ValidMapping>,
+    /// The mappings' dedup memory budget, bytes.
+    pub mapping_dedup_memory_bytes: usize,
 }
 
 /// At most one event per (device, reason) per hour for rejected third-party
@@ -297,7 +299,11 @@ impl FrameIntake {
     pub fn new(p: FrameIntakeParts) -> Self {
         let mapping = (!p.mappings.is_empty()).then(|| {
             Arc::new(Mutex::new(MappedState {
-                stage: MappingStage::new(p.site.clone(), p.mappings),
+                stage: MappingStage::with_dedup_budget(
+                    p.site.clone(),
+                    p.mappings,
+                    p.mapping_dedup_memory_bytes,
+                ),
                 waiters: HashMap::new(),
             }))
         });
@@ -761,6 +767,7 @@ mod tests {
             events,
             now_ms: Arc::new(|| 1_000),
             mappings: crate::mapping::parse_mappings(MAPPING, Path::new("t")).expect("mapping"),
+            mapping_dedup_memory_bytes: crate::mapping::dedup_memory::DEFAULT_BUDGET_BYTES,
         });
         (i, rx)
     }
@@ -896,6 +903,7 @@ mod tests {
                 Path::new("t"),
             )
             .expect("mapping"),
+            mapping_dedup_memory_bytes: crate::mapping::dedup_memory::DEFAULT_BUDGET_BYTES,
         });
         for (name, eui) in [
             ("tube-a", "a84041000181c0d3"),
