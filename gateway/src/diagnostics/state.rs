@@ -33,7 +33,9 @@
 //!   their range, in time order;
 //! - after a sweep the estimated size is within the budget (raw points and
 //!   buckets; at least one point per series is kept for its latest value);
-//! - a device tail holds at most [`TAIL_LEN`] entries, oldest first;
+//! - a device tail holds at most [`TAIL_LEN`] entries, oldest first, and
+//!   fewer when many devices share [`TAIL_MEMORY_BYTES`] (at least
+//!   [`MIN_TAIL_LEN`]);
 //! - a frame is recorded once: after the start-up refill, live frames the
 //!   refill already read (seq at or below the device's newest refilled) are
 //!   skipped;
@@ -51,8 +53,16 @@ use tokio::sync::{broadcast, watch};
 
 /// Most raw points kept per series (one hour at 1 Hz).
 pub const MAX_POINTS: usize = 3600;
-/// Entries kept per device tail.
+/// Most entries kept per device tail.
 pub const TAIL_LEN: usize = 100;
+/// Fewest entries kept per device tail.
+pub const MIN_TAIL_LEN: usize = 10;
+/// Memory for the tails of all devices together, bytes: each device keeps
+/// an equal share (between [`MIN_TAIL_LEN`] and [`TAIL_LEN`] entries).
+pub const TAIL_MEMORY_BYTES: usize = 512 << 10;
+/// Bytes an entry is reckoned at: receipt time, boxed summary (~60
+/// characters) and its allocation header.
+const TAIL_ENTRY_COST: usize = 24 + 64 + 16;
 /// Default chart memory budget, bytes (`diagnostics.chart_memory_bytes`).
 pub const DEFAULT_CHART_MEMORY_BYTES: usize = 3 << 20;
 
@@ -381,6 +391,10 @@ pub struct ChartMemoryStats {
     pub points_dropped: u64,
     /// Buckets dropped for the budget (drawn as "not kept"), since start.
     pub buckets_dropped: u64,
+    /// The device tails (bounded apart: [`TAIL_MEMORY_BYTES`]): bytes.
+    pub tail_bytes: u64,
+    /// Entries each device tail keeps now.
+    pub tail_len: u64,
 }
 
 /// What the last stored frame of a device said.
@@ -424,6 +438,8 @@ pub struct LiveStore {
     /// boxed to its length (a formatted `String` keeps spare capacity).
     tails: BTreeMap<DeviceId, VecDeque<(u64, Box<str>)>>,
     frames_seen: u64,
+    /// Entries per device tail (from the last sweep).
+    tail_len: usize,
     /// Raw-point quota of a new series (from the last sweep).
     new_quota: usize,
     points_dropped: u64,
@@ -454,6 +470,7 @@ impl LiveStore {
             last: BTreeMap::new(),
             tails: BTreeMap::new(),
             frames_seen: 0,
+            tail_len: TAIL_LEN,
             new_quota: MAX_POINTS,
             points_dropped: 0,
             buckets_dropped: 0,
@@ -558,11 +575,11 @@ impl LiveStore {
             summary.push_str(&format!(" quality={}", names.join("|")));
         }
         let tail = self.tails.entry(frame.device.clone()).or_default();
-        reserve_bounded(tail, TAIL_LEN + 1);
-        tail.push_back((incoming.received_ms, summary.into_boxed_str()));
-        while tail.len() > TAIL_LEN {
+        while tail.len() >= self.tail_len {
             tail.pop_front();
         }
+        reserve_bounded(tail, self.tail_len);
+        tail.push_back((incoming.received_ms, summary.into_boxed_str()));
         let due = self
             .swept_ms
             .is_none_or(|t| now_ms < t || now_ms - t >= SWEEP_EVERY_MS);
@@ -624,6 +641,16 @@ impl LiveStore {
         }
         self.points_dropped += points_dropped;
         self.buckets_dropped += buckets_dropped;
+        self.tail_len = (TAIL_MEMORY_BYTES / self.tails.len().max(1) / TAIL_ENTRY_COST)
+            .clamp(MIN_TAIL_LEN, TAIL_LEN);
+        for t in self.tails.values_mut() {
+            while t.len() > self.tail_len {
+                t.pop_front();
+            }
+            if t.capacity() > self.tail_len {
+                t.shrink_to(self.tail_len);
+            }
+        }
     }
 
     /// The store's memory figures.
@@ -633,6 +660,13 @@ impl LiveStore {
             series: self.series.len() as u64,
             points_dropped: self.points_dropped,
             buckets_dropped: self.buckets_dropped,
+            tail_len: self.tail_len as u64,
+            tail_bytes: self
+                .tails
+                .values()
+                .flatten()
+                .map(|(_, s)| (24 + s.len() + 16) as u64)
+                .sum(),
             ..ChartMemoryStats::default()
         };
         for s in self.series.values() {
@@ -1062,6 +1096,22 @@ mod tests {
             parts.iter().all(|p| (p - parts[0]).abs() < 0.05),
             "{parts:?}"
         );
+    }
+
+    #[test]
+    fn many_devices_share_the_tail_memory() {
+        let mut s = LiveStore::new(3_600_000);
+        for i in 0..50u64 {
+            devices_at(&mut s, 200, 1_000_000 + i * 1_000, i + 1);
+        }
+        s.expire(1_000_000 + 49 * 1_000);
+        let m = s.memory();
+        let want = (TAIL_MEMORY_BYTES / 200 / TAIL_ENTRY_COST).clamp(MIN_TAIL_LEN, TAIL_LEN);
+        assert_eq!(m.tail_len as usize, want);
+        let tail = s.tail(&DeviceId::new("d199").expect("id"), 0);
+        assert_eq!(tail.len(), want);
+        assert!(tail[want - 1].summary.starts_with("seq 50 "), "{tail:?}");
+        assert!(m.tail_bytes <= TAIL_MEMORY_BYTES as u64, "{m:?}");
     }
 
     #[tokio::test]
