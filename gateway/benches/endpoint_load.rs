@@ -31,7 +31,10 @@
 //! `scripts/install-test-deps.sh`); for the production binary build it
 //! first (`cargo build --release -p mrv-gateway --no-default-features`) and
 //! set `MRV_GATEWAY_BIN`. `ENDPOINT_LOAD_QUICK=1`: bursts of 2k/10k, rates
-//! 1k/5k/20k for 3 s each, one ratio round.
+//! 1k/5k/20k for 3 s each, one ratio round. `ENDPOINT_LOAD_CHART_MEMORY`
+//! and `ENDPOINT_LOAD_DEDUP_MEMORY` (bytes) set the gateway's
+//! `diagnostics.chart_memory_bytes` and `mqtt.mapping_dedup_memory_bytes`
+//! (default: the gateway's defaults).
 
 use bytes::BytesMut;
 use mrv_gateway::buffer::{Buffer, BufferConfig};
@@ -470,12 +473,22 @@ fn diagnostics_port(config: &Path) -> u16 {
         .port()
 }
 
+/// `key = <env var's value>\n` when the variable is set.
+fn config_line(key: &str, var: &str) -> String {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or_else(String::new, |v| format!("{key} = {v}\n"))
+}
+
 fn write_gateway_config(dir: &Path, port: u16, devices: &[String], mapping: bool) -> PathBuf {
     let mut text = format!(
-        "[site]\nid = \"{SITE}\"\n[gateway]\nid = \"gw\"\ndata_dir = \"{}\"\n[mqtt]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 2000\nreceive_maximum = {}\n[diagnostics]\nlisten = \"127.0.0.1:{}\"\n",
+        "[site]\nid = \"{SITE}\"\n[gateway]\nid = \"gw\"\ndata_dir = \"{}\"\n[mqtt]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 2000\nreceive_maximum = {}\n{}[diagnostics]\nlisten = \"127.0.0.1:{}\"\n{}",
         dir.join("data").display(),
         window(),
-        free_port()
+        config_line("mapping_dedup_memory_bytes", "ENDPOINT_LOAD_DEDUP_MEMORY"),
+        free_port(),
+        config_line("chart_memory_bytes", "ENDPOINT_LOAD_CHART_MEMORY"),
     );
     for d in devices {
         text.push_str(&format!(
@@ -514,8 +527,8 @@ unit = "W"
     p
 }
 
-/// (frames stored, group commits) from the gateway's `/api/status`.
-fn commits(diag_port: u16) -> (u64, u64) {
+/// The gateway's `/api/status`.
+fn status(diag_port: u16) -> serde_json::Value {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", diag_port)).expect("diagnostics");
     s.write_all(b"GET /api/status HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
@@ -523,7 +536,12 @@ fn commits(diag_port: u16) -> (u64, u64) {
     let mut text = String::new();
     s.read_to_string(&mut text).expect("response");
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let v: serde_json::Value = serde_json::from_str(body).expect("status JSON");
+    serde_json::from_str(body).expect("status JSON")
+}
+
+/// (frames stored, group commits) from the gateway's `/api/status`.
+fn commits(diag_port: u16) -> (u64, u64) {
+    let v = status(diag_port);
     let get = |k: &str| v["ingest"][k].as_u64().expect("counter");
     (get("frames_stored"), get("commits"))
 }
@@ -725,6 +743,11 @@ fn issue12(rt: &tokio::runtime::Runtime, quick: bool) {
         );
     }
     drop(probe);
+    let st = status(diag);
+    println!(
+        "issue 12: chart_memory {} dedup_memory {}",
+        st["chart_memory"], st["dedup_memory"]
+    );
     stop_gateway(child);
     let sent: Vec<u64> = counters
         .sent
