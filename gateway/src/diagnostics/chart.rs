@@ -115,7 +115,12 @@ pub fn gap_threshold_ms(expected_interval_ms: Option<u64>, pts: &[ChartPoint]) -
     (3 * interval).max(2_000)
 }
 
+/// The median spacing of the raw points when there are two or more (the
+/// 1 h chart's buckets before them would pass for the sampling rate),
+/// else of all points.
 fn median_spacing(pts: &[ChartPoint]) -> u64 {
+    let raw: Vec<ChartPoint> = pts.iter().filter(|p| p.width_ms == 0).copied().collect();
+    let pts = if raw.len() >= 2 { &raw[..] } else { pts };
     let mut d: Vec<u64> = pts
         .windows(2)
         .map(|w| w[1].t_ms.saturating_sub(w[0].t_ms))
