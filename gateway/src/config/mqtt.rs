@@ -96,7 +96,7 @@ pub struct MqttSection {
     /// unregistered). Off by default: unknown devices are rejected.
     pub accept_unknown_devices: bool,
     /// Memory for the `[[mapping]]` dedup keys of all mappings, bytes
-    /// (default 2 MiB; `docs/MAPPING.md` §4 says what it covers). Beyond
+    /// (default 1 MiB; `docs/MAPPING.md` §4 says what it covers). Beyond
     /// it the keys nearest to expiry are dropped (counted); keys whose
     /// write is pending never are.
     pub mapping_dedup_memory_bytes: usize,

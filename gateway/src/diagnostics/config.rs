@@ -42,7 +42,7 @@ pub struct DiagnosticsSection {
     /// Live values kept per channel for the charts, s (default one hour).
     pub chart_window_s: u64,
     /// Memory for the charts of every channel together, bytes (default
-    /// 3 MiB): raw points and the 1 h / 24 h / 7 d buckets share it
+    /// 2 MiB): raw points and the 1 h / 24 h / 7 d buckets share it
     /// equally per channel; what does not fit is dropped, oldest first,
     /// and drawn as "not kept" (the readings stay in the buffer).
     pub chart_memory_bytes: usize,

@@ -64,7 +64,7 @@ pub const TAIL_MEMORY_BYTES: usize = 512 << 10;
 /// characters) and its allocation header.
 const TAIL_ENTRY_COST: usize = 24 + 64 + 16;
 /// Default chart memory budget, bytes (`diagnostics.chart_memory_bytes`).
-pub const DEFAULT_CHART_MEMORY_BYTES: usize = 3 << 20;
+pub const DEFAULT_CHART_MEMORY_BYTES: usize = 2 << 20;
 
 /// One chart point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -38,8 +38,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::mem::size_of;
 
-/// Default budget: 2 MiB.
-pub const DEFAULT_BUDGET_BYTES: usize = 2 << 20;
+/// Default budget: 1 MiB (`mqtt.mapping_dedup_memory_bytes`).
+pub const DEFAULT_BUDGET_BYTES: usize = 1 << 20;
 
 /// Bytes of one chunk's key buffer (allocated at once, never grown).
 pub const CHUNK_BYTES: usize = 512;
