@@ -47,6 +47,7 @@ use mrv_shared::quantity::Quantity;
 use mrv_shared::reading::Quality;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Write as _;
 use std::mem::size_of;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, watch};
@@ -495,17 +496,28 @@ impl LiveStore {
         self.frames_seen += 1;
         let mut quality = 0u8;
         let mut values: BTreeMap<&str, (Option<i64>, Quantity)> = BTreeMap::new();
-        for r in frame.readings(incoming.received_ms) {
+        // The series key is built once per run of samples of one channel
+        // and looked up by reference: no allocation per sample once the
+        // series exists (this runs for every stored frame).
+        let mut key: Option<(DeviceId, ChannelId)> = None;
+        for r in &frame.samples {
+            let ch = &frame.channels[usize::from(r.channel)];
             quality |= r.quality.0;
-            let key = (r.device.clone(), r.channel.clone());
+            if key.as_ref().is_none_or(|k| k.1 != ch.id) {
+                key = Some((frame.device.clone(), ch.id.clone()));
+            }
+            let key = key.as_ref().expect("set just above");
             let quota = self.new_quota;
-            let s = self
-                .series
-                .entry(key)
-                .or_insert_with(|| Series::new(r.quantity, quota));
-            s.quantity = r.quantity;
+            let s = match self.series.get_mut(key) {
+                Some(s) => s,
+                None => self
+                    .series
+                    .entry(key.clone())
+                    .or_insert_with(|| Series::new(ch.quantity, quota)),
+            };
+            s.quantity = ch.quantity;
             let p = Point {
-                t_ms: r.time_ms(),
+                t_ms: frame.sample_time_ms(r).unwrap_or(incoming.received_ms),
                 value: r.value,
                 quality: r.quality.0,
             };
@@ -538,20 +550,31 @@ impl LiveStore {
             .get(&frame.device)
             .is_none_or(|l| l.received_ms <= incoming.received_ms);
         if newer {
-            self.last.insert(
-                frame.device.clone(),
-                LastFrame {
-                    received_ms: incoming.received_ms,
-                    seq: frame.seq,
-                    boot: frame.boot,
-                    firmware: frame.firmware.clone(),
-                    signed: frame.signature.is_some(),
-                    samples: frame.samples.len(),
-                    quality,
-                },
-            );
+            // Updated in place: the device id and an unchanged firmware
+            // string are not allocated again.
+            let firmware = match self.last.get_mut(&frame.device) {
+                Some(l) if l.firmware == frame.firmware => std::mem::take(&mut l.firmware),
+                _ => frame.firmware.clone(),
+            };
+            let last = LastFrame {
+                received_ms: incoming.received_ms,
+                seq: frame.seq,
+                boot: frame.boot,
+                firmware,
+                signed: frame.signature.is_some(),
+                samples: frame.samples.len(),
+                quality,
+            };
+            match self.last.get_mut(&frame.device) {
+                Some(l) => *l = last,
+                None => {
+                    self.last.insert(frame.device.clone(), last);
+                }
+            }
         }
-        let mut summary = format!(
+        let mut summary = String::with_capacity(64);
+        let _ = write!(
+            summary,
             "seq {} boot {} samples {}{}",
             frame.seq,
             frame.boot,
@@ -565,16 +588,21 @@ impl LiveStore {
         for (ch, (v, q)) in values {
             match v {
                 Some(v) => {
-                    summary.push_str(&format!(" {ch}={}", mrv_shared::display::display(q, v)))
+                    let _ = write!(summary, " {ch}={}", mrv_shared::display::display(q, v));
                 }
-                None => summary.push_str(&format!(" {ch}=unavailable")),
+                None => {
+                    let _ = write!(summary, " {ch}=unavailable");
+                }
             }
         }
         if quality != 0 {
             let names: Vec<_> = Quality(quality).names().collect();
             summary.push_str(&format!(" quality={}", names.join("|")));
         }
-        let tail = self.tails.entry(frame.device.clone()).or_default();
+        let tail = match self.tails.get_mut(&frame.device) {
+            Some(t) => t,
+            None => self.tails.entry(frame.device.clone()).or_default(),
+        };
         while tail.len() >= self.tail_len {
             tail.pop_front();
         }
