@@ -216,13 +216,11 @@ pub struct AppendResult {
     /// the write: `SeqRegressed` if any of the device's frames regressed,
     /// else `BufferFull` if any was refused for space, else `Ok`.
     pub acks: Vec<(DeviceId, mrv_shared::wire::Ack)>,
-    /// Seq under which each frame was stored (the assigned one for `seq == 0`);
-    /// `None` for frames not stored.
-    pub stored_seqs: Vec<Option<u64>>,
     /// Keys of the stored frames, in order.
     pub keys: Vec<FrameKey>,
     /// The stored frames themselves, in order (one per `keys` entry), with
-    /// the seq they were stored under: handed back, not copied, so that a
+    /// the seq they were stored under (the assigned one for `seq == 0`):
+    /// handed back, not copied, so that a
     /// caller can pass them on (the diagnostics live view) without a clone.
     pub stored: Vec<Incoming>,
 }

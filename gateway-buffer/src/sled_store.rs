@@ -430,7 +430,6 @@ impl Buffer {
         // Per device, in order of first appearance: (regressed, refused for space).
         let mut order: Vec<(DeviceId, bool, bool)> = Vec::new();
         let mut outcomes = Vec::with_capacity(batch.len());
-        let mut stored_seqs = Vec::with_capacity(batch.len());
         let mut keys = Vec::with_capacity(batch.len());
         let mut stored = Vec::with_capacity(batch.len());
         let mut values: Vec<(u64, Vec<u8>)> = Vec::new();
@@ -461,24 +460,20 @@ impl Buffer {
             let seq = match entry.seq.decide(frame.seq, frame.boot) {
                 Decision::Duplicate => {
                     outcomes.push(AppendOutcome::Duplicate);
-                    stored_seqs.push(None);
                     continue;
                 }
                 Decision::Regressed => {
                     order[pos].1 = true;
                     outcomes.push(AppendOutcome::Regressed);
-                    stored_seqs.push(None);
                     continue;
                 }
                 Decision::OutOfOrder => {
                     outcomes.push(AppendOutcome::OutOfOrder);
-                    stored_seqs.push(None);
                     continue;
                 }
                 Decision::Store(_) if full => {
                     order[pos].2 = true;
                     outcomes.push(AppendOutcome::BufferFull);
-                    stored_seqs.push(None);
                     continue;
                 }
                 Decision::Store(seq) => seq,
@@ -530,7 +525,6 @@ impl Buffer {
             first_rx.get_or_insert(received_ms);
             max_rx = max_rx.max(received_ms);
             outcomes.push(AppendOutcome::Stored);
-            stored_seqs.push(Some(seq));
             stored.push(Incoming { frame, received_ms });
         }
         if let Some(w) = writer.take() {
@@ -602,7 +596,6 @@ impl Buffer {
         Ok(AppendResult {
             outcomes,
             acks,
-            stored_seqs,
             keys,
             stored,
         })

@@ -130,7 +130,7 @@ pub async fn run_writer(
             .collect();
         let buf = buffer.clone();
         let result = tokio::task::spawn_blocking(move || buf.append(incoming)).await;
-        let result = match result {
+        let mut result = match result {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 // Replies are dropped: the frames are not acked, devices keep
@@ -150,7 +150,6 @@ pub async fn run_writer(
             }
         };
         IngestStats::add(&stats.commits, 1);
-        let mut result = result;
         // The stored frames come back from the buffer (with their assigned
         // seqs), so the live view gets them without a copy.
         if stored.receiver_count() > 0 {
