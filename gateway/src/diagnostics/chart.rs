@@ -625,19 +625,23 @@ mod tests {
                 quality: 0,
             })
             .collect();
+        // The first 10 minutes of the hour chart, raw points 1 s apart.
+        let render_hour = |pts: &[ChartPoint]| {
+            render(&ChartSpec {
+                quantity: Quantity::Power,
+                range: Range::Hour,
+                from_ms: 0,
+                to_ms: 600_000,
+                points: pts,
+                gap_ms: gap_threshold_ms(Some(1000), pts),
+                not_kept: &[],
+            })
+        };
         let pts = series_points(Range::Hour, &raw, &buckets);
         assert_eq!(pts.len(), 10 + 30);
         assert_eq!((pts[9].t_ms, pts[9].width_ms), (540_000, 30_000), "cut off");
         assert!(pts.windows(2).all(|w| w[0].t_ms <= w[1].t_ms));
-        let svg = render(&ChartSpec {
-            quantity: Quantity::Power,
-            range: Range::Hour,
-            from_ms: 0,
-            to_ms: 600_000,
-            points: &pts,
-            gap_ms: gap_threshold_ms(Some(1000), &pts),
-            not_kept: &[],
-        });
+        let svg = render_hour(&pts);
         assert!(!svg.contains("class=\"gap\""), "{svg}");
         assert_eq!(svg.matches("<path class=\"line\"").count(), 1, "{svg}");
         assert_eq!(svg.matches("<path class=\"band\"").count(), 1, "{svg}");
@@ -645,15 +649,7 @@ mod tests {
         let mut holed = buckets.clone();
         holed.remove(4);
         let pts = series_points(Range::Hour, &raw, &holed);
-        let svg = render(&ChartSpec {
-            quantity: Quantity::Power,
-            range: Range::Hour,
-            from_ms: 0,
-            to_ms: 600_000,
-            points: &pts,
-            gap_ms: gap_threshold_ms(Some(1000), &pts),
-            not_kept: &[],
-        });
+        let svg = render_hour(&pts);
         assert_eq!(svg.matches("<rect class=\"gap\"").count(), 1, "{svg}");
     }
 
