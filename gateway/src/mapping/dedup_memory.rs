@@ -35,6 +35,7 @@
 //!   (hash-map entries at their maximum load factor, chunk buffers at their
 //!   capacity), not the allocator's figure.
 
+use mrv_shared::wire::varint;
 use std::collections::{HashMap, VecDeque};
 use std::mem::size_of;
 
@@ -146,36 +147,6 @@ struct Chunk {
 /// Longest encoding of one pair: two 10-byte varints.
 const MAX_PAIR_BYTES: usize = 20;
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn get_varint(b: &[u8], at: &mut usize) -> u64 {
-    let mut v = 0u64;
-    let mut shift = 0;
-    while let Some(&byte) = b.get(*at) {
-        *at += 1;
-        v |= u64::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            break;
-        }
-        shift += 7;
-    }
-    v
-}
-
-fn zigzag(d: i64) -> u64 {
-    ((d << 1) ^ (d >> 63)) as u64
-}
-
-fn unzigzag(z: u64) -> i64 {
-    ((z >> 1) as i64) ^ -((z & 1) as i64)
-}
-
 impl Chunk {
     fn new(value: u64, expires_ms: u64) -> Self {
         Chunk {
@@ -195,14 +166,8 @@ impl Chunk {
     }
 
     fn push(&mut self, value: u64, expires_ms: u64) {
-        put_varint(
-            &mut self.bytes,
-            zigzag(value.wrapping_sub(self.last.0) as i64),
-        );
-        put_varint(
-            &mut self.bytes,
-            zigzag(expires_ms.wrapping_sub(self.last.1) as i64),
-        );
+        varint::put_i64(&mut self.bytes, value.wrapping_sub(self.last.0) as i64);
+        varint::put_i64(&mut self.bytes, expires_ms.wrapping_sub(self.last.1) as i64);
         self.last = (value, expires_ms);
         self.keys += 1;
         self.min_value = self.min_value.min(value);
@@ -219,8 +184,16 @@ impl Chunk {
         let (mut v, mut e) = self.base;
         let mut at = 0;
         while at < self.bytes.len() {
-            v = v.wrapping_add(unzigzag(get_varint(&self.bytes, &mut at)) as u64);
-            e = e.wrapping_add(unzigzag(get_varint(&self.bytes, &mut at)) as u64);
+            // The bytes are this chunk's own encoding (`push`): they always
+            // decode; were one not to, the key is treated as not held.
+            let (Ok(dv), Ok(de)) = (
+                varint::get_i64(&self.bytes, &mut at, "dedup value"),
+                varint::get_i64(&self.bytes, &mut at, "dedup expiry"),
+            ) else {
+                return false;
+            };
+            v = v.wrapping_add(dv as u64);
+            e = e.wrapping_add(de as u64);
             if v == value && e > now_ms {
                 return true;
             }
@@ -453,11 +426,11 @@ mod tests {
     #[test]
     fn varints_and_zigzag_round_trip_extremes() {
         for d in [0i64, 1, -1, 63, -64, i64::MAX, i64::MIN] {
-            assert_eq!(unzigzag(zigzag(d)), d);
             let mut b = Vec::new();
-            put_varint(&mut b, zigzag(d));
+            varint::put_i64(&mut b, d);
+            assert!(b.len() <= MAX_PAIR_BYTES / 2, "{d}: {} bytes", b.len());
             let mut at = 0;
-            assert_eq!(get_varint(&b, &mut at), zigzag(d));
+            assert_eq!(varint::get_i64(&b, &mut at, "test"), Ok(d));
             assert_eq!(at, b.len());
         }
     }

@@ -17,7 +17,7 @@ pub mod frame;
 pub mod json;
 pub mod signature;
 pub mod topic;
-mod varint;
+pub mod varint;
 
 pub use frame::{Ack, AckStatus, Frame, FrameError};
 

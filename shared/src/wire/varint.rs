@@ -4,7 +4,7 @@ use super::{DecodeError, Invalid};
 use alloc::vec::Vec;
 
 /// Appends `v` as a LEB128 varint.
-pub(crate) fn put_u64(out: &mut Vec<u8>, mut v: u64) {
+pub fn put_u64(out: &mut Vec<u8>, mut v: u64) {
     loop {
         let byte = (v & 0x7f) as u8;
         v >>= 7;
@@ -17,17 +17,13 @@ pub(crate) fn put_u64(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Appends `v` zigzag-encoded.
-pub(crate) fn put_i64(out: &mut Vec<u8>, v: i64) {
+pub fn put_i64(out: &mut Vec<u8>, v: i64) {
     put_u64(out, ((v << 1) ^ (v >> 63)) as u64);
 }
 
 /// Reads a varint at `*pos`, advancing it. Rejects non-minimal encodings so
 /// that every value has exactly one byte form.
-pub(crate) fn get_u64(
-    buf: &[u8],
-    pos: &mut usize,
-    field: &'static str,
-) -> Result<u64, DecodeError> {
+pub fn get_u64(buf: &[u8], pos: &mut usize, field: &'static str) -> Result<u64, DecodeError> {
     let mut v: u64 = 0;
     for i in 0..10 {
         let Some(&byte) = buf.get(*pos + i) else {
@@ -50,11 +46,7 @@ pub(crate) fn get_u64(
 }
 
 /// Reads a zigzag varint.
-pub(crate) fn get_i64(
-    buf: &[u8],
-    pos: &mut usize,
-    field: &'static str,
-) -> Result<i64, DecodeError> {
+pub fn get_i64(buf: &[u8], pos: &mut usize, field: &'static str) -> Result<i64, DecodeError> {
     let u = get_u64(buf, pos, field)?;
     Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
 }
