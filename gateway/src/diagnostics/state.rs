@@ -312,7 +312,7 @@ impl Tier {
 
 /// Makes room for one more element, growing by half (not doubling) and
 /// never past `limit`, so capacity stays close to length.
-fn reserve_bounded<T>(d: &mut VecDeque<T>, limit: usize) {
+pub(super) fn reserve_bounded<T>(d: &mut VecDeque<T>, limit: usize) {
     if d.len() == d.capacity() {
         let more = (d.len() / 2)
             .max(4)

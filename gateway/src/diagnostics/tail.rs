@@ -126,13 +126,7 @@ impl DeviceTail {
         while self.entries.len() >= limit.max(1) {
             self.entries.pop_front();
         }
-        if self.entries.len() == self.entries.capacity() {
-            let more = (self.entries.len() / 2)
-                .max(4)
-                .min(limit.saturating_sub(self.entries.len()))
-                .max(1);
-            self.entries.reserve_exact(more);
-        }
+        super::state::reserve_bounded(&mut self.entries, limit);
         self.entries.push_back(Entry {
             time_ms: incoming.received_ms,
             seq: frame.seq,
