@@ -12,8 +12,6 @@
 //!   for 24 h, ten-minute buckets for 7 days, last frame and MQTT tail per
 //!   device), fed from the writer's broadcast of stored frames and refilled
 //!   from the buffer after a restart;
-//! - [`tail`]: a device's live tail, kept as numbers and made text only
-//!   when a tail is read;
 //! - [`chart`]: the SVG charts (time and value axes, gaps, unavailable values);
 //! - [`api`]: JSON view types and their pure assembly from the state;
 //! - [`page`]: server-rendered HTML (overview with health banner, device
@@ -39,7 +37,6 @@ pub mod probe;
 pub mod server;
 pub mod state;
 pub mod systemd;
-pub mod tail;
 
 pub use config::{DiagnosticsSection, ValidDiagnosticsConfig};
 

@@ -41,13 +41,13 @@
 //!   skipped;
 //! - the store never writes anything back into the data path.
 
-use super::tail::DeviceTail;
 use crate::buffer::Incoming;
 use mrv_shared::ids::{ChannelId, DeviceId};
 use mrv_shared::quantity::Quantity;
 use mrv_shared::reading::Quality;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Write as _;
 use std::mem::size_of;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, watch};
@@ -61,8 +61,9 @@ pub const MIN_TAIL_LEN: usize = 10;
 /// Memory for the tails of all devices together, bytes: each device keeps
 /// an equal share (between [`MIN_TAIL_LEN`] and [`TAIL_LEN`] entries).
 pub const TAIL_MEMORY_BYTES: usize = 512 << 10;
-/// Bytes an entry is reckoned at: its compact form (see `super::tail`).
-const TAIL_ENTRY_COST: usize = super::tail::ENTRY_COST;
+/// Bytes an entry is reckoned at: receipt time, boxed summary (~60
+/// characters) and its allocation header.
+const TAIL_ENTRY_COST: usize = 24 + 64 + 16;
 /// Default chart memory budget, bytes (`diagnostics.chart_memory_bytes`).
 pub const DEFAULT_CHART_MEMORY_BYTES: usize = 2 << 20;
 
@@ -265,12 +266,8 @@ impl Tier {
             pos => {
                 let mut b = Acc::new(start);
                 b.add(p);
-                // Grown by half at a time (not one slot per new bucket, which
-                // moved the whole deque at every new minute), never past the
-                // buckets the range can hold; the spare capacity counts
-                // against the budget (`bucket_bytes`).
-                let most = usize::try_from(self.range.ms() / width + 1).unwrap_or(usize::MAX);
-                reserve_bounded(&mut self.buckets, most);
+                // One bucket a width at most: grown exactly.
+                self.buckets.reserve_exact(1);
                 self.buckets.insert(pos.map_or(0, |i| i + 1), b);
             }
         }
@@ -312,7 +309,7 @@ impl Tier {
 
 /// Makes room for one more element, growing by half (not doubling) and
 /// never past `limit`, so capacity stays close to length.
-pub(super) fn reserve_bounded<T>(d: &mut VecDeque<T>, limit: usize) {
+fn reserve_bounded<T>(d: &mut VecDeque<T>, limit: usize) {
     if d.len() == d.capacity() {
         let more = (d.len() / 2)
             .max(4)
@@ -436,13 +433,11 @@ pub struct TailEntry {
 pub struct LiveStore {
     window_ms: u64,
     budget_bytes: usize,
-    /// Device -> channel -> series.
-    series: BTreeMap<DeviceId, BTreeMap<ChannelId, Series>>,
-    /// Series held (over all devices).
-    series_count: usize,
+    series: BTreeMap<(DeviceId, ChannelId), Series>,
     last: BTreeMap<DeviceId, LastFrame>,
-    /// Stored frames per device, compact; text is made when asked for.
-    tails: BTreeMap<DeviceId, DeviceTail>,
+    /// Stored frames per device as (receipt ms, summary): the summary
+    /// boxed to its length (a formatted `String` keeps spare capacity).
+    tails: BTreeMap<DeviceId, VecDeque<(u64, Box<str>)>>,
     frames_seen: u64,
     /// Entries per device tail (from the last sweep).
     tail_len: usize,
@@ -473,7 +468,6 @@ impl LiveStore {
             window_ms,
             budget_bytes,
             series: BTreeMap::new(),
-            series_count: 0,
             last: BTreeMap::new(),
             tails: BTreeMap::new(),
             frames_seen: 0,
@@ -501,24 +495,25 @@ impl LiveStore {
         let frame = &incoming.frame;
         self.frames_seen += 1;
         let mut quality = 0u8;
-        // Series are looked up by reference, device first: no allocation
-        // once the device's series exist (this runs for every stored frame).
-        let device = match self.series.get_mut(&frame.device) {
-            Some(d) => d,
-            None => self.series.entry(frame.device.clone()).or_default(),
-        };
+        let mut values: BTreeMap<&str, (Option<i64>, Quantity)> = BTreeMap::new();
+        // The series key is built once per run of samples of one channel
+        // and looked up by reference: no allocation per sample once the
+        // series exists (this runs for every stored frame).
+        let mut key: Option<(DeviceId, ChannelId)> = None;
         for r in &frame.samples {
             let ch = &frame.channels[usize::from(r.channel)];
             quality |= r.quality.0;
+            if key.as_ref().is_none_or(|k| k.1 != ch.id) {
+                key = Some((frame.device.clone(), ch.id.clone()));
+            }
+            let key = key.as_ref().expect("set just above");
             let quota = self.new_quota;
-            let s = match device.get_mut(&ch.id) {
+            let s = match self.series.get_mut(key) {
                 Some(s) => s,
-                None => {
-                    self.series_count += 1;
-                    device
-                        .entry(ch.id.clone())
-                        .or_insert_with(|| Series::new(ch.quantity, quota))
-                }
+                None => self
+                    .series
+                    .entry(key.clone())
+                    .or_insert_with(|| Series::new(ch.quantity, quota)),
             };
             s.quantity = ch.quantity;
             let p = Point {
@@ -541,6 +536,13 @@ impl LiveStore {
             }
             for t in &mut s.tiers {
                 t.add(&p);
+            }
+        }
+        for s in &frame.samples {
+            if let Some(ch) = frame.channels.get(usize::from(s.channel)) {
+                // An unavailable sample has no value: never print its 0.
+                let v = (!s.quality.contains(Quality::UNAVAILABLE)).then_some(s.value);
+                values.insert(ch.id.as_str(), (v, ch.quantity));
             }
         }
         let newer = self
@@ -570,11 +572,42 @@ impl LiveStore {
                 }
             }
         }
+        let mut summary = String::with_capacity(64);
+        let _ = write!(
+            summary,
+            "seq {} boot {} samples {}{}",
+            frame.seq,
+            frame.boot,
+            frame.samples.len(),
+            if frame.signature.is_some() {
+                " signed"
+            } else {
+                ""
+            }
+        );
+        for (ch, (v, q)) in values {
+            match v {
+                Some(v) => {
+                    let _ = write!(summary, " {ch}={}", mrv_shared::display::display(q, v));
+                }
+                None => {
+                    let _ = write!(summary, " {ch}=unavailable");
+                }
+            }
+        }
+        if quality != 0 {
+            let names: Vec<_> = Quality(quality).names().collect();
+            summary.push_str(&format!(" quality={}", names.join("|")));
+        }
         let tail = match self.tails.get_mut(&frame.device) {
             Some(t) => t,
             None => self.tails.entry(frame.device.clone()).or_default(),
         };
-        tail.push(incoming, self.tail_len);
+        while tail.len() >= self.tail_len {
+            tail.pop_front();
+        }
+        reserve_bounded(tail, self.tail_len);
+        tail.push_back((incoming.received_ms, summary.into_boxed_str()));
         let due = self
             .swept_ms
             .is_none_or(|t| now_ms < t || now_ms - t >= SWEEP_EVERY_MS);
@@ -588,7 +621,7 @@ impl LiveStore {
     /// range, before `now_ms`; then fits the series in the budget.
     pub fn expire(&mut self, now_ms: u64) {
         let cutoff = now_ms.saturating_sub(self.window_ms);
-        for s in self.series.values_mut().flat_map(|d| d.values_mut()) {
+        for s in self.series.values_mut() {
             while s.points.front().is_some_and(|p| p.t_ms < cutoff) {
                 s.points.pop_front();
             }
@@ -602,12 +635,12 @@ impl LiveStore {
     /// Every series to its share of the budget: buckets to three quarters
     /// of it (the oldest of the fullest tier first), points to the rest.
     fn fit_budget(&mut self) {
-        let n = self.series_count.max(1);
+        let n = self.series.len().max(1);
         let share = self.budget_bytes / n;
         let bucket_share = (share * 3 / 4).saturating_sub(SERIES_COST);
         self.new_quota = self.raw_quota(n + 1, 0);
         let (mut points_dropped, mut buckets_dropped) = (0, 0);
-        for s in self.series.values_mut().flat_map(|d| d.values_mut()) {
+        for s in self.series.values_mut() {
             while s.tiers.iter().map(|t| t.buckets.len()).sum::<usize>() * BUCKET_COST
                 > bucket_share
             {
@@ -636,17 +669,15 @@ impl LiveStore {
         }
         self.points_dropped += points_dropped;
         self.buckets_dropped += buckets_dropped;
-        // The channel tables come first; the rest is shared out in entries,
-        // each reckoned at its slot plus the average heap its values take.
-        let (tables, values, entries) = self.tails.values().fold((0, 0, 0), |(t, v, e), d| {
-            (t + d.table_bytes(), v + d.value_bytes(), e + d.len())
-        });
-        let entry_cost = TAIL_ENTRY_COST + values / entries.max(1);
-        self.tail_len =
-            (TAIL_MEMORY_BYTES.saturating_sub(tables) / self.tails.len().max(1) / entry_cost)
-                .clamp(MIN_TAIL_LEN, TAIL_LEN);
+        self.tail_len = (TAIL_MEMORY_BYTES / self.tails.len().max(1) / TAIL_ENTRY_COST)
+            .clamp(MIN_TAIL_LEN, TAIL_LEN);
         for t in self.tails.values_mut() {
-            t.truncate_front(self.tail_len);
+            while t.len() > self.tail_len {
+                t.pop_front();
+            }
+            if t.capacity() > self.tail_len {
+                t.shrink_to(self.tail_len);
+            }
         }
     }
 
@@ -654,14 +685,19 @@ impl LiveStore {
     pub fn memory(&self) -> ChartMemoryStats {
         let mut m = ChartMemoryStats {
             budget_bytes: self.budget_bytes as u64,
-            series: self.series_count as u64,
+            series: self.series.len() as u64,
             points_dropped: self.points_dropped,
             buckets_dropped: self.buckets_dropped,
             tail_len: self.tail_len as u64,
-            tail_bytes: self.tails.values().map(|t| t.bytes() as u64).sum(),
+            tail_bytes: self
+                .tails
+                .values()
+                .flatten()
+                .map(|(_, s)| (24 + s.len() + 16) as u64)
+                .sum(),
             ..ChartMemoryStats::default()
         };
-        for s in self.series.values().flat_map(|d| d.values()) {
+        for s in self.series.values() {
             m.used_bytes += s.bytes() as u64;
             m.points += s.points.len() as u64;
             m.buckets += s.tiers.iter().map(|t| t.buckets.len() as u64).sum::<u64>();
@@ -677,20 +713,18 @@ impl LiveStore {
     /// Channels of a device with their series.
     pub fn channels(&self, device: &DeviceId) -> Vec<(ChannelId, Series)> {
         self.series
-            .get(device)
-            .into_iter()
-            .flatten()
-            .map(|(c, s)| (c.clone(), s.clone()))
+            .range((device.clone(), min_channel())..)
+            .take_while(|((d, _), _)| d == device)
+            .map(|((_, c), s)| (c.clone(), s.clone()))
             .collect()
     }
 
     /// The newest point of every channel of a device (no series copied).
     pub fn latest(&self, device: &DeviceId) -> Vec<(ChannelId, Quantity, Point)> {
         self.series
-            .get(device)
-            .into_iter()
-            .flatten()
-            .filter_map(|(c, s)| s.points.back().map(|p| (c.clone(), s.quantity, *p)))
+            .range((device.clone(), min_channel())..)
+            .take_while(|((d, _), _)| d == device)
+            .filter_map(|((_, c), s)| s.points.back().map(|p| (c.clone(), s.quantity, *p)))
             .collect()
     }
 
@@ -709,12 +743,12 @@ impl LiveStore {
         self.tails
             .get(device)
             .map(|t| {
-                t.render(after_ms)
-                    .into_iter()
+                t.iter()
+                    .filter(|(time_ms, _)| *time_ms > after_ms)
                     .map(|(time_ms, summary)| TailEntry {
-                        time_ms,
+                        time_ms: *time_ms,
                         kind: "stored".into(),
-                        summary,
+                        summary: summary.to_string(),
                     })
                     .collect()
             })
@@ -725,6 +759,11 @@ impl LiveStore {
     pub fn frames_seen(&self) -> u64 {
         self.frames_seen
     }
+}
+
+fn min_channel() -> ChannelId {
+    // The smallest valid id in byte order: ids are 1-32 of `A-Za-z0-9_.-`.
+    ChannelId::new("-").expect("'-' is a valid channel id")
 }
 
 /// Most buffer batches read back at start-up to refill the charts.
@@ -1095,10 +1134,8 @@ mod tests {
         }
         s.expire(1_000_000 + 49 * 1_000);
         let m = s.memory();
-        // The budget is used, not just the floor: 200 one-channel tails of
-        // at least 20 entries each fit in 512 KiB.
-        let want = m.tail_len as usize;
-        assert!((20..=TAIL_LEN).contains(&want), "{m:?}");
+        let want = (TAIL_MEMORY_BYTES / 200 / TAIL_ENTRY_COST).clamp(MIN_TAIL_LEN, TAIL_LEN);
+        assert_eq!(m.tail_len as usize, want);
         let tail = s.tail(&DeviceId::new("d199").expect("id"), 0);
         assert_eq!(tail.len(), want);
         assert!(tail[want - 1].summary.starts_with("seq 50 "), "{tail:?}");
