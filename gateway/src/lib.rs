@@ -10,9 +10,11 @@
 //! diagnostics reads state; it never writes the data path
 //! ```
 //!
-//! The durable stage and the Modbus source are crates of their own
-//! (`mrv-gateway-buffer`, `mrv-gateway-modbus`), re-exported here as
-//! [`buffer`] and [`modbus`]; the clock and the located config error come
+//! The ingest stage (MQTT endpoint, intake, writer, mapping), the durable
+//! stage and the Modbus source are crates of their own
+//! (`mrv-gateway-ingest`, `mrv-gateway-buffer`, `mrv-gateway-modbus`),
+//! re-exported here as [`endpoint`], [`ingest`], [`mapping`],
+//! [`topic_filter`], [`buffer`] and [`modbus`]; the clock and the located config error come
 //! from `mrv-shared` ([`clock`], [`config::ConfigError`]).
 //!
 //! Modules are named for what they do; pure state machines
@@ -26,14 +28,14 @@ pub mod clock_watch;
 pub mod config;
 pub mod diagnostics;
 pub use mrv_gateway_buffer::durable_dir;
-pub mod endpoint;
+pub use mrv_gateway_ingest::endpoint;
 pub mod free_space;
-pub mod ingest;
+pub use mrv_gateway_ingest::ingest;
 pub mod keys;
-pub mod mapping;
+pub use mrv_gateway_ingest::mapping;
 pub use mrv_gateway_modbus as modbus;
 pub mod report;
 pub mod runtime;
 pub mod time_sync;
-pub mod topic_filter;
+pub use mrv_gateway_ingest::topic_filter;
 pub mod upload;

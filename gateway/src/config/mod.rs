@@ -15,18 +15,17 @@
 //! Each subsystem with its own settings defines its section type next to its
 //! code (e.g. `modbus::config`) and is referenced from [`ConfigFile`].
 
-mod device;
 mod error_text;
-mod mqtt;
 pub mod preflight;
 
 pub use error_text::{locate_key, plain_problem};
 
-pub use device::{
-    Calibration, ChannelDeclaration, ChannelFact, ChannelFacts, DeviceInfo, DeviceKind,
-    DeviceRegistry, DeviceSection, parse_public_key,
+// The device and MQTT sections belong to the ingest crate (they configure
+// what it admits and how it listens); the whole file is read here.
+pub use mrv_gateway_ingest::config::{
+    BrokerMode, Calibration, ChannelDeclaration, ChannelFact, ChannelFacts, DeviceInfo, DeviceKind,
+    DeviceRegistry, DeviceSection, MqttConfig, MqttSection, MqttUser, parse_public_key,
 };
-pub use mqtt::{BrokerMode, MqttConfig, MqttSection, MqttUser};
 
 use mrv_shared::ids::SiteId;
 use serde::Deserialize;

@@ -196,7 +196,9 @@ impl std::fmt::Debug for MqttConfig {
 }
 
 impl MqttSection {
-    pub(super) fn validate(&self, file: &Path, base: &Path) -> Result<MqttConfig, ConfigError> {
+    /// Checks the section and resolves it (paths relative to `base`, the
+    /// config file's directory) into the settings the gateway runs with.
+    pub fn validate(&self, file: &Path, base: &Path) -> Result<MqttConfig, ConfigError> {
         let err = |key: &str, p: &str| ConfigError::new(file, format!("mqtt.{key}"), p);
         if self.client_id.is_empty() || self.client_id.len() > 64 {
             return Err(err("client_id", "must be 1 to 64 characters"));

@@ -25,8 +25,8 @@ use super::codec::{
     AckReason, ConnectCode, ConnectRequest, DisconnectReason, Inbound, Outbound, PublishPacket,
     Qos, SubscribeCode, Version,
 };
-use crate::buffer::AppendOutcome;
 use crate::ingest::intake::{ClientIdentity, Disposition, Publish};
+use mrv_gateway_buffer::AppendOutcome;
 use mrv_shared::ids::{DeviceId, SiteId};
 use mrv_shared::wire::topic;
 use std::collections::VecDeque;

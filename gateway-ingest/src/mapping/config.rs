@@ -36,7 +36,7 @@
 //! unique; every `unit` is a unit of its quantity (power must state one).
 
 use crate::config::ConfigError;
-use crate::modbus::register_map::Scale;
+use mrv_gateway_modbus::register_map::Scale;
 use mrv_shared::conversion::Conversion;
 use mrv_shared::ids::ChannelId;
 use mrv_shared::quantity::{Quantity, ValueKind};

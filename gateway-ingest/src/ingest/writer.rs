@@ -29,7 +29,7 @@
 
 use super::admit::WireFormat;
 use super::stats::IngestStats;
-use crate::buffer::{AppendOutcome, Buffer, Incoming};
+use mrv_gateway_buffer::{AppendOutcome, Buffer, Incoming};
 use mrv_shared::event::{Event, EventKind};
 use mrv_shared::ids::DeviceId;
 use mrv_shared::wire::Ack;
@@ -245,7 +245,7 @@ async fn reopen_until_it_works(
     requests: &mut mpsc::UnboundedReceiver<WriteRequest>,
     stats: &IngestStats,
     now_ms: &impl Fn() -> u64,
-    cause: &crate::buffer::StoreError,
+    cause: &mrv_gateway_buffer::StoreError,
 ) {
     let failed_ms = now_ms();
     let mut wait = REOPEN_BACKOFF.0;

@@ -39,8 +39,8 @@ use super::intake::{
 };
 use super::stats::IngestStats;
 use super::writer::AckOut;
-use crate::buffer::AppendOutcome;
 use crate::config::MqttConfig;
+use mrv_gateway_buffer::AppendOutcome;
 use mrv_shared::event::{Event, EventKind};
 use mrv_shared::ids::SiteId;
 use mrv_shared::wire::{binary, json, topic};
