@@ -36,7 +36,10 @@
 //!   already stored), `Regressed` (the device's counter went backwards; the
 //!   ack says so), `OutOfOrder` (a hole below it: go-back-N, the ack tells
 //!   the device where to resume; see `ledger`) or `BufferFull` (the buffer
-//!   holds `max_bytes` or more; the device keeps the frame and retries).
+//!   holds `max_bytes` or more; the device keeps the frame and retries),
+//!   or `Invalid` (it breaks the frame rules once numbered: refused for
+//!   good, with its reason, and only it: one bad frame never costs the other
+//!   frames of its group commit their write).
 //!   A hole is closed only by its frames or by [`Buffer::give_up`], which
 //!   records a `frames_given_up` event in the same atomic batch.
 //!   Full-buffer transitions are logged at WARN once, counted (`full_events`), visible in [`BufferStats`] and
@@ -205,6 +208,24 @@ pub enum AppendOutcome {
     /// Above a hole in the device's sequence; not stored (go-back-N: the
     /// ack says `acked_seq`, the device re-sends from there).
     OutOfOrder,
+    /// Refused for good: it breaks the frame rules once numbered, or
+    /// encodes too large (the reason is in [`AppendResult::invalid`]). Only
+    /// this frame: the rest of the append is stored as usual.
+    Invalid,
+}
+
+/// Why a frame of an append was refused as [`AppendOutcome::Invalid`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameRefusal {
+    /// A frame rule is broken (checked after the gateway numbered it).
+    #[error("breaks the frame rules: {0}")]
+    BreaksRules(FrameError),
+    /// It encodes to more than `MAX_FRAME_BYTES`.
+    #[error("encodes to {len} bytes, more than the {max} a frame may have", max = mrv_shared::wire::MAX_FRAME_BYTES)]
+    TooLarge {
+        /// Encoded length.
+        len: usize,
+    },
 }
 
 /// The result of one append.
@@ -223,6 +244,9 @@ pub struct AppendResult {
     /// handed back, not copied, so that a
     /// caller can pass them on (the diagnostics live view) without a clone.
     pub stored: Vec<Incoming>,
+    /// The frames refused as [`AppendOutcome::Invalid`]: position in the
+    /// append and why.
+    pub invalid: Vec<(usize, FrameRefusal)>,
 }
 
 /// Where a frame is stored: batch id, then index inside the batch. Ordered
@@ -416,22 +440,6 @@ pub enum StoreError {
         id: u64,
         /// JSON error.
         reason: String,
-    },
-    /// An incoming frame breaks the frame rules; nothing of the append was written.
-    #[error("frame {index} of the append is invalid: {reason}")]
-    InvalidFrame {
-        /// Position in the append.
-        index: usize,
-        /// Rule broken.
-        reason: FrameError,
-    },
-    /// An incoming frame encodes to more than `MAX_FRAME_BYTES`.
-    #[error("frame {index} of the append is {len} bytes encoded, too large")]
-    FrameTooLarge {
-        /// Position in the append.
-        index: usize,
-        /// Encoded length.
-        len: usize,
     },
     /// A cursor was set past the last stored frame, or to a frame that is not stored.
     #[error("cursor {name:?} cannot point at {key}: no such stored frame")]

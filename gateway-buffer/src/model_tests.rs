@@ -674,11 +674,12 @@ fn a_large_append_is_split_into_batches_and_reads_back_in_order() {
 }
 
 #[test]
-fn an_invalid_frame_is_never_stored_and_refuses_its_whole_append() {
+fn an_invalid_frame_is_refused_alone_and_the_rest_of_its_append_is_stored() {
     // What became of the mapping stage's status-1844 frame (fuzz finding,
     // issue 14) at the writer: the buffer checks the frame rules after
-    // numbering and refuses the append, nothing of it written, the valid
-    // frames of the same group commit included (their devices re-send them).
+    // numbering and refuses that frame for good, with its reason; the valid
+    // frames of the same group commit are stored (one bad frame must not
+    // cost every other device its write, again at every re-send).
     let dir = tempfile::tempdir().expect("tempdir");
     let b = open_at(dir.path(), u64::MAX);
     let mut bad = frame(1, 0, 0, 1);
@@ -694,29 +695,48 @@ fn an_invalid_frame_is_never_stored_and_refuses_its_whole_append() {
             frame: bad,
             received_ms: 5,
         },
+        Incoming {
+            frame: frame(1, 0, 0, 1),
+            received_ms: 5,
+        },
     ];
-    match b.append(batch) {
-        Err(StoreError::InvalidFrame { index, reason }) => {
-            assert_eq!(
-                (index, reason),
-                (1, mrv_shared::wire::FrameError::StatusValue(1844))
-            );
-        }
-        other => panic!("an invalid frame was not refused: {other:?}"),
-    }
-    assert!(!b.is_poisoned(), "a refused append is not a failed write");
-    assert_eq!(b.scan(None).count(), 0, "nothing of the append is stored");
+    let r = b
+        .append(batch)
+        .expect("an invalid frame is not a failed write");
+    assert_eq!(
+        r.outcomes,
+        [
+            AppendOutcome::Stored,
+            AppendOutcome::Invalid,
+            AppendOutcome::Stored
+        ]
+    );
+    assert_eq!(
+        r.invalid,
+        vec![(
+            1,
+            FrameRefusal::BreaksRules(mrv_shared::wire::FrameError::StatusValue(1844))
+        )]
+    );
+    assert!(!b.is_poisoned());
+    let stored: Vec<(String, u64)> = b
+        .scan(None)
+        .map(|f| {
+            let f = f.expect("frame").frame;
+            (f.device.to_string(), f.seq)
+        })
+        .collect();
+    // The refused frame took no number: the next gateway-numbered frame of
+    // its device is seq 1.
+    assert_eq!(
+        stored,
+        vec![("dev-0".to_string(), 1), ("dev-1".to_string(), 1)]
+    );
     assert_eq!(
         (b.ack_for(&dev(0)).acked_seq, b.ack_for(&dev(1)).acked_seq),
-        (0, 0)
+        (1, 1)
     );
-    let r = b
-        .append(vec![Incoming {
-            frame: frame(0, 1, 0, 1),
-            received_ms: 6,
-        }])
-        .expect("append");
-    assert_eq!(r.outcomes, [AppendOutcome::Stored]);
+    assert_eq!(b.stats().frames, 2);
 }
 
 #[test]

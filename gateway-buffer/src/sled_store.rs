@@ -15,8 +15,8 @@ use super::record::{
 use super::sled_files::{self, Repair};
 use super::{
     AppendOutcome, AppendResult, BufferConfig, BufferStats, CursorName, DeviceSummary, FrameKey,
-    Incoming, PruneStats, StoreError, StoredFrame, TARGET_BATCH_BYTES, VerifiedDevice,
-    VerifyProblem, VerifyReport,
+    FrameRefusal, Incoming, PruneStats, StoreError, StoredFrame, TARGET_BATCH_BYTES,
+    VerifiedDevice, VerifyProblem, VerifyReport,
 };
 use mrv_shared::event::{Event, EventKind};
 use mrv_shared::ids::DeviceId;
@@ -432,6 +432,7 @@ impl Buffer {
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut keys = Vec::with_capacity(batch.len());
         let mut stored = Vec::with_capacity(batch.len());
+        let mut invalid = Vec::new();
         let mut values: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut writer: Option<BatchWriter> = None;
         let mut first_rx: Option<u64> = None;
@@ -479,15 +480,16 @@ impl Buffer {
                 Decision::Store(seq) => seq,
             };
             frame.seq = seq;
-            frame
-                .validate()
-                .map_err(|reason| StoreError::InvalidFrame { index, reason })?;
+            if let Err(reason) = frame.validate() {
+                invalid.push((index, FrameRefusal::BreaksRules(reason)));
+                outcomes.push(AppendOutcome::Invalid);
+                continue;
+            }
             let bytes = encode_frame(&frame);
             if bytes.len() > MAX_FRAME_BYTES {
-                return Err(StoreError::FrameTooLarge {
-                    index,
-                    len: bytes.len(),
-                });
+                invalid.push((index, FrameRefusal::TooLarge { len: bytes.len() }));
+                outcomes.push(AppendOutcome::Invalid);
+                continue;
             }
             let readings = readings_of(&frame);
             let w = match writer.take() {
@@ -598,6 +600,7 @@ impl Buffer {
             acks,
             keys,
             stored,
+            invalid,
         })
     }
 

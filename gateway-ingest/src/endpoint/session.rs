@@ -585,7 +585,9 @@ impl Session {
                     return;
                 }
             }
-            Disposition::Refused(_) => AckReason::PayloadInvalid,
+            Disposition::Refused(_) | Disposition::Stored(AppendOutcome::Invalid) => {
+                AckReason::PayloadInvalid
+            }
             Disposition::Ignored(_) => AckReason::Success,
             Disposition::WriteFailed => return self.close_into(CloseReason::WriteFailed, out),
         };
@@ -770,6 +772,42 @@ mod tests {
             ]
         );
         assert_eq!(s.inflight(), 0);
+    }
+
+    #[test]
+    fn a_frame_the_buffer_refuses_as_invalid_is_acked_as_payload_invalid_and_the_session_goes_on() {
+        let mut s = session();
+        connect(&mut s, Version::V5, "site", "pw");
+        let t1 = handles(&s.on(publish("mrv/s1/d1/up", Qos::AtLeastOnce, 1), &auth()))[0];
+        let acks = sent(&s.on(
+            Event::Resolved {
+                token: t1,
+                disposition: Disposition::Stored(AppendOutcome::Invalid),
+            },
+            &auth(),
+        ));
+        assert_eq!(
+            acks,
+            vec![Outbound::PubAck {
+                pkid: 1,
+                reason: AckReason::PayloadInvalid
+            }]
+        );
+        let t2 = handles(&s.on(publish("mrv/s1/d1/up", Qos::AtLeastOnce, 2), &auth()))[0];
+        let acks = sent(&s.on(
+            Event::Resolved {
+                token: t2,
+                disposition: stored(),
+            },
+            &auth(),
+        ));
+        assert_eq!(
+            acks,
+            vec![Outbound::PubAck {
+                pkid: 2,
+                reason: AckReason::Success
+            }]
+        );
     }
 
     #[test]

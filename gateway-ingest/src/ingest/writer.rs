@@ -159,8 +159,12 @@ pub async fn run_writer(
         }
         let mut formats: HashMap<DeviceId, WireFormat> = HashMap::new();
         let mut events = Vec::new();
-        for ((outcome, (origin, reply)), (device, seq, n)) in
-            result.outcomes.into_iter().zip(meta).zip(frames)
+        for (index, ((outcome, (origin, reply)), (device, seq, n))) in result
+            .outcomes
+            .into_iter()
+            .zip(meta)
+            .zip(frames)
+            .enumerate()
         {
             match &outcome {
                 AppendOutcome::Stored => {
@@ -184,6 +188,22 @@ pub async fn run_writer(
                         device: Some(device.clone()),
                         seqs: None,
                         detail: format!("seq_regressed: seq {seq} re-used after a device reset"),
+                    });
+                }
+                AppendOutcome::Invalid => {
+                    let why = result
+                        .invalid
+                        .iter()
+                        .find(|(i, _)| *i == index)
+                        .map_or_else(|| "reason not given".to_string(), |(_, r)| r.to_string());
+                    stats.count_device_reject(device.as_str(), "invalid_frame");
+                    tracing::warn!(%device, seq, reason = %why, "frame refused by the buffer: it {why}; the other frames of its commit are stored");
+                    events.push(Event {
+                        time_ms: now_ms(),
+                        kind: EventKind::FrameRejected,
+                        device: Some(device.clone()),
+                        seqs: None,
+                        detail: format!("invalid_frame: seq {seq} {why}"),
                     });
                 }
             }
