@@ -10,11 +10,14 @@
 //! diagnostics reads state; it never writes the data path
 //! ```
 //!
-//! The ingest stage (MQTT endpoint, intake, writer, mapping), the durable
-//! stage and the Modbus source are crates of their own
-//! (`mrv-gateway-ingest`, `mrv-gateway-buffer`, `mrv-gateway-modbus`),
-//! re-exported here as [`endpoint`], [`ingest`], [`mapping`],
-//! [`topic_filter`], [`buffer`] and [`modbus`]; the clock and the located config error come
+//! Each stage of the data path is a crate of its own, re-exported here:
+//! ingest (`mrv-gateway-ingest`: [`endpoint`], [`ingest`], [`mapping`],
+//! [`topic_filter`]), the durable stage (`mrv-gateway-buffer`: [`buffer`]),
+//! the Modbus source (`mrv-gateway-modbus`: [`modbus`]), reports
+//! (`mrv-gateway-report`: [`report`], with [`clock_watch`], [`time_sync`],
+//! [`keys`]) and upload (`mrv-gateway-upload`: [`upload`]). This crate ties
+//! them together: the config file, the runtime, the free-space watch,
+//! diagnostics and the CLI; the clock and the located config error come
 //! from `mrv-shared` ([`clock`], [`config::ConfigError`]).
 //!
 //! Modules are named for what they do; pure state machines
@@ -23,19 +26,19 @@
 
 pub use mrv_gateway_buffer as buffer;
 pub mod cli;
+pub use mrv_gateway_report::clock_watch;
 pub use mrv_shared::clock;
-pub mod clock_watch;
 pub mod config;
 pub mod diagnostics;
 pub use mrv_gateway_buffer::durable_dir;
 pub use mrv_gateway_ingest::endpoint;
 pub mod free_space;
 pub use mrv_gateway_ingest::ingest;
-pub mod keys;
 pub use mrv_gateway_ingest::mapping;
 pub use mrv_gateway_modbus as modbus;
-pub mod report;
+pub use mrv_gateway_report as report;
+pub use mrv_gateway_report::keys;
 pub mod runtime;
-pub mod time_sync;
 pub use mrv_gateway_ingest::topic_filter;
-pub mod upload;
+pub use mrv_gateway_report::time_sync;
+pub use mrv_gateway_upload as upload;

@@ -341,12 +341,7 @@ pub async fn start(
             None
         }
         Some(section) => {
-            let mut ctx = crate::report::ReportContext::from_config(
-                &config,
-                section,
-                buffer.clone(),
-                clock.clone(),
-            )?;
+            let mut ctx = report_context(&config, section, buffer.clone(), clock.clone())?;
             // The clock daemon's state goes into every report header.
             if section.time_sync != crate::time_sync::TimeSyncMode::Off {
                 let status = crate::time_sync::TimeSyncStatus::default();
@@ -487,4 +482,38 @@ async fn run_event_recorder(buffer: Buffer, mut events: mpsc::UnboundedReceiver<
             Err(e) => tracing::error!(error = %e, "event recorder failed"),
         }
     }
+}
+
+/// The report task's context from the validated config and its `[report]`
+/// section: loads the signing key (`key_file`, relative to `data_dir`) and
+/// opens the report store under `data_dir`.
+pub fn report_context(
+    cfg: &GatewayConfig,
+    section: &crate::report::config::ReportSection,
+    buffer: Buffer,
+    clock: Arc<dyn Clock>,
+) -> Result<crate::report::ReportContext, crate::report::ReportError> {
+    let key_path = if section.key_file.is_absolute() {
+        section.key_file.clone()
+    } else {
+        cfg.data_dir.join(&section.key_file)
+    };
+    let (kid, signing_key) = crate::keys::load_signing_key(&key_path)?;
+    Ok(crate::report::ReportContext {
+        identity: crate::report::builder::Identity {
+            site: cfg.site.id.clone(),
+            project: cfg.site.project.clone(),
+            methodology_ref: cfg.site.methodology.clone(),
+            gateway: cfg.gateway_id.to_string(),
+            kid,
+        },
+        section: section.clone(),
+        calculations: cfg.calculations.clone(),
+        devices: crate::report::device_records(&cfg.devices, section),
+        signing_key,
+        buffer,
+        store: crate::report::store::ReportStore::open(&cfg.data_dir)?,
+        clock,
+        time_sync: None,
+    })
 }

@@ -6,7 +6,7 @@
 //! event with the step in ms, time passing normally records nothing, and a
 //! step of +1 h or -1 h taken back five minutes later, mid-period, moves
 //! no frame out of its period (report time holds a step until it persists
-//! for `[report] clock_step_confirm_seconds`; see `gateway/src/clock_watch`);
+//! for `[report] clock_step_confirm_seconds`; see `gateway-report/src/clock_watch`);
 //! a step that persists moves report time once, after the wait.
 
 use mrv_e2e::TestSite;

@@ -147,7 +147,8 @@ pub async fn audit_online(
     for seq in store.seqs()? {
         let problem = async {
             let r = store
-                .get(seq)?
+                .get(seq)
+                .map_err(unreadable)?
                 .ok_or_else(|| ("missing".to_string(), "no receipt file".to_string()))?;
             let cp =
                 check_receipt(&r, None, key).map_err(|e| (e.label().to_string(), e.to_string()))?;
@@ -221,10 +222,9 @@ fn report_gateway(data_dir: &Path, seq: u64) -> Option<String> {
         .map(str::to_string)
 }
 
-impl From<crate::upload::receipts::ReceiptError> for (String, String) {
-    fn from(e: crate::upload::receipts::ReceiptError) -> Self {
-        (String::from("unreadable"), e.to_string())
-    }
+/// A kept receipt that cannot be read, as a verdict's problem.
+fn unreadable(e: crate::upload::receipts::ReceiptError) -> (String, String) {
+    (String::from("unreadable"), e.to_string())
 }
 
 /// Runs `receipts`.

@@ -15,6 +15,8 @@
 //! Each subsystem with its own settings defines its section type next to its
 //! code (e.g. `modbus::config`) and is referenced from [`ConfigFile`].
 
+#[cfg(test)]
+mod calculation_tests;
 mod error_text;
 pub mod preflight;
 

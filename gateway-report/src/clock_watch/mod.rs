@@ -30,7 +30,7 @@
 
 pub mod report_time;
 
-use crate::clock::Clock;
+use mrv_shared::clock::Clock;
 use mrv_shared::event::{Event, EventKind};
 use report_time::{Notice, ReportTimeline};
 use std::sync::{Arc, Mutex};
@@ -172,13 +172,13 @@ pub async fn run_clock_watch(
             match notice {
                 Notice::WallStepped { step_ms, .. } => tracing::warn!(
                     step_ms,
-                    report_time = %crate::clock::utc_rfc3339_ms(now),
+                    report_time = %mrv_shared::clock::utc_rfc3339_ms(now),
                     held = clock.held_offset_ms().is_some(),
                     "the wall clock jumped; recorded as a clock_jump event; report time follows it only if it persists"
                 ),
                 Notice::Accepted { step_ms, .. } => tracing::warn!(
                     step_ms,
-                    report_time = %crate::clock::utc_rfc3339_ms(now),
+                    report_time = %mrv_shared::clock::utc_rfc3339_ms(now),
                     "the wall clock's step persisted; report time follows it (clock_jump event)"
                 ),
             }
@@ -190,7 +190,7 @@ pub async fn run_clock_watch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ScaledClock;
+    use mrv_shared::clock::ScaledClock;
 
     #[test]
     fn the_event_detail_holds_the_step_as_its_only_number() {

@@ -29,9 +29,9 @@ use super::config::UploadConfig;
 use super::http::{HttpError, HttpUplink, batch_body};
 use super::machine::{Action, MachineConfig, Next, Rejection, UploadMachine};
 use super::receipts::{ReceiptStore, Step};
-use crate::buffer::{Buffer, CursorName, FrameKey};
-use crate::clock::Clock;
-use crate::report::store::{ReportStore, StoreError};
+use mrv_gateway_buffer::{Buffer, CursorName, FrameKey};
+use mrv_gateway_report::store::{ReportStore, StoreError};
+use mrv_shared::clock::Clock;
 use mrv_shared::event::Event;
 use mrv_shared::tlog::receipt::Receipt;
 use serde::Serialize;
@@ -52,7 +52,7 @@ pub enum UploadError {
     Store(#[from] StoreError),
     /// The buffer failed.
     #[error("buffer: {0}")]
-    Buffer(#[from] crate::buffer::StoreError),
+    Buffer(#[from] mrv_gateway_buffer::StoreError),
     /// The HTTP client could not be built.
     #[error(transparent)]
     Http(#[from] HttpError),

@@ -28,7 +28,7 @@
 //!     (the proof from the previous line's checkpoint to this one)
 //! ```
 
-use crate::report::store::{StoreError, file_stem, write_atomic};
+use mrv_gateway_report::store::{StoreError, file_stem, write_atomic};
 use mrv_shared::tlog::TlogError;
 use mrv_shared::tlog::checkpoint::Checkpoint;
 use mrv_shared::tlog::note::{NoteVerifier, text_unverified};

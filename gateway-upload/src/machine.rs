@@ -361,7 +361,7 @@ impl UploadMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upload::classify::{TransportFailure, classify_transport};
+    use crate::classify::{TransportFailure, classify_transport};
     use proptest::prelude::*;
 
     const CFG: MachineConfig = MachineConfig {

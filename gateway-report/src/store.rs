@@ -203,7 +203,7 @@ impl ReportStore {
         let dir = data_dir.join("reports");
         // Durable names up to here, so a power cut cannot take the
         // directory (and every report later written to it) away.
-        crate::durable_dir::create_dir_all_durable(&dir).map_err(io(&dir))?;
+        mrv_shared::durable_dir::create_dir_all_durable(&dir).map_err(io(&dir))?;
         remove_leftover_tmp(&dir)?;
         let mut seqs = Vec::new();
         for e in fs::read_dir(&dir).map_err(io(&dir))? {

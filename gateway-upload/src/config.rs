@@ -29,7 +29,7 @@
 //! range. Relative paths are relative to the config file's directory.
 
 use super::backlog::BacklogLimits;
-use crate::config::ConfigError;
+use mrv_shared::config_error::ConfigError;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

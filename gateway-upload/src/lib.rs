@@ -1,4 +1,4 @@
-//! Upload: signed reports from the [`crate::report::store::ReportStore`] to
+//! Upload: signed reports from the [`mrv_gateway_report::store::ReportStore`] to
 //! the MRV backend, idempotently, strictly in chain order, over HTTPS.
 //!
 //! - [`config`]: the `[upload]` section ([`config::UploadSection`]) and its

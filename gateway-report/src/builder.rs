@@ -353,10 +353,8 @@ pub fn build(input: BuildInput<'_>) -> Result<Report, BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::signer::sign;
-    use crate::report::synthetic::{
-        PvSite, device_key, pv_calculation, pv_devices, pv_frames, pv_trust,
-    };
+    use crate::signer::sign;
+    use crate::synthetic::{PvSite, device_key, pv_calculation, pv_devices, pv_frames, pv_trust};
     use mrv_shared::report::jwk::Jwk;
     use mrv_shared::report::model::GENESIS_PREV_HASH;
     use mrv_shared::report::{DeviceTrust, KeySet, ReportError as VerifyError, verify_report};

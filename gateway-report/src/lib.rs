@@ -1,5 +1,7 @@
-//! Monitoring reports: closing periods, building, signing and storing the
-//! signed report chain.
+//! # mrv-gateway-report: monitoring reports
+//!
+//! The gateway's report stage: closing periods, building, signing and
+//! storing the signed report chain, from what the buffer holds.
 //!
 //! - [`config`]: the `[report]` config section ([`config::ReportSection`]);
 //! - [`period`]: UTC-aligned periods and which one is due (pure);
@@ -8,6 +10,10 @@
 //! - [`signer`]: canonical JSON (RFC 8785) -> JWS compact Ed25519;
 //! - [`store`]: `<data_dir>/reports/`, chain head, delivery state (uploader API);
 //! - [`synthetic`]: deterministic PV site data for demos, benchmarks, tests;
+//! - [`clock_watch`]: wall-clock steps seen, and the report time every
+//!   stamp and period close uses (holds a step until it persists);
+//! - [`time_sync`]: the clock daemon's sync state for the report header;
+//! - [`keys`]: the gateway's Ed25519 signing key files;
 //! - this module: the I/O that ties them to the buffer:
 //!   [`build_due_reports`] (synchronous, for tests and the demo) and
 //!   [`run_report_task`] (the task the runtime spawns).
@@ -25,21 +31,23 @@
 //! period is built again. A stored seq is never built twice.
 
 pub mod builder;
+pub mod clock_watch;
 pub mod config;
+pub mod keys;
 pub mod period;
 pub mod retry;
 pub mod signer;
 pub mod store;
 pub mod synthetic;
+pub mod time_sync;
 
-use crate::buffer::{Buffer, CursorName, FrameKey};
-use crate::clock::Clock;
-use crate::config::DeviceRegistry;
-use crate::config::GatewayConfig;
-use crate::keys::{KeyError, load_signing_key};
+use crate::keys::KeyError;
 use builder::{BuildError, BuildInput, Identity, InputFrame};
 use config::{CalculationConfig, ReportSection};
 use ed25519_dalek::SigningKey;
+use mrv_gateway_buffer::{Buffer, CursorName, FrameKey};
+use mrv_gateway_ingest::config::DeviceRegistry;
+use mrv_shared::clock::Clock;
 use mrv_shared::event::{Event, EventKind};
 use mrv_shared::ids::DeviceId;
 use mrv_shared::methodology::awd::AwdState;
@@ -64,7 +72,7 @@ pub enum ReportError {
     Store(#[from] store::StoreError),
     /// The buffer failed.
     #[error("buffer: {0}")]
-    Buffer(#[from] crate::buffer::StoreError),
+    Buffer(#[from] mrv_gateway_buffer::StoreError),
     /// Building failed.
     #[error(transparent)]
     Build(#[from] BuildError),
@@ -171,42 +179,6 @@ pub fn device_records(registry: &DeviceRegistry, section: &ReportSection) -> Vec
             }
         })
         .collect()
-}
-
-impl ReportContext {
-    /// A context from the validated gateway config and its `[report]`
-    /// section: loads the signing key (`key_file`, relative to `data_dir`)
-    /// and opens the report store under `data_dir`.
-    pub fn from_config(
-        cfg: &GatewayConfig,
-        section: &ReportSection,
-        buffer: Buffer,
-        clock: Arc<dyn Clock>,
-    ) -> Result<ReportContext, ReportError> {
-        let key_path = if section.key_file.is_absolute() {
-            section.key_file.clone()
-        } else {
-            cfg.data_dir.join(&section.key_file)
-        };
-        let (kid, signing_key) = load_signing_key(&key_path)?;
-        Ok(ReportContext {
-            identity: Identity {
-                site: cfg.site.id.clone(),
-                project: cfg.site.project.clone(),
-                methodology_ref: cfg.site.methodology.clone(),
-                gateway: cfg.gateway_id.to_string(),
-                kid,
-            },
-            section: section.clone(),
-            calculations: cfg.calculations.clone(),
-            devices: device_records(&cfg.devices, section),
-            signing_key,
-            buffer,
-            store: ReportStore::open(&cfg.data_dir)?,
-            clock,
-            time_sync: None,
-        })
-    }
 }
 
 fn key_of(c: CursorMeta) -> FrameKey {
@@ -543,7 +515,7 @@ pub async fn run_report_task_with_status(
             }
         };
         // `wait` is clock time; a time-compressed clock is waited on in
-        // proportion (see crate::clock).
+        // proportion (see mrv_shared::clock).
         tokio::select! {
             _ = tokio::time::sleep(ctx.clock.real_wait(wait)) => {}
             r = shutdown.changed() => {
