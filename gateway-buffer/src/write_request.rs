@@ -2,7 +2,7 @@
 //! came from, and where to tell the outcome once it is durable.
 //!
 //! Every producer on the ingest side (the MQTT intake, the Modbus pollers,
-//! the mapping stage) sends these to the writer (`mrv_gateway::ingest::writer`),
+//! the mapping stage) sends these to the writer (`mrv_gateway_ingest::ingest::writer`),
 //! which group-commits them with [`crate::Buffer::append`]. Invariant: a
 //! `reply` is sent only after the append returned, i.e. after the flush; it
 //! is dropped, never answered, when the store failed.

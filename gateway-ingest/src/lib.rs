@@ -14,13 +14,15 @@
 //! - [`endpoint`]: the embedded MQTT 3.1.1/5 endpoint (a PUBACK means "on disk");
 //! - [`ingest`]: intake, admission, the durable writer, quarantine, counters;
 //! - [`mapping`]: third-party payloads and ChirpStack v4 uplinks to frames;
-//! - [`config`]: the `[[devices]]` and `[mqtt]` sections it is configured by;
+//! - [`config`]: the `[[devices]]` and `[mqtt]` sections it is configured by
+//!   (`[[mapping]]` is in [`mapping::config`]);
 //! - [`topic_filter`]: MQTT topic filter matching.
 //!
-//! Invariant of the whole crate: nothing is acknowledged to a device (PUBACK
-//! or application ack) before the frame's group commit returned from
-//! fdatasync; bad input is counted, quarantined and logged, never dropped
-//! silently. The Modbus source (`mrv-gateway-modbus`) feeds the same writer;
+//! Invariant of the whole crate: no frame is acknowledged to a device as
+//! stored (PUBACK or application ack) before its group commit returned from
+//! fdatasync; bad input is counted, logged and, when refused before the
+//! buffer, quarantined raw; never dropped silently (a frame the buffer
+//! refuses as invalid is counted and recorded, its raw payload is not kept). The Modbus source (`mrv-gateway-modbus`) feeds the same writer;
 //! the `mrv-gateway` crate wires it all into the running gateway.
 
 pub mod config;

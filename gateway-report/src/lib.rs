@@ -9,6 +9,7 @@
 //!   previous head -> `Report` (pure);
 //! - [`signer`]: canonical JSON (RFC 8785) -> JWS compact Ed25519;
 //! - [`store`]: `<data_dir>/reports/`, chain head, delivery state (uploader API);
+//! - [`retry`]: the report task's failures, backoff and alarm state;
 //! - [`synthetic`]: deterministic PV site data for demos, benchmarks, tests;
 //! - [`clock_watch`]: wall-clock steps seen, and the report time every
 //!   stamp and period close uses (holds a step until it persists);

@@ -1,3 +1,5 @@
+//! # mrv-gateway-upload: reports to the MRV backend
+//!
 //! Upload: signed reports from the [`mrv_gateway_report::store::ReportStore`] to
 //! the MRV backend, idempotently, strictly in chain order, over HTTPS.
 //!

@@ -90,8 +90,9 @@ pub struct Publish {
 /// What became of a publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
-    /// The buffer decided (after the flush): stored, duplicate, regressed or
-    /// refused for space.
+    /// The buffer decided (after the flush): stored, duplicate, regressed,
+    /// refused for space, above a hole (out of order), or invalid (refused
+    /// for good, see `AppendOutcome::Invalid`).
     Stored(AppendOutcome),
     /// Refused before the buffer (topic, size, decoding, registry,
     /// signature): counted under this reason, quarantined, logged.
@@ -151,7 +152,7 @@ pub struct FrameIntake {
     now_ms: Arc<dyn Fn() -> u64 + Send + Sync>,
     reject_log: Mutex<RejectLog>,
     mapping: Option<Arc<Mutex<MappedState>>>,
-    mapping_events: Mutex<MappingEventGate>,
+    mapping_events: Mutex<HourlyEventGate>,
 }
 
 /// The mapping stage and the duplicates waiting for a pending first copy,
@@ -270,17 +271,20 @@ pub struct FrameIntakeParts {
     pub mapping_dedup_memory_bytes: usize,
 }
 
-/// At most one event per (device, reason) per hour for rejected third-party
-/// messages (every one is counted and quarantined).
+/// At most one event per (device, reason) per hour: for rejected
+/// third-party messages (every one is counted and quarantined) and for
+/// frames the buffer refuses as invalid (every one is counted; see
+/// `writer`).
 #[derive(Debug, Default)]
-struct MappingEventGate {
+pub(crate) struct HourlyEventGate {
     last: HashMap<(String, &'static str), u64>,
 }
 
-impl MappingEventGate {
+impl HourlyEventGate {
     const EVERY_MS: u64 = 3_600_000;
 
-    fn allow(&mut self, device: &str, reason: &'static str, now_ms: u64) -> bool {
+    /// True the first time (device, reason) is seen, then once an hour.
+    pub(crate) fn allow(&mut self, device: &str, reason: &'static str, now_ms: u64) -> bool {
         if self.last.len() > 10_000 {
             self.last.clear();
         }
@@ -319,7 +323,7 @@ impl FrameIntake {
             now_ms: p.now_ms,
             reject_log: Mutex::new(RejectLog::default()),
             mapping,
-            mapping_events: Mutex::new(MappingEventGate::default()),
+            mapping_events: Mutex::new(HourlyEventGate::default()),
         }
     }
 

@@ -28,7 +28,8 @@
 //! flag is a retained replay (MQTT 3.1.1 §3.3.1.3: the flag is set only for
 //! messages sent because of a new subscription) and is ignored and counted.
 //! Third-party devices have no application ack, so a mapped publish is
-//! PUBACKed only once its frame is on disk: when the buffer refuses it for
+//! PUBACKed only once its frame is on disk or it is refused for good (a
+//! mapping rejection, quarantined; or `Invalid` at the buffer): when the buffer refuses it for
 //! space the acker holds it (and every later PUBACK, which keeps their
 //! order) and re-offers it every [`crate::endpoint::session::RETRY_AFTER`]
 //! until it is stored.

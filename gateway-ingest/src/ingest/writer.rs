@@ -28,6 +28,7 @@
 //! kernel dropped. A `buffer_reopened` event records each recovery.
 
 use super::admit::WireFormat;
+use super::intake::HourlyEventGate;
 use super::stats::IngestStats;
 use mrv_gateway_buffer::{AppendOutcome, Buffer, Incoming};
 use mrv_shared::event::{Event, EventKind};
@@ -117,6 +118,7 @@ pub async fn run_writer(
     now_ms: impl Fn() -> u64 + Send + 'static,
 ) {
     let mut holes = HoleWatch::default();
+    let mut invalid_gate = HourlyEventGate::default();
     while let Some(first) = requests.recv().await {
         let mut batch = vec![first];
         gather(&mut requests, &mut batch, settings).await;
@@ -191,20 +193,31 @@ pub async fn run_writer(
                     });
                 }
                 AppendOutcome::Invalid => {
-                    let why = result
-                        .invalid
-                        .iter()
-                        .find(|(i, _)| *i == index)
-                        .map_or_else(|| "reason not given".to_string(), |(_, r)| r.to_string());
+                    // Counted every time; logged and recorded once per
+                    // device per hour (a bug that makes every frame of a
+                    // source invalid must not flood the log and the reports).
                     stats.count_device_reject(device.as_str(), "invalid_frame");
-                    tracing::warn!(%device, seq, reason = %why, "frame refused by the buffer: it {why}; the other frames of its commit are stored");
-                    events.push(Event {
-                        time_ms: now_ms(),
-                        kind: EventKind::FrameRejected,
-                        device: Some(device.clone()),
-                        seqs: None,
-                        detail: format!("invalid_frame: seq {seq} {why}"),
-                    });
+                    let now = now_ms();
+                    if invalid_gate.allow(device.as_str(), "invalid_frame", now) {
+                        let why = result
+                            .invalid
+                            .iter()
+                            .find(|(i, _)| *i == index)
+                            .map_or_else(|| "reason not given".to_string(), |(_, r)| r.to_string());
+                        let which = if seq == 0 {
+                            "a gateway-numbered frame".to_string()
+                        } else {
+                            format!("seq {seq}")
+                        };
+                        tracing::warn!(%device, frame = %which, reason = %why, "frame refused by the buffer: it {why}; the other frames of its commit are stored (logged once an hour per device, every one counted as invalid_frame)");
+                        events.push(Event {
+                            time_ms: now,
+                            kind: EventKind::FrameRejected,
+                            device: Some(device.clone()),
+                            seqs: None,
+                            detail: format!("invalid_frame: {which} {why} (recorded once an hour per device; all are counted)"),
+                        });
+                    }
                 }
             }
             if let Origin::Device(format) = origin {
