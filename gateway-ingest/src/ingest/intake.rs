@@ -159,16 +159,36 @@ pub struct FrameIntake {
 /// under one lock (a key is settled and its waiters woken atomically).
 struct MappedState {
     stage: MappingStage,
-    waiters: HashMap<DedupKey, Vec<oneshot::Sender<bool>>>,
+    waiters: HashMap<DedupKey, Vec<oneshot::Sender<Disposition>>>,
 }
 
 impl MappedState {
-    /// Settles `key` and tells the duplicates that waited for it.
-    fn settle(&mut self, key: &DedupKey, on_disk: bool) {
+    /// Settles `key` with what became of its first copy (kept if on disk,
+    /// forgotten otherwise) and tells the duplicates that waited for it.
+    fn settle(&mut self, key: &DedupKey, first: Disposition) {
+        let on_disk = matches!(
+            first,
+            Disposition::Stored(AppendOutcome::Stored | AppendOutcome::Duplicate)
+        );
         self.stage.settle(key, on_disk);
         for w in self.waiters.remove(key).unwrap_or_default() {
-            let _ = w.send(on_disk);
+            let _ = w.send(first);
         }
+    }
+}
+
+/// What a duplicate that waited for its pending first copy becomes, given
+/// what became of that copy: a duplicate once the first is on disk; refused
+/// for good with it if the buffer found it invalid (the same message would
+/// be again); otherwise re-offered like a frame refused for space (the key
+/// was forgotten, so the re-offer is stored).
+fn waiting_duplicate(first: Disposition) -> Disposition {
+    match first {
+        Disposition::Stored(AppendOutcome::Stored | AppendOutcome::Duplicate) => {
+            Disposition::Stored(AppendOutcome::Duplicate)
+        }
+        Disposition::Stored(AppendOutcome::Invalid) => Disposition::Stored(AppendOutcome::Invalid),
+        _ => Disposition::Stored(AppendOutcome::BufferFull),
     }
 }
 
@@ -185,14 +205,10 @@ struct MappedReceipt {
 
 impl MappedReceipt {
     fn settle(stage: &Mutex<MappedState>, key: &DedupKey, d: Disposition) {
-        let on_disk = matches!(
-            d,
-            Disposition::Stored(AppendOutcome::Stored | AppendOutcome::Duplicate)
-        );
         stage
             .lock()
             .expect("mapping lock is never poisoned: no panics while held")
-            .settle(key, on_disk);
+            .settle(key, d);
     }
 
     fn disposition(r: Result<AppendOutcome, oneshot::error::RecvError>) -> Disposition {
@@ -434,7 +450,7 @@ impl FrameIntake {
                         })
                 });
                 if let Some((reason, detail)) = refused {
-                    st.settle(&m.key, false);
+                    st.settle(&m.key, Disposition::Refused(reason));
                     drop(st);
                     return self.refuse_mapped(
                         &p,
@@ -459,7 +475,7 @@ impl FrameIntake {
                     reply: Some(tx),
                 });
                 if sent.is_err() {
-                    st.settle(&key, false);
+                    st.settle(&key, Disposition::WriteFailed);
                     return Receipt::Ready(Disposition::WriteFailed);
                 }
                 drop(st);
@@ -480,15 +496,12 @@ impl FrameIntake {
                     return Receipt::Ready(Disposition::Stored(AppendOutcome::Duplicate));
                 };
                 // The first copy is still being written: acknowledge this one
-                // only once that is on disk. If it is not (refused for
-                // space), this copy is re-offered like a refused one and then
-                // stored (the key was forgotten).
+                // only once that is on disk (see `waiting_duplicate`).
                 let (tx, rx) = oneshot::channel();
                 st.waiters.entry(key).or_default().push(tx);
                 Receipt::Pending(Box::pin(async move {
                     match rx.await {
-                        Ok(true) => Disposition::Stored(AppendOutcome::Duplicate),
-                        Ok(false) => Disposition::Stored(AppendOutcome::BufferFull),
+                        Ok(first) => waiting_duplicate(first),
                         Err(_) => Disposition::WriteFailed,
                     }
                 }))
@@ -739,6 +752,22 @@ mod tests {
     use super::*;
     use crate::config::{DeviceKind, DeviceSection};
     use std::path::Path;
+
+    #[test]
+    fn a_duplicate_waiting_for_its_first_copy_follows_what_became_of_it() {
+        use AppendOutcome as O;
+        let d = |o| waiting_duplicate(Disposition::Stored(o));
+        assert_eq!(d(O::Stored), Disposition::Stored(O::Duplicate));
+        assert_eq!(d(O::Duplicate), Disposition::Stored(O::Duplicate));
+        // Refused for good: the same message would be again, so not re-offered.
+        assert_eq!(d(O::Invalid), Disposition::Stored(O::Invalid));
+        // Not stored for a passing reason: re-offered (and then stored).
+        assert_eq!(d(O::BufferFull), Disposition::Stored(O::BufferFull));
+        assert_eq!(
+            waiting_duplicate(Disposition::WriteFailed),
+            Disposition::Stored(O::BufferFull)
+        );
+    }
 
     const MAPPING: &str = "[[mapping]]\nid = \"plug\"\ntopic = \"tele/+/SENSOR\"\ndevice = { topic_level = 1 }\n[[mapping.fields]]\nchannel = \"power\"\npath = \"$.Power\"\nquantity = \"power\"\nunit = \"W\"\n";
 
