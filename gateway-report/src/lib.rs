@@ -1,7 +1,9 @@
 //! # mrv-gateway-report: monitoring reports
 //!
 //! The gateway's report stage: closing periods, building, signing and
-//! storing the signed report chain, from what the buffer holds.
+//! storing the signed report chain, from what the buffer holds. It takes
+//! the device registry (`[[devices]]`: kinds, channels, calibrations) from
+//! `mrv-gateway-ingest`'s config.
 //!
 //! - [`config`]: the `[report]` config section ([`config::ReportSection`]);
 //! - [`period`]: UTC-aligned periods and which one is due (pure);
