@@ -241,28 +241,40 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     /// Starts mosquitto with `extra` config lines; waits until it accepts connections.
+    /// A free port can be taken by another test between `free_port` and
+    /// mosquitto's bind (mosquitto then exits): such a start is retried on
+    /// another port.
     pub fn start(extra: &str) -> Mosquitto {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n{extra}\n"),
-        )
-        .expect("write mosquitto.conf");
-        let child = Command::new(mosquitto_path())
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("mosquitto starts");
-        wait_for_port(port, Duration::from_secs(10));
-        Mosquitto {
-            child,
-            port,
-            _dir: dir,
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let port = free_port();
+            let conf = dir.path().join("mosquitto.conf");
+            std::fs::write(
+                &conf,
+                format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n{extra}\n"),
+            )
+            .expect("write mosquitto.conf");
+            let mut child = Command::new(mosquitto_path())
+                .arg("-c")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("mosquitto starts");
+            wait_for_port(port, Duration::from_secs(10));
+            // What answered may have been another test's listener on the
+            // same port: the broker must still be running.
+            std::thread::sleep(Duration::from_millis(50));
+            if matches!(child.try_wait(), Ok(None)) {
+                return Mosquitto {
+                    child,
+                    port,
+                    _dir: dir,
+                };
+            }
+            let _ = child.wait();
         }
+        panic!("mosquitto did not stay up on any of 5 free ports");
     }
 }
 
