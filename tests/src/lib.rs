@@ -318,6 +318,20 @@ pub fn wait_for_port(port: u16, timeout: Duration) {
     panic!("nothing listens on 127.0.0.1:{port} after {timeout:?}");
 }
 
+/// Every thread's stack of the running process `pid`, from gdb (empty
+/// when gdb is missing): printed by a test that finds the gateway hung, so
+/// a CI log says where it hung.
+pub fn thread_stacks(pid: u32) -> String {
+    match std::process::Command::new("gdb")
+        .args(["-p", &pid.to_string(), "-batch", "-nx"])
+        .args(["-ex", "set pagination off", "-ex", "thread apply all bt"])
+        .output()
+    {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Err(e) => format!("(no thread stacks: gdb: {e})"),
+    }
+}
+
 /// A child process that is killed (SIGKILL) and reaped when dropped, so a
 /// failing test leaves no gateway or client behind.
 pub struct KillOnDrop(pub Child);

@@ -21,7 +21,7 @@
 //! Skipped loudly when `fiu-run` is missing (scripts/install-test-deps.sh
 //! installs it).
 
-use mrv_e2e::{KillOnDrop, TestSite, assert_gap_free, stored_seqs, wait_for_port};
+use mrv_e2e::{KillOnDrop, TestSite, assert_gap_free, stored_seqs, thread_stacks, wait_for_port};
 use mrv_gateway::buffer::{Buffer, BufferConfig};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -113,19 +113,21 @@ async fn injected_eio_and_enospc_are_counted_recovered_from_in_process_and_lose_
         .recv_timeout(Duration::from_secs(30))
         .expect("the gateway logs its diagnostics address");
     wait_for_port(site.mqtt_port, Duration::from_secs(20));
-    // A bounded wait: a gateway that hangs must fail the test, not stall it.
+    // A bounded wait: a gateway that hangs must fail the test (with its
+    // threads' stacks), not stall it. Generous: an in-process reopen holds
+    // the buffer for a while, longer on a loaded CI machine.
     let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
         .build()
         .expect("http client");
     let metrics = || async {
-        http.get(format!("http://{diag}/metrics"))
-            .send()
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics body")
+        match http.get(format!("http://{diag}/metrics")).send().await {
+            Ok(r) => r.text().await.expect("metrics body"),
+            Err(e) => panic!(
+                "GET /metrics: {e}; the gateway's threads:\n{}",
+                thread_stacks(pid)
+            ),
+        }
     };
 
     let sim = mrv_firmware::sim::start(site.sim_config(

@@ -73,6 +73,8 @@ struct Snapshot {
     quarantine: Vec<Quarantined>,
     reject_counts: BTreeMap<(Option<String>, &'static str), u64>,
     modbus: Option<BTreeMap<DeviceId, ModbusDeviceStatus>>,
+    /// `clock_jump` events in the last 24 h (read from the buffer).
+    clock_jumps_24h: u64,
 }
 
 impl DiagContext {
@@ -105,10 +107,26 @@ impl DiagContext {
         self.live.clone()
     }
 
-    fn snapshot(&self) -> Snapshot {
+    /// What the pages and views are drawn from. Reading it takes the
+    /// buffer's lock (which an append's fsync or an in-process reopen holds
+    /// for a while) and reads events from sled, so it runs on a blocking
+    /// thread: a slow disk must not stall the runtime workers that ingest
+    /// and acks also run on.
+    async fn snapshot(&self) -> Snapshot {
+        let ctx = self.clone();
+        match tokio::task::spawn_blocking(move || ctx.snapshot_now()).await {
+            Ok(s) => s,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    fn snapshot_now(&self) -> Snapshot {
+        let now_ms = self.gw.clock.now_ms();
+        let clock_jumps_24h = self.clock_jumps_24h(now_ms);
         let q = self.gw.quarantine.lock().unwrap_or_else(|p| p.into_inner());
         Snapshot {
-            now_ms: self.gw.clock.now_ms(),
+            clock_jumps_24h,
+            now_ms,
             buffer: self.gw.buffer.stats(),
             devices: self.gw.buffer.devices(),
             quarantine: q.entries().cloned().collect(),
@@ -186,7 +204,7 @@ impl DiagContext {
             ingest_subscribed: crate::ingest::stats::IngestStats::get(&self.gw.ingest.subscribed)
                 > 0,
             report_period_ms: c.report.as_ref().map(|r| r.period_ms() + r.grace_ms()),
-            clock_jumps_24h: self.clock_jumps_24h(s.now_ms),
+            clock_jumps_24h: s.clock_jumps_24h,
         };
         v.health = api::health(&v, facts);
         v
@@ -585,7 +603,7 @@ fn known(rows: &[DeviceRow], id: &DeviceId) -> bool {
 }
 
 async fn overview(State(ctx): State<DiagContext>) -> Html<String> {
-    let s = ctx.snapshot();
+    let s = ctx.snapshot().await;
     let rows = ctx.rows(&s);
     let status = ctx.status(&s, &rows);
     let events = ctx.events(10).await;
@@ -601,7 +619,7 @@ async fn device_page(
         Ok(id) => id,
         Err(r) => return *r,
     };
-    let s = ctx.snapshot();
+    let s = ctx.snapshot().await;
     let rows = ctx.rows(&s);
     if !known(&rows, &id) {
         return (
@@ -619,7 +637,7 @@ async fn quarantine_page(
     State(ctx): State<DiagContext>,
     Query(q): Query<DeviceQuery>,
 ) -> Html<String> {
-    let s = ctx.snapshot();
+    let s = ctx.snapshot().await;
     let entries = api::quarantine_view(&s.quarantine, q.device.as_deref());
     Html(page::quarantine_page(
         ctx.gw.config.site.id.as_str(),
@@ -633,7 +651,7 @@ async fn api_quarantine(
     State(ctx): State<DiagContext>,
     Query(q): Query<DeviceQuery>,
 ) -> axum::Json<Vec<api::QuarantineEntry>> {
-    let s = ctx.snapshot();
+    let s = ctx.snapshot().await;
     axum::Json(api::quarantine_view(&s.quarantine, q.device.as_deref()))
 }
 
@@ -650,7 +668,7 @@ async fn logs_page(State(ctx): State<DiagContext>) -> Html<String> {
 }
 
 async fn modbus_page(State(ctx): State<DiagContext>) -> Html<String> {
-    let s = ctx.snapshot();
+    let s = ctx.snapshot().await;
     let rows = ctx.rows(&s);
     let status = ctx.status(&s, &rows);
     let targets = super::probe::targets(&ctx.gw.config);
@@ -662,13 +680,13 @@ async fn modbus_page(State(ctx): State<DiagContext>) -> Html<String> {
 }
 
 async fn api_status(State(ctx): State<DiagContext>) -> axum::Json<StatusView> {
-    let s = ctx.snapshot();
+    let s = ctx.snapshot().await;
     let rows = ctx.rows(&s);
     axum::Json(ctx.status(&s, &rows))
 }
 
 async fn api_devices(State(ctx): State<DiagContext>) -> axum::Json<Vec<DeviceRow>> {
-    let s = ctx.snapshot();
+    let s = ctx.snapshot().await;
     axum::Json(ctx.rows(&s))
 }
 
@@ -681,7 +699,7 @@ async fn api_device(
         Ok(id) => id,
         Err(r) => return *r,
     };
-    let s = ctx.snapshot();
+    let s = ctx.snapshot().await;
     if !known(&ctx.rows(&s), &id) {
         return not_found("no such device");
     }
@@ -698,7 +716,7 @@ async fn api_tail(
         Ok(id) => id,
         Err(r) => return *r,
     };
-    let s = ctx.snapshot();
+    let s = ctx.snapshot().await;
     let live = ctx.live.lock().unwrap_or_else(|p| p.into_inner());
     axum::Json(api::tail_view(
         &live,
@@ -710,7 +728,7 @@ async fn api_tail(
 }
 
 async fn api_buffer(State(ctx): State<DiagContext>) -> axum::Json<api::BufferView> {
-    let s = ctx.snapshot();
+    let s = ctx.snapshot().await;
     axum::Json(api::buffer_view(&s.buffer, s.now_ms))
 }
 
@@ -813,7 +831,7 @@ async fn api_give_up(
 }
 
 async fn metrics_text(State(ctx): State<DiagContext>) -> Response {
-    let s = ctx.snapshot();
+    let s = ctx.snapshot().await;
     let rows = ctx.rows(&s);
     let status = ctx.status(&s, &rows);
     (
