@@ -69,8 +69,9 @@ pub struct GatewayState {
     pub writes: mpsc::UnboundedSender<WriteRequest>,
     /// Events to record durably.
     pub events: mpsc::UnboundedSender<Event>,
-    /// Every frame the writer stored, as it is stored (diagnostics charts and tail).
-    pub stored_frames: tokio::sync::broadcast::Sender<Arc<crate::buffer::Incoming>>,
+    /// Every frame the writer stored, as it is stored, one message per group
+    /// commit (diagnostics charts and tail).
+    pub stored_frames: tokio::sync::broadcast::Sender<crate::ingest::writer::StoredFrames>,
     /// Modbus poll status, when pollers run.
     pub modbus_status: Option<crate::modbus::status::ModbusStatus>,
     /// The signed report store, when reports are built.
@@ -149,7 +150,10 @@ pub async fn start(
     let (writes_tx, writes_rx) = mpsc::unbounded_channel();
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let (stored_tx, _) = tokio::sync::broadcast::channel(1024);
+    // One message per group commit; a live feed more than this many commits
+    // behind skips the oldest (charts lose points, the data path does not),
+    // so at most this many commits' frames wait for it in memory.
+    let (stored_tx, _) = tokio::sync::broadcast::channel(32);
     let mut tasks = Vec::new();
 
     let now = {

@@ -264,7 +264,9 @@ pub(crate) async fn serve(
 
 /// The resolved outcomes at the head of `pending`, in order: waits for the
 /// first, then takes every following one that is already resolved
-/// (outcomes resolve in order; the session orders acks anyway).
+/// (the session orders acks anyway). Only the oldest registers a waker: the
+/// writer resolves a commit's outcomes last to first, so this wakes once per
+/// commit with all of them there.
 fn ready_outcomes(
     pending: &mut VecDeque<(u64, PendingOutcome)>,
 ) -> impl Future<Output = Vec<(u64, Disposition)>> + '_ {

@@ -52,6 +52,10 @@ pub struct AckOut {
     pub format: WireFormat,
 }
 
+/// The frames one group commit stored, with their assigned seqs, in commit
+/// order: what the writer broadcasts to the live view, once per commit.
+pub type StoredFrames = Arc<Vec<Incoming>>;
+
 /// Writer settings.
 #[derive(Debug, Clone, Copy)]
 pub struct WriterSettings {
@@ -113,7 +117,7 @@ pub async fn run_writer(
     mut requests: mpsc::UnboundedReceiver<WriteRequest>,
     acks: mpsc::UnboundedSender<AckOut>,
     stats: Arc<IngestStats>,
-    stored: tokio::sync::broadcast::Sender<Arc<Incoming>>,
+    stored: tokio::sync::broadcast::Sender<StoredFrames>,
     settings: WriterSettings,
     now_ms: impl Fn() -> u64 + Send + 'static,
 ) {
@@ -153,12 +157,12 @@ pub async fn run_writer(
         };
         IngestStats::add(&stats.commits, 1);
         // The stored frames come back from the buffer (with their assigned
-        // seqs), so the live view gets them without a copy.
-        if stored.receiver_count() > 0 {
-            for frame in std::mem::take(&mut result.stored) {
-                let _ = stored.send(Arc::new(frame));
-            }
+        // seqs), so the live view gets them without a copy, and as one
+        // message per commit: one wake-up of the live feed, not one a frame.
+        if stored.receiver_count() > 0 && !result.stored.is_empty() {
+            let _ = stored.send(Arc::new(std::mem::take(&mut result.stored)));
         }
+        let mut replies = Vec::with_capacity(meta.len());
         let mut formats: HashMap<DeviceId, WireFormat> = HashMap::new();
         let mut events = Vec::new();
         for (index, ((outcome, (origin, reply)), (device, seq, n))) in result
@@ -224,8 +228,15 @@ pub async fn run_writer(
                 formats.insert(device, format);
             }
             if let Some(reply) = reply {
-                let _ = reply.send(outcome);
+                replies.push((reply, outcome));
             }
+        }
+        // Last to first: a connection waits only on its oldest outcome, so
+        // it is woken once, with all of its outcomes of this commit already
+        // there (first to first would wake it for each, each wake-up a
+        // PUBACK write, while this loop runs on).
+        for (reply, outcome) in replies.into_iter().rev() {
+            let _ = reply.send(outcome);
         }
         // Full/recovered transitions are recorded as events by the buffer itself.
         if !events.is_empty() {

@@ -927,7 +927,7 @@ async fn serve_subscribed(
     state: GatewayState,
     cfg: ValidDiagnosticsConfig,
     mut shutdown: watch::Receiver<bool>,
-    frames: tokio::sync::broadcast::Receiver<Arc<crate::buffer::Incoming>>,
+    frames: tokio::sync::broadcast::Receiver<crate::ingest::writer::StoredFrames>,
 ) -> Result<(), DiagnosticsError> {
     let logs = super::logs::global();
     logs.set_capacity(cfg.log_lines);

@@ -42,6 +42,7 @@
 //! - the store never writes anything back into the data path.
 
 use crate::buffer::Incoming;
+use crate::ingest::writer::StoredFrames;
 use mrv_shared::ids::{ChannelId, DeviceId};
 use mrv_shared::quantity::Quantity;
 use mrv_shared::reading::Quality;
@@ -846,14 +847,15 @@ pub fn prefill(
 /// Shared handle to the live store.
 pub type SharedLive = Arc<Mutex<LiveStore>>;
 
-/// Feeds `live` from the writer's broadcast of stored frames until shutdown
+/// Feeds `live` from the writer's broadcast of stored frames (one message
+/// per group commit, recorded under one lock) until shutdown
 /// or until the broadcast closes, skipping the frames `refilled` already
 /// recorded (the subscription starts before the refill reads the buffer,
 /// so a frame stored meanwhile is in both). A lagging receiver skips what
 /// it missed (charts lose points; the data path is unaffected).
 pub async fn run_live_feed(
     live: SharedLive,
-    mut frames: broadcast::Receiver<Arc<Incoming>>,
+    mut frames: broadcast::Receiver<StoredFrames>,
     refilled: HashMap<DeviceId, u64>,
     now_ms: impl Fn() -> u64 + Send + 'static,
     mut shutdown: watch::Receiver<bool>,
@@ -861,15 +863,17 @@ pub async fn run_live_feed(
     loop {
         tokio::select! {
             r = frames.recv() => match r {
-                Ok(f) => {
-                    if refilled.get(&f.frame.device).is_some_and(|s| f.frame.seq <= *s) {
-                        continue;
-                    }
+                Ok(commit) => {
                     let now = now_ms();
-                    live.lock().unwrap_or_else(|p| p.into_inner()).record(&f, now);
+                    let mut live = live.lock().unwrap_or_else(|p| p.into_inner());
+                    for f in commit.iter() {
+                        if refilled.get(&f.frame.device).is_none_or(|s| f.frame.seq > *s) {
+                            live.record(f, now);
+                        }
+                    }
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::debug!(skipped = n, "diagnostics live feed lagged");
+                    tracing::debug!(skipped_commits = n, "diagnostics live feed lagged");
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
@@ -1150,7 +1154,7 @@ mod tests {
             .record(&frame("a", 6, 1_000, &[1]), 6_000);
         let (tx, rx) = broadcast::channel(8);
         for seq in [6, 7] {
-            tx.send(Arc::new(frame("a", seq, seq * 1_000, &[1])))
+            tx.send(Arc::new(vec![frame("a", seq, seq * 1_000, &[1])]))
                 .expect("a receiver");
         }
         drop(tx);
