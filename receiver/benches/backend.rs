@@ -17,28 +17,20 @@
 //! default 10000; `CONCURRENCY`, default 64 uploads in flight; `RECEIVERS`,
 //! default `1,2`).
 
-#[path = "../../tests/tests/upload_support/mod.rs"]
-mod upload_support;
+mod bench_support;
 
+use bench_support::upload_support::{TestChain, init};
+use bench_support::{env, load_average, runtime, start_pg_receiver};
 use ed25519_dalek::SigningKey;
 use mrv_receiver::archive::LogIdentity;
 use mrv_receiver::archive::postgres::PgArchive;
 use mrv_receiver::throwaway_postgres::{Durability, ThrowawayPostgres};
-use mrv_receiver::{ReceiverConfig, Store};
 use mrv_shared::report::KeySet;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use upload_support::{TestChain, init};
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn cpu_secs() -> f64 {
     // utime + stime of this process (the receivers, the load generator and
@@ -81,8 +73,7 @@ fn reset_peak_rss() {
 
 fn main() {
     init();
-    let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("load average at start: {}", load().trim());
+    println!("load average at start: {}", load_average());
     let gateways = env("GATEWAYS", 10_000);
     let concurrency = env("CONCURRENCY", 64);
     let runs: Vec<usize> = std::env::var("RECEIVERS")
@@ -162,11 +153,7 @@ fn main() {
     let pg = ThrowawayPostgres::start(Durability::Full).expect("PostgreSQL");
     let spools = Arc::new(spools);
     let index = Arc::new(index);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let identity =
         LogIdentity::new("bench.mrv/log", SigningKey::from_bytes(&[7; 32])).expect("identity");
     for receivers in runs {
@@ -181,20 +168,7 @@ fn main() {
             let db_before = db.database_bytes().await.expect("size");
             let mut rxs = Vec::new();
             for _ in 0..receivers {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind");
-                let mut cfg = ReceiverConfig::files(
-                    "/nonexistent",
-                    keys.clone(),
-                    upload_support::synthetic_trust(),
-                );
-                cfg.store = Store::Postgres {
-                    url: url.clone(),
-                    pool: 16,
-                };
-                cfg.log = Some(identity.clone());
-                rxs.push(mrv_receiver::start(listener, cfg).await.expect("receiver"));
+                rxs.push(start_pg_receiver(&url, keys.clone(), identity.clone()).await);
             }
             let bases: Arc<Vec<String>> =
                 Arc::new(rxs.iter().map(|r| format!("http://{}", r.addr())).collect());
@@ -314,7 +288,7 @@ fn main() {
             for r in rxs {
                 r.stop().await.expect("stops");
             }
-            println!("  load average after     {}", load().trim());
+            println!("  load average after     {}", load_average());
         });
     }
 }

@@ -19,25 +19,17 @@
 //! default 10; `HOURS`, default 8760; `CHECK`). Needs Debian's
 //! `postgresql` binaries and GNU time (`/usr/bin/time`).
 
-#[path = "../../tests/tests/upload_support/mod.rs"]
-mod upload_support;
+mod bench_support;
 
+use bench_support::upload_support::{self, TestChain, init};
+use bench_support::{env, load_average, runtime, start_pg_receiver};
 use ed25519_dalek::SigningKey;
 use mrv_receiver::archive::postgres::PgArchive;
 use mrv_receiver::throwaway_postgres::{Durability, ThrowawayPostgres};
-use mrv_receiver::{ReceiverConfig, Store};
 use mrv_shared::report::KeySet;
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
-use upload_support::{TestChain, init};
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Total size of the files under `dir`, and their count.
 fn tree_size(dir: &std::path::Path) -> (u64, u64) {
@@ -63,8 +55,7 @@ fn main() {
     let gateways = env("GATEWAYS", 10);
     let hours = env("HOURS", 8760);
     let total = gateways * hours;
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("  load at start          {}", load.trim());
+    println!("  load at start          {}", load_average());
     // One chain per gateway, built on both cores.
     let t0 = Instant::now();
     let key = SigningKey::from_bytes(&[42; 32]);
@@ -111,23 +102,10 @@ fn main() {
     let key_file = work.path().join("log-key.jwk");
     let identity = mrv_receiver::log_key::load_or_create(&key_file, None).expect("log key");
     let pg = ThrowawayPostgres::start(Durability::Full).expect("PostgreSQL");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let url = rt.block_on(async {
         let url = pg.create_database("statement").await.expect("database");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let mut cfg = ReceiverConfig::files("/nonexistent", keys, upload_support::synthetic_trust());
-        cfg.store = Store::Postgres {
-            url: url.clone(),
-            pool: 16,
-        };
-        cfg.log = Some(identity.clone());
-        let rx = mrv_receiver::start(listener, cfg).await.expect("receiver");
+        let rx = start_pg_receiver(&url, keys, identity.clone()).await;
         let base = format!("http://{}", rx.addr());
         let http = reqwest::Client::new();
         let t = Instant::now();
@@ -202,8 +180,7 @@ fn main() {
         mrv_receiver::statement::tables::utc(end_ms)[..10].to_string()
     };
     let pack = work.path().join("pack");
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("  load before statement  {}", load.trim());
+    println!("  load before statement  {}", load_average());
     let out = Command::new("/usr/bin/time")
         .args([
             "-f",
@@ -264,6 +241,5 @@ fn main() {
             t.elapsed().as_secs_f64()
         );
     }
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("  load after             {}", load.trim());
+    println!("  load after             {}", load_average());
 }

@@ -11,8 +11,11 @@
 //!   `scripts/install-test-deps.sh`; under `CI=true` a missing one fails the
 //!   test, elsewhere the test says loudly that it is skipped;
 //! - [`qemu`]: the node's QEMU image as a child process, and a tap on its
-//!   modem UART.
+//!   modem UART;
+//! - [`puback_device`]: an MQTT device whose only commit point is the
+//!   PUBACK (re-sends all unacked frames after every reconnect).
 
+pub mod puback_device;
 pub mod qemu;
 
 #[cfg(feature = "power-cut")]

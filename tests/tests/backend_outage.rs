@@ -28,6 +28,7 @@
 //! binaries, e.g. `cargo build --release -p mrv-e2e --bin mrv-e2e-gateway
 //! --bin mrv-e2e-receiver`; the devices and checks stay in this process).
 
+use mrv_e2e::puback_device::{self, PubackDevice, PubackOptions};
 use mrv_e2e::{KillOnDrop, TestSite, free_port, wait_for_port};
 use mrv_shared::event::EventKind;
 use mrv_shared::ids::{ChannelId, DeviceId, SiteId};
@@ -37,8 +38,7 @@ use mrv_shared::report::jwk::Jwk;
 use mrv_shared::report::verify::Chain;
 use mrv_shared::report::{DeviceRegistry, DeviceTrust, KeySet, verify_report};
 use mrv_shared::wire::{Frame, binary};
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -131,6 +131,41 @@ struct DeviceState {
 
 /// A device: every simulated minute one frame of 60 one-second samples,
 /// until `last_frame`; PUBACK is its commit point.
+struct Device {
+    sim: SimTime,
+    last_frame: Arc<AtomicU64>,
+    state: Arc<Mutex<DeviceState>>,
+}
+
+impl PubackDevice for Device {
+    fn unacked(&self) -> Vec<u64> {
+        Vec::from(self.state.lock().expect("state").unacked.clone())
+    }
+
+    /// Every frame whose minute has passed (catching up if late).
+    fn due(&mut self) -> Vec<u64> {
+        let now = self.sim.now_ms();
+        let mut s = self.state.lock().expect("state");
+        let mut v = Vec::new();
+        let last_frame = self.last_frame.load(Ordering::SeqCst);
+        while s.generated < last_frame && T0 + (s.generated + 1) * MINUTE <= now {
+            s.generated += 1;
+            let g = s.generated;
+            s.unacked.push_back(g);
+            v.push(g);
+        }
+        v
+    }
+
+    fn acked(&mut self, seq: u64) {
+        let mut s = self.state.lock().expect("state");
+        if let Some(pos) = s.unacked.iter().position(|&x| x == seq) {
+            s.unacked.remove(pos);
+            s.pubacked += 1;
+        }
+    }
+}
+
 async fn run_device(
     id: DeviceId,
     port: u16,
@@ -139,72 +174,20 @@ async fn run_device(
     state: Arc<Mutex<DeviceState>>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let topic = format!("mrv/demo-site/{id}/up");
-    let mut tick = tokio::time::interval(sim.real(MINUTE) / 4);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while !*stop.borrow() {
-        let mut o = MqttOptions::new(id.as_str(), "127.0.0.1", port);
-        o.set_keep_alive(Duration::from_secs(30))
-            .set_clean_session(true)
-            .set_inflight(20);
-        let (client, mut el) = AsyncClient::new(o, 1000);
-        let mut sent: VecDeque<u64> = VecDeque::new();
-        let mut by_pkid: HashMap<u16, u64> = HashMap::new();
-        loop {
-            tokio::select! {
-                ev = el.poll() => match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let resend: Vec<u64> = state.lock().expect("state").unacked.iter().copied().collect();
-                        for seq in resend {
-                            sent.push_back(seq);
-                            let _ = client.try_publish(topic.clone(), QoS::AtLeastOnce, false, frame(&id, seq));
-                        }
-                    }
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                        if let Some(seq) = sent.pop_front() {
-                            by_pkid.insert(pkid, seq);
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::PubAck(a))) => {
-                        if let Some(seq) = by_pkid.remove(&a.pkid) {
-                            let mut s = state.lock().expect("state");
-                            if let Some(pos) = s.unacked.iter().position(|&x| x == seq) {
-                                s.unacked.remove(pos);
-                                s.pubacked += 1;
-                            }
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => break,
-                },
-                _ = tick.tick() => {
-                    // Every frame whose minute has passed (catching up if late).
-                    let now = sim.now_ms();
-                    let due: Vec<u64> = {
-                        let mut s = state.lock().expect("state");
-                        let mut v = Vec::new();
-                        let last_frame = last_frame.load(Ordering::SeqCst);
-                        while s.generated < last_frame && T0 + (s.generated + 1) * MINUTE <= now {
-                            s.generated += 1;
-                            let g = s.generated;
-                            s.unacked.push_back(g);
-                            v.push(g);
-                        }
-                        v
-                    };
-                    for seq in due {
-                        sent.push_back(seq);
-                        let _ = client.try_publish(topic.clone(), QoS::AtLeastOnce, false, frame(&id, seq));
-                    }
-                }
-                _ = async {
-                    let mut s = stop.clone();
-                    let _ = s.changed().await;
-                } => return,
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let opts = PubackOptions {
+        device: id,
+        port,
+        keep_alive: Duration::from_secs(30),
+        tick: sim.real(MINUTE) / 4,
+        reconnect_delay: Duration::from_millis(50),
+        frame,
+    };
+    let device = Device {
+        sim,
+        last_frame,
+        state,
+    };
+    puback_device::run(opts, device, stop).await;
 }
 
 fn spawn_receiver(data: &Path, pki_dir: &Path, key: &Path, listen: &str) -> (KillOnDrop, String) {

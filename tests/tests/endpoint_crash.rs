@@ -9,6 +9,7 @@
 //! `ENDPOINT_CRASH_KILLS=30 cargo test -p mrv-e2e --test endpoint_crash -- --nocapture`
 //! (`CRASH_SEED` replays a run).
 
+use mrv_e2e::puback_device::{self, PubackDevice, PubackOptions};
 use mrv_e2e::{KillOnDrop, TestSite, stored_seqs, wait_for_port};
 use mrv_gateway::buffer::{Buffer, BufferConfig};
 use mrv_shared::ids::{ChannelId, DeviceId, SiteId};
@@ -16,8 +17,7 @@ use mrv_shared::quantity::{Quantity, ValueKind};
 use mrv_shared::reading::{Channel, Quality, Sample};
 use mrv_shared::wire::{Frame, binary};
 use rand::{Rng, SeedableRng};
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -72,73 +72,48 @@ struct DeviceState {
     generating: bool,
 }
 
+/// One device of the fleet, its state shared with the test.
+struct Device(Arc<Mutex<DeviceState>>);
+
+impl PubackDevice for Device {
+    fn unacked(&self) -> Vec<u64> {
+        Vec::from(self.0.lock().expect("state").unacked.clone())
+    }
+
+    fn due(&mut self) -> Vec<u64> {
+        let mut s = self.0.lock().expect("state");
+        if !s.generating {
+            return Vec::new();
+        }
+        s.next_seq += 1;
+        let seq = s.next_seq;
+        s.unacked.push_back(seq);
+        vec![seq]
+    }
+
+    fn acked(&mut self, seq: u64) {
+        let mut s = self.0.lock().expect("state");
+        s.unacked.retain(|&x| x != seq);
+        s.pubacked.insert(seq);
+        s.last_puback = Some(Instant::now());
+    }
+}
+
 async fn run_device(
     id: DeviceId,
     port: u16,
     state: Arc<Mutex<DeviceState>>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let topic = format!("mrv/demo-site/{id}/up");
-    let mut tick = tokio::time::interval(PERIOD);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while !*stop.borrow() {
-        let mut o = MqttOptions::new(id.as_str(), "127.0.0.1", port);
-        o.set_keep_alive(Duration::from_secs(5))
-            .set_clean_session(true)
-            .set_inflight(20);
-        let (client, mut el) = AsyncClient::new(o, 1000);
-        // Order of publishes handed to this client; rumqttc reports their
-        // packet ids in the same order (Outgoing::Publish).
-        let mut sent: VecDeque<u64> = VecDeque::new();
-        let mut by_pkid: HashMap<u16, u64> = HashMap::new();
-        loop {
-            tokio::select! {
-                ev = el.poll() => match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        // Re-send everything not PUBACKed, oldest first.
-                        let resend: Vec<u64> = state.lock().expect("state").unacked.iter().copied().collect();
-                        for seq in resend {
-                            sent.push_back(seq);
-                            let _ = client.try_publish(topic.clone(), QoS::AtLeastOnce, false, frame(&id, seq));
-                        }
-                    }
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                        if let Some(seq) = sent.pop_front() {
-                            by_pkid.insert(pkid, seq);
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::PubAck(a))) => {
-                        if let Some(seq) = by_pkid.remove(&a.pkid) {
-                            let mut s = state.lock().expect("state");
-                            s.unacked.retain(|&x| x != seq);
-                            s.pubacked.insert(seq);
-                            s.last_puback = Some(Instant::now());
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => break,
-                },
-                _ = tick.tick() => {
-                    let seq = {
-                        let mut s = state.lock().expect("state");
-                        if !s.generating {
-                            continue;
-                        }
-                        s.next_seq += 1;
-                        let seq = s.next_seq;
-                        s.unacked.push_back(seq);
-                        seq
-                    };
-                    sent.push_back(seq);
-                    let _ = client.try_publish(topic.clone(), QoS::AtLeastOnce, false, frame(&id, seq));
-                }
-            }
-            if *stop.borrow() {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let opts = PubackOptions {
+        device: id,
+        port,
+        keep_alive: Duration::from_secs(5),
+        tick: PERIOD,
+        reconnect_delay: Duration::from_millis(20),
+        frame,
+    };
+    puback_device::run(opts, Device(state), stop).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

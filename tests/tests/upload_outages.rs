@@ -120,8 +120,25 @@ async fn service_unavailable_with_retry_after_is_honoured() {
     rx.stop().await.expect("stops");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answers_slower_than_the_timeout_are_retried_and_answered_as_duplicates() {
+/// A chain of 8 reports, a TLS receiver behind a fault proxy that holds
+/// the first connection's answer (after the request went through) for 3 s,
+/// and an upload config through the proxy with a floor `timeout` and
+/// `bytes_per_second(&chain)` as its `timeout_bytes_per_second`.
+/// (Fields in reverse order of creation: they drop as the set-up's locals
+/// did in each test.)
+struct StalledAnswer {
+    cfg: mrv_gateway::upload::config::UploadConfig,
+    proxy: FaultProxy,
+    rx: RunningReceiver,
+    _rx_dir: tempfile::TempDir,
+    chain: TestChain,
+    _pki: Pki,
+}
+
+async fn stalled_answer(
+    timeout: Duration,
+    bytes_per_second: impl FnOnce(&TestChain) -> u64,
+) -> StalledAnswer {
     init();
     let pki = Pki::new();
     let mut chain = TestChain::new(2, 30_000, 600_000);
@@ -129,23 +146,35 @@ async fn answers_slower_than_the_timeout_are_retried_and_answered_as_duplicates(
     let rx_dir = tempfile::tempdir().expect("tempdir");
     let rx = start_tls_receiver(rx_dir.path(), chain.keys(), &pki, false).await;
     let proxy = FaultProxy::start(rx.addr()).await;
-    // The first connection's answer (after the request went through) is
-    // held for 3 s; the uploader gives up after 1 s.
     proxy.inject(Fault::StallAnswerAfter(2500, 3000), 1);
     let mut cfg = config(&pki, proxy.addr.port());
-    cfg.timeout = Duration::from_secs(1);
-    cfg.timeout_bytes_per_second = 0;
-    let mut up = Uploader::start(chain.store.clone(), cfg);
+    cfg.timeout = timeout;
+    cfg.timeout_bytes_per_second = bytes_per_second(&chain);
+    StalledAnswer {
+        cfg,
+        proxy,
+        rx,
+        _rx_dir: rx_dir,
+        chain,
+        _pki: pki,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_slower_than_the_timeout_are_retried_and_answered_as_duplicates() {
+    // The answer is held for 3 s; the uploader gives up after 1 s.
+    let setup = stalled_answer(Duration::from_secs(1), |_| 0).await;
+    let mut up = Uploader::start(setup.chain.store.clone(), setup.cfg);
     let s = up.wait(30, |s| s.delivered_upto == 8).await;
     up.stop().await;
-    assert_eq!(proxy.faults_applied.load(Ordering::SeqCst), 1);
+    assert_eq!(setup.proxy.faults_applied.load(Ordering::SeqCst), 1);
     assert!(s.requests >= 3, "the stalled batch was sent again: {s:?}");
     assert!(
-        rx.handle.stats().duplicates.load(Ordering::SeqCst) >= 1,
+        setup.rx.handle.stats().duplicates.load(Ordering::SeqCst) >= 1,
         "the backend stored the first batch and answered its resend as duplicate"
     );
-    assert_delivered_exactly_once(&rx, &chain).await;
-    rx.stop().await.expect("stops");
+    assert_delivered_exactly_once(&setup.rx, &setup.chain).await;
+    setup.rx.stop().await.expect("stops");
 }
 
 /// The same stalled answer, but the request's timeout grows with its
@@ -154,45 +183,38 @@ async fn answers_slower_than_the_timeout_are_retried_and_answered_as_duplicates(
 /// waited for and nothing is sent twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_answer_within_the_size_scaled_timeout_is_waited_for_not_resent() {
-    init();
-    let pki = Pki::new();
-    let mut chain = TestChain::new(2, 30_000, 600_000);
-    chain.extend(8);
-    let smallest = chain
-        .reports
-        .iter()
-        .map(|r| r.len() as u64 + 1)
-        .min()
-        .expect("reports");
-    let rx_dir = tempfile::tempdir().expect("tempdir");
-    let rx = start_tls_receiver(rx_dir.path(), chain.keys(), &pki, false).await;
-    let proxy = FaultProxy::start(rx.addr()).await;
-    proxy.inject(Fault::StallAnswerAfter(2500, 3000), 1);
-    let mut cfg = config(&pki, proxy.addr.port());
-    cfg.timeout = Duration::from_secs(1);
-    cfg.timeout_bytes_per_second = smallest / 4;
-    let timeout = cfg.request_timeout(smallest);
+    let smallest_report = |chain: &TestChain| {
+        chain
+            .reports
+            .iter()
+            .map(|r| r.len() as u64 + 1)
+            .min()
+            .expect("reports")
+    };
+    let setup = stalled_answer(Duration::from_secs(1), |c| smallest_report(c) / 4).await;
+    let smallest = smallest_report(&setup.chain);
+    let timeout = setup.cfg.request_timeout(smallest);
     assert!(
         (Duration::from_secs(5)..Duration::from_millis(5_100)).contains(&timeout),
         "{timeout:?} for {smallest} bytes"
     );
     let started = Instant::now();
-    let mut up = Uploader::start(chain.store.clone(), cfg);
+    let mut up = Uploader::start(setup.chain.store.clone(), setup.cfg);
     let s = up.wait(30, |s| s.delivered_upto == 8).await;
     up.stop().await;
-    assert_eq!(proxy.faults_applied.load(Ordering::SeqCst), 1);
+    assert_eq!(setup.proxy.faults_applied.load(Ordering::SeqCst), 1);
     assert!(
         started.elapsed() >= Duration::from_secs(3),
         "the answer was stalled"
     );
     assert_eq!(s.errors, 0, "the stalled request was waited for: {s:?}");
     assert_eq!(
-        rx.handle.stats().duplicates.load(Ordering::SeqCst),
+        setup.rx.handle.stats().duplicates.load(Ordering::SeqCst),
         0,
         "nothing sent twice"
     );
-    assert_delivered_exactly_once(&rx, &chain).await;
-    rx.stop().await.expect("stops");
+    assert_delivered_exactly_once(&setup.rx, &setup.chain).await;
+    setup.rx.stop().await.expect("stops");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
