@@ -416,7 +416,8 @@ impl Buffer {
     /// One atomic write + flush for the whole batch; per-frame outcome in
     /// order. Frames whose seq is 0 get the next gateway-assigned seq for
     /// their device. When this returns `Ok`, stored frames are durable and
-    /// the returned acks may be sent.
+    /// the returned acks may be sent. An `Err` always leaves the buffer
+    /// refusing writes ([`Buffer::is_poisoned`]) until [`Buffer::reopen`].
     pub fn append(&self, batch: Vec<Incoming>) -> Result<AppendResult, StoreError> {
         let mut st = self.lock();
         if st.poisoned {

@@ -264,21 +264,58 @@ impl Mosquitto {
                 .stderr(Stdio::inherit())
                 .spawn()
                 .expect("mosquitto starts");
-            wait_for_port(port, Duration::from_secs(10));
-            // What answered may have been another test's listener on the
-            // same port: the broker must still be running.
-            std::thread::sleep(Duration::from_millis(50));
-            if matches!(child.try_wait(), Ok(None)) {
-                return Mosquitto {
-                    child,
-                    port,
-                    _dir: dir,
-                };
+            // Up when the listening socket on `port` is the child's own (a
+            // connect could reach another test's listener on the same port).
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    break;
+                }
+                if listens_on(child.id(), port) {
+                    return Mosquitto {
+                        child,
+                        port,
+                        _dir: dir,
+                    };
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "mosquitto did not listen on port {port} within 10 s"
+                );
+                std::thread::sleep(Duration::from_millis(5));
             }
             let _ = child.wait();
         }
         panic!("mosquitto did not stay up on any of 5 free ports");
     }
+}
+
+/// True when process `pid` holds a socket listening on 127.0.0.1:`port`
+/// (Linux: the LISTEN entries of `/proc/net/tcp` matched by inode against
+/// the process's open files).
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let local = format!("0100007F:{port:04X}");
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            (f.len() > 9 && f[1] == local && f[3] == "0A").then(|| format!("socket:[{}]", f[9]))
+        })
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .any(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str()))
 }
 
 impl Drop for Mosquitto {

@@ -140,14 +140,12 @@ pub async fn run_writer(
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 // Replies are dropped: the frames are not acked, devices keep
-                // them and send them again.
-                if buffer.is_poisoned() {
-                    IngestStats::add(&stats.write_failures, 1);
-                    tracing::error!(error = %e, frames = frames.len(), "buffer write failed; frames are not acked (devices keep them); reopening the buffer");
-                    reopen_until_it_works(&buffer, &mut requests, &stats, &now_ms, &e).await;
-                } else {
-                    tracing::error!(error = %e, frames = frames.len(), "buffer refused an append; its frames are not acked");
-                }
+                // them and send them again. Every error of `append` leaves
+                // the buffer refusing writes until it is reopened (a failed
+                // commit poisons it; a poisoned one answers only errors).
+                IngestStats::add(&stats.write_failures, 1);
+                tracing::error!(error = %e, frames = frames.len(), "buffer write failed; frames are not acked (devices keep them); reopening the buffer");
+                reopen_until_it_works(&buffer, &mut requests, &stats, &now_ms, &e).await;
                 continue;
             }
             Err(e) => {
